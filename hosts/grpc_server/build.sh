@@ -1,0 +1,10 @@
+#!/bin/sh
+# Configures and builds pygrpc_ffi_server (Release) into <repo>/build/grpc_server
+# and prints the binary's path.  Needs libpygrpc_ffi.so: make -C csrc first.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+out="$repo/build/grpc_server"
+cmake -S "$here" -B "$out" -DCMAKE_BUILD_TYPE=Release >&2
+cmake --build "$out" -j "$(nproc)" >&2
+echo "$out/pygrpc_ffi_server"

@@ -1,0 +1,42 @@
+// Process-wide state shared by the reactors: the registry they dispatch into
+// and the threads that run everything that may enter Python.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "pygrpc_ffi.h"
+#include "worker_pool.h"
+
+namespace pgf_host {
+
+struct Host {
+  pgf_registry* registry = nullptr;
+  // Runs pgf_dispatch_async: the handlers, sync ones included, so a handler
+  // that blocks holds one of these threads and nothing else.
+  WorkerPool* workers = nullptr;
+  // Runs cancellations, buffer releases and call unrefs.  Kept apart from
+  // `workers` so that cancellation still reaches a handler while every
+  // worker is busy in (possibly blocked) handlers.
+  WorkerPool* service = nullptr;
+  // Response payloads handed to gRPC and not yet released.
+  std::atomic<int64_t> outstanding_buffers{0};
+  // Set once Python is stopped: releases arriving later are leaked rather
+  // than run into a finalized interpreter.
+  std::atomic<bool> python_stopped{false};
+};
+
+Host& GetHost();
+
+// release(ctx), run on the service pool (inline if it has stopped).  Safe
+// from any thread, including gRPC's.
+void ReleaseLater(pgf_release_fn release, void* ctx);
+
+// pgf_call_cancel(call) on the service pool; takes its own reference.
+void CancelLater(pgf_call* call);
+
+// pgf_call_unref(call) on the service pool: the last reference may release
+// a payload or a handler registration, which can enter Python.
+void UnrefLater(pgf_call* call);
+
+}  // namespace pgf_host

@@ -1,0 +1,167 @@
+// pygrpc_ffi_server: a gRPC C++ server that routes every method to the
+// pygrpc_ffi default registry.  Options, startup and shutdown live here.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "host.h"
+#include "native_echo.h"
+#include "options.h"
+#include "pygrpc_ffi.h"
+#include "reactor.h"
+#include "worker_pool.h"
+
+namespace pgf_host {
+namespace {
+
+// The address as a client reaches it: the real port when ADDR asked for 0.
+std::string BoundAddress(const std::string& addr, int port) {
+  if (addr.rfind("unix:", 0) == 0 || addr.rfind("unix-abstract:", 0) == 0) return addr;
+  size_t colon = addr.rfind(':');
+  if (colon == std::string::npos || addr.back() == ']') return addr;
+  return addr.substr(0, colon + 1) + std::to_string(port);
+}
+
+// Exits the process if shutdown hangs (a handler that never finishes keeps
+// Server::Shutdown waiting forever) or if a second signal asks to stop now.
+void Watchdog(const sigset_t* sigs, double limit_seconds, const std::atomic<bool>* done) {
+  auto until = std::chrono::steady_clock::now() +
+               std::chrono::milliseconds(static_cast<int64_t>(limit_seconds * 1000));
+  while (!done->load()) {
+    timespec slice{0, 100 * 1000 * 1000};
+    siginfo_t info;
+    if (sigtimedwait(sigs, &info, &slice) > 0) {
+      std::fprintf(stderr, "error: second signal during shutdown; exiting now\n");
+      _exit(1);
+    }
+    if (std::chrono::steady_clock::now() > until) {
+      std::fprintf(stderr,
+                   "error: calls still running %.0f s after shutdown began; exiting\n",
+                   limit_seconds);
+      _exit(1);
+    }
+  }
+}
+
+int Fail(bool python_started, const std::string& message) {
+  std::fprintf(stderr, "error: %s\n", message.c_str());
+  if (python_started) pgf_python_stop();
+  return 2;
+}
+
+int Run(const Options& opts) {
+  // Block the stop signals before any thread exists (gRPC's, Python's, ours)
+  // so they all inherit the mask and only sigwait below ever sees them.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  if (pgf_abi_version() < PGF_ABI_VERSION) {
+    return Fail(false, "libpygrpc_ffi implements ABI " + std::to_string(pgf_abi_version()) +
+                           ", this server needs " + std::to_string(PGF_ABI_VERSION));
+  }
+  Host& host = GetHost();
+  host.registry = pgf_default_registry();
+
+  for (const std::string& svc : opts.native_echo) {
+    int rc = RegisterNativeEcho(host.registry, svc);
+    if (rc != PGF_OK) {
+      return Fail(false, "--native-echo " + svc + ": " + pgf_strerror(rc));
+    }
+  }
+
+  bool python = !opts.modules.empty();
+  if (python) {
+    if (pgf_python_start(opts.venv.empty() ? nullptr : opts.venv.c_str(),
+                         opts.sys_path.empty() ? nullptr : opts.sys_path.c_str()) != PGF_OK) {
+      return Fail(false, pgf_python_error());
+    }
+    for (const std::string& m : opts.modules) {
+      if (pgf_python_import(m.c_str()) != PGF_OK) return Fail(true, pgf_python_error());
+    }
+  }
+
+  // Never deleted: a late gRPC event during exit may still Post to a
+  // stopped pool (which refuses), so the objects must outlive everything.
+  WorkerPool& workers = *new WorkerPool(opts.workers, "pgf-worker");
+  WorkerPool& service = *new WorkerPool(1, "pgf-service");
+  host.workers = &workers;
+  host.service = &service;
+
+  GenericService generic;
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(opts.listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterCallbackGenericService(&generic);
+  builder.SetMaxReceiveMessageSize(opts.max_message_size);
+  builder.SetMaxSendMessageSize(opts.max_message_size);
+  builder.SetCompressionAlgorithmSupportStatus(GRPC_COMPRESS_DEFLATE, true);
+  builder.SetCompressionAlgorithmSupportStatus(GRPC_COMPRESS_GZIP, true);
+  // Without this a second server on the same port would bind silently.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    server.reset();
+    workers.Stop();
+    service.Stop();
+    return Fail(python, "cannot listen on " + opts.listen);
+  }
+
+  std::printf("listening on %s\n", BoundAddress(opts.listen, port).c_str());
+  std::fflush(stdout);
+
+  int sig = 0;
+  sigwait(&sigs, &sig);
+
+  std::atomic<bool> stopped{false};
+  std::thread watchdog(Watchdog, &sigs, opts.grace_seconds + 10.0, &stopped);
+
+  // In-flight calls get the grace period; then gRPC cancels them, and
+  // Shutdown returns once every reactor is done.
+  auto deadline = std::chrono::system_clock::now() +
+                  std::chrono::milliseconds(static_cast<int64_t>(opts.grace_seconds * 1000));
+  server->Shutdown(deadline);
+  server.reset();
+  // Nothing dispatches any more; finish what is queued.
+  workers.Stop();
+  // gRPC may drop its last slice references (and so release payloads)
+  // shortly after the server is gone.
+  auto buffers_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (host.outstanding_buffers.load(std::memory_order_acquire) > 0 &&
+         std::chrono::steady_clock::now() < buffers_deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  service.Stop();
+
+  if (python) {
+    host.python_stopped.store(true, std::memory_order_release);
+    pgf_python_stop();
+  }
+  stopped.store(true);
+  watchdog.join();
+  return 0;
+}
+
+}  // namespace
+}  // namespace pgf_host
+
+int main(int argc, char** argv) {
+  pgf_host::Options opts;
+  std::string message;
+  int code = 0;
+  if (!pgf_host::ParseOptions(argc, argv, &opts, &message, &code)) {
+    std::fputs(message.c_str(), code == 0 ? stdout : stderr);
+    return code;
+  }
+  return pgf_host::Run(opts);
+}

@@ -1,0 +1,129 @@
+#include "options.h"
+
+#include <cerrno>
+#include <climits>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+namespace pgf_host {
+
+namespace {
+
+const char kUsage[] =
+    "usage: pygrpc_ffi_server [options]\n"
+    "  --listen ADDR            address to serve on (default 127.0.0.1:50051;\n"
+    "                           port 0 picks a free port)\n"
+    "  --workers N              handler threads (default 4)\n"
+    "  --max-message-size B     receive and send limit in bytes (default 64 MiB)\n"
+    "  --module NAME            Python module to import; it registers handlers\n"
+    "                           (repeatable)\n"
+    "  --venv DIR               virtualenv whose site-packages Python uses\n"
+    "  --sys-path P1:P2         extra sys.path entries\n"
+    "  --native-echo SERVICE    serve every method of SERVICE with a C echo\n"
+    "                           handler (repeatable)\n"
+    "  --grace-seconds S        shutdown grace for in-flight calls (default 10)\n"
+    "Prints 'listening on ADDR' once serving; SIGINT/SIGTERM stop it.\n";
+
+bool ParseLong(const char* s, long min, long max, long* out) {
+  errno = 0;
+  char* end = nullptr;
+  long v = std::strtol(s, &end, 10);
+  if (errno != 0 || end == s || *end != '\0' || v < min || v > max) return false;
+  *out = v;
+  return true;
+}
+
+}  // namespace
+
+bool ParseOptions(int argc, char** argv, Options* opts, std::string* message,
+                  int* exit_code) {
+  *exit_code = 2;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      *message = kUsage;
+      *exit_code = 0;
+      return false;
+    }
+    // Both "--opt value" and "--opt=value".
+    std::string value;
+    bool has_value = false;
+    size_t eq = arg.find('=');
+    if (arg.rfind("--", 0) == 0 && eq != std::string::npos) {
+      value = arg.substr(eq + 1);
+      arg.resize(eq);
+      has_value = true;
+    }
+    auto need = [&](std::string* v) {
+      if (has_value) {
+        *v = value;
+        return true;
+      }
+      if (i + 1 >= argc) return false;
+      *v = argv[++i];
+      return true;
+    };
+    std::string v;
+    long n;
+    if (arg == "--listen" || arg == "--workers" || arg == "--max-message-size" ||
+        arg == "--module" || arg == "--venv" || arg == "--sys-path" ||
+        arg == "--native-echo" || arg == "--grace-seconds") {
+      if (!need(&v)) {
+        *message = "error: " + arg + " needs a value\n" + kUsage;
+        return false;
+      }
+    } else {
+      *message = "error: unknown option " + arg + "\n" + kUsage;
+      return false;
+    }
+    if (arg == "--listen") {
+      if (v.empty()) {
+        *message = "error: --listen needs an address\n";
+        return false;
+      }
+      opts->listen = v;
+    } else if (arg == "--workers") {
+      if (!ParseLong(v.c_str(), 1, 1024, &n)) {
+        *message = "error: --workers must be an integer in 1..1024\n";
+        return false;
+      }
+      opts->workers = static_cast<int>(n);
+    } else if (arg == "--max-message-size") {
+      if (!ParseLong(v.c_str(), 1, INT_MAX, &n)) {
+        *message = "error: --max-message-size must be an integer in 1..2147483647\n";
+        return false;
+      }
+      opts->max_message_size = static_cast<int>(n);
+    } else if (arg == "--module") {
+      if (v.empty()) {
+        *message = "error: --module needs a module name\n";
+        return false;
+      }
+      opts->modules.push_back(v);
+    } else if (arg == "--venv") {
+      opts->venv = v;
+    } else if (arg == "--sys-path") {
+      opts->sys_path = v;
+    } else if (arg == "--native-echo") {
+      if (v.empty()) {
+        *message = "error: --native-echo needs a service name\n";
+        return false;
+      }
+      opts->native_echo.push_back(v);
+    } else if (arg == "--grace-seconds") {
+      char* end = nullptr;
+      errno = 0;
+      double g = std::strtod(v.c_str(), &end);
+      if (errno != 0 || end == v.c_str() || *end != '\0' || !std::isfinite(g) || g < 0 ||
+          g > 86400) {
+        *message = "error: --grace-seconds must be a number in 0..86400\n";
+        return false;
+      }
+      opts->grace_seconds = g;
+    }
+  }
+  return true;
+}
+
+}  // namespace pgf_host

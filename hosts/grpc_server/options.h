@@ -1,0 +1,26 @@
+// Command-line options of pygrpc_ffi_server.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace pgf_host {
+
+struct Options {
+  std::string listen = "127.0.0.1:50051";
+  int workers = 4;
+  int max_message_size = 64 * 1024 * 1024;
+  std::vector<std::string> modules;
+  std::string venv;
+  std::string sys_path;
+  std::vector<std::string> native_echo;
+  double grace_seconds = 10.0;
+};
+
+// Parses argv into opts.  On a bad or missing value, or --help, returns false
+// with the text to print in *message (usage for --help, an error otherwise)
+// and *exit_code set (0 for --help, 2 otherwise).
+bool ParseOptions(int argc, char** argv, Options* opts, std::string* message,
+                  int* exit_code);
+
+}  // namespace pgf_host

@@ -1,0 +1,197 @@
+#include "reactor.h"
+
+#include <chrono>
+#include <cstdint>
+#include <limits>
+#include <string>
+
+#include "host.h"
+#include "native_echo.h"
+
+namespace pgf_host {
+
+namespace {
+
+// The response payload handed to gRPC; freed by the slice's destroy callback.
+struct OwnedPayload {
+  pgf_release_fn release;
+  void* ctx;
+};
+
+// gRPC runs this on one of its own threads, where nothing may block; the
+// release may take the GIL, so it goes to the service pool.
+void DestroyPayload(void* p) {
+  auto* owned = static_cast<OwnedPayload*>(p);
+  ReleaseLater(owned->release, owned->ctx);
+  delete owned;
+  GetHost().outstanding_buffers.fetch_sub(1, std::memory_order_release);
+}
+
+int64_t DeadlineUnixNs(std::chrono::system_clock::time_point d) {
+  // gRPC reports "no deadline" (gpr_inf_future) as time_point::max().
+  if (d == std::chrono::system_clock::time_point::max()) return INT64_MAX;
+  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d.time_since_epoch());
+  return ns.count();
+}
+
+template <typename AddFn>
+void CopyMetadata(const pgf_metadata* md, AddFn add) {
+  size_t n = pgf_metadata_count(md);
+  for (size_t i = 0; i < n; ++i) {
+    const char* key;
+    size_t key_len;
+    const uint8_t* value;
+    size_t value_len;
+    if (pgf_metadata_get(md, i, &key, &key_len, &value, &value_len) != PGF_OK) continue;
+    add(std::string(key, key_len),
+        std::string(reinterpret_cast<const char*>(value), value_len));
+  }
+}
+
+}  // namespace
+
+CallReactor::CallReactor(grpc::GenericCallbackServerContext* ctx) : ctx_(ctx) {
+  StartRead(&request_);
+}
+
+void CallReactor::OnReadDone(bool ok) {
+  if (!ok) {
+    // Half-close without a message, or the call is already gone.
+    Finish(grpc::Status(grpc::StatusCode::INTERNAL, "missing request message"));
+    return;
+  }
+  const std::string& path = ctx_->method();
+  pgf_call* call = pgf_call_new(path.data(), path.size());
+  if (call == nullptr) {
+    Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                        "malformed method path: " + path));
+    return;
+  }
+  bool filled = FillCall(call);
+  bool cancelled;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    call_ = call;
+    cancelled = cancelled_;
+  }
+  if (!filled) {
+    Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        "out of memory while reading the request"));
+  } else if (cancelled) {
+    // Gone before it was dispatched: no handler needs to see it.
+    Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+  } else if (!GetHost().workers->Post(RunDispatch, this, call)) {
+    Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
+  }
+}
+
+bool CallReactor::FillCall(pgf_call* call) {
+  // Zero copy when the message is one slice (small messages); otherwise
+  // flatten it once.  request_slice_ keeps the bytes alive until OnDone.
+  if (!request_.TrySingleSlice(&request_slice_).ok()) {
+    if (!request_.DumpToSingleSlice(&request_slice_).ok()) request_slice_ = grpc::Slice();
+  }
+  request_.Clear();
+  if (pgf_call_set_request(call, request_slice_.begin(), request_slice_.size()) != PGF_OK) {
+    return false;
+  }
+  for (const auto& kv : ctx_->client_metadata()) {
+    if (pgf_call_add_request_metadata(call, kv.first.data(), kv.first.size(),
+                                      reinterpret_cast<const uint8_t*>(kv.second.data()),
+                                      kv.second.size()) == PGF_ENOMEM) {
+      return false;
+    }
+  }
+  std::string peer = ctx_->peer();
+  pgf_call_set_peer(call, peer.data(), peer.size());
+  pgf_call_set_deadline(call, DeadlineUnixNs(ctx_->deadline()));
+  return true;
+}
+
+void CallReactor::RunDispatch(void* self, void* call) {
+  auto* r = static_cast<CallReactor*>(self);
+  auto* c = static_cast<pgf_call*>(call);
+  // After a successful pgf_dispatch_async the done callback may already have
+  // finished the RPC and OnDone deleted r: touch r only on failure.
+  if (pgf_dispatch_async(GetHost().registry, c, HandlerDone, r) != PGF_OK) {
+    r->Finish(grpc::Status(grpc::StatusCode::INTERNAL, "dispatch failed"));
+  }
+}
+
+void CallReactor::HandlerDone(pgf_call* call, void* self) {
+  static_cast<CallReactor*>(self)->SendAnswer(call);
+}
+
+// Runs on whatever thread finished the handler; must not block.  The last
+// thing it does is start the final gRPC operation: after that, OnDone may
+// delete this reactor at any moment.
+void CallReactor::SendAnswer(pgf_call* call) {
+  CopyMetadata(pgf_call_initial_metadata(call), [this](std::string k, std::string v) {
+    ctx_->AddInitialMetadata(k, v);
+  });
+  CopyMetadata(pgf_call_trailing_metadata(call), [this](std::string k, std::string v) {
+    ctx_->AddTrailingMetadata(k, v);
+  });
+
+  int code = pgf_call_status(call);
+  if (code < 0 || code > 16) code = PGF_STATUS_UNKNOWN;
+  size_t msg_len = 0;
+  const char* msg = pgf_call_status_message(call, &msg_len);
+  const uint8_t* details = nullptr;
+  size_t details_len = 0;
+  pgf_call_status_details(call, &details, &details_len);
+  grpc::Status status =
+      details_len > 0
+          ? grpc::Status(static_cast<grpc::StatusCode>(code), std::string(msg, msg_len),
+                         std::string(reinterpret_cast<const char*>(details), details_len))
+          : grpc::Status(static_cast<grpc::StatusCode>(code), std::string(msg, msg_len));
+
+  const uint8_t* data = nullptr;
+  size_t len = 0;
+  pgf_release_fn release = nullptr;
+  void* release_ctx = nullptr;
+  pgf_call_take_response(call, &data, &len, &release, &release_ctx);
+
+  if (code != PGF_STATUS_OK) {
+    // An error carries no message; the payload, if any, is just released.
+    if (release != nullptr) ReleaseLater(release, release_ctx);
+    Finish(std::move(status));
+    return;
+  }
+
+  grpc::Slice payload;  // empty message when the handler set none
+  if (release == NativeEchoRelease) {
+    payload = request_slice_;  // a new reference, see native_echo.h
+  } else if (release != nullptr) {
+    GetHost().outstanding_buffers.fetch_add(1, std::memory_order_relaxed);
+    payload = grpc::Slice(const_cast<uint8_t*>(data), len, DestroyPayload,
+                          new OwnedPayload{release, release_ctx});
+  }
+  response_ = grpc::ByteBuffer(&payload, 1);
+
+  grpc::WriteOptions options;
+  if (pgf_call_compress_response(call)) {
+    ctx_->set_compression_algorithm(GRPC_COMPRESS_GZIP);
+  } else {
+    options.set_no_compression();
+  }
+  StartWriteAndFinish(&response_, options, std::move(status));
+}
+
+void CallReactor::OnCancel() {
+  pgf_call* call;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancelled_ = true;
+    call = call_;
+  }
+  // The cancel callback is Python's (it takes the GIL): not on this thread.
+  if (call != nullptr) CancelLater(call);
+}
+
+void CallReactor::OnDone() {
+  if (call_ != nullptr) UnrefLater(call_);
+  delete this;
+}
+
+}  // namespace pgf_host
