@@ -30,8 +30,6 @@ void RunCancel(void* call, void*) {
   pgf_call_unref(static_cast<pgf_call*>(call));
 }
 
-void RunUnref(void* call, void*) { pgf_call_unref(static_cast<pgf_call*>(call)); }
-
 // Runs on the service pool, or inline once it has stopped (late events
 // during shutdown, when no worker holds the GIL any more).
 void Submit(WorkerPool::Fn fn, void* a, void* b) {
@@ -47,7 +45,5 @@ void ReleaseLater(pgf_release_fn release, void* ctx) {
 }
 
 void CancelLater(pgf_call* call) { Submit(RunCancel, pgf_call_ref(call), nullptr); }
-
-void UnrefLater(pgf_call* call) { Submit(RunUnref, call, nullptr); }
 
 }  // namespace pgf_host

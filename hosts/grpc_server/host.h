@@ -15,7 +15,7 @@ struct Host {
   // Runs pgf_dispatch_async: the handlers, sync ones included, so a handler
   // that blocks holds one of these threads and nothing else.
   WorkerPool* workers = nullptr;
-  // Runs cancellations, buffer releases and call unrefs.  Kept apart from
+  // Runs cancellations and response buffer releases.  Kept apart from
   // `workers` so that cancellation still reaches a handler while every
   // worker is busy in (possibly blocked) handlers.
   WorkerPool* service = nullptr;
@@ -34,9 +34,5 @@ void ReleaseLater(pgf_release_fn release, void* ctx);
 
 // pgf_call_cancel(call) on the service pool; takes its own reference.
 void CancelLater(pgf_call* call);
-
-// pgf_call_unref(call) on the service pool: the last reference may release
-// a payload or a handler registration, which can enter Python.
-void UnrefLater(pgf_call* call);
 
 }  // namespace pgf_host

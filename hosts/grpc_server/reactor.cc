@@ -126,12 +126,14 @@ void CallReactor::HandlerDone(pgf_call* call, void* self) {
 // thing it does is start the final gRPC operation: after that, OnDone may
 // delete this reactor at any moment.
 void CallReactor::SendAnswer(pgf_call* call) {
-  CopyMetadata(pgf_call_initial_metadata(call), [this](std::string k, std::string v) {
-    ctx_->AddInitialMetadata(k, v);
-  });
-  CopyMetadata(pgf_call_trailing_metadata(call), [this](std::string k, std::string v) {
-    ctx_->AddTrailingMetadata(k, v);
-  });
+  CopyMetadata(pgf_call_initial_metadata(call),
+               [this](const std::string& k, const std::string& v) {
+                 ctx_->AddInitialMetadata(k, v);
+               });
+  CopyMetadata(pgf_call_trailing_metadata(call),
+               [this](const std::string& k, const std::string& v) {
+                 ctx_->AddTrailingMetadata(k, v);
+               });
 
   int code = pgf_call_status(call);
   if (code < 0 || code > 16) code = PGF_STATUS_UNKNOWN;
@@ -160,8 +162,18 @@ void CallReactor::SendAnswer(pgf_call* call) {
   }
 
   grpc::Slice payload;  // empty message when the handler set none
-  if (release == NativeEchoRelease) {
-    payload = request_slice_;  // a new reference, see native_echo.h
+  const uint8_t* req = request_slice_.begin();
+  if (release != nullptr && len > 0 && data >= req &&
+      data + len <= req + request_slice_.size()) {
+    // The answer points into the request (an echo): a new reference to the
+    // request's own slice keeps the bytes alive exactly as long as gRPC needs
+    // them, which the reactor alone does not (it may die first).
+    payload = request_slice_.sub(data - req, data - req + len);
+    if (NativeEchoAnswering()) {
+      release(release_ctx);  // pure C, cheap: see native_echo.h
+    } else {
+      ReleaseLater(release, release_ctx);
+    }
   } else if (release != nullptr) {
     GetHost().outstanding_buffers.fetch_add(1, std::memory_order_relaxed);
     payload = grpc::Slice(const_cast<uint8_t*>(data), len, DestroyPayload,
@@ -190,7 +202,9 @@ void CallReactor::OnCancel() {
 }
 
 void CallReactor::OnDone() {
-  if (call_ != nullptr) UnrefLater(call_);
+  // Inline: by now the response was taken and the handler registration
+  // dropped at finish, so the last reference frees plain C memory only.
+  pgf_call_unref(call_);
   delete this;
 }
 
