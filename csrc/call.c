@@ -1,0 +1,545 @@
+/* One RPC: request in, response out, status, cancellation, completion. */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Keeps a taken response alive past its call and counts it as live. */
+typedef struct pgf_owned_buffer {
+    pgf_release_fn release;
+    void *ctx;
+} pgf_owned_buffer;
+
+struct pgf_call {
+    int64_t refs;
+    pgf_name *service;
+    pgf_name *method;
+    char *path;                 /* "/service/method", NUL-terminated */
+    size_t path_len;
+
+    const uint8_t *request;
+    size_t request_len;
+    pgf_metadata request_md;
+    int64_t deadline;
+    char *peer;
+    size_t peer_len;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int dispatched;
+    int finished;               /* also read without mu: atomic */
+    int cancelled;              /* also read without mu: atomic */
+    int cancel_running;
+    pthread_t cancel_thread;
+    pgf_cancel_fn cancel_fn;
+    void *cancel_data;
+    pgf_done_fn done;
+    void *done_data;
+    pgf_handler *handler;
+
+    int status;
+    char *message;
+    size_t message_len;
+    uint8_t *details;
+    size_t details_len;
+    pgf_metadata initial_md;
+    pgf_metadata trailing_md;
+    const uint8_t *response;
+    size_t response_len;
+    pgf_owned_buffer *response_owner;
+    int compress;
+};
+
+static void owned_buffer_release(void *p) {
+    pgf_owned_buffer *b = p;
+    if (b->release)
+        b->release(b->ctx);
+    free(b);
+    pgf__live_add(PGF_LIVE_BUFFERS, -1);
+}
+
+pgf_call *pgf_call_new(const char *path, size_t path_len) {
+    /* "/service/method": both parts non-empty, no further '/'. */
+    if (path == NULL || path_len < 4 || path[0] != '/')
+        return NULL;
+    const char *slash = memchr(path + 1, '/', path_len - 1);
+    if (slash == NULL || slash == path + 1 || slash == path + path_len - 1)
+        return NULL;
+    if (memchr(slash + 1, '/', (size_t)(path + path_len - slash - 1)))
+        return NULL;
+    if (memchr(path, '\0', path_len))
+        return NULL;
+
+    pgf_call *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->path = malloc(path_len + 1);
+    size_t service_len = (size_t)(slash - path - 1);
+    c->service = pgf_name_new(path + 1, service_len);
+    c->method = pgf_name_new(slash + 1, path_len - service_len - 2);
+    if (c->path == NULL || c->service == NULL || c->method == NULL) {
+        free(c->path);
+        pgf_name_unref(c->service);
+        pgf_name_unref(c->method);
+        free(c);
+        return NULL;
+    }
+    memcpy(c->path, path, path_len);
+    c->path[path_len] = '\0';
+    c->path_len = path_len;
+    c->refs = 1;
+    c->deadline = INT64_MAX;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    pgf__metadata_init(&c->request_md);
+    pgf__metadata_init(&c->initial_md);
+    pgf__metadata_init(&c->trailing_md);
+    pgf__live_add(PGF_LIVE_CALLS, 1);
+    return c;
+}
+
+pgf_call *pgf_call_ref(pgf_call *call) {
+    if (call)
+        pgf__ref(&call->refs);
+    return call;
+}
+
+static void drop_response(pgf_call *c) {
+    if (c->response_owner)
+        owned_buffer_release(c->response_owner);
+    c->response_owner = NULL;
+    c->response = NULL;
+    c->response_len = 0;
+}
+
+void pgf_call_unref(pgf_call *call) {
+    if (call == NULL || !pgf__unref(&call->refs))
+        return;
+    drop_response(call);
+    if (call->handler)
+        pgf__handler_unref(call->handler);
+    pgf_name_unref(call->service);
+    pgf_name_unref(call->method);
+    pgf__metadata_clear(&call->request_md);
+    pgf__metadata_clear(&call->initial_md);
+    pgf__metadata_clear(&call->trailing_md);
+    free(call->path);
+    free(call->peer);
+    free(call->message);
+    free(call->details);
+    pthread_mutex_destroy(&call->mu);
+    pthread_cond_destroy(&call->cv);
+    free(call);
+    pgf__live_add(PGF_LIVE_CALLS, -1);
+}
+
+const pgf_name *pgf_call_service(const pgf_call *call) {
+    return call ? call->service : NULL;
+}
+
+const pgf_name *pgf_call_method(const pgf_call *call) {
+    return call ? call->method : NULL;
+}
+
+const char *pgf__call_path(const pgf_call *call, size_t *len) {
+    *len = call->path_len;
+    return call->path;
+}
+
+/* ------------------------------------------------------------- request */
+
+static int is_finished(const pgf_call *c) {
+    return __atomic_load_n(&c->finished, __ATOMIC_ACQUIRE);
+}
+
+int pgf_call_set_request(pgf_call *call, const uint8_t *data, size_t len) {
+    if (call == NULL || (data == NULL && len != 0))
+        return PGF_EINVAL;
+    if (call->dispatched)
+        return PGF_ESTATE;
+    call->request = data;
+    call->request_len = len;
+    return PGF_OK;
+}
+
+int pgf_call_add_request_metadata(pgf_call *call,
+                                  const char *key, size_t key_len,
+                                  const uint8_t *value, size_t value_len) {
+    if (call == NULL)
+        return PGF_EINVAL;
+    if (call->dispatched)
+        return PGF_ESTATE;
+    return pgf__metadata_append(&call->request_md, key, key_len, value,
+                                value_len);
+}
+
+int pgf_call_set_deadline(pgf_call *call, int64_t deadline_unix_ns) {
+    if (call == NULL)
+        return PGF_EINVAL;
+    if (call->dispatched)
+        return PGF_ESTATE;
+    call->deadline = deadline_unix_ns;
+    return PGF_OK;
+}
+
+int pgf_call_set_peer(pgf_call *call, const char *peer, size_t len) {
+    if (call == NULL || (peer == NULL && len != 0))
+        return PGF_EINVAL;
+    if (call->dispatched)
+        return PGF_ESTATE;
+    char *p = malloc(len + 1);
+    if (p == NULL)
+        return PGF_ENOMEM;
+    if (len)
+        memcpy(p, peer, len);
+    p[len] = '\0';
+    free(call->peer);
+    call->peer = p;
+    call->peer_len = len;
+    return PGF_OK;
+}
+
+void pgf_call_request(const pgf_call *call, const uint8_t **data, size_t *len) {
+    *data = call ? call->request : NULL;
+    *len = call ? call->request_len : 0;
+}
+
+const pgf_metadata *pgf_call_request_metadata(const pgf_call *call) {
+    return call ? &call->request_md : NULL;
+}
+
+int64_t pgf_call_deadline(const pgf_call *call) {
+    return call ? call->deadline : INT64_MAX;
+}
+
+const char *pgf_call_peer(const pgf_call *call, size_t *len) {
+    if (call == NULL || call->peer == NULL) {
+        if (len)
+            *len = 0;
+        return "";
+    }
+    if (len)
+        *len = call->peer_len;
+    return call->peer;
+}
+
+/* -------------------------------------------------------- cancellation */
+
+void pgf_call_cancel(pgf_call *call) {
+    if (call == NULL)
+        return;
+    pthread_mutex_lock(&call->mu);
+    if (call->cancelled || call->finished) {
+        pthread_mutex_unlock(&call->mu);
+        return;
+    }
+    __atomic_store_n(&call->cancelled, 1, __ATOMIC_RELEASE);
+    pgf_cancel_fn fn = call->cancel_fn;
+    void *data = call->cancel_data;
+    call->cancel_fn = NULL;
+    if (fn) {
+        /* finish waits for a running callback, so its data stays valid. */
+        call->cancel_running = 1;
+        call->cancel_thread = pthread_self();
+    }
+    pthread_mutex_unlock(&call->mu);
+    if (fn) {
+        fn(call, data);
+        pthread_mutex_lock(&call->mu);
+        call->cancel_running = 0;
+        pthread_cond_broadcast(&call->cv);
+        pthread_mutex_unlock(&call->mu);
+    }
+}
+
+int pgf_call_is_cancelled(const pgf_call *call) {
+    return call ? __atomic_load_n(&call->cancelled, __ATOMIC_ACQUIRE) : 0;
+}
+
+int pgf_call_on_cancel(pgf_call *call, pgf_cancel_fn fn, void *user_data) {
+    if (call == NULL)
+        return PGF_EINVAL;
+    pthread_mutex_lock(&call->mu);
+    if (call->finished) {
+        pthread_mutex_unlock(&call->mu);
+        return PGF_ESTATE;
+    }
+    if (call->cancelled) {
+        pthread_mutex_unlock(&call->mu);
+        if (fn)
+            fn(call, user_data);
+        return PGF_OK;
+    }
+    call->cancel_fn = fn;
+    call->cancel_data = user_data;
+    pthread_mutex_unlock(&call->mu);
+    return PGF_OK;
+}
+
+/* ------------------------------------------------------------ response */
+
+int pgf_call_set_response(pgf_call *call, const uint8_t *data, size_t len,
+                          pgf_release_fn release, void *ctx) {
+    if (call == NULL || (data == NULL && len != 0)) {
+        if (release)
+            release(ctx);
+        return PGF_EINVAL;
+    }
+    pgf_owned_buffer *owner = malloc(sizeof(*owner));
+    if (owner == NULL) {
+        if (release)
+            release(ctx);
+        return PGF_ENOMEM;
+    }
+    owner->release = release;
+    owner->ctx = ctx;
+    pgf__live_add(PGF_LIVE_BUFFERS, 1);
+    pthread_mutex_lock(&call->mu);
+    if (call->finished) {
+        pthread_mutex_unlock(&call->mu);
+        owned_buffer_release(owner);
+        return PGF_ESTATE;
+    }
+    pgf_owned_buffer *old = call->response_owner;
+    call->response = data;
+    call->response_len = len;
+    call->response_owner = owner;
+    pthread_mutex_unlock(&call->mu);
+    if (old)
+        owned_buffer_release(old);
+    return PGF_OK;
+}
+
+static int add_response_md(pgf_call *call, pgf_metadata *md,
+                           const char *key, size_t key_len,
+                           const uint8_t *value, size_t value_len) {
+    if (call == NULL)
+        return PGF_EINVAL;
+    int rc = pgf_metadata_validate(key, key_len, value, value_len);
+    if (rc != PGF_OK)
+        return rc;
+    pthread_mutex_lock(&call->mu);
+    rc = call->finished ? PGF_ESTATE
+                        : pgf__metadata_append(md, key, key_len, value,
+                                               value_len);
+    pthread_mutex_unlock(&call->mu);
+    return rc;
+}
+
+int pgf_call_add_initial_metadata(pgf_call *call,
+                                  const char *key, size_t key_len,
+                                  const uint8_t *value, size_t value_len) {
+    return add_response_md(call, call ? &call->initial_md : NULL, key,
+                           key_len, value, value_len);
+}
+
+int pgf_call_add_trailing_metadata(pgf_call *call,
+                                   const char *key, size_t key_len,
+                                   const uint8_t *value, size_t value_len) {
+    return add_response_md(call, call ? &call->trailing_md : NULL, key,
+                           key_len, value, value_len);
+}
+
+int pgf_call_set_status_details(pgf_call *call,
+                                const uint8_t *data, size_t len) {
+    if (call == NULL || (data == NULL && len != 0))
+        return PGF_EINVAL;
+    uint8_t *copy = NULL;
+    if (len) {
+        copy = malloc(len);
+        if (copy == NULL)
+            return PGF_ENOMEM;
+        memcpy(copy, data, len);
+    }
+    pthread_mutex_lock(&call->mu);
+    if (call->finished) {
+        pthread_mutex_unlock(&call->mu);
+        free(copy);
+        return PGF_ESTATE;
+    }
+    free(call->details);
+    call->details = copy;
+    call->details_len = len;
+    pthread_mutex_unlock(&call->mu);
+    return PGF_OK;
+}
+
+int pgf_call_set_compress_response(pgf_call *call, int enable) {
+    if (call == NULL)
+        return PGF_EINVAL;
+    if (is_finished(call))
+        return PGF_ESTATE;
+    call->compress = enable != 0;
+    return PGF_OK;
+}
+
+int pgf_call_compress_response(const pgf_call *call) {
+    return call ? call->compress : 0;
+}
+
+int pgf_call_reset_response(pgf_call *call) {
+    if (call == NULL)
+        return PGF_EINVAL;
+    pthread_mutex_lock(&call->mu);
+    if (call->finished) {
+        pthread_mutex_unlock(&call->mu);
+        return PGF_ESTATE;
+    }
+    pgf_owned_buffer *old = call->response_owner;
+    call->response_owner = NULL;
+    call->response = NULL;
+    call->response_len = 0;
+    pgf__metadata_clear(&call->initial_md);
+    pgf__metadata_clear(&call->trailing_md);
+    free(call->details);
+    call->details = NULL;
+    call->details_len = 0;
+    call->compress = 0;
+    pthread_mutex_unlock(&call->mu);
+    if (old)
+        owned_buffer_release(old);
+    return PGF_OK;
+}
+
+/* ---------------------------------------------------------- completion */
+
+int pgf_call_finish(pgf_call *call, int code, const char *msg, size_t len) {
+    if (call == NULL || (msg == NULL && len != 0))
+        return PGF_EINVAL;
+    if (code < 0 || code > 16)
+        code = PGF_STATUS_UNKNOWN;
+    char *copy = malloc(len + 1);
+    if (copy == NULL) {
+        /* Still finish: a call must never hang for want of a message. */
+        len = 0;
+    } else {
+        if (len)
+            memcpy(copy, msg, len);
+        copy[len] = '\0';
+    }
+    pthread_mutex_lock(&call->mu);
+    if (call->finished) {
+        pthread_mutex_unlock(&call->mu);
+        free(copy);
+        return PGF_ESTATE;
+    }
+    while (call->cancel_running &&
+           !pthread_equal(call->cancel_thread, pthread_self()))
+        pthread_cond_wait(&call->cv, &call->mu);
+    call->status = code;
+    call->message = copy;
+    call->message_len = copy ? len : 0;
+    call->cancel_fn = NULL;
+    pgf_done_fn done = call->done;
+    void *done_data = call->done_data;
+    int dispatched = call->dispatched;
+    pgf_handler *h = call->handler;
+    call->handler = NULL;
+    __atomic_store_n(&call->finished, 1, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&call->cv);
+    pthread_mutex_unlock(&call->mu);
+
+    if (done)
+        done(call, done_data);
+    /* The registration may go now that its call is over. */
+    if (h)
+        pgf__handler_unref(h);
+    if (dispatched)
+        pgf_call_unref(call); /* the dispatch's own reference */
+    return PGF_OK;
+}
+
+int pgf_call_is_finished(const pgf_call *call) {
+    return call ? is_finished(call) : 0;
+}
+
+int pgf_call_status(const pgf_call *call) {
+    return call && is_finished(call) ? call->status : PGF_STATUS_UNKNOWN;
+}
+
+const char *pgf_call_status_message(const pgf_call *call, size_t *len) {
+    if (call == NULL || call->message == NULL) {
+        if (len)
+            *len = 0;
+        return "";
+    }
+    if (len)
+        *len = call->message_len;
+    return call->message;
+}
+
+void pgf_call_status_details(const pgf_call *call,
+                             const uint8_t **data, size_t *len) {
+    *data = call ? call->details : NULL;
+    *len = call ? call->details_len : 0;
+}
+
+const pgf_metadata *pgf_call_initial_metadata(const pgf_call *call) {
+    return call ? &call->initial_md : NULL;
+}
+
+const pgf_metadata *pgf_call_trailing_metadata(const pgf_call *call) {
+    return call ? &call->trailing_md : NULL;
+}
+
+void pgf_call_response(const pgf_call *call, const uint8_t **data,
+                       size_t *len) {
+    *data = call ? call->response : NULL;
+    *len = call ? call->response_len : 0;
+}
+
+int pgf_call_take_response(pgf_call *call, const uint8_t **data, size_t *len,
+                           pgf_release_fn *release, void **ctx) {
+    if (call == NULL || data == NULL || len == NULL || release == NULL ||
+        ctx == NULL)
+        return PGF_EINVAL;
+    pthread_mutex_lock(&call->mu);
+    *data = call->response;
+    *len = call->response_len;
+    if (call->response_owner) {
+        *release = owned_buffer_release;
+        *ctx = call->response_owner;
+    } else {
+        *release = NULL;
+        *ctx = NULL;
+    }
+    call->response_owner = NULL;
+    call->response = NULL;
+    call->response_len = 0;
+    pthread_mutex_unlock(&call->mu);
+    return PGF_OK;
+}
+
+/* ------------------------------------------------------------ dispatch */
+
+int pgf__call_begin_dispatch(pgf_call *call, pgf_done_fn done, void *ud) {
+    pthread_mutex_lock(&call->mu);
+    if (call->dispatched || call->finished) {
+        pthread_mutex_unlock(&call->mu);
+        return PGF_ESTATE;
+    }
+    call->dispatched = 1;
+    call->done = done;
+    call->done_data = ud;
+    pthread_mutex_unlock(&call->mu);
+    pgf_call_ref(call); /* dropped by pgf_call_finish */
+    return PGF_OK;
+}
+
+void pgf__call_run(pgf_call *call, pgf_handler *h) {
+    /* The call's reference is dropped at finish; this one keeps handler data
+     * alive until fn has returned, even if fn finishes the call itself. */
+    pgf__handler_ref(h);
+    pthread_mutex_lock(&call->mu);
+    call->handler = h;
+    pthread_mutex_unlock(&call->mu);
+    h->fn(h->data, call);
+    pgf__handler_unref(h);
+}
+
+void pgf__call_wait(pgf_call *call) {
+    pthread_mutex_lock(&call->mu);
+    while (!call->finished)
+        pthread_cond_wait(&call->cv, &call->mu);
+    pthread_mutex_unlock(&call->mu);
+}

@@ -1,0 +1,30 @@
+/* Live-object counters and the small process-wide facts of the ABI. */
+#include "internal.h"
+
+static int64_t live_counts[PGF_LIVE_KINDS];
+
+void pgf__live_add(int kind, int64_t delta) {
+    __atomic_fetch_add(&live_counts[kind], delta, __ATOMIC_RELAXED);
+}
+
+int64_t pgf_live_count(int kind) {
+    if (kind < 0 || kind >= PGF_LIVE_KINDS)
+        return -1;
+    return __atomic_load_n(&live_counts[kind], __ATOMIC_RELAXED);
+}
+
+int pgf_abi_version(void) { return PGF_ABI_VERSION; }
+
+const char *pgf_strerror(int rc) {
+    switch (rc) {
+    case PGF_OK: return "ok";
+    case PGF_EINVAL: return "invalid argument";
+    case PGF_ENOMEM: return "out of memory";
+    case PGF_EEXIST: return "already registered";
+    case PGF_ENOTFOUND: return "not registered";
+    case PGF_EMETADATA: return "invalid metadata";
+    case PGF_ESTATE: return "not allowed in the current state";
+    case PGF_EPYTHON: return "python error";
+    default: return "unknown error";
+    }
+}

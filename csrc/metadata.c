@@ -1,0 +1,91 @@
+/* Metadata lists and the gRPC rules for metadata a server may send. */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void pgf__metadata_init(pgf_metadata *md) {
+    md->entries = NULL;
+    md->count = 0;
+    md->cap = 0;
+}
+
+void pgf__metadata_clear(pgf_metadata *md) {
+    for (size_t i = 0; i < md->count; i++)
+        free(md->entries[i].key);
+    free(md->entries);
+    pgf__metadata_init(md);
+}
+
+int pgf__metadata_append(pgf_metadata *md, const char *key, size_t key_len,
+                         const uint8_t *value, size_t value_len) {
+    if (key == NULL || key_len == 0 || (value == NULL && value_len != 0))
+        return PGF_EINVAL;
+    if (md->count == md->cap) {
+        size_t cap = md->cap ? md->cap * 2 : 4;
+        pgf_md_entry *e = realloc(md->entries, cap * sizeof(*e));
+        if (e == NULL)
+            return PGF_ENOMEM;
+        md->entries = e;
+        md->cap = cap;
+    }
+    /* One block: key NUL value NUL. */
+    char *block = malloc(key_len + value_len + 2);
+    if (block == NULL)
+        return PGF_ENOMEM;
+    memcpy(block, key, key_len);
+    block[key_len] = '\0';
+    uint8_t *v = (uint8_t *)block + key_len + 1;
+    if (value_len)
+        memcpy(v, value, value_len);
+    v[value_len] = '\0';
+    pgf_md_entry *e = &md->entries[md->count++];
+    e->key = block;
+    e->key_len = key_len;
+    e->value = v;
+    e->value_len = value_len;
+    return PGF_OK;
+}
+
+size_t pgf_metadata_count(const pgf_metadata *md) { return md ? md->count : 0; }
+
+int pgf_metadata_get(const pgf_metadata *md, size_t i,
+                     const char **key, size_t *key_len,
+                     const uint8_t **value, size_t *value_len) {
+    if (md == NULL || i >= md->count)
+        return PGF_EINVAL;
+    const pgf_md_entry *e = &md->entries[i];
+    if (key)
+        *key = e->key;
+    if (key_len)
+        *key_len = e->key_len;
+    if (value)
+        *value = e->value;
+    if (value_len)
+        *value_len = e->value_len;
+    return PGF_OK;
+}
+
+static int is_key_char(unsigned char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || c == '_' ||
+           c == '.' || c == '-';
+}
+
+int pgf_metadata_validate(const char *key, size_t key_len,
+                          const uint8_t *value, size_t value_len) {
+    if (key == NULL || key_len == 0 || (value == NULL && value_len != 0))
+        return PGF_EMETADATA;
+    for (size_t i = 0; i < key_len; i++)
+        if (!is_key_char((unsigned char)key[i]))
+            return PGF_EMETADATA;
+    if (key_len >= 5 && memcmp(key, "grpc-", 5) == 0)
+        return PGF_EMETADATA;
+    if (key_len >= 4 && memcmp(key + key_len - 4, "-bin", 4) == 0)
+        return PGF_OK;
+    for (size_t i = 0; i < value_len; i++)
+        if (value[i] < 0x20 || value[i] > 0x7e)
+            return PGF_EMETADATA;
+    if (value_len && (value[0] == ' ' || value[value_len - 1] == ' '))
+        return PGF_EMETADATA;
+    return PGF_OK;
+}

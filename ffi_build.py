@@ -1,0 +1,79 @@
+"""Wires the C shim (csrc/) into the cffi extension module pygrpc_ffi._native.
+
+The shim itself is built by csrc/Makefile as pygrpc_ffi/libpygrpc_ffi.so, the
+one shared library that both this module and C/C++ hosts link, so a process
+has exactly one registry.  The cdef is derived from the public header.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+from cffi import FFI
+
+ROOT = pathlib.Path(__file__).resolve().parent
+CSRC = ROOT / "csrc"
+PACKAGE = ROOT / "pygrpc_ffi"
+
+# Python trampolines called from C (no ffi.callback per call).
+TRAMPOLINES = """
+extern "Python" void _pgf_py_handle(void *, pgf_call *);
+extern "Python" void _pgf_py_release_handler(void *);
+extern "Python" void _pgf_py_release_buffer(void *);
+extern "Python" void _pgf_py_call_done(pgf_call *, void *);
+extern "Python" void _pgf_py_cancel(pgf_call *, void *);
+"""
+
+
+def cdef_from_header(text: str) -> str:
+    """Turns the public header into a cdef: no comments, no preprocessor
+    lines, integer #defines resolved by the compiler (``...``)."""
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    lines = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        define = re.match(r"#define\s+(PGF_\w+)\s+\S", stripped)
+        if define:
+            lines.append(f"#define {define.group(1)} ...")
+        elif stripped.startswith("#") or stripped in ('extern "C" {', "}"):
+            continue
+        else:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+# Private accessors that spare the Python side an out-parameter per call.
+HELPERS_CDEF = """
+const uint8_t *_pgf_request_data(const pgf_call *call);
+size_t _pgf_request_len(const pgf_call *call);
+"""
+HELPERS_SOURCE = """
+#include "pygrpc_ffi.h"
+static const uint8_t *_pgf_request_data(const pgf_call *call) {
+    const uint8_t *data; size_t len;
+    pgf_call_request(call, &data, &len);
+    return data;
+}
+static size_t _pgf_request_len(const pgf_call *call) {
+    const uint8_t *data; size_t len;
+    pgf_call_request(call, &data, &len);
+    return len;
+}
+"""
+
+ffibuilder = FFI()
+ffibuilder.cdef(cdef_from_header((CSRC / "pygrpc_ffi.h").read_text()))
+ffibuilder.cdef(TRAMPOLINES)
+ffibuilder.cdef(HELPERS_CDEF)
+ffibuilder.set_source(
+    "pygrpc_ffi._native",
+    HELPERS_SOURCE,
+    include_dirs=[str(CSRC)],
+    library_dirs=[str(PACKAGE)],
+    libraries=["pygrpc_ffi"],
+    extra_link_args=["-Wl,-rpath,$ORIGIN"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(tmpdir=str(ROOT / "build" / "cffi"), verbose=False)

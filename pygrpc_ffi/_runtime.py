@@ -1,0 +1,383 @@
+"""The Python end of the C ABI: trampolines that run handlers on calls.
+
+C calls ``_pgf_py_handle`` with a handler's registration data and a call; the
+handler's answer (or exception) is written back to the call and the call is
+finished.  ``async def`` handlers run on the package's event-loop thread and
+finish their call from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import sys
+import types
+from collections.abc import Callable
+from typing import Any
+
+from . import _loop
+from ._native import ffi, lib
+from .errors import GrpcError, status_for_exception
+from .metadata import Metadata, MetadataLike, MetadataValue, encode_entry, is_binary_key, iter_pairs
+from .request import GrpcRequest
+from .response import GrpcResponse
+from .status import StatusCode
+
+_log = logging.getLogger("pygrpc_ffi")
+
+NO_DEADLINE = 2**63 - 1
+INTERNAL_MESSAGE = "Internal server error"
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
+class _Handles:
+    """Keeps objects whose handles C holds, until C gives the handle back."""
+
+    def __init__(self) -> None:
+        self._items: dict[int, Any] = {}
+
+    def add(self, obj: object) -> Any:
+        handle = ffi.new_handle(obj)
+        self._items[int(ffi.cast("uintptr_t", handle))] = handle
+        return handle
+
+    def pop(self, ptr: Any) -> Any:
+        handle = self._items.pop(int(ffi.cast("uintptr_t", ptr)))
+        return ffi.from_handle(handle)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+handles = _Handles()
+
+
+class Binding:
+    """A handler as registered: what C's handler data points at."""
+
+    __slots__ = ("expose_exceptions", "fn", "name")
+
+    def __init__(self, fn: Callable[[GrpcRequest], Any], name: str, expose_exceptions: bool) -> None:
+        self.fn = fn
+        self.name = name
+        self.expose_exceptions = expose_exceptions
+
+
+class _AsyncCall:
+    """An async handler's call in flight, which C may cancel at any time."""
+
+    __slots__ = ("binding", "call", "cancelled", "future", "handle", "request")
+
+    def __init__(self, binding: Binding, call: Any, request: GrpcRequest) -> None:
+        self.binding = binding
+        self.call = call
+        self.request = request
+        self.cancelled = False
+        self.future: Any = None
+        self.handle: Any = None
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self.future is not None:
+            self.future.cancel()
+
+
+# ------------------------------------------------------------------ request
+
+
+def _decode_name(name: Any) -> str:
+    return ffi.string(lib.pgf_name_str(name)).decode("utf-8", "replace")  # type: ignore[no-any-return]
+
+
+def read_metadata(md: Any) -> Metadata:
+    """The entries of a C metadata list."""
+    count = lib.pgf_metadata_count(md)
+    pairs: list[tuple[str, MetadataValue]] = []
+    if count:
+        key_p = ffi.new("const char **")
+        key_len = ffi.new("size_t *")
+        value_p = ffi.new("const uint8_t **")
+        value_len = ffi.new("size_t *")
+        for i in range(count):
+            lib.pgf_metadata_get(md, i, key_p, key_len, value_p, value_len)
+            key = ffi.unpack(key_p[0], key_len[0]).decode("latin-1")
+            raw = ffi.buffer(value_p[0], value_len[0])[:]
+            pairs.append((key, raw if is_binary_key(key) else raw.decode("latin-1")))
+    return Metadata._from_pairs(pairs)
+
+
+def _read_request_metadata(call: Any) -> Metadata:
+    return read_metadata(lib.pgf_call_request_metadata(call))
+
+
+def make_request(call: Any) -> GrpcRequest:
+    """A GrpcRequest viewing the call's payload without a copy."""
+    request = GrpcRequest.__new__(GrpcRequest)
+    request.service_name = _decode_name(lib.pgf_call_service(call))
+    request.method_name = _decode_name(lib.pgf_call_method(call))
+    size = lib._pgf_request_len(call)
+    if size:
+        request.payload = memoryview(ffi.buffer(lib._pgf_request_data(call), size)).toreadonly()
+    else:
+        request.payload = memoryview(b"")
+    deadline = lib.pgf_call_deadline(call)
+    request.deadline = None if deadline == NO_DEADLINE else deadline / 1e9
+    peer = lib.pgf_call_peer(call, ffi.NULL)
+    request.peer = ffi.string(peer).decode("utf-8", "replace") if peer[0] != b"\0" else ""
+    request._metadata = None
+    request._call = call
+    request._reader = _read_request_metadata
+    return request
+
+
+def release_request(request: GrpcRequest, binding: Binding) -> None:
+    """Ends the request's access to host memory, before the call finishes."""
+    request._reader = None
+    request._call = None
+    view = request.payload
+    exporter = view.obj
+    try:
+        view.release()
+    except BufferError:
+        _log.error(
+            "handler %s left a buffer exported from request.payload; copy it with bytes()",
+            binding.name,
+        )
+        return
+    # A view sliced from the payload survives the release: warn, it cannot be revoked.
+    if type(exporter) is not bytes and sys.getrefcount(exporter) > 2:
+        _log.error(
+            "handler %s kept a view of request.payload past the call; copy it with bytes()",
+            binding.name,
+        )
+
+
+# ----------------------------------------------------------------- response
+
+
+class InvalidResponse(Exception):
+    """A handler's answer that cannot be sent."""
+
+
+def _payload_of(result: Any) -> Any:
+    if isinstance(result, _BYTES_LIKE):
+        return result
+    serialize = getattr(result, "SerializeToString", None)
+    if serialize is not None and callable(serialize):
+        return serialize()
+    raise InvalidResponse(
+        f"returned {type(result).__name__}; expected GrpcResponse, bytes-like or a protobuf message"
+    )
+
+
+def _add_metadata(call: Any, metadata: MetadataLike, add: Callable[..., int], what: str) -> None:
+    for key, value in iter_pairs(metadata):
+        try:
+            key_b, value_b = encode_entry(key, value)
+        except (TypeError, ValueError) as exc:
+            raise InvalidResponse(f"invalid {what} metadata: {exc}") from None
+        if add(call, key_b, len(key_b), value_b, len(value_b)) != 0:
+            raise InvalidResponse(f"invalid {what} metadata {key!r}: {value!r}")
+
+
+def set_response(call: Any, result: Any) -> None:
+    """Writes a handler's return value into the call, or InvalidResponse."""
+    compress = False
+    if isinstance(result, GrpcResponse):
+        payload = _payload_of(result.payload)
+        _add_metadata(call, result.metadata, lib.pgf_call_add_initial_metadata, "initial")
+        _add_metadata(call, result.trailers, lib.pgf_call_add_trailing_metadata, "trailing")
+        compress = result.compress
+    else:
+        payload = _payload_of(result)
+    try:
+        buf = ffi.from_buffer(payload)
+    except (TypeError, ValueError) as exc:
+        raise InvalidResponse(f"payload cannot be sent: {exc}") from None
+    if compress:
+        lib.pgf_call_set_compress_response(call, 1)
+    if len(buf):
+        # The host sends the handler's own bytes; they live until it releases them.
+        lib.pgf_call_set_response(call, buf, len(buf), lib._pgf_py_release_buffer, handles.add(buf))
+
+
+def finish_ok(call: Any, result: Any, binding: Binding) -> None:
+    try:
+        set_response(call, result)
+    except InvalidResponse as exc:
+        _log.error("handler %s %s; the call fails with INTERNAL", binding.name, exc)
+        lib.pgf_call_reset_response(call)
+        _finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
+        return
+    lib.pgf_call_finish(call, 0, ffi.NULL, 0)
+
+
+def _finish(call: Any, code: int, message: str) -> None:
+    raw = message.encode("utf-8", "replace")
+    lib.pgf_call_finish(call, int(code), raw, len(raw))
+
+
+def finish_error(call: Any, exc: BaseException, binding: Binding) -> None:
+    """Finishes the call with the status an exception maps to."""
+    code = status_for_exception(exc)
+    lib.pgf_call_reset_response(call)
+    if isinstance(exc, GrpcError):
+        try:
+            details = exc.details_bytes()
+            _add_metadata(call, exc.trailers, lib.pgf_call_add_trailing_metadata, "trailing")
+        except (InvalidResponse, TypeError) as bad:
+            _log.error("handler %s raised %r with %s; the call fails with INTERNAL",
+                       binding.name, exc, bad)
+            lib.pgf_call_reset_response(call)
+            _finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
+            return
+        if details:
+            lib.pgf_call_set_status_details(call, details, len(details))
+        _finish(call, code, exc.message)
+        return
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        _log.error("handler %s raised %s; only its call fails (%s)", binding.name,
+                   type(exc).__name__, code.name, exc_info=exc)
+        _finish(call, code, f"handler interrupted by {type(exc).__name__}")
+        return
+    if code is StatusCode.INTERNAL:
+        _log.error("handler %s raised an unexpected exception", binding.name, exc_info=exc)
+        message = f"{type(exc).__name__}: {exc}" if binding.expose_exceptions else INTERNAL_MESSAGE
+    else:
+        _log.debug("handler %s raised %r, sent as %s", binding.name, exc, code.name)
+        message = str(exc)
+    _finish(call, code, message)
+
+
+# ------------------------------------------------------------ running calls
+
+
+def run(binding: Binding, call: Any) -> None:
+    """Runs a handler on a call; an awaitable result continues on the loop."""
+    request = make_request(call)
+    try:
+        result = binding.fn(request)
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes a status
+        release_request(request, binding)
+        finish_error(call, exc, binding)
+        return
+    if type(result) is types.CoroutineType or _is_awaitable(result):
+        _start_async(binding, call, request, result)
+        return
+    release_request(request, binding)
+    finish_ok(call, result, binding)
+
+
+def _is_awaitable(obj: Any) -> bool:
+    return hasattr(obj, "__await__") and not isinstance(obj, (GrpcResponse, *_BYTES_LIKE))
+
+
+def _start_async(binding: Binding, call: Any, request: GrpcRequest, awaitable: Any) -> None:
+    lib.pgf_call_ref(call)
+    pending = _AsyncCall(binding, call, request)
+    pending.handle = handles.add(pending)
+    lib.pgf_call_on_cancel(call, lib._pgf_py_cancel, pending.handle)
+    try:
+        pending.future = asyncio.run_coroutine_threadsafe(_drive(pending, awaitable), _loop.get_loop())
+    except BaseException as exc:  # noqa: BLE001 - e.g. the loop is shutting down
+        if hasattr(awaitable, "close"):
+            awaitable.close()
+        _end_async(pending, exc, None)
+
+
+async def _drive(pending: _AsyncCall, awaitable: Any) -> None:
+    try:
+        if pending.cancelled:
+            if hasattr(awaitable, "close"):
+                awaitable.close()
+            raise asyncio.CancelledError()
+        result = await awaitable
+    except BaseException as exc:  # noqa: BLE001
+        _end_async(pending, exc, None)
+    else:
+        _end_async(pending, None, result)
+
+
+def _end_async(pending: _AsyncCall, exc: BaseException | None, result: Any) -> None:
+    call, binding = pending.call, pending.binding
+    try:
+        release_request(pending.request, binding)
+        if exc is not None:
+            finish_error(call, exc, binding)
+        else:
+            finish_ok(call, result, binding)
+    finally:
+        # Once finished, C never runs the cancel callback again.
+        handles.pop(pending.handle)
+        lib.pgf_call_unref(call)
+
+
+# -------------------------------------------------------------- trampolines
+
+
+@ffi.def_extern()
+def _pgf_py_handle(handler_data: Any, call: Any) -> None:
+    binding = ffi.from_handle(handler_data)
+    try:
+        run(binding, call)
+    except BaseException:  # noqa: BLE001 - a bug here must not hang the call
+        _log.exception("pygrpc_ffi failed to run handler %s", getattr(binding, "name", "?"))
+        if not lib.pgf_call_is_finished(call):
+            _finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
+
+
+@ffi.def_extern()
+def _pgf_py_release_handler(handler_data: Any) -> None:
+    handles.pop(handler_data)
+
+
+@ffi.def_extern()
+def _pgf_py_release_buffer(ctx: Any) -> None:
+    handles.pop(ctx)
+
+
+@ffi.def_extern()
+def _pgf_py_cancel(call: Any, user_data: Any) -> None:
+    ffi.from_handle(user_data).cancel()
+
+
+@ffi.def_extern()
+def _pgf_py_call_done(call: Any, user_data: Any) -> None:
+    ffi.from_handle(user_data).done(call)
+
+
+# ---------------------------------------------------------------- lifetime
+
+
+def live_objects() -> dict[str, int]:
+    """How many C objects are alive: names, handlers, calls, registries, and
+    response buffers not yet released by their host."""
+    return {
+        "names": lib.pgf_live_count(lib.PGF_LIVE_NAMES),
+        "handlers": lib.pgf_live_count(lib.PGF_LIVE_HANDLERS),
+        "calls": lib.pgf_live_count(lib.PGF_LIVE_CALLS),
+        "registries": lib.pgf_live_count(lib.PGF_LIVE_REGISTRIES),
+        "buffers": lib.pgf_live_count(lib.PGF_LIVE_BUFFERS),
+    }
+
+
+_shutdown_hooks: list[Callable[[], None]] = []
+
+
+def on_shutdown(hook: Callable[[], None]) -> None:
+    _shutdown_hooks.append(hook)
+
+
+def shutdown() -> None:
+    """Stops the event-loop thread and releases every Python registration,
+    while the interpreter can still run them (embedding hosts call this)."""
+    _loop.stop()
+    for hook in reversed(_shutdown_hooks):
+        try:
+            hook()
+        except Exception:  # noqa: BLE001
+            _log.exception("shutdown hook failed")
+
+
+atexit.register(shutdown)

@@ -1,0 +1,210 @@
+"""Errors that choose a call's status, and the table mapping other exceptions."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+from .status import StatusCode
+
+MetadataPairs = Iterable[tuple[str, "str | bytes"]]
+
+
+class GrpcError(Exception):
+    """Raised by a handler to end its call with ``code`` and ``message``.
+
+    ``details`` (a ``google.rpc.Status`` message or its serialized bytes) is
+    sent as ``grpc-status-details-bin``; ``trailers`` are extra trailing
+    metadata.  ``GrpcError(StatusCode.NOT_FOUND)`` is a :class:`NotFound`.
+    An OK code is sent as UNKNOWN, as grpcio does.
+    """
+
+    code: StatusCode
+    default_code: ClassVar[StatusCode | None] = None
+    _by_code: ClassVar[dict[StatusCode, type[GrpcError]]] = {}
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> GrpcError:
+        if cls is GrpcError and args:
+            try:
+                subclass = cls._by_code.get(StatusCode(args[0]))
+            except ValueError:
+                subclass = None
+            if subclass is not None:
+                return super().__new__(subclass)
+        return super().__new__(cls)
+
+    def __init__(
+        self,
+        code: StatusCode | int,
+        message: str = "",
+        *,
+        details: Any = None,
+        trailers: MetadataPairs = (),
+    ) -> None:
+        code = StatusCode(code)
+        if code is StatusCode.OK:
+            code = StatusCode.UNKNOWN
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+        self.details = details
+        self.trailers = list(trailers)
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}" if self.message else self.code.name
+
+    def details_bytes(self) -> bytes | None:
+        """The serialized ``google.rpc.Status``, if any."""
+        if self.details is None:
+            return None
+        if isinstance(self.details, (bytes, bytearray, memoryview)):
+            return bytes(self.details)
+        serialize = getattr(self.details, "SerializeToString", None)
+        if serialize is None:
+            raise TypeError(
+                f"details must be bytes or a protobuf message, not {type(self.details).__name__}"
+            )
+        return bytes(serialize())
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.default_code is not None:
+            GrpcError._by_code.setdefault(cls.default_code, cls)
+
+
+class _CodedError(GrpcError):
+    """A GrpcError whose code is fixed by its class."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> GrpcError:
+        return Exception.__new__(cls)
+
+    def __init__(
+        self,
+        message: Any = "",
+        *args: Any,
+        details: Any = None,
+        trailers: MetadataPairs = (),
+    ) -> None:
+        assert self.default_code is not None
+        # Also accepts GrpcError's (code, message) form, used by GrpcError(code).
+        if isinstance(message, (StatusCode, int)) and not isinstance(message, bool):
+            message = args[0] if args else ""
+        super().__init__(self.default_code, message, details=details, trailers=trailers)
+
+
+class Cancelled(_CodedError):
+    default_code = StatusCode.CANCELLED
+
+
+class Unknown(_CodedError):
+    default_code = StatusCode.UNKNOWN
+
+
+class InvalidArgument(_CodedError):
+    default_code = StatusCode.INVALID_ARGUMENT
+
+
+class DeadlineExceeded(_CodedError):
+    default_code = StatusCode.DEADLINE_EXCEEDED
+
+
+class NotFound(_CodedError):
+    default_code = StatusCode.NOT_FOUND
+
+
+class AlreadyExists(_CodedError):
+    default_code = StatusCode.ALREADY_EXISTS
+
+
+class PermissionDenied(_CodedError):
+    default_code = StatusCode.PERMISSION_DENIED
+
+
+class ResourceExhausted(_CodedError):
+    default_code = StatusCode.RESOURCE_EXHAUSTED
+
+
+class FailedPrecondition(_CodedError):
+    default_code = StatusCode.FAILED_PRECONDITION
+
+
+class Aborted(_CodedError):
+    default_code = StatusCode.ABORTED
+
+
+class OutOfRange(_CodedError):
+    default_code = StatusCode.OUT_OF_RANGE
+
+
+class Unimplemented(_CodedError):
+    default_code = StatusCode.UNIMPLEMENTED
+
+
+class Internal(_CodedError):
+    default_code = StatusCode.INTERNAL
+
+
+class Unavailable(_CodedError):
+    default_code = StatusCode.UNAVAILABLE
+
+
+class DataLoss(_CodedError):
+    default_code = StatusCode.DATA_LOSS
+
+
+class Unauthenticated(_CodedError):
+    default_code = StatusCode.UNAUTHENTICATED
+
+
+# KeyboardInterrupt and SystemExit raised inside a handler fail that call only:
+# a handler cannot stop the server (the host owns its lifetime).
+_DEFAULT_TABLE: dict[type[BaseException], StatusCode] = {
+    ValueError: StatusCode.INVALID_ARGUMENT,
+    PermissionError: StatusCode.PERMISSION_DENIED,
+    NotImplementedError: StatusCode.UNIMPLEMENTED,
+    TimeoutError: StatusCode.DEADLINE_EXCEEDED,
+    FileNotFoundError: StatusCode.NOT_FOUND,
+    KeyError: StatusCode.NOT_FOUND,
+    FileExistsError: StatusCode.ALREADY_EXISTS,
+    IndexError: StatusCode.OUT_OF_RANGE,
+    ConnectionError: StatusCode.UNAVAILABLE,
+    MemoryError: StatusCode.RESOURCE_EXHAUSTED,
+    asyncio.CancelledError: StatusCode.CANCELLED,
+    KeyboardInterrupt: StatusCode.UNAVAILABLE,
+    SystemExit: StatusCode.UNAVAILABLE,
+}
+
+_table: dict[type[BaseException], StatusCode] = dict(_DEFAULT_TABLE)
+_table_lock = threading.Lock()
+
+
+def register_exception(exc_type: type[BaseException], code: StatusCode | int) -> None:
+    """Maps ``exc_type`` (and its subclasses without an entry of their own) to
+    ``code``, adding to or overriding the built-in table."""
+    if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
+        raise TypeError("exc_type must be an exception class")
+    with _table_lock:
+        _table[exc_type] = StatusCode(code)
+
+
+def unregister_exception(exc_type: type[BaseException]) -> None:
+    """Removes an entry; a built-in one returns to its default."""
+    with _table_lock:
+        if exc_type in _DEFAULT_TABLE:
+            _table[exc_type] = _DEFAULT_TABLE[exc_type]
+        else:
+            _table.pop(exc_type, None)
+
+
+def status_for_exception(exc: BaseException) -> StatusCode:
+    """The status an exception maps to: GrpcError's own code, else the entry
+    of the most specific class in the table, else INTERNAL."""
+    if isinstance(exc, GrpcError):
+        return exc.code
+    for klass in type(exc).__mro__:
+        code = _table.get(klass)
+        if code is not None:
+            return code
+    return StatusCode.INTERNAL

@@ -1,0 +1,109 @@
+"""Multi-valued gRPC metadata: ``-bin`` values are bytes, all others str."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Union
+
+MetadataValue = Union[str, bytes]
+MetadataLike = Union[Mapping[str, MetadataValue], Iterable[tuple[str, MetadataValue]], None]
+
+
+def is_binary_key(key: str) -> bool:
+    """Whether values of ``key`` are raw bytes (the key ends in ``-bin``)."""
+    return key.endswith("-bin")
+
+
+class Metadata(Mapping[str, MetadataValue]):
+    """An ordered, multi-valued, read-only mapping of metadata.
+
+    ``md[key]`` and ``md.get(key)`` give the first value; ``get_all(key)``
+    gives every value; iterating gives each key once; ``pairs()`` gives every
+    (key, value) in order, as grpcio's ``invocation_metadata()`` does.
+    """
+
+    __slots__ = ("_index", "_pairs")
+
+    def __init__(self, pairs: MetadataLike = None) -> None:
+        self._pairs: tuple[tuple[str, MetadataValue], ...] = tuple(iter_pairs(pairs))
+        self._index: dict[str, list[MetadataValue]] | None = None
+
+    @classmethod
+    def _from_pairs(cls, pairs: list[tuple[str, MetadataValue]]) -> Metadata:
+        md = cls.__new__(cls)
+        md._pairs = tuple(pairs)
+        md._index = None
+        return md
+
+    def _lookup(self) -> dict[str, list[MetadataValue]]:
+        if self._index is None:
+            index: dict[str, list[MetadataValue]] = {}
+            for key, value in self._pairs:
+                index.setdefault(key, []).append(value)
+            self._index = index
+        return self._index
+
+    def __getitem__(self, key: str) -> MetadataValue:
+        return self._lookup()[key.lower()][0]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._lookup())
+
+    def __len__(self) -> int:
+        return len(self._lookup())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._lookup()
+
+    def get_all(self, key: str) -> list[MetadataValue]:
+        """Every value of ``key``, in the order received."""
+        return list(self._lookup().get(key.lower(), ()))
+
+    def pairs(self) -> tuple[tuple[str, MetadataValue], ...]:
+        """Every (key, value) entry, in the order received."""
+        return self._pairs
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Metadata):
+            return self._pairs == other._pairs
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Metadata({list(self._pairs)!r})"
+
+
+def iter_pairs(metadata: MetadataLike) -> Iterator[tuple[str, MetadataValue]]:
+    """(key, value) pairs from a Metadata, a mapping or an iterable of pairs."""
+    if metadata is None:
+        return iter(())
+    if isinstance(metadata, Metadata):
+        return iter(metadata.pairs())
+    if isinstance(metadata, Mapping):
+        return iter(metadata.items())
+    return iter(metadata)
+
+
+def encode_entry(key: object, value: object) -> tuple[bytes, bytes]:
+    """The wire form of one entry a handler sends, or ValueError/TypeError.
+
+    Types are checked here; the C shim checks the gRPC character rules.
+    """
+    if not isinstance(key, str):
+        raise TypeError(f"metadata key must be str, not {type(key).__name__}")
+    if is_binary_key(key):
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            raise TypeError(f"value of binary key {key!r} must be bytes, not {type(value).__name__}")
+        raw = bytes(value)
+    elif isinstance(value, str):
+        try:
+            raw = value.encode("ascii")
+        except UnicodeEncodeError:
+            raise ValueError(f"value of {key!r} is not ASCII") from None
+    else:
+        raise TypeError(f"value of {key!r} must be str, not {type(value).__name__}")
+    try:
+        return key.encode("ascii"), raw
+    except UnicodeEncodeError:
+        raise ValueError(f"metadata key {key!r} is not ASCII") from None

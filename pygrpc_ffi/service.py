@@ -1,0 +1,389 @@
+"""GrpcService: a registry of handlers in C, and calls through the C path."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from . import _runtime
+from ._native import ffi, lib
+from .errors import GrpcError
+from .metadata import Metadata, MetadataLike, iter_pairs
+from .request import GrpcRequest
+from .response import GrpcResponse
+from .status import StatusCode
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_ERRORS = {
+    lib.PGF_EINVAL: ValueError,
+    lib.PGF_ENOMEM: MemoryError,
+    lib.PGF_EEXIST: ValueError,
+    lib.PGF_ENOTFOUND: KeyError,
+}
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != lib.PGF_OK:
+        message = f"{what}: {ffi.string(lib.pgf_strerror(rc)).decode()}"
+        raise _ERRORS.get(rc, RuntimeError)(message)
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """The outcome of a call made with :meth:`GrpcService.call`."""
+
+    code: StatusCode
+    message: str = ""
+    payload: bytes = b""
+    initial_metadata: Metadata = field(default_factory=Metadata)
+    trailing_metadata: Metadata = field(default_factory=Metadata)
+    details: bytes | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.code is StatusCode.OK
+
+    def to_response(self) -> GrpcResponse:
+        """The result as a GrpcResponse; a non-OK status raises GrpcError."""
+        if not self.ok:
+            raise GrpcError(self.code, self.message, details=self.details,
+                            trailers=self.trailing_metadata.pairs())
+        return GrpcResponse(self.payload, self.initial_metadata, self.trailing_metadata)
+
+
+def _handler_callable(handler: Any) -> tuple[Callable[[GrpcRequest], Any], str]:
+    method = getattr(handler, "handle_request", None)
+    if method is not None and callable(method):
+        return method, f"{type(handler).__qualname__}.handle_request"
+    if callable(handler):
+        return handler, getattr(handler, "__qualname__", repr(handler))
+    raise TypeError(
+        f"handler must have a handle_request method or be callable, not {type(handler).__name__}"
+    )
+
+
+def _encode(name: str, what: str) -> bytes:
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ValueError(f"invalid {what} name {name!r}")
+    return name.encode("utf-8")
+
+
+class _Waiter:
+    """Completion of one call dispatched from Python."""
+
+    __slots__ = ("call", "event", "handle", "keep", "loop", "future", "abandoned")
+
+    def __init__(self, call: Any, keep: Any) -> None:
+        self.call = call
+        self.keep = keep  # the request bytes, valid until the call is finished
+        self.event = threading.Event()
+        self.handle: Any = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.future: asyncio.Future[CallResult] | None = None
+        self.abandoned = False
+
+    def done(self, call: Any) -> None:
+        _runtime.handles.pop(self.handle)
+        if self.future is not None and self.loop is not None:
+            result = _read_result(call)
+            lib.pgf_call_unref(call)
+            try:
+                self.loop.call_soon_threadsafe(_resolve, self.future, result)
+            except RuntimeError:  # the caller's loop is closed
+                pass
+            return
+        if self.abandoned:
+            lib.pgf_call_unref(call)
+            return
+        self.event.set()
+
+
+def _resolve(future: asyncio.Future[CallResult], result: CallResult) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _read_result(call: Any) -> CallResult:
+    size = ffi.new("size_t *")
+    message = ffi.string(lib.pgf_call_status_message(call, size)).decode("utf-8", "replace")
+    data = ffi.new("const uint8_t **")
+    lib.pgf_call_response(call, data, size)
+    payload = ffi.buffer(data[0], size[0])[:] if size[0] else b""
+    lib.pgf_call_status_details(call, data, size)
+    details = ffi.buffer(data[0], size[0])[:] if size[0] else None
+    return CallResult(
+        code=StatusCode(lib.pgf_call_status(call)),
+        message=message,
+        payload=payload,
+        initial_metadata=_runtime.read_metadata(lib.pgf_call_initial_metadata(call)),
+        trailing_metadata=_runtime.read_metadata(lib.pgf_call_trailing_metadata(call)),
+        details=details,
+    )
+
+
+class GrpcService:
+    """Handlers by service name or by method, kept in a C registry.
+
+    Hosts dispatch calls into the registry of :func:`default_service`; other
+    services are for tests and for embedding several registries.  With
+    ``expose_exceptions=True``, INTERNAL errors carry the exception's text to
+    the client; by default they carry a generic message.
+    """
+
+    def __init__(self, *, expose_exceptions: bool = False, _registry: Any = None) -> None:
+        if _registry is None:
+            registry = lib.pgf_registry_new()
+            if registry == ffi.NULL:
+                raise MemoryError("cannot allocate a registry")
+            self._finalizer: weakref.finalize[Any, Any] | None = weakref.finalize(
+                self, lib.pgf_registry_free, registry
+            )
+        else:
+            registry = _registry
+            self._finalizer = None
+        self._registry = registry
+        self.expose_exceptions = expose_exceptions
+        self._lock = threading.Lock()
+        self._services: dict[str, Any] = {}
+        self._methods: dict[tuple[str, str], Any] = {}
+
+    # ------------------------------------------------------------ registry
+
+    def _binding(self, fn: Callable[[GrpcRequest], Any], name: str) -> Any:
+        binding = _runtime.Binding(fn, name, self.expose_exceptions)
+        return _runtime.handles.add(binding)
+
+    def register_handler(self, service_name: str, handler: Any) -> None:
+        """Routes every method of ``service_name`` to ``handler``.
+
+        ValueError if the service is already registered; TypeError if the
+        handler has no ``handle_request`` and is not callable.
+        """
+        fn, name = _handler_callable(handler)
+        raw = _encode(service_name, "service")
+        with self._lock:
+            rc = lib.pgf_registry_register_service(
+                self._registry, raw, len(raw), lib._pgf_py_handle,
+                self._binding(fn, name), lib._pgf_py_release_handler,
+            )
+            if rc == lib.PGF_EEXIST:
+                raise ValueError(f"service {service_name!r} is already registered")
+            _check(rc, f"cannot register {service_name!r}")
+            self._services[service_name] = handler
+
+    def register_method(self, service_name: str, method_name: str,
+                        handler: Callable[[GrpcRequest], Any]) -> None:
+        """Routes ``/service_name/method_name`` to ``handler``, ahead of any
+        handler registered for the whole service."""
+        fn, name = _handler_callable(handler)
+        svc = _encode(service_name, "service")
+        method = _encode(method_name, "method")
+        with self._lock:
+            rc = lib.pgf_registry_register_method(
+                self._registry, svc, len(svc), method, len(method), lib._pgf_py_handle,
+                self._binding(fn, name), lib._pgf_py_release_handler,
+            )
+            if rc == lib.PGF_EEXIST:
+                raise ValueError(f"method {service_name}/{method_name} is already registered")
+            _check(rc, f"cannot register {service_name}/{method_name}")
+            self._methods[(service_name, method_name)] = handler
+
+    def method(self, service_name: str, method_name: str | None = None) -> Callable[[F], F]:
+        """Decorator form of :meth:`register_method`; the method name defaults
+        to the function's name."""
+
+        def decorate(fn: F) -> F:
+            self.register_method(service_name, method_name or fn.__name__, fn)
+            return fn
+
+        return decorate
+
+    def unregister_handler(self, service_name: str) -> None:
+        """Removes a service registration; calls in flight finish normally.
+        KeyError if it is not registered."""
+        raw = _encode(service_name, "service")
+        with self._lock:
+            rc = lib.pgf_registry_unregister_service(self._registry, raw, len(raw))
+            if rc == lib.PGF_ENOTFOUND:
+                raise KeyError(service_name)
+            _check(rc, f"cannot unregister {service_name!r}")
+            self._services.pop(service_name, None)
+
+    def unregister_method(self, service_name: str, method_name: str) -> None:
+        """Removes a method registration.  KeyError if it is not registered."""
+        svc = _encode(service_name, "service")
+        method = _encode(method_name, "method")
+        with self._lock:
+            rc = lib.pgf_registry_unregister_method(
+                self._registry, svc, len(svc), method, len(method)
+            )
+            if rc == lib.PGF_ENOTFOUND:
+                raise KeyError(f"{service_name}/{method_name}")
+            _check(rc, f"cannot unregister {service_name}/{method_name}")
+            self._methods.pop((service_name, method_name), None)
+
+    def get_handler(self, service_name: str) -> Any | None:
+        """The handler registered for the whole service, or None."""
+        return self._services.get(service_name)
+
+    def get_method_handler(self, service_name: str, method_name: str) -> Any | None:
+        """The handler registered for one method, or None."""
+        return self._methods.get((service_name, method_name))
+
+    def has_service(self, service_name: str) -> bool:
+        """Whether any handler is registered for the service or its methods."""
+        try:
+            raw = _encode(service_name, "service")
+        except ValueError:
+            return False
+        return bool(lib.pgf_registry_has_service(self._registry, raw, len(raw)))
+
+    def has_method(self, service_name: str, method_name: str) -> bool:
+        """Whether a call to ``/service_name/method_name`` finds a handler."""
+        try:
+            svc = _encode(service_name, "service")
+            method = _encode(method_name, "method")
+        except ValueError:
+            return False
+        return bool(lib.pgf_registry_has_method(self._registry, svc, len(svc), method,
+                                                len(method)))
+
+    def list_services(self) -> list[str]:
+        """Registered service names, sorted."""
+        while True:
+            count = lib.pgf_registry_list_services(self._registry, ffi.NULL, 0)
+            names = ffi.new("pgf_name *[]", max(count, 1))
+            total = lib.pgf_registry_list_services(self._registry, names, count)
+            result = [_runtime._decode_name(names[i]) for i in range(min(total, count))]
+            for i in range(min(total, count)):
+                lib.pgf_name_unref(names[i])
+            if total <= count:
+                return result
+
+    def clear(self) -> None:
+        """Unregisters every handler registered through this object."""
+        with self._lock:
+            services, methods = list(self._services), list(self._methods)
+        for name in services:
+            try:
+                self.unregister_handler(name)
+            except KeyError:
+                pass
+        for svc, method in methods:
+            try:
+                self.unregister_method(svc, method)
+            except KeyError:
+                pass
+
+    def close(self) -> None:
+        """Unregisters everything and frees the registry (not the default one)."""
+        self.clear()
+        if self._finalizer is not None:
+            self._finalizer()
+
+    # --------------------------------------------------------------- calls
+
+    def _new_call(self, service_name: str, method_name: str, payload: Any,
+                  metadata: MetadataLike, timeout: float | None) -> tuple[Any, Any]:
+        path = f"/{service_name}/{method_name}".encode()
+        call = lib.pgf_call_new(path, len(path))
+        if call == ffi.NULL:
+            raise ValueError(f"invalid method path {path.decode(errors='replace')!r}")
+        try:
+            if not isinstance(payload, (bytes, bytearray, memoryview)):
+                serialize = getattr(payload, "SerializeToString", None)
+                if serialize is None:
+                    raise TypeError(f"payload must be bytes-like, not {type(payload).__name__}")
+                payload = serialize()
+            buf = ffi.from_buffer(payload)
+            lib.pgf_call_set_request(call, buf, len(buf))
+            for key, value in iter_pairs(metadata):
+                key_b = key.lower().encode("ascii")
+                value_b = value.encode("latin-1") if isinstance(value, str) else bytes(value)
+                _check(lib.pgf_call_add_request_metadata(call, key_b, len(key_b), value_b,
+                                                         len(value_b)),
+                       f"invalid request metadata {key!r}")
+            if timeout is not None:
+                lib.pgf_call_set_deadline(call, time.time_ns() + int(timeout * 1e9))
+            lib.pgf_call_set_peer(call, b"local", 5)
+        except BaseException:
+            lib.pgf_call_unref(call)
+            raise
+        return call, buf
+
+    def call(self, service_name: str, method_name: str, payload: Any = b"",
+             metadata: MetadataLike = (), timeout: float | None = None) -> CallResult:
+        """Calls a method through the C dispatch, as a host would, and waits.
+
+        With ``timeout``, the handler sees the deadline, and a call that is not
+        finished in time is cancelled and reported as DEADLINE_EXCEEDED.
+        """
+        call, keep = self._new_call(service_name, method_name, payload, metadata, timeout)
+        if timeout is None:
+            try:
+                lib.pgf_dispatch(self._registry, call)
+                return _read_result(call)
+            finally:
+                lib.pgf_call_unref(call)
+        waiter = _Waiter(call, keep)
+        waiter.handle = _runtime.handles.add(waiter)
+        lib.pgf_dispatch_async(self._registry, call, lib._pgf_py_call_done, waiter.handle)
+        if waiter.event.wait(max(timeout, 0.0)):
+            try:
+                return _read_result(call)
+            finally:
+                lib.pgf_call_unref(call)
+        # Cancel while our reference is surely alive; after `abandoned` the
+        # done callback drops it.
+        lib.pgf_call_cancel(call)
+        waiter.abandoned = True
+        if waiter.event.is_set():  # finished while we gave up
+            try:
+                return _read_result(call)
+            finally:
+                lib.pgf_call_unref(call)
+        return CallResult(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+    async def acall(self, service_name: str, method_name: str, payload: Any = b"",
+                    metadata: MetadataLike = (), timeout: float | None = None) -> CallResult:
+        """Like :meth:`call`, without blocking the running event loop."""
+        loop = asyncio.get_running_loop()
+        call, keep = self._new_call(service_name, method_name, payload, metadata, timeout)
+        waiter = _Waiter(call, keep)
+        waiter.loop = loop
+        future: asyncio.Future[CallResult] = loop.create_future()
+        waiter.future = future
+        waiter.handle = _runtime.handles.add(waiter)
+        lib.pgf_dispatch_async(self._registry, call, lib._pgf_py_call_done, waiter.handle)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except asyncio.TimeoutError:
+            lib.pgf_call_cancel(call)
+            return CallResult(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+    async def handle_request(self, request: GrpcRequest) -> GrpcResponse:
+        """Dispatches a GrpcRequest through the C path and returns the answer;
+        a non-OK status raises GrpcError."""
+        result = await self.acall(request.service_name, request.method_name, request.payload,
+                                  request.metadata, request.time_remaining())
+        return result.to_response()
+
+
+_default: GrpcService | None = None
+_default_lock = threading.Lock()
+
+
+def default_service() -> GrpcService:
+    """The process-wide service that embedding hosts dispatch to."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = GrpcService(_registry=lib.pgf_default_registry())
+            _runtime.on_shutdown(_default.clear)
+        return _default
