@@ -90,6 +90,8 @@ class _Waiter:
 
     def done(self, call: Any) -> None:
         _runtime.handles.pop(self.handle)
+        # Never leave a buffer export in a reference cycle: the GC cannot clear it.
+        self.keep = None
         if self.future is not None and self.loop is not None:
             result = _read_result(call)
             lib.pgf_call_unref(call)

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs everything the project needs on a fresh Debian machine, then
+# builds the C shim, the cffi module and the gRPC C++ host.  Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(build-essential cmake pkg-config libgrpc++-dev libprotobuf-dev
+              protobuf-compiler protobuf-compiler-grpc nghttp2-client python3-venv)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+        || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}"
+    SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The interpreter must come with a shared libpython: hosts load it at run time.
+PYTHON_BIN=${PYTHON_BIN:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+    "$PYTHON_BIN" -c 'import sysconfig, sys; sys.exit(0 if sysconfig.get_config_var("Py_ENABLE_SHARED") else 1)' \
+        || { echo "setup: $PYTHON_BIN has no shared libpython; set PYTHON_BIN" >&2; exit 1; }
+    "$PYTHON_BIN" -m venv .venv
+fi
+PY=.venv/bin/python
+stamp=.venv/.deps-installed
+if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+    $PY -m pip install -q --upgrade pip setuptools wheel
+    $PY -m pip install -q "cffi>=1.17" "grpcio>=1.80" "grpcio-tools>=1.80" "grpcio-status>=1.80" \
+        "grpcio-health-checking>=1.80" "grpcio-reflection>=1.80" "protobuf>=5" \
+        "hypothesis>=6" "pytest>=8" "pytest-timeout" "mypy>=1.10" "ruff>=0.5" "types-protobuf"
+    touch "$stamp"
+fi
+
+make -s -C csrc PYTHON="$PWD/$PY"
+$PY -m pip install -q --no-build-isolation --no-deps -e .
+if [[ -f hosts/grpc_server/build.sh ]]; then
+    bash hosts/grpc_server/build.sh >/dev/null
+fi
+echo "setup: ready (.venv, pygrpc_ffi/libpygrpc_ffi.so, build/)"
