@@ -38,6 +38,9 @@ fi
 
 make -s -C csrc PYTHON="$PWD/$PY"
 $PY -m pip install -q --no-build-isolation --no-deps -e .
+# Stubs for the test and example protos.
+$PY -m grpc_tools.protoc -Itests/protos --python_out=tests/protos \
+    --grpc_python_out=tests/protos --pyi_out=tests/protos tests/protos/*.proto
 if [[ -f hosts/grpc_server/build.sh ]]; then
     bash hosts/grpc_server/build.sh >/dev/null
 fi
