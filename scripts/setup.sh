@@ -36,12 +36,21 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
     touch "$stamp"
 fi
 
+log=build/setup.log
+mkdir -p build
 make -s -C csrc PYTHON="$PWD/$PY"
-$PY -m pip install -q --no-build-isolation --no-deps -e .
+# The cffi module: rebuilt when the header, the build script or the shim change.
+native=$(ls pygrpc_ffi/_native*.so 2>/dev/null | head -1 || true)
+if [[ -z $native || csrc/pygrpc_ffi.h -nt $native || ffi_build.py -nt $native \
+      || pygrpc_ffi/libpygrpc_ffi.so -nt $native ]]; then
+    $PY -m pip install --no-build-isolation --no-deps -e . >"$log" 2>&1 \
+        || { cat "$log" >&2; echo "setup: building the cffi module failed" >&2; exit 1; }
+fi
 # Stubs for the test and example protos.
 $PY -m grpc_tools.protoc -Itests/protos --python_out=tests/protos \
     --grpc_python_out=tests/protos --pyi_out=tests/protos tests/protos/*.proto
 if [[ -f hosts/grpc_server/build.sh ]]; then
-    bash hosts/grpc_server/build.sh >/dev/null
+    bash hosts/grpc_server/build.sh >>"$log" 2>&1 \
+        || { cat "$log" >&2; echo "setup: building the C++ host failed" >&2; exit 1; }
 fi
 echo "setup: ready (.venv, pygrpc_ffi/libpygrpc_ffi.so, build/)"
