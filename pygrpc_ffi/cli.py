@@ -28,14 +28,15 @@ DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
 
 def find_host_binary() -> pathlib.Path | None:
     """The C++ host: $PGF_HOST_BINARY, the repo's build directory, or PATH."""
-    candidates = []
-    if os.environ.get("PGF_HOST_BINARY"):
-        candidates.append(pathlib.Path(os.environ["PGF_HOST_BINARY"]))
+    override = os.environ.get("PGF_HOST_BINARY")
+    candidates = [pathlib.Path(override)] if override else []
     repo = pathlib.Path(__file__).resolve().parent.parent
     candidates.append(repo / "build" / "grpc_server" / HOST_BINARY_NAME)
     found = shutil.which(HOST_BINARY_NAME)
     if found:
         candidates.append(pathlib.Path(found))
+    if override:
+        candidates = candidates[:1]
     for path in candidates:
         if path.is_file() and os.access(path, os.X_OK):
             return path

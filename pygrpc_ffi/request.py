@@ -58,6 +58,15 @@ class GrpcRequest:
             return None
         return max(0.0, self.deadline - time.time())
 
+    def is_active(self) -> bool:
+        """False once the client cancelled the call or its deadline passed;
+        long-running handlers should check it (async ones are cancelled)."""
+        if self._call is None:
+            return False
+        from ._native import lib
+
+        return not lib.pgf_call_is_cancelled(self._call)
+
     @property
     def full_method(self) -> str:
         """The method path, ``/package.Service/Method``."""
