@@ -518,11 +518,13 @@ int pgf__call_begin_dispatch(pgf_call *call, pgf_done_fn done, void *ud) {
         pthread_mutex_unlock(&call->mu);
         return PGF_ESTATE;
     }
+    /* Dropped by pgf_call_finish; taken before another thread can see
+     * `dispatched` and finish the call. */
+    pgf_call_ref(call);
     call->dispatched = 1;
     call->done = done;
     call->done_data = ud;
     pthread_mutex_unlock(&call->mu);
-    pgf_call_ref(call); /* dropped by pgf_call_finish */
     return PGF_OK;
 }
 
