@@ -5,11 +5,12 @@
  * PGF_LIVE_* counter must be back to zero at the end.
  *
  * Build: make -C csrc test (or test-asan, with leak detection on). */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* RTLD_NEXT, for the pthread_mutex_unlock interposer */
 
 #include "pygrpc_ffi.h"
 #include "check.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -1307,6 +1308,78 @@ static void test_cancel(void) {
     CHECK_LIVE(base);
 }
 
+/* A host may finish a call itself (say, when its deadline passes) while
+ * another thread is dispatching it.  To hit the narrow window inside
+ * pgf_dispatch_async deterministically, this program interposes
+ * pthread_mutex_unlock: on a thread that sets slow_unlock, every unlock is
+ * followed by a pause, during which the other thread finishes the call. */
+static __thread int slow_unlock;
+
+int pthread_mutex_unlock(pthread_mutex_t *m) {
+    static int (*real)(pthread_mutex_t *);
+    int (*fn)(pthread_mutex_t *) = __atomic_load_n(&real, __ATOMIC_ACQUIRE);
+    if (fn == NULL) {
+        *(void **)&fn = dlsym(RTLD_NEXT, "pthread_mutex_unlock");
+        if (fn == NULL)
+            abort();
+        __atomic_store_n(&real, fn, __ATOMIC_RELEASE);
+    }
+    int rc = fn(m);
+    if (slow_unlock)
+        sleep_us(10000);
+    return rc;
+}
+
+typedef struct host_finish_arg {
+    pgf_call *call;
+    int rc;
+} host_finish_arg;
+
+static void *host_finisher(void *p) {
+    host_finish_arg *a = p;
+    /* Wait until the call is marked dispatched (the request can no longer
+     * be set), then finish it with the host's one reference. */
+    while (pgf_call_set_request(a->call, NULL, 0) == PGF_OK)
+        sleep_us(100);
+    a->rc = pgf_call_finish(a->call, PGF_STATUS_DEADLINE_EXCEEDED,
+                            "deadline", 8);
+    return NULL;
+}
+
+static int handler_finish_rc;
+static void h_finish_record(void *data, pgf_call *call) {
+    (void)data;
+    handler_finish_rc = pgf_call_finish(call, PGF_STATUS_OK, "handler", 7);
+}
+
+static void test_host_finish_during_dispatch(void) {
+    int64_t base[NKINDS];
+    live_snapshot(base);
+    pgf_registry *reg = pgf_registry_new();
+    CHECK_INT(reg_service(reg, "pkg.H", h_finish_record, NULL, NULL), PGF_OK);
+    done_rec d;
+    done_init(&d);
+    pgf_call *c = new_call("/pkg.H/M"); /* the host's only reference */
+    host_finish_arg a = {c, -100};
+    pthread_t th;
+    CHECK_INT(pthread_create(&th, NULL, host_finisher, &a), 0);
+    slow_unlock = 1;
+    int rc = pgf_dispatch_async(reg, c, on_done, &d);
+    slow_unlock = 0;
+    CHECK_INT(pthread_join(th, NULL), 0);
+    CHECK_INT(rc, PGF_OK);
+    CHECK_INT(a.rc, PGF_OK);                 /* the host finished first */
+    CHECK_INT(handler_finish_rc, PGF_ESTATE); /* the handler came too late */
+    CHECK_INT(done_count(&d), 1);
+    CHECK_INT(d.status, PGF_STATUS_DEADLINE_EXCEEDED);
+    CHECK_LIVE_DELTA(base, 4, 1, 1, 1, 0);   /* the host's call is alive */
+    CHECK_INT(pgf_call_status(c), PGF_STATUS_DEADLINE_EXCEEDED);
+    pgf_call_unref(c);
+    done_destroy(&d);
+    pgf_registry_free(reg);
+    CHECK_LIVE(base);
+}
+
 /* -------------------------------------------------------- the registry */
 
 static void test_registry(void) {
@@ -1883,6 +1956,7 @@ int main(void) {
     RUN_TEST(test_dispatch_sync, passed);
     RUN_TEST(test_dispatch_async, passed);
     RUN_TEST(test_cancel, passed);
+    RUN_TEST(test_host_finish_during_dispatch, passed);
     RUN_TEST(test_registry, passed);
     RUN_TEST(test_default_registry, passed);
     RUN_TEST(test_unregister_in_flight, passed);
