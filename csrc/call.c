@@ -265,9 +265,19 @@ int pgf_call_on_cancel(pgf_call *call, pgf_cancel_fn fn, void *user_data) {
         return PGF_ESTATE;
     }
     if (call->cancelled) {
+        if (fn == NULL) {
+            pthread_mutex_unlock(&call->mu);
+            return PGF_OK;
+        }
+        /* As in pgf_call_cancel: a racing finish waits for fn. */
+        call->cancel_running = 1;
+        call->cancel_thread = pthread_self();
         pthread_mutex_unlock(&call->mu);
-        if (fn)
-            fn(call, user_data);
+        fn(call, user_data);
+        pthread_mutex_lock(&call->mu);
+        call->cancel_running = 0;
+        pthread_cond_broadcast(&call->cv);
+        pthread_mutex_unlock(&call->mu);
         return PGF_OK;
     }
     call->cancel_fn = fn;
