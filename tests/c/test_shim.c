@@ -1314,6 +1314,7 @@ static void test_cancel(void) {
  * pthread_mutex_unlock: on a thread that sets slow_unlock, every unlock is
  * followed by a pause, during which the other thread finishes the call. */
 static __thread int slow_unlock;
+static int unlock_pauses; /* how many paused unlocks began */
 
 int pthread_mutex_unlock(pthread_mutex_t *m) {
     static int (*real)(pthread_mutex_t *);
@@ -1325,8 +1326,10 @@ int pthread_mutex_unlock(pthread_mutex_t *m) {
         __atomic_store_n(&real, fn, __ATOMIC_RELEASE);
     }
     int rc = fn(m);
-    if (slow_unlock)
+    if (slow_unlock) {
+        __atomic_fetch_add(&unlock_pauses, 1, __ATOMIC_SEQ_CST);
         sleep_us(10000);
+    }
     return rc;
 }
 
@@ -1377,6 +1380,46 @@ static void test_host_finish_during_dispatch(void) {
     pgf_call_unref(c);
     done_destroy(&d);
     pgf_registry_free(reg);
+    CHECK_LIVE(base);
+}
+
+/* A cancel callback set on an already cancelled call runs at once; a finish
+ * racing it (the host's deadline, say) must not complete before it has run:
+ * "never if the call finishes first" means never after the finish. */
+typedef struct late_on_cancel_arg {
+    pgf_call *call;
+    cancel_rec *rec;
+    int rc;
+} late_on_cancel_arg;
+
+static void *late_on_cancel(void *p) {
+    late_on_cancel_arg *a = p;
+    slow_unlock = 1;
+    a->rc = pgf_call_on_cancel(a->call, on_cancel_fn, a->rec);
+    slow_unlock = 0;
+    pgf_call_unref(a->call);
+    return NULL;
+}
+
+static void test_on_cancel_racing_finish(void) {
+    int64_t base[NKINDS];
+    live_snapshot(base);
+    cancel_rec r = {0};
+    pgf_call *c = new_call("/a/b");
+    pgf_call_cancel(c); /* the client went away */
+    late_on_cancel_arg a = {pgf_call_ref(c), &r, -100};
+    int pauses = __atomic_load_n(&unlock_pauses, __ATOMIC_SEQ_CST);
+    pthread_t th;
+    CHECK_INT(pthread_create(&th, NULL, late_on_cancel, &a), 0);
+    /* Finish while the other thread is between its check and its call. */
+    while (__atomic_load_n(&unlock_pauses, __ATOMIC_SEQ_CST) == pauses)
+        sleep_us(100);
+    finish_str(c, PGF_STATUS_DEADLINE_EXCEEDED, "deadline");
+    CHECK_INT(pthread_join(th, NULL), 0);
+    CHECK_INT(a.rc, PGF_OK);
+    CHECK_INT(r.count, 1);
+    CHECK_INT(r.finished_during, 0);
+    pgf_call_unref(c);
     CHECK_LIVE(base);
 }
 
@@ -1957,6 +2000,7 @@ int main(void) {
     RUN_TEST(test_dispatch_async, passed);
     RUN_TEST(test_cancel, passed);
     RUN_TEST(test_host_finish_during_dispatch, passed);
+    RUN_TEST(test_on_cancel_racing_finish, passed);
     RUN_TEST(test_registry, passed);
     RUN_TEST(test_default_registry, passed);
     RUN_TEST(test_unregister_in_flight, passed);
