@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -117,11 +118,20 @@ static void *stop_from_other_thread(void *p) {
     return NULL;
 }
 
-static void test_not_started(void) {
+static void test_not_started(const char *venv, const char *sys_path) {
     CHECK_INT(pgf_python_import("host_handlers"), PGF_ESTATE);
     CHECK_CONTAINS(pgf_python_error(), "pgf_python_start");
     CHECK_INT(pgf_python_stop(), PGF_ESTATE);
     CHECK(strlen(pgf_python_error()) > 0);
+    /* libpython cannot be loaded: an error, no interpreter, and a later
+     * start may still succeed. */
+    CHECK_INT(setenv("PGF_LIBPYTHON", "/nonexistent/libpython3.so", 1), 0);
+    CHECK_INT(pgf_python_start(venv, sys_path), PGF_EPYTHON);
+    CHECK_CONTAINS(pgf_python_error(), "cannot load libpython");
+    CHECK_CONTAINS(pgf_python_error(), "/nonexistent/libpython3.so");
+    CHECK_INT(unsetenv("PGF_LIBPYTHON"), 0);
+    CHECK_INT(pgf_python_import("host_handlers"), PGF_ESTATE);
+    CHECK_INT(pgf_python_stop(), PGF_ESTATE);
     for (int k = 0; k < 5; k++)
         CHECK_INT(pgf_live_count(k), 0);
 }
@@ -549,7 +559,10 @@ int main(int argc, char **argv) {
     reg = pgf_default_registry();
     CHECK(reg != NULL);
 
-    RUN_TEST(test_not_started, passed);
+    printf("  %-40s", "test_not_started");
+    test_not_started(venv, sys_path);
+    printf("ok\n");
+    passed++;
     printf("  %-40s", "test_start");
     test_start(venv, sys_path);
     printf("ok\n");
