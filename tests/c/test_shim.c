@@ -1335,14 +1335,16 @@ int pthread_mutex_unlock(pthread_mutex_t *m) {
 
 typedef struct host_finish_arg {
     pgf_call *call;
+    int pauses;
     int rc;
 } host_finish_arg;
 
 static void *host_finisher(void *p) {
     host_finish_arg *a = p;
-    /* Wait until the call is marked dispatched (the request can no longer
-     * be set), then finish it with the host's one reference. */
-    while (pgf_call_set_request(a->call, NULL, 0) == PGF_OK)
+    /* Wait until the dispatching thread pauses after its first unlock (the
+     * call is marked dispatched then), and finish the call with the host's
+     * one reference. */
+    while (__atomic_load_n(&unlock_pauses, __ATOMIC_SEQ_CST) == a->pauses)
         sleep_us(100);
     a->rc = pgf_call_finish(a->call, PGF_STATUS_DEADLINE_EXCEEDED,
                             "deadline", 8);
@@ -1363,7 +1365,8 @@ static void test_host_finish_during_dispatch(void) {
     done_rec d;
     done_init(&d);
     pgf_call *c = new_call("/pkg.H/M"); /* the host's only reference */
-    host_finish_arg a = {c, -100};
+    host_finish_arg a = {c, __atomic_load_n(&unlock_pauses, __ATOMIC_SEQ_CST),
+                         -100};
     pthread_t th;
     CHECK_INT(pthread_create(&th, NULL, host_finisher, &a), 0);
     slow_unlock = 1;
