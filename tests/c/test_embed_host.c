@@ -157,6 +157,7 @@ static void test_import_failures(void) {
     CHECK(strlen(pgf_python_error()) > 0);
     CHECK_INT(pgf_python_import(""), PGF_EINVAL);
 
+    printf("(the package logs the two tracebacks below: expected)\n");
     /* A missing module. */
     CHECK_INT(pgf_python_import("no_such_module_for_pgf_tests"), PGF_EPYTHON);
     const char *err = pgf_python_error();
@@ -282,6 +283,7 @@ static void test_sync_threads(void) {
 /* ------------------------------------------------------------- errors */
 
 static void test_errors(void) {
+    printf("(a RuntimeError traceback follows: expected)\n");
     /* ValueError -> INVALID_ARGUMENT, with its text. */
     pgf_call *c = call_sync("/test.Raise/Any", "42", 2);
     CHECK_INT(pgf_call_status(c), PGF_STATUS_INVALID_ARGUMENT);
