@@ -182,6 +182,29 @@ static void test_import_failures(void) {
 
 static int64_t names_registered; /* PGF_LIVE_NAMES with every handler in */
 
+/* How many distinct files whose name contains `part` are mapped. */
+static int mapped_files(const char *part, char *first, size_t first_cap) {
+    FILE *f = fopen("/proc/self/maps", "r");
+    CHECK(f != NULL);
+    char line[4096], seen[8][1024];
+    int n = 0;
+    while (fgets(line, sizeof(line), f)) {
+        char *path = strchr(line, '/');
+        if (path == NULL || strstr(path, part) == NULL)
+            continue;
+        path[strcspn(path, "\n")] = '\0';
+        int dup = 0;
+        for (int i = 0; i < n; i++)
+            dup |= strcmp(seen[i], path) == 0;
+        if (!dup && n < 8)
+            snprintf(seen[n++], sizeof(seen[0]), "%s", path);
+    }
+    fclose(f);
+    if (n && first)
+        snprintf(first, first_cap, "%s", seen[0]);
+    return n;
+}
+
 static void test_import_handlers(void) {
     CHECK_INT(pgf_python_import("host_handlers"), PGF_OK);
     CHECK_STR(pgf_python_error(), "");
@@ -194,6 +217,12 @@ static void test_import_handlers(void) {
     CHECK_INT(pgf_python_import("host_handlers"), PGF_OK);
     CHECK_INT(pgf_live_count(PGF_LIVE_HANDLERS), PY_HANDLERS);
 
+    /* One shim per process: the cffi module the package imported uses the
+     * very library this host linked (here, or its ASan twin). */
+    char lib[1024];
+    CHECK_INT(mapped_files("libpygrpc_ffi.so", lib, sizeof(lib)), 1);
+    CHECK_INT(mapped_files("_native", NULL, 0), 1);
+    CHECK_INT(mapped_files("libpython3", NULL, 0), 1); /* loaded at run time */
     CHECK_INT(pgf_registry_has_service(reg, "test.Echo", 9), 1);
     CHECK_INT(pgf_registry_has_method(reg, "test.Echo", 9, "Upper", 5), 1);
     static const char *const want[] = {"test.AsyncEcho", "test.Control",
