@@ -1,0 +1,126 @@
+"""Sections 1 and 2: nanoseconds per unary call, dispatched by a C loop
+through the registry into Python and back, beside its floors.
+
+    python -m bench.dispatch [--quick] [--out bench/results/dispatch.json]
+
+Rows (all from C threads of bench/native.c, GIL released by the caller):
+  floor       a bare no-op extern "Python" callback per iteration
+  c_shim      a full call (new, 16 B payload, 2 metadata, dispatch, unref)
+              into a C echo handler: the shim's own cost, no Python
+  c_callback  the same C handler also calls the no-op callback
+  sync/async  the full call into a trivial Python handler (def / async def)
+              that answers with a prebuilt bytes object of the request's
+              size: nothing is copied anywhere, at any size
+Each configuration is calibrated to ~0.3 s, run `reps` times in interleaved
+order, and reported as the median (and every sample).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import pygrpc_ffi as pgf
+from bench import loops
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SERVICE = "bench.Dispatch"
+SIZES = (16, 64 * 1024, 1024 * 1024, 16 * 1024 * 1024)
+_REPLIES = {size: bytes(size) for size in SIZES}
+
+
+def reply(request: pgf.GrpcRequest) -> bytes:
+    """The trivial sync handler: a prebuilt answer of the request's size."""
+    return _REPLIES[request.payload.nbytes]
+
+
+async def async_reply(request: pgf.GrpcRequest) -> bytes:
+    return _REPLIES[request.payload.nbytes]
+
+
+def register() -> None:
+    service = pgf.default_service()
+    service.register_method(SERVICE, "Sync", reply)
+    service.register_method(SERVICE, "Async", async_reply)
+    loops.register_c_echo("bench.CEcho", with_callback=False)
+    loops.register_c_echo("bench.CEchoCallback", with_callback=True)
+
+
+@dataclass
+class Config:
+    group: str      # overhead | threads | payload
+    label: str      # floor | c_shim | c_callback | sync | async
+    kind: int
+    path: str
+    payload: int
+    threads: int
+    calls_per_thread: int = 0
+    samples_ns: list[float] = field(default_factory=list)
+
+    @property
+    def median_ns(self) -> float:
+        return statistics.median(self.samples_ns)
+
+
+PATHS = {
+    "floor": (loops.FLOOR, "/none/none"),
+    "c_shim": (loops.DISPATCH, "/bench.CEcho/Echo"),
+    "c_callback": (loops.DISPATCH, "/bench.CEchoCallback/Echo"),
+    "sync": (loops.DISPATCH, f"/{SERVICE}/Sync"),
+    "async": (loops.DISPATCH, f"/{SERVICE}/Async"),
+}
+
+
+def configs() -> list[Config]:
+    def make(group: str, label: str, payload: int = 16, threads: int = 1) -> Config:
+        kind, path = PATHS[label]
+        return Config(group, label, kind, path, payload, threads)
+
+    rows = [make("overhead", label) for label in PATHS]
+    rows += [make("threads", label, threads=t) for label in ("floor", "sync", "async")
+             for t in (2, 4)]
+    rows += [make("payload", label, size) for label in ("c_shim", "sync") for size in SIZES[1:]]
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter runs")
+    parser.add_argument("--reps", type=int, default=0, help="runs per configuration")
+    parser.add_argument("--only", default="", help="comma-separated labels to run")
+    parser.add_argument("--out", type=pathlib.Path,
+                        default=ROOT / "bench" / "results" / "dispatch.json")
+    args = parser.parse_args(argv)
+    reps = args.reps or (2 if args.quick else 5)
+    seconds = 0.05 if args.quick else 0.3
+    register()
+    rows = [c for c in configs() if not args.only or c.label in args.only.split(",")]
+    for row in rows:
+        row.calls_per_thread = loops.calibrate(row.kind, row.path, row.payload, seconds,
+                                               row.threads)
+    for rep in range(reps):
+        # Alternate the order so that drift hits every row alike.
+        for row in rows if rep % 2 == 0 else reversed(rows):
+            run = loops.run(row.kind, row.path, row.payload, row.calls_per_thread, row.threads)
+            row.samples_ns.append(run.ns_per_call)
+    for row in rows:
+        print(f"  {row.group:9} {row.label:10} {row.payload:>9} B {row.threads} thr "
+              f"{row.median_ns:9.0f} ns/call", flush=True)
+    report = {
+        "config": {"reps": reps, "seconds_per_run": seconds,
+                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")},
+        "rows": [{**asdict(row), "median_ns": row.median_ns} for row in rows],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

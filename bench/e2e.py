@@ -1,0 +1,283 @@
+"""Sections 3 and 4: end-to-end throughput and latency with h2load over
+loopback, the same request and load against every server, and the CLI's
+``--processes 1`` against ``--processes 2``.
+
+    python -m bench.e2e [--quick] [--out bench/results/e2e.json]
+
+Every server gets a gRPC-framed 16 B echo request to ``/bench.Echo/Echo``;
+4 connections x 16 streams for throughput, 1 x 1 for latency.  Rounds are
+interleaved (every server once per round) so that the machine's noise
+spreads over all of them; the report quotes medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PY = sys.executable
+HOST = ROOT / "build" / "grpc_server" / "pygrpc_ffi_server"
+PATH = "/bench.Echo/Echo"
+PAYLOAD = b"0123456789abcdef"
+HEADERS = ("content-type: application/grpc", "te: trailers")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A server to start: ``{port}`` in the command is replaced by a free port."""
+
+    key: str
+    label: str
+    command: list[str]
+    available: str = ""  # why it cannot run, if it cannot
+
+
+@dataclass
+class Load:
+    """One h2load run."""
+
+    connections: int
+    streams: int
+    qps: float
+    p50_us: float
+    p99_us: float
+    succeeded: int
+    failed: int
+
+
+@dataclass
+class ServerResult:
+    key: str
+    label: str
+    command: str
+    error: str = ""
+    rss_kb_start: int = 0
+    rss_kb_end: int = 0
+    throughput: list[Load] = field(default_factory=list)
+    latency: list[Load] = field(default_factory=list)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def specs(workers: int) -> list[Spec]:
+    cli = [PY, "-m", "pygrpc_ffi", "serve", "bench.handlers", "--listen", "127.0.0.1:{port}"]
+    engine = ROOT / "pygrpc_ffi" / "grpcio_server.py"
+    return [
+        Spec("a", f"C++ host + Python echo ({workers} workers)", [*cli, "--workers", str(workers)]),
+        Spec("b", "C++ host + native C echo (ceiling)",
+             [str(HOST), "--listen", "127.0.0.1:{port}", "--workers", str(workers),
+              "--native-echo", "bench.Echo"]),
+        Spec("c", "grpcio sync server (8 threads)",
+             [PY, "-m", "bench.grpcio_servers", "sync", "--listen", "127.0.0.1:{port}"]),
+        Spec("d", "grpc.aio server",
+             [PY, "-m", "bench.grpcio_servers", "aio", "--listen", "127.0.0.1:{port}"]),
+        Spec("e", "pip-only engine (--engine grpcio)", [*cli, "--engine", "grpcio"],
+             "" if engine.exists() else "pygrpc_ffi/grpcio_server.py does not exist yet"),
+    ]
+
+
+def process_specs(workers: int) -> list[Spec]:
+    cli = [PY, "-m", "pygrpc_ffi", "serve", "bench.handlers", "--listen", "127.0.0.1:{port}",
+           "--workers", str(workers)]
+    return [Spec("p1", "C++ host, --processes 1", [*cli, "--processes", "1"]),
+            Spec("p2", "C++ host, --processes 2", [*cli, "--processes", "2"])]
+
+
+class Server:
+    """A started server process (and its children)."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.command = [part.replace("{port}", str(free_port())) for part in spec.command]
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(self.command, cwd=ROOT, stdout=subprocess.PIPE,
+                                     stderr=self.stderr, text=True, start_new_session=True)
+        self.address = ""
+
+    def wait_listening(self, timeout: float = 30.0) -> str:
+        """The bound address, or raises with the server's stderr."""
+        assert self.proc.stdout is not None
+        line: list[str] = []
+        reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()),  # type: ignore[union-attr]
+                                  daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if not line or not line[0].startswith("listening on "):
+            self.stop()
+            self.stderr.seek(0)
+            err = self.stderr.read().strip().splitlines()
+            raise RuntimeError(err[-1] if err else f"no 'listening on' line in {timeout} s")
+        # Keep draining stdout so a chatty server never blocks.
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+        self.address = line[0].split(" ", 2)[2].strip()
+        return self.address
+
+    def pids(self) -> list[int]:
+        """The server's process and its descendants."""
+        found, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            for task in pathlib.Path(f"/proc/{pid}/task").glob("*/children"):
+                todo += [int(p) for p in task.read_text().split()]
+        return found
+
+    def rss_kb(self) -> int:
+        total = 0
+        for pid in self.pids():
+            try:
+                for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            except OSError:
+                pass
+        return total
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def check_echo(address: str) -> None:
+    """One call through a grpcio client: the server answers the echo."""
+    import grpc
+
+    with grpc.insecure_channel(address) as channel:
+        answer = channel.unary_unary(PATH)(PAYLOAD, timeout=10)
+    if answer != PAYLOAD:
+        raise RuntimeError(f"{address} answered {answer!r}")
+
+
+def body_file(directory: pathlib.Path) -> pathlib.Path:
+    """The request as h2load sends it: a gRPC frame (flag, 4-byte length)."""
+    path = directory / "request16.bin"
+    path.write_bytes(b"\0" + len(PAYLOAD).to_bytes(4, "big") + PAYLOAD)
+    return path
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return float(sorted_values[index])
+
+
+def h2load(address: str, body: pathlib.Path, connections: int, streams: int, seconds: float,
+           warmup: float) -> Load:
+    with tempfile.NamedTemporaryFile(suffix=".log") as log:
+        command = ["h2load", "-c", str(connections), "-m", str(streams),
+                   "-D", f"{seconds * 1000:.0f}ms", "--warm-up-time", f"{warmup * 1000:.0f}ms",
+                   "-d", str(body), "--log-file", log.name]
+        for header in HEADERS:
+            command += ["-H", header]
+        out = subprocess.run([*command, f"http://{address}{PATH}"], capture_output=True,
+                             text=True, timeout=seconds + warmup + 60, check=True).stdout
+        times = sorted(int(row.split("\t")[2]) for row in pathlib.Path(log.name).read_text()
+                       .splitlines() if row.count("\t") == 2)
+    qps = succeeded = failed = 0.0
+    for line in out.splitlines():
+        if line.startswith("finished in"):
+            qps = float(line.split(",")[1].split()[0])
+        elif line.startswith("requests:"):
+            words = line.replace(",", "").split()
+            succeeded = float(words[words.index("succeeded") - 1])
+            failed = float(words[words.index("failed") - 1]) + float(
+                words[words.index("errored") - 1])
+    return Load(connections, streams, qps, percentile(times, 0.5), percentile(times, 0.99),
+                int(succeeded), int(failed))
+
+
+def bench_servers(specs_: list[Spec], rounds: int, seconds: float, warmup: float,
+                  body: pathlib.Path, latency: bool, load: tuple[int, int]) -> list[ServerResult]:
+    """Starts every server, then runs `rounds` interleaved rounds."""
+    results: list[ServerResult] = []
+    running: list[tuple[ServerResult, Server]] = []
+    try:
+        for spec in specs_:
+            result = ServerResult(spec.key, spec.label, " ".join(spec.command))
+            results.append(result)
+            if spec.available:
+                result.error = spec.available
+                continue
+            server = Server(spec)
+            try:
+                check_echo(server.wait_listening())
+            except Exception as exc:
+                server.stop()
+                result.error = f"{type(exc).__name__}: {exc}"
+                print(f"  {spec.key}: cannot serve: {result.error}", flush=True)
+                continue
+            result.command = " ".join(server.command)
+            h2load(server.address, body, *load, min(seconds, 1.0), 0.5)  # warm-up run
+            result.rss_kb_start = server.rss_kb()
+            running.append((result, server))
+        for round_ in range(rounds):
+            for result, server in running:
+                tp = h2load(server.address, body, *load, seconds, warmup)
+                result.throughput.append(tp)
+                line = f"  round {round_ + 1} {result.key}: {tp.qps:9.0f} req/s"
+                if latency:
+                    lat = h2load(server.address, body, 1, 1, seconds, warmup)
+                    result.latency.append(lat)
+                    line += f"   1x1 p50 {lat.p50_us:6.0f} us  p99 {lat.p99_us:6.0f} us"
+                print(line, flush=True)
+        for result, server in running:
+            check_echo(server.address)
+            result.rss_kb_end = server.rss_kb()
+    finally:
+        for _, server in running:
+            server.stop()
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one short round")
+    parser.add_argument("--workers", type=int, default=4, help="C++ host worker threads")
+    parser.add_argument("--out", type=pathlib.Path,
+                        default=ROOT / "bench" / "results" / "e2e.json")
+    args = parser.parse_args(argv)
+    rounds, seconds, warmup = (1, 1.0, 0.5) if args.quick else (3, 5.0, 1.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        body = body_file(pathlib.Path(tmp))
+        print("end to end: 4 connections x 16 streams, then 1 x 1", flush=True)
+        servers = bench_servers(specs(args.workers), rounds, seconds, warmup, body, True,
+                                (4, 16))
+        # More connections than processes, so SO_REUSEPORT spreads them.
+        print("processes: 16 connections x 4 streams", flush=True)
+        processes = bench_servers(process_specs(args.workers), rounds, seconds, warmup, body,
+                                  False, (16, 4))
+    report = {
+        "config": {"rounds": rounds, "seconds": seconds, "warmup": warmup,
+                   "payload_bytes": len(PAYLOAD), "path": PATH, "host_workers": args.workers,
+                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")},
+        "servers": [asdict(r) for r in servers],
+        "processes": [asdict(r) for r in processes],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

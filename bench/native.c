@@ -1,0 +1,155 @@
+/* The bench's C loops, compiled into the bench-only cffi module _pgf_bench
+ * (bench/build_native.py; never into the package).  Every loop runs on
+ * pthreads of its own, as a host's threads would, while the Python thread
+ * that started it waits in C without the GIL.
+ *
+ *   floor       calls a bare no-op extern "Python" callback
+ *   c_shim      a full call through the registry into a C handler
+ *   c_callback  the same, the C handler also calls the no-op callback
+ *   python      a full call through the registry into a Python handler
+ *
+ * A full call: pgf_call_new, a request payload, 2 request metadata entries,
+ * pgf_dispatch, check status and response length, pgf_call_unref (which
+ * releases the response payload).  Included by cffi's set_source, after its
+ * own definition of the extern "Python" function _bench_noop. */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "pygrpc_ffi.h"
+
+static void _bench_noop(void *data, pgf_call *call);
+
+enum { BENCH_FLOOR = 0, BENCH_DISPATCH = 1 };
+
+typedef struct {
+    int kind;
+    const char *path;
+    size_t path_len;
+    const uint8_t *payload;
+    size_t payload_len;
+    long calls;
+    long warmup;
+    pthread_barrier_t *start;
+    int64_t t0, t1;
+    long errors;
+} bench_job;
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int one_call(const bench_job *j) {
+    pgf_call *c = pgf_call_new(j->path, j->path_len);
+    if (c == NULL)
+        return 1;
+    int bad = pgf_call_set_request(c, j->payload, j->payload_len) != PGF_OK;
+    bad |= pgf_call_add_request_metadata(c, "x-bench-user", 12,
+                                         (const uint8_t *)"alice", 5) != PGF_OK;
+    bad |= pgf_call_add_request_metadata(c, "x-bench-trace", 13,
+                                         (const uint8_t *)"0123456789abcdef",
+                                         16) != PGF_OK;
+    bad |= pgf_dispatch(pgf_default_registry(), c) != PGF_OK;
+    const uint8_t *data;
+    size_t len;
+    pgf_call_response(c, &data, &len);
+    bad |= pgf_call_status(c) != PGF_STATUS_OK || len != j->payload_len;
+    pgf_call_unref(c);
+    return bad;
+}
+
+static void run_n(bench_job *j, long n) {
+    if (j->kind == BENCH_FLOOR) {
+        for (long i = 0; i < n; i++)
+            _bench_noop(NULL, NULL);
+        return;
+    }
+    for (long i = 0; i < n; i++)
+        j->errors += one_call(j);
+}
+
+static void *bench_thread(void *arg) {
+    bench_job *j = arg;
+    run_n(j, j->warmup);
+    j->errors = 0;
+    pthread_barrier_wait(j->start);
+    j->t0 = now_ns();
+    run_n(j, j->calls);
+    j->t1 = now_ns();
+    return NULL;
+}
+
+/* Runs `threads` threads of `calls` calls each (after `warmup` calls each)
+ * and returns the wall time in ns from the first start to the last end;
+ * *errors counts failed calls.  -1 if threads cannot be started. */
+static int64_t bench_run(int kind, const char *path, size_t payload_len,
+                         long calls, long warmup, int threads, long *errors) {
+    uint8_t *payload = malloc(payload_len ? payload_len : 1);
+    bench_job *jobs = calloc((size_t)threads, sizeof(*jobs));
+    pthread_t *tids = calloc((size_t)threads, sizeof(*tids));
+    pthread_barrier_t start;
+    int64_t wall = -1;
+    *errors = 0;
+    if (payload == NULL || jobs == NULL || tids == NULL ||
+        pthread_barrier_init(&start, NULL, (unsigned)threads) != 0)
+        goto out;
+    for (size_t i = 0; i < payload_len; i++)
+        payload[i] = (uint8_t)(i * 31u + 7u);
+    int started = 0;
+    for (int i = 0; i < threads; i++) {
+        jobs[i] = (bench_job){kind, path, strlen(path), payload, payload_len,
+                              calls, warmup, &start, 0, 0, 0};
+        if (pthread_create(&tids[i], NULL, bench_thread, &jobs[i]) != 0)
+            break;
+        started++;
+    }
+    if (started < threads) {
+        /* Unreachable in practice; the started threads would block on the
+         * barrier forever, so give up loudly. */
+        abort();
+    }
+    int64_t t0 = INT64_MAX, t1 = 0;
+    for (int i = 0; i < threads; i++) {
+        pthread_join(tids[i], NULL);
+        t0 = jobs[i].t0 < t0 ? jobs[i].t0 : t0;
+        t1 = jobs[i].t1 > t1 ? jobs[i].t1 : t1;
+        *errors += jobs[i].errors;
+    }
+    pthread_barrier_destroy(&start);
+    wall = t1 - t0;
+out:
+    free(payload);
+    free(jobs);
+    free(tids);
+    return wall;
+}
+
+/* ------------------------------------------------------------ C handlers */
+
+static void no_release(void *ctx) { (void)ctx; }
+
+/* Answers with the request's own bytes (valid until the call is freed). */
+static void c_echo(void *data, pgf_call *call) {
+    const uint8_t *req;
+    size_t len;
+    if (data != NULL)
+        _bench_noop(NULL, call);
+    pgf_call_request(call, &req, &len);
+    if (len)
+        pgf_call_set_response(call, req, len, no_release, NULL);
+    pgf_call_finish(call, PGF_STATUS_OK, "", 0);
+}
+
+/* Registers c_echo for `service` in the default registry; with_callback
+ * makes it call the no-op extern "Python" callback too. */
+static int bench_register_c(const char *service, int with_callback) {
+    static int marker;
+    return pgf_registry_register_service(pgf_default_registry(), service,
+                                         strlen(service), c_echo,
+                                         with_callback ? &marker : NULL,
+                                         NULL);
+}

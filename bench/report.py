@@ -1,0 +1,368 @@
+"""Writes bench/results/RESULTS.md and the PNG plots from the JSON results.
+
+    python -m bench.report [--results bench/results]
+
+Every figure carries the machine's description (bench/machine.py), in the
+image and under it.  Ratios are medians of ratios taken within one round
+(or one repetition), so that both sides of a ratio saw the same noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+import statistics
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from bench.machine import caption
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SIZE_NAMES = {16: "16 B", 65536: "64 KiB", 1048576: "1 MiB", 16777216: "16 MiB"}
+LABELS = {
+    "floor": "floor: bare extern \"Python\" callback",
+    "c_shim": "C handler (shim only, no Python)",
+    "c_callback": "C handler + no-op Python callback",
+    "sync": "Python handler (def)",
+    "async": "Python handler (async def)",
+}
+
+
+def load(results: pathlib.Path, name: str) -> Any:
+    path = results / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def median_ratio(top: Sequence[float], bottom: Sequence[float]) -> float:
+    pairs = [a / b for a, b in zip(top, bottom, strict=False) if b]
+    return statistics.median(pairs) if pairs else math.nan
+
+
+def fmt_ns(ns: float) -> str:
+    return f"{ns / 1000:.1f} µs" if ns >= 10_000 else f"{ns:.0f} ns"
+
+
+class Report:
+    def __init__(self, results: pathlib.Path, machine: dict[str, str]) -> None:
+        self.results = results
+        self.caption = caption(machine)
+        self.lines: list[str] = []
+        self.targets: list[tuple[str, str, str, str]] = []
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def target(self, name: str, goal: str, measured: str, met: bool | None) -> None:
+        verdict = "n/a" if met is None else ("met" if met else "**missed**")
+        self.targets.append((name, goal, measured, verdict))
+
+    def figure(self, fig: Figure, name: str, alt: str) -> None:
+        fig.text(0.01, 0.005, self.caption, fontsize=6, color="0.35", wrap=True)
+        fig.tight_layout(rect=(0, 0.05, 1, 1))
+        fig.savefig(self.results / name, dpi=110)
+        plt.close(fig)
+        self.add(f"![{alt}]({name})", "", f"<sub>Machine: {self.caption}</sub>", "")
+
+
+def rows_by(dispatch: dict[str, Any]) -> dict[tuple[str, int, int], dict[str, Any]]:
+    return {(r["label"], r["payload"], r["threads"]): r for r in dispatch["rows"]}
+
+
+def section_dispatch(rep: Report, dispatch: dict[str, Any] | None) -> None:
+    rep.add("## 1. Dispatch overhead", "")
+    if dispatch is None:
+        rep.add("Not run.", "")
+        return
+    rows = rows_by(dispatch)
+    floor = rows[("floor", 16, 1)]
+    rep.add("A C thread creates a call (16 B payload, 2 metadata entries), dispatches it "
+            "through the registry, checks the answer and frees the call, in a loop. "
+            f"Median of {dispatch['config']['reps']} runs of ~"
+            f"{dispatch['config']['seconds_per_run']} s each.", "",
+            "| path (1 thread, 16 B) | ns per call | x floor |", "|---|---:|---:|")
+    for label in ("floor", "c_shim", "c_callback", "sync", "async"):
+        row = rows.get((label, 16, 1))
+        if row:
+            ratio = median_ratio(row["samples_ns"], floor["samples_ns"])
+            rep.add(f"| {LABELS[label]} | {fmt_ns(row['median_ns'])} | {ratio:.1f}x |")
+    rep.add("")
+    sync = rows.get(("sync", 16, 1))
+    if sync:
+        ratio = median_ratio(sync["samples_ns"], floor["samples_ns"])
+        rep.target("1. sync Python dispatch vs floor", "≤ 4x", f"{ratio:.1f}x "
+                   f"({fmt_ns(sync['median_ns'])} vs {fmt_ns(floor['median_ns'])})", ratio <= 4)
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    labels = [lb for lb in LABELS if (lb, 16, 1) in rows]
+    values = [rows[(lb, 16, 1)]["median_ns"] for lb in labels]
+    ax.barh([LABELS[lb] for lb in labels], values, color="tab:blue")
+    ax.set_xscale("log")
+    ax.set_xlabel("ns per unary call (log scale), 1 dispatching thread")
+    ax.axvline(4 * floor["median_ns"], color="tab:red", ls="--", label="target: 4x floor")
+    for y, v in enumerate(values):
+        ax.text(v, y, f" {fmt_ns(v)}", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title("Dispatch overhead: C loop → registry → handler → back")
+    rep.figure(fig, "dispatch_overhead.png", "dispatch overhead")
+
+    rep.add("### Sync against async handlers, 1, 2 and 4 dispatching threads", "",
+            "| handler | threads | ns per call (wall / calls) | calls/s (all threads) |",
+            "|---|---:|---:|---:|")
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for label in ("floor", "sync", "async"):
+        found = [(t, rows[(label, 16, t)]) for t in (1, 2, 4) if (label, 16, t) in rows]
+        for t, row in found:
+            rep.add(f"| {LABELS[label]} | {t} | {fmt_ns(row['median_ns'])} | "
+                    f"{1e9 / row['median_ns']:,.0f} |")
+        ax.plot([t for t, _ in found], [1e9 / r["median_ns"] for _, r in found], marker="o",
+                label=LABELS[label])
+    rep.add("")
+    ax.set_yscale("log")
+    ax.set_xticks([1, 2, 4])
+    ax.set_xlabel("dispatching C threads")
+    ax.set_ylabel("calls per second (log)")
+    ax.legend(fontsize=8)
+    ax.set_title("Dispatch throughput by thread count (16 B)")
+    rep.figure(fig, "dispatch_threads.png", "dispatch by threads")
+
+
+def section_payload(rep: Report, dispatch: dict[str, Any] | None) -> None:
+    rep.add("## 2. Zero copy: payload size", "")
+    if dispatch is None:
+        rep.add("Not run.", "")
+        return
+    rows = rows_by(dispatch)
+    rep.add("The same loop at larger payloads.  The Python handler answers with a prebuilt "
+            "bytes object of the request's size; the C handler answers with the request's "
+            "own bytes.", "", "| payload | C handler | Python handler | Python x its 16 B time |",
+            "|---|---:|---:|---:|")
+    sizes = sorted({r["payload"] for r in dispatch["rows"] if r["group"] == "payload"} | {16})
+    base = rows.get(("sync", 16, 1))
+    for size in sizes:
+        c_row, py_row = rows.get(("c_shim", size, 1)), rows.get(("sync", size, 1))
+        ratio = median_ratio(py_row["samples_ns"], base["samples_ns"]) if py_row and base \
+            else math.nan
+        rep.add(f"| {SIZE_NAMES.get(size, size)} | "
+                f"{fmt_ns(c_row['median_ns']) if c_row else '-'} | "
+                f"{fmt_ns(py_row['median_ns']) if py_row else '-'} | {ratio:.2f}x |")
+    rep.add("")
+    big = rows.get(("sync", 16 * 1024 * 1024, 1))
+    if big and base:
+        ratio = median_ratio(big["samples_ns"], base["samples_ns"])
+        rep.target("2. 16 MiB vs 16 B dispatch", "≤ 1.2x", f"{ratio:.2f}x", ratio <= 1.2)
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for label in ("c_shim", "sync"):
+        found = [(s, rows[(label, s, 1)]["median_ns"]) for s in sizes if (label, s, 1) in rows]
+        ax.plot([s for s, _ in found], [v for _, v in found], marker="o", label=LABELS[label])
+    if base:
+        ax.axhline(1.2 * base["median_ns"], color="tab:red", ls="--",
+                   label="target: 1.2x the 16 B Python time")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(sizes, [SIZE_NAMES.get(s, str(s)) for s in sizes])
+    ax.set_xlabel("request and response payload")
+    ax.set_ylabel("ns per call (log)")
+    ax.legend(fontsize=8)
+    ax.set_title("Zero copy: time per call does not grow with the payload")
+    rep.figure(fig, "dispatch_payload.png", "dispatch by payload size")
+
+
+def _median_load(loads: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(x[key] for x in loads) if loads else math.nan
+
+
+def section_e2e(rep: Report, e2e: dict[str, Any] | None) -> None:
+    rep.add("## 3. End to end over loopback (h2load)", "")
+    if e2e is None:
+        rep.add("Not run.", "")
+        return
+    cfg = e2e["config"]
+    rep.add(f"h2load sends the same gRPC-framed {cfg['payload_bytes']} B echo request to "
+            f"`{cfg['path']}` on every server: 4 connections x 16 streams for throughput, "
+            f"1 x 1 for latency; {cfg['rounds']} interleaved rounds of {cfg['seconds']} s "
+            f"(after {cfg['warmup']} s warm-up), medians.  Latency percentiles come from "
+            "h2load's per-request log.", "",
+            "| server | QPS (4x16) | p50 / p99 at 4x16 | p50 / p99 at 1x1 | RSS start → end |",
+            "|---|---:|---:|---:|---:|")
+    servers = {s["key"]: s for s in e2e["servers"]}
+    for s in e2e["servers"]:
+        if s["error"]:
+            rep.add(f"| ({s['key']}) {s['label']} | not measured: {s['error']} | | | |")
+            continue
+        tp, lat = s["throughput"], s["latency"]
+        rep.add(f"| ({s['key']}) {s['label']} | {_median_load(tp, 'qps'):,.0f} | "
+                f"{_median_load(tp, 'p50_us'):.0f} / {_median_load(tp, 'p99_us'):.0f} µs | "
+                f"{_median_load(lat, 'p50_us'):.0f} / {_median_load(lat, 'p99_us'):.0f} µs | "
+                f"{s['rss_kb_start'] / 1024:.0f} → {s['rss_kb_end'] / 1024:.0f} MiB |")
+    rep.add("")
+
+    def ratio(top: str, bottom: str) -> float:
+        a, b = servers.get(top), servers.get(bottom)
+        if not a or not b or a["error"] or b["error"]:
+            return math.nan
+        return median_ratio([x["qps"] for x in a["throughput"]],
+                            [x["qps"] for x in b["throughput"]])
+
+    ac, ab = ratio("a", "c"), ratio("a", "b")
+    rep.target("3. (a) C++ host + Python / (c) grpcio sync", "≥ 6", f"{ac:.1f}",
+               None if math.isnan(ac) else ac >= 6)
+    rep.target("3. (a) C++ host + Python / (b) native C echo", "≥ 0.5", f"{ab:.2f}",
+               None if math.isnan(ab) else ab >= 0.5)
+    others = [k for k in ("d", "e") if not math.isnan(ratio("a", k))]
+    rep.add(f"Ratios within each round, medians: (a)/(c) = {ac:.1f}, (a)/(b) = {ab:.2f}"
+            + "".join(f", (a)/({k}) = {ratio('a', k):.1f}" for k in others) + ".", "")
+
+    ok = [s for s in e2e["servers"] if not s["error"]]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    names = [f"({s['key']})" for s in ok]
+    qps = [_median_load(s["throughput"], "qps") for s in ok]
+    lo = [q - min(x["qps"] for x in s["throughput"]) for q, s in zip(qps, ok, strict=True)]
+    hi = [max(x["qps"] for x in s["throughput"]) - q for q, s in zip(qps, ok, strict=True)]
+    ax1.bar(names, qps, yerr=[lo, hi], capsize=3, color="tab:blue")
+    ax1.set_ylabel("requests/s (4 conn x 16 streams)")
+    ax1.set_title("Throughput (median, min-max)")
+    p50 = [_median_load(s["latency"], "p50_us") for s in ok]
+    p99 = [_median_load(s["latency"], "p99_us") for s in ok]
+    xs = range(len(ok))
+    ax2.bar([x - 0.2 for x in xs], p50, width=0.4, label="p50")
+    ax2.bar([x + 0.2 for x in xs], p99, width=0.4, label="p99")
+    ax2.set_xticks(list(xs), names)
+    ax2.set_ylabel("µs (1 conn x 1 stream)")
+    ax2.set_title("Latency")
+    ax2.legend(fontsize=8)
+    fig.suptitle("; ".join(f"({s['key']}) {s['label']}" for s in ok), fontsize=7)
+    rep.figure(fig, "e2e.png", "end-to-end throughput and latency")
+
+
+def section_processes(rep: Report, e2e: dict[str, Any] | None) -> None:
+    rep.add("## 4. Past one core: --processes 1 against --processes 2", "")
+    if e2e is None:
+        rep.add("Not run.", "")
+        return
+    procs = {s["key"]: s for s in e2e["processes"]}
+    rep.add("`pygrpc-ffi serve bench.handlers --processes N` on one fixed port "
+            "(SO_REUSEPORT), 16 connections x 4 streams so the kernel spreads connections "
+            "over the processes.", "", "| server | QPS (16x4) |", "|---|---:|")
+    for s in e2e["processes"]:
+        value = f"not measured: {s['error']}" if s["error"] else \
+            f"{_median_load(s['throughput'], 'qps'):,.0f}"
+        rep.add(f"| {s['label']} | {value} |")
+    rep.add("")
+    one, two = procs.get("p1"), procs.get("p2")
+    if one and two and not one["error"] and not two["error"]:
+        gain = median_ratio([x["qps"] for x in two["throughput"]],
+                            [x["qps"] for x in one["throughput"]])
+        rep.add(f"--processes 2 / --processes 1: {gain:.2f}x (median of per-round ratios).", "")
+        rep.target("4. --processes 2 vs 1", "(no target)", f"{gain:.2f}x", None)
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+        ax.bar(["--processes 1", "--processes 2"],
+               [_median_load(one["throughput"], "qps"), _median_load(two["throughput"], "qps")])
+        ax.set_ylabel("requests/s (16 conn x 4 streams)")
+        ax.set_title("C++ host + Python echo, one or two processes")
+        rep.figure(fig, "processes.png", "processes")
+    else:
+        rep.target("4. --processes 2 vs 1", "(no target)", "not measured", None)
+
+
+def section_memory(rep: Report, memory: dict[str, Any] | None) -> None:
+    rep.add("## 5. Memory", "")
+    if memory is None:
+        rep.add("Not run.", "")
+        return
+    sync, asyn = memory["sync"], memory["async"]
+    rep.add("VmRSS of one process whose C loop dispatches 16 B calls (2 metadata entries) "
+            "into the Python echo handlers, after each checkpoint (gc.collect() first); then "
+            "`pgf_live_count` of every kind once the handlers are unregistered.", "",
+            "| handler | calls | RSS |", "|---|---:|---:|")
+    for name, points in (("sync", sync), ("async", asyn)):
+        for calls, kb in points:
+            rep.add(f"| {name} | {calls:,} | {kb / 1024:.2f} MiB |")
+    rep.add("")
+    growth = (sync[-1][1] - sync[0][1]) / 1024
+    after = memory["live_after"]
+    rep.add(f"Live objects with the handlers registered: `{memory['live_registered']}`; "
+            f"after unregistering: `{after}`.", "")
+    rep.target(f"5. RSS after {sync[0][0]:,} → {sync[-1][0]:,} sync calls", "flat",
+               f"{growth:+.2f} MiB", abs(growth) < 1.0)
+    rep.target("5. live counters at the end", "all 0",
+               ", ".join(f"{k} {v}" for k, v in after.items()), not any(after.values()))
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    for name, points in (("sync", sync), ("async", asyn)):
+        ax.plot([c for c, _ in points], [kb / 1024 for _, kb in points], marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("calls dispatched (log)")
+    ax.set_ylabel("VmRSS (MiB)")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    ax.set_title("Resident memory against calls dispatched")
+    rep.figure(fig, "memory.png", "memory")
+
+
+def section_profile(rep: Report, profile: dict[str, Any] | None) -> None:
+    rep.add("## Profile of the dispatch path", "")
+    if profile is None:
+        rep.add("Not run.", "")
+        return
+    rep.add("Per-step cost of the sync path (timeit on a real call, min of 5):", "",
+            "| step | ns |", "|---|---:|")
+    for name, ns in profile["steps_ns"].items():
+        rep.add(f"| {name} | {ns:.0f} |")
+    rep.add("")
+    perf = profile["perf"]
+    if "error" in perf:
+        rep.add(f"perf: {perf['error']}", "")
+    else:
+        rep.add("`perf record` of the C loop into the sync handler, by shared object:", "",
+                "| share | object |", "|---:|---|")
+        rep.add(*(f"| {pct} | {name} |" for pct, name in perf["by_dso"]), "")
+        rep.add("Top symbols:", "", "| share | object and symbol |", "|---:|---|")
+        rep.add(*(f"| {pct} | {name} |" for pct, name in perf["by_symbol"][:12]), "")
+    rep.add("Dispatching threads against each other (sync handler, 16 B):", "",
+            "| threads | ns per call | context switches per call | CPU user + sys per call |",
+            "|---:|---:|---:|---:|")
+    for row in profile["threads"]:
+        rep.add(f"| {row['threads']} | {row['ns_per_call']:.0f} | "
+                f"{row['switches_per_call']:.2f} | {row.get('user_ns_per_call', 0):.0f} + "
+                f"{row.get('sys_ns_per_call', 0):.0f} ns |")
+    rep.add("")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=pathlib.Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+    machine = load(args.results, "machine") or {}
+    rep = Report(args.results, machine)
+    dispatch = load(args.results, "dispatch")
+    e2e = load(args.results, "e2e")
+    section_dispatch(rep, dispatch)
+    section_payload(rep, dispatch)
+    section_e2e(rep, e2e)
+    section_processes(rep, e2e)
+    section_memory(rep, load(args.results, "memory"))
+    section_profile(rep, load(args.results, "profile"))
+    notes = args.results / "NOTES.md"
+    head = ["# pygrpc_ffi benchmark results", "",
+            "Written by `bash bench/run.sh`; do not edit by hand (explanations live in "
+            "NOTES.md, included below).", "", "## Machine", "",
+            *(f"- {k}: {v}" for k, v in machine.items()), "", "## Targets", "",
+            "| target | goal | measured | verdict |", "|---|---|---|---|",
+            *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rep.targets), ""]
+    tail = ["", notes.read_text()] if notes.exists() else []
+    (args.results / "RESULTS.md").write_text("\n".join(head + rep.lines + tail) + "\n")
+    for row in rep.targets:
+        print("  " + " | ".join(row))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
