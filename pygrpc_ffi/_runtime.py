@@ -210,6 +210,12 @@ def finish_ok(call: Any, result: Any, binding: Binding) -> None:
         lib.pgf_call_reset_response(call)
         _finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
         return
+    except Exception:  # e.g. metadata that is not iterable, a failing SerializeToString
+        _log.exception("handler %s returned a %s that cannot be sent; the call fails with "
+                       "INTERNAL", binding.name, type(result).__name__)
+        lib.pgf_call_reset_response(call)
+        _finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
+        return
     lib.pgf_call_finish(call, 0, ffi.NULL, 0)
 
 
@@ -307,6 +313,11 @@ def _end_async(pending: _AsyncCall, exc: BaseException | None, result: Any) -> N
             finish_error(call, exc, binding)
         else:
             finish_ok(call, result, binding)
+    except BaseException:  # a call must never be left unfinished
+        _log.exception("pygrpc_ffi failed to finish the call of handler %s", binding.name)
+        if not lib.pgf_call_is_finished(call):
+            lib.pgf_call_reset_response(call)
+            _finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
     finally:
         # Once finished, C never runs the cancel callback again.
         handles.pop(pending.handle)
@@ -324,6 +335,7 @@ def _pgf_py_handle(handler_data: Any, call: Any) -> None:
     except BaseException:  # noqa: BLE001 - a bug here must not hang the call
         _log.exception("pygrpc_ffi failed to run handler %s", getattr(binding, "name", "?"))
         if not lib.pgf_call_is_finished(call):
+            lib.pgf_call_reset_response(call)  # nothing half-written reaches the client
             _finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
 
