@@ -51,7 +51,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if pathlib.Path(str(item.fspath)).resolve().parent != TESTS_DIR:
             continue
         if item.get_closest_marker("timeout") is None:
-            item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT))
+            # The thread method also ends a test blocked in C (a signal cannot).
+            item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT, method="thread"))
 
 
 @pytest.fixture(autouse=True)

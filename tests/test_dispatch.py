@@ -15,7 +15,7 @@ from google.protobuf import wrappers_pb2
 
 from pygrpc_ffi import GrpcRequest, GrpcResponse, GrpcService, Metadata, StatusCode, live_objects
 
-pytestmark = pytest.mark.timeout(20)
+pytestmark = pytest.mark.timeout(20, method="thread")
 
 
 def capture(service: GrpcService, result: Any = b"") -> list[dict[str, Any]]:

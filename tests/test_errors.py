@@ -25,7 +25,7 @@ from pygrpc_ffi import (
     unregister_exception,
 )
 
-pytestmark = pytest.mark.timeout(20)
+pytestmark = pytest.mark.timeout(20, method="thread")
 
 LOGGER = "pygrpc_ffi"
 

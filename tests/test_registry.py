@@ -20,7 +20,7 @@ from pygrpc_ffi import (
     live_objects,
 )
 
-pytestmark = pytest.mark.timeout(20)
+pytestmark = pytest.mark.timeout(20, method="thread")
 
 
 def answer(text: bytes):
