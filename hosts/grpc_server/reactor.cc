@@ -111,6 +111,16 @@ bool CallReactor::FillCall(pgf_call* call) {
 void CallReactor::RunDispatch(void* self, void* call) {
   auto* r = static_cast<CallReactor*>(self);
   auto* c = static_cast<pgf_call*>(call);
+  bool cancelled;
+  {
+    std::lock_guard<std::mutex> lock(r->mu_);
+    cancelled = r->cancelled_;
+  }
+  if (cancelled) {
+    // Expired or abandoned while queued (overload): spend no handler time.
+    r->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+    return;
+  }
   // After a successful pgf_dispatch_async the done callback may already have
   // finished the RPC and OnDone deleted r: touch r only on failure.
   if (pgf_dispatch_async(GetHost().registry, c, HandlerDone, r) != PGF_OK) {
