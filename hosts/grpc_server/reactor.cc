@@ -193,7 +193,10 @@ void CallReactor::SendAnswer(pgf_call* call) {
 
   grpc::WriteOptions options;
   if (pgf_call_compress_response(call)) {
-    ctx_->set_compression_algorithm(GRPC_COMPRESS_GZIP);
+    // A level, not set_compression_algorithm(GZIP): gRPC then picks gzip
+    // (else deflate, else none) among what the client accepts, whereas a
+    // forced algorithm is sent even to a client that cannot decode it.
+    ctx_->set_compression_level(GRPC_COMPRESS_LEVEL_LOW);
   } else {
     options.set_no_compression();
   }
