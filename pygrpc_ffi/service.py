@@ -75,9 +75,10 @@ def _encode(name: str, what: str) -> bytes:
 
 
 class _Waiter:
-    """Completion of one call dispatched from Python."""
+    """Completion of one call dispatched from Python.  The caller keeps its own
+    reference to the call until it returns, so it can always cancel or read it."""
 
-    __slots__ = ("call", "event", "handle", "keep", "loop", "future", "abandoned")
+    __slots__ = ("call", "event", "handle", "keep", "loop", "future")
 
     def __init__(self, call: Any, keep: Any) -> None:
         self.call = call
@@ -86,7 +87,6 @@ class _Waiter:
         self.handle: Any = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.future: asyncio.Future[CallResult] | None = None
-        self.abandoned = False
 
     def done(self, call: Any) -> None:
         _runtime.handles.pop(self.handle)
@@ -94,16 +94,19 @@ class _Waiter:
         self.keep = None
         if self.future is not None and self.loop is not None:
             result = _read_result(call)
-            lib.pgf_call_unref(call)
             try:
                 self.loop.call_soon_threadsafe(_resolve, self.future, result)
             except RuntimeError:  # the caller's loop is closed
                 pass
             return
-        if self.abandoned:
-            lib.pgf_call_unref(call)
-            return
         self.event.set()
+
+
+def _cancel_late(call: Any) -> bool:
+    """Cancels a call that missed its deadline; False if it finished first (its
+    own answer stands).  The caller must hold a reference to the call."""
+    lib.pgf_call_cancel(call)
+    return bool(lib.pgf_call_is_cancelled(call))
 
 
 def _resolve(future: asyncio.Future[CallResult], result: CallResult) -> None:
@@ -335,22 +338,14 @@ class GrpcService:
                 lib.pgf_call_unref(call)
         waiter = _Waiter(call, keep)
         waiter.handle = _runtime.handles.add(waiter)
-        lib.pgf_dispatch_async(self._registry, call, lib._pgf_py_call_done, waiter.handle)
-        if waiter.event.wait(max(timeout, 0.0)):
-            try:
-                return _read_result(call)
-            finally:
-                lib.pgf_call_unref(call)
-        # Cancel while our reference is surely alive; after `abandoned` the
-        # done callback drops it.
-        lib.pgf_call_cancel(call)
-        waiter.abandoned = True
-        if waiter.event.is_set():  # finished while we gave up
-            try:
-                return _read_result(call)
-            finally:
-                lib.pgf_call_unref(call)
-        return CallResult(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        try:
+            lib.pgf_dispatch_async(self._registry, call, lib._pgf_py_call_done, waiter.handle)
+            if not waiter.event.wait(max(timeout, 0.0)) and _cancel_late(call):
+                return CallResult(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            return _read_result(call)
+        finally:
+            # The dispatch holds its own reference until the call is finished.
+            lib.pgf_call_unref(call)
 
     async def acall(self, service_name: str, method_name: str, payload: Any = b"",
                     metadata: MetadataLike = (), timeout: float | None = None) -> CallResult:
@@ -362,12 +357,18 @@ class GrpcService:
         future: asyncio.Future[CallResult] = loop.create_future()
         waiter.future = future
         waiter.handle = _runtime.handles.add(waiter)
-        lib.pgf_dispatch_async(self._registry, call, lib._pgf_py_call_done, waiter.handle)
         try:
+            lib.pgf_dispatch_async(self._registry, call, lib._pgf_py_call_done, waiter.handle)
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except asyncio.TimeoutError:
+            if _cancel_late(call):
+                return CallResult(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            return _read_result(call)
+        except asyncio.CancelledError:  # the caller went away: so does its call
             lib.pgf_call_cancel(call)
-            return CallResult(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            raise
+        finally:
+            lib.pgf_call_unref(call)
 
     async def handle_request(self, request: GrpcRequest) -> GrpcResponse:
         """Dispatches a GrpcRequest through the C path and returns the answer;
