@@ -160,17 +160,30 @@ class GrpcService:
 
     # ------------------------------------------------------------ registry
 
+    def _typed(self, fn: Callable[..., Any], request_type: Any,
+               response_type: Any) -> Callable[[GrpcRequest], Any]:
+        if request_type is None and response_type is None:
+            return fn
+        from .typed import typed_handler  # protobuf is needed only here
+
+        return typed_handler(fn, request_type, response_type,
+                             expose_exceptions=self.expose_exceptions)
+
     def _binding(self, fn: Callable[[GrpcRequest], Any], name: str) -> Any:
         binding = _runtime.Binding(fn, name, self.expose_exceptions)
         return _runtime.handles.add(binding)
 
-    def register_handler(self, service_name: str, handler: Any) -> None:
+    def register_handler(self, service_name: str, handler: Any, *,
+                         request_type: Any = None, response_type: Any = None) -> None:
         """Routes every method of ``service_name`` to ``handler``.
 
         ValueError if the service is already registered; TypeError if the
-        handler has no ``handle_request`` and is not callable.
+        handler has no ``handle_request`` and is not callable.  With
+        ``request_type``/``response_type`` (protobuf message classes) the
+        handler is typed: see :mod:`pygrpc_ffi.typed`.
         """
         fn, name = _handler_callable(handler)
+        fn = self._typed(fn, request_type, response_type)
         raw = _encode(service_name, "service")
         with self._lock:
             rc = lib.pgf_registry_register_service(
@@ -183,10 +196,14 @@ class GrpcService:
             self._services[service_name] = handler
 
     def register_method(self, service_name: str, method_name: str,
-                        handler: Callable[[GrpcRequest], Any]) -> None:
+                        handler: Callable[..., Any], *,
+                        request_type: Any = None, response_type: Any = None) -> None:
         """Routes ``/service_name/method_name`` to ``handler``, ahead of any
-        handler registered for the whole service."""
+        handler registered for the whole service.  With ``request_type``/
+        ``response_type`` (protobuf message classes) the handler is typed:
+        it gets the parsed message, see :mod:`pygrpc_ffi.typed`."""
         fn, name = _handler_callable(handler)
+        fn = self._typed(fn, request_type, response_type)
         svc = _encode(service_name, "service")
         method = _encode(method_name, "method")
         with self._lock:
@@ -199,12 +216,14 @@ class GrpcService:
             _check(rc, f"cannot register {service_name}/{method_name}")
             self._methods[(service_name, method_name)] = handler
 
-    def method(self, service_name: str, method_name: str | None = None) -> Callable[[F], F]:
+    def method(self, service_name: str, method_name: str | None = None, *,
+               request_type: Any = None, response_type: Any = None) -> Callable[[F], F]:
         """Decorator form of :meth:`register_method`; the method name defaults
         to the function's name."""
 
         def decorate(fn: F) -> F:
-            self.register_method(service_name, method_name or fn.__name__, fn)
+            self.register_method(service_name, method_name or fn.__name__, fn,
+                                 request_type=request_type, response_type=response_type)
             return fn
 
         return decorate

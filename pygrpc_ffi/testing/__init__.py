@@ -1,0 +1,343 @@
+"""Testing kit: call a service's handlers through the C path, as a host would.
+
+::
+
+    from pygrpc_ffi.testing import CallError, TestClient
+
+    client = TestClient(service)
+    reply = client.unary("/grpc.testing.TestService/UnaryCall", request)
+    reply = client.unary(stub.UnaryCall, request, metadata=[("k", "v")], timeout=1)
+    stub = TestServiceStub(client.channel)          # generated stubs work too
+    reply = stub.UnaryCall(request)
+
+    try:
+        client.unary(path, request)
+    except CallError as err:
+        err.code(), err.details(), err.trailing_metadata(), err.status
+
+Every call goes through ``GrpcService.call`` -- a real ``pgf_call``
+dispatched into the service's C registry -- so handlers see what they see
+under a host: the zero-copy payload view, metadata, deadline, and
+cancellation when the timeout passes.  A call that ends with a non-OK status
+raises :class:`CallError`, which quacks like grpcio's client error
+(``code()``, ``details()``, ``trailing_metadata()`` with the status details
+as ``grpc-status-details-bin``), so ``grpc_status.rpc_status.from_call(err)``
+works on it.  Hypothesis strategies for metadata, payloads, deadlines and
+messages are in :mod:`pygrpc_ffi.testing.strategies`.  Unary calls only,
+until the C ABI carries streams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..metadata import Metadata, MetadataLike, MetadataValue
+from ..service import CallResult, GrpcService, default_service
+from ..status import StatusCode
+
+try:
+    import grpc
+
+    _ErrorBase: Any = grpc.RpcError
+except ImportError:  # pragma: no cover - grpcio is optional
+    grpc = None
+    _ErrorBase = Exception
+
+__all__ = ["CallError", "TestChannel", "TestClient"]
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def _grpc_code(code: StatusCode) -> Any:
+    return code.to_grpc() if grpc is not None else code
+
+
+class CallError(_ErrorBase):  # type: ignore[misc]
+    """A call that ended with a non-OK status.
+
+    ``status_code`` (a :class:`~pygrpc_ffi.StatusCode`), ``message``,
+    ``trailers`` and ``status_details`` (the serialized
+    ``google.rpc.Status``, or None) hold the outcome; the grpcio-style
+    methods ``code()`` (a ``grpc.StatusCode``), ``details()``,
+    ``initial_metadata()`` and ``trailing_metadata()`` give it as a grpcio
+    client would see it.
+    """
+
+    def __init__(self, result: CallResult) -> None:
+        super().__init__(f"{result.code.name}: {result.message}" if result.message
+                         else result.code.name)
+        self.result = result
+        self.status_code = result.code
+        self.message = result.message
+        self.trailers = result.trailing_metadata
+        self.status_details = result.details
+
+    def code(self) -> Any:
+        """The status, as a ``grpc.StatusCode`` (if grpcio is installed)."""
+        return _grpc_code(self.status_code)
+
+    def details(self) -> str:
+        """The status message."""
+        return self.message
+
+    def initial_metadata(self) -> tuple[tuple[str, MetadataValue], ...]:
+        """The initial metadata the handler sent (none when a call fails)."""
+        return self.result.initial_metadata.pairs()
+
+    def trailing_metadata(self) -> tuple[tuple[str, MetadataValue], ...]:
+        """The trailers, with the status details as ``grpc-status-details-bin``."""
+        pairs = self.trailers.pairs()
+        if self.status_details is not None:
+            pairs = (*pairs, (STATUS_DETAILS_KEY, self.status_details))
+        return pairs
+
+    @property
+    def status(self) -> Any:
+        """The ``google.rpc.Status`` sent as status details, or None."""
+        if self.status_details is None:
+            return None
+        from google.rpc import status_pb2
+
+        return status_pb2.Status.FromString(self.status_details)
+
+
+class _CallInfo:
+    """What ``with_call`` returns beside the response (grpc.Call-like)."""
+
+    def __init__(self, result: CallResult) -> None:
+        self.result = result
+
+    def code(self) -> Any:
+        return _grpc_code(self.result.code)
+
+    def details(self) -> str:
+        return self.result.message
+
+    def initial_metadata(self) -> tuple[tuple[str, MetadataValue], ...]:
+        return self.result.initial_metadata.pairs()
+
+    def trailing_metadata(self) -> tuple[tuple[str, MetadataValue], ...]:
+        return self.result.trailing_metadata.pairs()
+
+    def is_active(self) -> bool:
+        return False
+
+    def time_remaining(self) -> float | None:
+        return None
+
+
+def _split_path(path: str) -> tuple[str, str]:
+    parts = path.strip("/").split("/")
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"method path must be /package.Service/Method, not {path!r}")
+    return parts[0], parts[1]
+
+
+def _message_class(descriptor: Any) -> Any:
+    from google.protobuf import message_factory
+
+    return message_factory.GetMessageClass(descriptor)
+
+
+def _response_parser_for_path(path: str) -> Callable[[bytes], Any]:
+    """The response type's parser, from the default descriptor pool."""
+    from google.protobuf import descriptor_pool
+
+    service_name, method_name = _split_path(path)
+    try:
+        service = descriptor_pool.Default().FindServiceByName(service_name)
+        method = service.methods_by_name[method_name]
+    except KeyError:
+        raise LookupError(
+            f"{path}: no such method in the default descriptor pool (import its _pb2 module, "
+            "or pass response_type=)") from None
+    return _message_class(method.output_type).FromString  # type: ignore[no-any-return]
+
+
+class _UnaryUnary:
+    """A unary method of a :class:`TestChannel` (grpc.UnaryUnaryMultiCallable-like)."""
+
+    def __init__(self, client: TestClient, method: str,
+                 request_serializer: Callable[[Any], bytes] | None,
+                 response_deserializer: Callable[[bytes], Any] | None) -> None:
+        self.client = client
+        self.method = method
+        self.request_serializer = request_serializer
+        self.response_deserializer = response_deserializer
+
+    def with_call(self, request: Any, timeout: float | None = None,
+                  metadata: MetadataLike = None, **_options: Any) -> tuple[Any, _CallInfo]:
+        payload = self.request_serializer(request) if self.request_serializer else request
+        result = self.client.call_raw(self.method, payload, metadata=metadata, timeout=timeout)
+        if not result.ok:
+            raise CallError(result)
+        response = (self.response_deserializer(result.payload) if self.response_deserializer
+                    else result.payload)
+        return response, _CallInfo(result)
+
+    def __call__(self, request: Any, timeout: float | None = None,
+                 metadata: MetadataLike = None, **options: Any) -> Any:
+        return self.with_call(request, timeout, metadata, **options)[0]
+
+
+class _Streaming:
+    """A streaming method of a :class:`TestChannel`: not supported yet."""
+
+    def __init__(self, method: str, kind: str) -> None:
+        self.method = method
+        self.kind = kind
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise CallError(CallResult(
+            StatusCode.UNIMPLEMENTED,
+            f"{self.method}: {self.kind} RPC: streaming is not supported yet"))
+
+    with_call = __call__
+
+
+class TestChannel:
+    """A grpc.Channel look-alike for generated stubs: unary methods call the
+    service through the C path; streaming methods raise UNIMPLEMENTED."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+
+    def unary_unary(self, method: str, request_serializer: Any = None,
+                    response_deserializer: Any = None, **_options: Any) -> _UnaryUnary:
+        return _UnaryUnary(self.client, method, request_serializer, response_deserializer)
+
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> _Streaming:
+        return _Streaming(method, "unary-stream")
+
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> _Streaming:
+        return _Streaming(method, "stream-unary")
+
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> _Streaming:
+        return _Streaming(method, "stream-stream")
+
+    def subscribe(self, callback: Any, try_to_connect: bool = False) -> None:
+        pass
+
+    def unsubscribe(self, callback: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> TestChannel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class TestClient:
+    """Calls a GrpcService's handlers through the C path (unary calls).
+
+    ``timeout`` (per call, or ``default_timeout``): the handler sees the
+    deadline, and a call still running when it passes is cancelled and
+    reported as DEADLINE_EXCEEDED.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, service: GrpcService | None = None, *,
+                 default_timeout: float | None = None) -> None:
+        self.service = service if service is not None else default_service()
+        self.default_timeout = default_timeout
+        self.channel = TestChannel(self)
+
+    def _timeout(self, timeout: float | None) -> float | None:
+        return self.default_timeout if timeout is None else timeout
+
+    def call_raw(self, path: str, payload: Any = b"", *, metadata: MetadataLike = None,
+                 timeout: float | None = None) -> CallResult:
+        """Calls ``path`` with raw bytes; the :class:`~pygrpc_ffi.CallResult`,
+        whatever the status."""
+        service_name, method_name = _split_path(path)
+        return self.service.call(service_name, method_name, payload, metadata or (),
+                                 self._timeout(timeout))
+
+    async def acall_raw(self, path: str, payload: Any = b"", *,
+                        metadata: MetadataLike = None,
+                        timeout: float | None = None) -> CallResult:
+        """:meth:`call_raw` without blocking the running event loop."""
+        service_name, method_name = _split_path(path)
+        return await self.service.acall(service_name, method_name, payload, metadata or (),
+                                        self._timeout(timeout))
+
+    def unary_raw(self, path: str, payload: Any = b"", *, metadata: MetadataLike = None,
+                  timeout: float | None = None) -> bytes:
+        """Calls ``path`` with raw bytes; the response bytes, or CallError."""
+        result = self.call_raw(path, payload, metadata=metadata, timeout=timeout)
+        if not result.ok:
+            raise CallError(result)
+        return result.payload
+
+    def _resolve(self, method: Any, response_type: Any) -> tuple[str, Callable[[bytes], Any]]:
+        path: str
+        parser: Callable[[bytes], Any] | None = None
+        if isinstance(method, str):
+            path = method if method.startswith("/") else f"/{method}"
+        elif isinstance(method, _UnaryUnary):
+            path, parser = method.method, method.response_deserializer
+        elif hasattr(method, "containing_service") and hasattr(method, "output_type"):
+            path = f"/{method.containing_service.full_name}/{method.name}"
+            parser = _message_class(method.output_type).FromString
+        elif hasattr(method, "_method"):  # a grpcio channel's multicallable
+            raw = method._method
+            path = raw.decode() if isinstance(raw, bytes) else str(raw)
+            parser = getattr(method, "_response_deserializer", None)
+        else:
+            raise TypeError("method must be a path, a stub method or a MethodDescriptor, "
+                            f"not {type(method).__name__}")
+        if response_type is not None:
+            parser = response_type.FromString
+        if parser is None:
+            parser = _response_parser_for_path(path)
+        return path, parser
+
+    def unary_with_call(self, method: Any, request: Any, *, metadata: MetadataLike = None,
+                        timeout: float | None = None,
+                        response_type: Any = None) -> tuple[Any, CallResult]:
+        """Like :meth:`unary`, also returning the :class:`~pygrpc_ffi.CallResult`
+        (initial and trailing metadata)."""
+        path, parse = self._resolve(method, response_type)
+        payload = request if isinstance(request, (bytes, bytearray, memoryview)) \
+            else request.SerializeToString()
+        result = self.call_raw(path, payload, metadata=metadata, timeout=timeout)
+        if not result.ok:
+            raise CallError(result)
+        return parse(result.payload), result
+
+    def unary(self, method: Any, request: Any, *, metadata: MetadataLike = None,
+              timeout: float | None = None, response_type: Any = None) -> Any:
+        """Calls a unary method and returns the parsed response; CallError if
+        the status is not OK.
+
+        ``method`` is a path (``"/pkg.Service/Method"``; the response type is
+        looked up in the default descriptor pool unless ``response_type`` is
+        given), a stub method (of a stub on :attr:`channel` or on a grpcio
+        channel), or a protobuf ``MethodDescriptor``.
+        """
+        return self.unary_with_call(method, request, metadata=metadata, timeout=timeout,
+                                    response_type=response_type)[0]
+
+    async def aunary(self, method: Any, request: Any, *, metadata: MetadataLike = None,
+                     timeout: float | None = None, response_type: Any = None) -> Any:
+        """:meth:`unary` without blocking the running event loop."""
+        path, parse = self._resolve(method, response_type)
+        payload = request if isinstance(request, (bytes, bytearray, memoryview)) \
+            else request.SerializeToString()
+        result = await self.acall_raw(path, payload, metadata=metadata, timeout=timeout)
+        if not result.ok:
+            raise CallError(result)
+        return parse(result.payload)
+
+
+def metadata_pairs(metadata: MetadataLike) -> tuple[tuple[str, MetadataValue], ...]:
+    """Every (key, value) of any metadata form, as a tuple."""
+    return Metadata(metadata).pairs()
