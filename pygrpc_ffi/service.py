@@ -116,7 +116,8 @@ def _resolve(future: asyncio.Future[CallResult], result: CallResult) -> None:
 
 def _read_result(call: Any) -> CallResult:
     size = ffi.new("size_t *")
-    message = ffi.string(lib.pgf_call_status_message(call, size)).decode("utf-8", "replace")
+    raw = lib.pgf_call_status_message(call, size)
+    message = ffi.unpack(raw, size[0]).decode("utf-8", "replace")  # may hold NULs
     data = ffi.new("const uint8_t **")
     lib.pgf_call_response(call, data, size)
     payload = ffi.buffer(data[0], size[0])[:] if size[0] else b""
