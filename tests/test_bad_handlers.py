@@ -98,11 +98,11 @@ def test_wrong_return_type_is_internal_with_a_log_naming_handler_and_type(
 def test_serializer_that_fails_is_internal(service: GrpcService,
                                             caplog: pytest.LogCaptureFixture) -> None:
     class BrokenMessage:
-        def SerializeToString(self) -> bytes:  # noqa: N802 - protobuf's name
+        def SerializeToString(self) -> bytes:
             raise RuntimeError("cannot serialize")
 
     class NotBytesMessage:
-        def SerializeToString(self) -> int:  # noqa: N802
+        def SerializeToString(self) -> int:
             return 5
 
     service.register_handler("pkg.Good", good)

@@ -142,7 +142,8 @@ def test_concurrent_registration_of_one_name_succeeds_once(service: GrpcService)
         barrier = threading.Barrier(6)
         outcomes: list[str] = []
 
-        def register(i: int, round_: int = round_) -> None:
+        def register(i: int, round_: int = round_, barrier: threading.Barrier = barrier,
+                     outcomes: list[str] = outcomes) -> None:
             barrier.wait()
             try:
                 service.register_handler(f"pkg.Race{round_}", make_handler(f"winner{i}", False))

@@ -6,8 +6,10 @@ metadata and trailers); the thread each kind of handler runs on; CallResult."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
+import weakref
 from typing import Any
 
 import pytest
@@ -115,7 +117,7 @@ def test_payload_kept_past_the_call_raises_value_error(service: GrpcService) -> 
     with pytest.raises(ValueError):
         bytes(view)
     with pytest.raises(ValueError):
-        view[0]  # noqa: B018
+        view[0]
     with pytest.raises(ValueError):
         kept[0].metadata  # noqa: B018
 
@@ -269,6 +271,27 @@ def test_response_buffer_is_released_after_the_call(service: GrpcService) -> Non
         assert service.call("pkg.Svc", "M").payload == bytes(64)
     assert live_objects()["calls"] == 0
     assert live_objects()["buffers"] == 0
+
+
+def test_response_object_is_kept_until_its_buffer_is_released(service: GrpcService) -> None:
+    class Payload(bytearray):
+        pass
+
+    refs: list[weakref.ref[Payload]] = []
+
+    def handler(request: GrpcRequest) -> Payload:
+        payload = Payload(b"zero copy")
+        refs.append(weakref.ref(payload))
+        return payload
+
+    service.register_handler("pkg.Svc", handler)
+    result = service.call("pkg.Svc", "M")
+    assert result.payload == b"zero copy"
+    # The call is freed once call() returns: the host released the buffer,
+    # and with it the handler's own object.
+    assert live_objects()["buffers"] == 0
+    gc.collect()
+    assert refs[0]() is None
 
 
 # ----------------------------------------------------------------------- threads

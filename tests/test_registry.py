@@ -200,7 +200,7 @@ def test_method_decorator_registers_and_returns_the_function(service: GrpcServic
         return bytes(request.payload)
 
     @service.method("pkg.Svc")
-    async def Reverse(request: GrpcRequest) -> bytes:  # noqa: N802 - method name
+    async def Reverse(request: GrpcRequest) -> bytes:
         return bytes(request.payload)[::-1]
 
     assert callable(echo) and echo.__name__ == "echo"
