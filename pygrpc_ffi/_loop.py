@@ -19,7 +19,7 @@ def _run(loop: asyncio.AbstractEventLoop) -> None:
     while not _stopping:
         try:
             loop.run_forever()
-        except BaseException:  # noqa: BLE001 - keep serving whatever happened
+        except BaseException:
             _log.exception("event loop stopped by an exception; restarting it")
         if not _stopping:
             _log.error("event loop was stopped by a handler; restarting it")

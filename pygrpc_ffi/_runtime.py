@@ -14,7 +14,7 @@ import logging
 import sys
 import types
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from . import _loop
 from ._native import ffi, lib
@@ -32,19 +32,22 @@ _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
 class _Handles:
-    """Keeps objects whose handles C holds, until C gives the handle back."""
+    """Keeps objects whose handles C holds, until C gives the handle back.
+
+    Keyed by the handle itself: cffi pointers hash and compare by address, so
+    the ``void *`` that C hands back finds its entry without a cast.
+    """
 
     def __init__(self) -> None:
-        self._items: dict[int, Any] = {}
+        self._items: dict[Any, Any] = {}
 
     def add(self, obj: object) -> Any:
         handle = ffi.new_handle(obj)
-        self._items[int(ffi.cast("uintptr_t", handle))] = handle
+        self._items[handle] = handle
         return handle
 
     def pop(self, ptr: Any) -> Any:
-        handle = self._items.pop(int(ffi.cast("uintptr_t", ptr)))
-        return ffi.from_handle(handle)
+        return ffi.from_handle(self._items.pop(ptr))
 
     def __len__(self) -> int:
         return len(self._items)
@@ -58,7 +61,9 @@ class Binding:
 
     __slots__ = ("expose_exceptions", "fn", "name")
 
-    def __init__(self, fn: Callable[[GrpcRequest], Any], name: str, expose_exceptions: bool) -> None:
+    def __init__(
+        self, fn: Callable[[GrpcRequest], Any], name: str, expose_exceptions: bool
+    ) -> None:
         self.fn = fn
         self.name = name
         self.expose_exceptions = expose_exceptions
@@ -86,8 +91,17 @@ class _AsyncCall:
 # ------------------------------------------------------------------ request
 
 
+_names: dict[bytes, str] = {}  # decoded service and method names
+
+
 def _decode_name(name: Any) -> str:
-    return ffi.string(lib.pgf_name_str(name)).decode("utf-8", "replace")  # type: ignore[no-any-return]
+    raw = ffi.string(lib.pgf_name_str(name))
+    text = _names.get(raw)
+    if text is None:
+        text = raw.decode("utf-8", "replace")
+        if len(_names) < 4096:  # bounded: clients choose method names
+            _names[raw] = text
+    return text
 
 
 def read_metadata(md: Any) -> Metadata:
@@ -181,8 +195,17 @@ def _add_metadata(call: Any, metadata: MetadataLike, add: Callable[..., int], wh
             raise InvalidResponse(f"invalid {what} metadata {key!r}: {value!r}")
 
 
+_from_buffer = ffi.from_buffer
+_release_buffer = lib._pgf_py_release_buffer
+
+
 def set_response(call: Any, result: Any) -> None:
     """Writes a handler's return value into the call, or InvalidResponse."""
+    if type(result) is bytes:  # the common answer, by the shortest way
+        if result:
+            buf = _from_buffer(result)
+            lib.pgf_call_set_response(call, buf, len(result), _release_buffer, handles.add(buf))
+        return
     compress = False
     if isinstance(result, GrpcResponse):
         payload = _payload_of(result.payload)
@@ -264,11 +287,13 @@ def run(binding: Binding, call: Any) -> None:
     request = make_request(call)
     try:
         result = binding.fn(request)
-    except BaseException as exc:  # noqa: BLE001 - every failure becomes a status
+    except BaseException as exc:
         release_request(request, binding)
         finish_error(call, exc, binding)
         return
-    if type(result) is types.CoroutineType or _is_awaitable(result):
+    if type(result) is not bytes and (
+        type(result) is types.CoroutineType or _is_awaitable(result)
+    ):
         _start_async(binding, call, request, result)
         return
     release_request(request, binding)
@@ -285,8 +310,10 @@ def _start_async(binding: Binding, call: Any, request: GrpcRequest, awaitable: A
     pending.handle = handles.add(pending)
     lib.pgf_call_on_cancel(call, lib._pgf_py_cancel, pending.handle)
     try:
-        pending.future = asyncio.run_coroutine_threadsafe(_drive(pending, awaitable), _loop.get_loop())
-    except BaseException as exc:  # noqa: BLE001 - e.g. the loop is shutting down
+        pending.future = asyncio.run_coroutine_threadsafe(
+            _drive(pending, awaitable), _loop.get_loop()
+        )
+    except BaseException as exc:
         if hasattr(awaitable, "close"):
             awaitable.close()
         _end_async(pending, exc, None)
@@ -299,7 +326,7 @@ async def _drive(pending: _AsyncCall, awaitable: Any) -> None:
                 awaitable.close()
             raise asyncio.CancelledError()
         result = await awaitable
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         _end_async(pending, exc, None)
     else:
         _end_async(pending, None, result)
@@ -326,35 +353,44 @@ def _end_async(pending: _AsyncCall, exc: BaseException | None, result: Any) -> N
 
 # -------------------------------------------------------------- trampolines
 
+_Fn = TypeVar("_Fn", bound=Callable[..., None])
 
-@ffi.def_extern()
+
+def _extern(fn: _Fn) -> _Fn:
+    """Makes fn the body of the C-callable extern "Python" function of its name."""
+    ffi.def_extern()(fn)
+    return fn
+
+
+
+@_extern
 def _pgf_py_handle(handler_data: Any, call: Any) -> None:
     binding = ffi.from_handle(handler_data)
     try:
         run(binding, call)
-    except BaseException:  # noqa: BLE001 - a bug here must not hang the call
+    except BaseException:
         _log.exception("pygrpc_ffi failed to run handler %s", getattr(binding, "name", "?"))
         if not lib.pgf_call_is_finished(call):
             lib.pgf_call_reset_response(call)  # nothing half-written reaches the client
             _finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
 
-@ffi.def_extern()
+@_extern
 def _pgf_py_release_handler(handler_data: Any) -> None:
     handles.pop(handler_data)
 
 
-@ffi.def_extern()
+@_extern
 def _pgf_py_release_buffer(ctx: Any) -> None:
     handles.pop(ctx)
 
 
-@ffi.def_extern()
+@_extern
 def _pgf_py_cancel(call: Any, user_data: Any) -> None:
     ffi.from_handle(user_data).cancel()
 
 
-@ffi.def_extern()
+@_extern
 def _pgf_py_call_done(call: Any, user_data: Any) -> None:
     ffi.from_handle(user_data).done(call)
 
@@ -388,7 +424,7 @@ def shutdown() -> None:
     for hook in reversed(_shutdown_hooks):
         try:
             hook()
-        except Exception:  # noqa: BLE001
+        except Exception:
             _log.exception("shutdown hook failed")
 
 

@@ -58,6 +58,8 @@ def host_command(args: argparse.Namespace, binary: pathlib.Path) -> list[str]:
     ]
     if sys.prefix != sys.base_prefix:
         command += ["--venv", sys.prefix]
+    if args.processes > 1 or args.reuse_port:
+        command.append("--reuse-port")
     return command
 
 
@@ -66,6 +68,7 @@ def grpcio_command(args: argparse.Namespace) -> list[str]:
         sys.executable, "-m", "pygrpc_ffi", "serve", args.module, "--engine", "grpcio",
         "--listen", args.listen, "--workers", str(args.workers), "--processes", "1",
         "--max-message-size", str(args.max_message_size), "--grace", str(args.grace),
+        "--reuse-port",
     ]
 
 
@@ -140,7 +143,8 @@ def serve_grpcio_here(args: argparse.Namespace) -> int:
         print(f"error: cannot import {args.module}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     grpcio_serve(default_service(), args.listen, max_workers=args.workers,
-                 max_message_size=args.max_message_size, grace=args.grace)
+                 max_message_size=args.max_message_size, grace=args.grace,
+                 reuse_port=args.reuse_port)
     return 0
 
 
@@ -148,8 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pygrpc-ffi", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("serve", help="serve MODULE's handlers over gRPC")
-    run.add_argument("module", help="Python module that registers handlers into default_service()")
-    run.add_argument("--listen", default="127.0.0.1:50051", help="address:port (default %(default)s)")
+    run.add_argument("module",
+                     help="Python module that registers handlers into default_service()")
+    run.add_argument("--listen", default="127.0.0.1:50051",
+                     help="address:port (default %(default)s)")
     run.add_argument("--workers", type=int, default=4, help="worker threads per process")
     run.add_argument("--processes", type=int, default=1, help="server processes sharing the port")
     run.add_argument("--engine", choices=("cxx", "grpcio"), default="cxx",
@@ -157,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-message-size", type=int, default=DEFAULT_MAX_MESSAGE)
     run.add_argument("--grace", type=float, default=10.0,
                      help="seconds in-flight calls get on shutdown")
+    run.add_argument("--reuse-port", action="store_true",
+                     help="share the port with other processes (implied by --processes N > 1)")
     return parser
 
 

@@ -77,7 +77,7 @@ class GrpcError(Exception):
 class _CodedError(GrpcError):
     """A GrpcError whose code is fixed by its class."""
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> GrpcError:
+    def __new__(cls, *args: Any, **kwargs: Any) -> _CodedError:
         return Exception.__new__(cls)
 
     def __init__(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any, Protocol, Union, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .request import GrpcRequest
 from .response import GrpcResponse
 
 #: What a handler may return: a GrpcResponse, bytes-like, or a protobuf message.
-HandlerResult = Union[GrpcResponse, bytes, bytearray, memoryview, Any]
+HandlerResult = GrpcResponse | bytes | bytearray | memoryview | Any
 
 
 @runtime_checkable

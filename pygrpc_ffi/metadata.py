@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Union
 
-MetadataValue = Union[str, bytes]
-MetadataLike = Union[Mapping[str, MetadataValue], Iterable[tuple[str, MetadataValue]], None]
+MetadataValue = str | bytes
+MetadataLike = Mapping[str, MetadataValue] | Iterable[tuple[str, MetadataValue]] | None
 
 
 def is_binary_key(key: str) -> bool:
@@ -94,7 +93,9 @@ def encode_entry(key: object, value: object) -> tuple[bytes, bytes]:
         raise TypeError(f"metadata key must be str, not {type(key).__name__}")
     if is_binary_key(key):
         if not isinstance(value, (bytes, bytearray, memoryview)):
-            raise TypeError(f"value of binary key {key!r} must be bytes, not {type(value).__name__}")
+            raise TypeError(
+                f"value of binary key {key!r} must be bytes, not {type(value).__name__}"
+            )
         raw = bytes(value)
     elif isinstance(value, str):
         try:

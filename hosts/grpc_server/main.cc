@@ -107,8 +107,9 @@ int Run(const Options& opts) {
   builder.SetMaxSendMessageSize(opts.max_message_size);
   builder.SetCompressionAlgorithmSupportStatus(GRPC_COMPRESS_DEFLATE, true);
   builder.SetCompressionAlgorithmSupportStatus(GRPC_COMPRESS_GZIP, true);
-  // Without this a second server on the same port would bind silently.
-  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // Without --reuse-port a second server on the same port fails to bind
+  // instead of silently sharing it.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, opts.reuse_port ? 1 : 0);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     server.reset();

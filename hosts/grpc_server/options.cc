@@ -23,6 +23,7 @@ const char kUsage[] =
     "  --native-echo SERVICE    serve every method of SERVICE with a C echo\n"
     "                           handler (repeatable)\n"
     "  --grace-seconds S        shutdown grace for in-flight calls (default 10)\n"
+    "  --reuse-port             share the port with other processes (SO_REUSEPORT)\n"
     "Prints 'listening on ADDR' once serving; SIGINT/SIGTERM stop it.\n";
 
 bool ParseLong(const char* s, long min, long max, long* out) {
@@ -45,6 +46,10 @@ bool ParseOptions(int argc, char** argv, Options* opts, std::string* message,
       *message = kUsage;
       *exit_code = 0;
       return false;
+    }
+    if (arg == "--reuse-port") {
+      opts->reuse_port = true;
+      continue;
     }
     // Both "--opt value" and "--opt=value".
     std::string value;

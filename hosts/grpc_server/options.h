@@ -15,6 +15,7 @@ struct Options {
   std::string sys_path;
   std::vector<std::string> native_echo;
   double grace_seconds = 10.0;
+  bool reuse_port = false;  // let several processes share the port
 };
 
 // Parses argv into opts.  On a bad or missing value, or --help, returns false

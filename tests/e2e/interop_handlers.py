@@ -24,7 +24,10 @@ _seen_lock = threading.Lock()
 _seen: dict[str, object] = {}
 
 
-def _echo_metadata(request: pgf.GrpcRequest) -> tuple[list[tuple[str, str | bytes]], list[tuple[str, str | bytes]]]:
+Pairs = list[tuple[str, str | bytes]]
+
+
+def _echo_metadata(request: pgf.GrpcRequest) -> tuple[Pairs, Pairs]:
     initial = [(ECHO_INITIAL, v) for v in request.metadata.get_all(ECHO_INITIAL)]
     trailing = [(ECHO_TRAILING, v) for v in request.metadata.get_all(ECHO_TRAILING)]
     return initial, trailing

@@ -10,9 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
-from grpc_status import rpc_status
-
 from conftest import Server
+from grpc_status import rpc_status
 
 pytestmark = pytest.mark.timeout(120)
 
