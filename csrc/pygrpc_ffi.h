@@ -97,7 +97,8 @@ typedef struct pgf_metadata pgf_metadata;
 
 size_t pgf_metadata_count(const pgf_metadata *md);
 /* Entry i (0-based).  Outputs are BORROWED from md and stay valid until the
- * call that owns md is freed.  Returns PGF_EINVAL if i is out of range. */
+ * call that owns md is freed (response metadata: or reset by
+ * pgf_call_reset_response).  Returns PGF_EINVAL if i is out of range. */
 int pgf_metadata_get(const pgf_metadata *md, size_t i,
                      const char **key, size_t *key_len,
                      const uint8_t **value, size_t *value_len);
@@ -132,7 +133,9 @@ typedef void (*pgf_cancel_fn)(pgf_call *call, void *user_data);
 pgf_call *pgf_call_new(const char *path, size_t path_len);
 pgf_call *pgf_call_ref(pgf_call *call);
 /* Drops a reference.  On the last one, a response payload that nobody took
- * is released and the service and method names are unreferenced. */
+ * is released (its release function may enter Python: see
+ * pgf_call_take_response) and the names are unreferenced.  The handler's
+ * registration is not touched here: a call drops it when it finishes. */
 void pgf_call_unref(pgf_call *call);
 
 /* BORROWED names, valid while the caller holds a reference to the call. */
@@ -168,7 +171,9 @@ const char *pgf_call_peer(const pgf_call *call, size_t *len);
 /* --- cancellation -------------------------------------------------------- */
 
 /* Marks the call cancelled (the client went away or the deadline passed) and
- * runs the cancellation callback, if any, on this thread.  Idempotent. */
+ * runs the cancellation callback, if any, on this thread.  Idempotent.
+ * The callback of a Python handler takes the GIL, so this may block: hosts
+ * with event threads that must not block call it from a thread of their own. */
 void pgf_call_cancel(pgf_call *call);
 int pgf_call_is_cancelled(const pgf_call *call);
 /* Sets the function run once when the call is cancelled: at once (on this
@@ -208,7 +213,10 @@ int pgf_call_reset_response(pgf_call *call);
 /* Completes the call with a status code and message (copied).  Exactly once
  * per call, from any thread; a second finish returns PGF_ESTATE.  A code
  * outside 0..16 is sent as UNKNOWN.  Wakes pgf_dispatch, or runs the done
- * callback of pgf_dispatch_async, on this thread. */
+ * callback of pgf_dispatch_async, on this thread; then drops the call's
+ * reference to its registration (which may release the handler data).  If a
+ * cancellation callback is running on another thread, waits for it first, so
+ * that no callback runs after finish. */
 int pgf_call_finish(pgf_call *call, int code, const char *msg, size_t len);
 int pgf_call_is_finished(const pgf_call *call);
 
@@ -291,7 +299,8 @@ size_t pgf_registry_list_services(pgf_registry *reg,
 
 /* Runs call on its handler and returns when the call is finished, whether
  * the handler finished it before returning or later on another thread.
- * With no handler, finishes the call with UNIMPLEMENTED naming the method.
+ * With no handler, finishes the call with UNIMPLEMENTED and the message
+ * "unknown service S" or "unknown method M for service S".
  * Returns PGF_OK once finished; PGF_ESTATE if call was already dispatched.
  * Read the answer with the pgf_call_status... functions. */
 int pgf_dispatch(pgf_registry *reg, pgf_call *call);
