@@ -30,11 +30,9 @@ from typing import Any
 
 import grpc
 
-from . import _runtime
-from ._native import ffi, lib
-from .metadata import MetadataValue
+from ._calls import new_call, read_result
+from ._native import lib
 from .service import GrpcService, default_service
-from .status import StatusCode
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "DEFAULT_MAX_WORKERS", "GrpcioServer", "serve", "start"]
 
@@ -67,75 +65,38 @@ class _CallGuard:
             self.call = None
 
 
-def _encode_value(value: Any) -> bytes:
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    text = str(value)
-    try:
-        return text.encode("latin-1")
-    except UnicodeEncodeError:
-        return text.encode("utf-8")
-
-
-def _prepare(call: Any, request: bytes, context: Any) -> Any:
-    buf = ffi.from_buffer(request)
-    lib.pgf_call_set_request(call, buf, len(buf))
-    for key, value in context.invocation_metadata() or ():
-        key_b = key.encode("latin-1")
-        value_b = _encode_value(value)
-        lib.pgf_call_add_request_metadata(call, key_b, len(key_b), value_b, len(value_b))
-    remaining = context.time_remaining()
-    if remaining is not None and remaining < _NO_DEADLINE_THRESHOLD:
-        lib.pgf_call_set_deadline(call, time.time_ns() + int(remaining * 1e9))
-    peer = (context.peer() or "").encode("utf-8", "replace")
-    lib.pgf_call_set_peer(call, peer, len(peer))
-    return buf
-
-
-def _pairs(md: Any) -> list[tuple[str, MetadataValue]]:
-    return list(_runtime.read_metadata(md).pairs())
-
-
 def _dispatch(registry: Any, path: str, request: bytes, context: Any) -> bytes:
-    raw_path = path.encode("utf-8")
-    call = lib.pgf_call_new(raw_path, len(raw_path))
-    if call == ffi.NULL:
+    remaining = context.time_remaining()
+    if remaining is not None and remaining >= _NO_DEADLINE_THRESHOLD:
+        remaining = None
+    try:
+        call, keep = new_call(path, request, context.invocation_metadata(),
+                              timeout=remaining, peer=context.peer() or "")
+    except ValueError:
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
     guard = _CallGuard(call)
     try:
-        keep = _prepare(call, request, context)
         if not context.add_callback(guard.cancel):
             lib.pgf_call_cancel(call)  # the RPC is already over
         lib.pgf_dispatch(registry, call)  # releases the GIL while it waits
-        del keep
-        code = StatusCode(lib.pgf_call_status(call))
-        size = ffi.new("size_t *")
-        message = ffi.string(lib.pgf_call_status_message(call, size)).decode("utf-8", "replace")
-        data = ffi.new("const uint8_t **")
-        lib.pgf_call_status_details(call, data, size)
-        details = ffi.buffer(data[0], size[0])[:] if size[0] else None
-        initial = _pairs(lib.pgf_call_initial_metadata(call))
-        trailing = _pairs(lib.pgf_call_trailing_metadata(call))
-        compress = bool(lib.pgf_call_compress_response(call))
-        payload = b""
-        if code is StatusCode.OK:
-            lib.pgf_call_response(call, data, size)
-            payload = ffi.buffer(data[0], size[0])[:] if size[0] else b""
+        result, compress = read_result(call)
     finally:
         guard.close()
         lib.pgf_call_unref(call)
+        del keep
 
-    if initial:
-        context.send_initial_metadata(initial)
-    if details is not None:
-        trailing.append((_STATUS_DETAILS_KEY, details))
+    if result.initial_metadata:
+        context.send_initial_metadata(result.initial_metadata.pairs())
+    trailing = list(result.trailing_metadata.pairs())
+    if result.details is not None:
+        trailing.append((_STATUS_DETAILS_KEY, result.details))
     if trailing:
         context.set_trailing_metadata(tuple(trailing))
-    if code is not StatusCode.OK:
-        context.abort(_GRPC_CODES[int(code)], message)
+    if not result.ok:
+        context.abort(_GRPC_CODES[int(result.code)], result.message)
     if compress:
         context.set_compression(grpc.Compression.Gzip)
-    return payload
+    return result.payload
 
 
 class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]

@@ -15,10 +15,10 @@
     except CallError as err:
         err.code(), err.details(), err.trailing_metadata(), err.status
 
-Every call goes through ``GrpcService.call`` -- a real ``pgf_call``
-dispatched into the service's C registry -- so handlers see what they see
-under a host: the zero-copy payload view, metadata, deadline, and
-cancellation when the timeout passes.  A call that ends with a non-OK status
+Every call is a real ``pgf_call`` dispatched into the service's C registry
+(``pgf_dispatch``), so handlers see what they see under a host: the
+zero-copy payload view, metadata, deadline, and cancellation when the
+timeout passes.  A call that ends with a non-OK status
 raises :class:`CallError`, which quacks like grpcio's client error
 (``code()``, ``details()``, ``trailing_metadata()`` with the status details
 as ``grpc-status-details-bin``), so ``grpc_status.rpc_status.from_call(err)``
@@ -29,10 +29,15 @@ until the C ABI carries streams.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..metadata import Metadata, MetadataLike, MetadataValue
+from .._calls import new_call, read_result
+from .._native import lib
+from ..metadata import Metadata, MetadataLike, MetadataValue, iter_pairs
 from ..service import CallResult, GrpcService, default_service
 from ..status import StatusCode
 
@@ -239,15 +244,17 @@ class TestClient:
 
     ``timeout`` (per call, or ``default_timeout``): the handler sees the
     deadline, and a call still running when it passes is cancelled and
-    reported as DEADLINE_EXCEEDED.
+    reported as DEADLINE_EXCEEDED (see :meth:`call_raw`).  ``peer`` is what
+    handlers see as the client's address.
     """
 
     __test__ = False  # not a pytest test class
 
     def __init__(self, service: GrpcService | None = None, *,
-                 default_timeout: float | None = None) -> None:
+                 default_timeout: float | None = None, peer: str = "local") -> None:
         self.service = service if service is not None else default_service()
         self.default_timeout = default_timeout
+        self.peer = peer
         self.channel = TestChannel(self)
 
     def _timeout(self, timeout: float | None) -> float | None:
@@ -256,18 +263,53 @@ class TestClient:
     def call_raw(self, path: str, payload: Any = b"", *, metadata: MetadataLike = None,
                  timeout: float | None = None) -> CallResult:
         """Calls ``path`` with raw bytes; the :class:`~pygrpc_ffi.CallResult`,
-        whatever the status."""
-        service_name, method_name = _split_path(path)
-        return self.service.call(service_name, method_name, payload, metadata or (),
-                                 self._timeout(timeout))
+        whatever the status.
+
+        Without a timeout the handler runs on this thread.  With one, it runs
+        on a thread of its own, as under a host: when the timeout passes the
+        call is cancelled (``pgf_call_cancel``: ``is_active()`` turns False,
+        callbacks run, async handlers are cancelled) and DEADLINE_EXCEEDED is
+        returned at once, while the handler finishes in the background.
+        """
+        _split_path(path)
+        timeout = self._timeout(timeout)
+        call, buf = new_call(path, payload, iter_pairs(metadata), timeout=timeout,
+                             peer=self.peer)
+        if timeout is None:
+            try:
+                lib.pgf_dispatch(self.service._registry, call)
+                return read_result(call)[0]
+            finally:
+                lib.pgf_call_unref(call)
+                del buf  # the request buffer lived as long as the dispatch
+        finished = threading.Event()
+
+        def run(request_buffer: Any) -> None:
+            try:  # the request buffer lives as long as the dispatch
+                lib.pgf_dispatch(self.service._registry, call)
+            finally:
+                finished.set()
+                lib.pgf_call_unref(call)  # the worker's reference
+
+        lib.pgf_call_ref(call)
+        threading.Thread(target=run, args=(buf,), name="pygrpc_ffi-testclient",
+                         daemon=True).start()
+        try:
+            if finished.wait(max(timeout, 0.0)):
+                return read_result(call)[0]
+            lib.pgf_call_cancel(call)
+            return CallResult(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        finally:
+            lib.pgf_call_unref(call)
 
     async def acall_raw(self, path: str, payload: Any = b"", *,
                         metadata: MetadataLike = None,
                         timeout: float | None = None) -> CallResult:
         """:meth:`call_raw` without blocking the running event loop."""
-        service_name, method_name = _split_path(path)
-        return await self.service.acall(service_name, method_name, payload, metadata or (),
-                                        self._timeout(timeout))
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            None, functools.partial(self.call_raw, path, payload, metadata=metadata,
+                                    timeout=timeout))
 
     def unary_raw(self, path: str, payload: Any = b"", *, metadata: MetadataLike = None,
                   timeout: float | None = None) -> bytes:

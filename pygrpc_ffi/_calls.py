@@ -1,0 +1,81 @@
+"""Host-side helpers for Python code that drives calls like a host does
+(the grpcio engine, the testing kit): build a pgf_call, read its answer."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from . import _runtime
+from ._native import ffi, lib
+from .metadata import Metadata, MetadataValue
+from .service import CallResult
+from .status import StatusCode
+
+
+def _encode_value(value: Any) -> bytes:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    text = str(value)
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8")
+
+
+def new_call(path: str, payload: Any, metadata: Any = (), *, timeout: float | None = None,
+             peer: str = "") -> tuple[Any, Any]:
+    """A new pgf_call (OWNED: release with ``lib.pgf_call_unref``) and the
+    buffer object that must outlive it.  ValueError for a malformed path or
+    request metadata key."""
+    raw_path = path.encode("utf-8")
+    call = lib.pgf_call_new(raw_path, len(raw_path))
+    if call == ffi.NULL:
+        raise ValueError(f"invalid method path {path!r}")
+    try:
+        buf = ffi.from_buffer(payload)
+        lib.pgf_call_set_request(call, buf, len(buf))
+        for key, value in metadata or ():
+            key_b = key.encode("latin-1") if isinstance(key, str) else bytes(key)
+            value_b = _encode_value(value)
+            if lib.pgf_call_add_request_metadata(call, key_b, len(key_b), value_b,
+                                                 len(value_b)) != lib.PGF_OK:
+                raise ValueError(f"invalid request metadata key {key!r}")
+        if timeout is not None:
+            lib.pgf_call_set_deadline(call, time.time_ns() + int(timeout * 1e9))
+        if peer:
+            raw_peer = peer.encode("utf-8", "replace")
+            lib.pgf_call_set_peer(call, raw_peer, len(raw_peer))
+    except BaseException:
+        lib.pgf_call_unref(call)
+        raise
+    return call, buf
+
+
+def metadata_pairs(md: Any) -> list[tuple[str, MetadataValue]]:
+    """The entries of a C metadata list."""
+    return list(_runtime.read_metadata(md).pairs())
+
+
+def read_result(call: Any, *, payload: bool = True) -> tuple[CallResult, bool]:
+    """The answer of a finished call (the payload copied), and whether the
+    handler asked for a compressed response."""
+    size = ffi.new("size_t *")
+    message = ffi.string(lib.pgf_call_status_message(call, size)).decode("utf-8", "replace")
+    data = ffi.new("const uint8_t **")
+    lib.pgf_call_status_details(call, data, size)
+    details = ffi.buffer(data[0], size[0])[:] if size[0] else None
+    body = b""
+    if payload:
+        lib.pgf_call_response(call, data, size)
+        body = ffi.buffer(data[0], size[0])[:] if size[0] else b""
+    result = CallResult(
+        code=StatusCode(lib.pgf_call_status(call)),
+        message=message,
+        payload=body,
+        initial_metadata=Metadata._from_pairs(metadata_pairs(lib.pgf_call_initial_metadata(call))),
+        trailing_metadata=Metadata._from_pairs(
+            metadata_pairs(lib.pgf_call_trailing_metadata(call))),
+        details=details,
+    )
+    return result, bool(lib.pgf_call_compress_response(call))
