@@ -56,7 +56,7 @@ def test_request_is_parsed_from_the_payload_view(service: GrpcService) -> None:
         DESCRIPTOR = pb.Empty.DESCRIPTOR
 
         @staticmethod
-        def FromString(data: Any) -> pb.Empty:  # noqa: N802 - protobuf's name
+        def FromString(data: Any) -> pb.Empty:
             seen.append(type(data))
             return pb.Empty.FromString(data)
 
