@@ -311,11 +311,15 @@ class GrpcService:
         self.clear()
         if self._finalizer is not None:
             self._finalizer()
+            # Never hand the freed registry to C again (the shim rejects NULL).
+            self._registry = ffi.NULL
 
     # --------------------------------------------------------------- calls
 
     def _new_call(self, service_name: str, method_name: str, payload: Any,
                   metadata: MetadataLike, timeout: float | None) -> tuple[Any, Any]:
+        if self._registry == ffi.NULL:
+            raise RuntimeError("the service is closed")
         path = f"/{service_name}/{method_name}".encode()
         call = lib.pgf_call_new(path, len(path))
         if call == ffi.NULL:
