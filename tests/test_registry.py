@@ -354,3 +354,24 @@ def test_a_service_can_be_the_handler_of_another_service(service: GrpcService) -
     finally:
         service.clear()
         inner.close()
+
+
+def test_a_closed_service_refuses_work_instead_of_crashing() -> None:
+    svc = GrpcService()
+    svc.register_handler("pkg.Svc", answer(b""))
+    svc.close()
+    svc.close()  # closing twice is harmless
+    assert not svc.has_service("pkg.Svc")
+    assert not svc.has_method("pkg.Svc", "M")
+    assert svc.list_services() == []
+    with pytest.raises(RuntimeError):
+        svc.call("pkg.Svc", "M")
+    with pytest.raises(RuntimeError):
+        svc.call("pkg.Svc", "M", timeout=1)
+    with pytest.raises(RuntimeError):
+        asyncio.run(svc.acall("pkg.Svc", "M"))
+    with pytest.raises(ValueError):
+        svc.register_handler("pkg.Svc", answer(b""))
+    with pytest.raises(ValueError):
+        svc.register_method("pkg.Svc", "M", answer(b""))
+    assert live_objects() == dict.fromkeys(live_objects(), 0)
