@@ -1,0 +1,162 @@
+"""gRPC server reflection (``grpc.reflection.v1alpha.ServerReflection``).
+
+::
+
+    from pygrpc_ffi.reflection import add_reflection
+
+    reflection = add_reflection(service)
+    reflection.answer(reflection_pb2.ServerReflectionRequest(list_services=""))
+
+:meth:`ReflectionServicer.answer` computes the answer to one reflection
+request: the services registered in the GrpcService (listed live from its C
+registry, so services registered later are listed too), the file that
+defines a name, or a file by name, with its transitive dependencies, from a
+protobuf descriptor pool (default: the default pool, which holds every
+imported ``*_pb2`` module).
+
+ServerReflectionInfo is a bidirectional-streaming RPC, which the unary C
+ABI cannot carry yet: the method is registered, and answers UNIMPLEMENTED
+("streaming is not supported yet") until streaming exists; then the
+servicer's ``ServerReflectionInfo`` (one :meth:`answer` per request) will
+serve it as is.  Needs ``grpcio-reflection``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from google.protobuf import descriptor_pb2, descriptor_pool
+from grpc_reflection.v1alpha import (  # type: ignore[import-untyped]
+    reflection_pb2,
+    reflection_pb2_grpc,
+)
+
+from .service import GrpcService, default_service
+from .servicer import ServicerTarget
+from .status import StatusCode
+
+__all__ = ["SERVICE_NAME", "ReflectionServicer", "add_reflection"]
+
+#: The full name of the reflection service.
+SERVICE_NAME: str = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"].full_name
+
+
+def _error(request: Any, code: StatusCode, message: str) -> Any:
+    return reflection_pb2.ServerReflectionResponse(
+        error_response=reflection_pb2.ErrorResponse(error_code=int(code), error_message=message),
+        original_request=request,
+    )
+
+
+def _with_dependencies(file: Any) -> list[Any]:
+    """The file and its transitive dependencies, the file first."""
+    seen: dict[str, Any] = {}
+    stack = [file]
+    while stack:
+        current = stack.pop()
+        if current.name in seen:
+            continue
+        seen[current.name] = current
+        stack.extend(reversed(current.dependencies))
+    return list(seen.values())
+
+
+def _files(request: Any, file: Any) -> Any:
+    protos = []
+    for each in _with_dependencies(file):
+        proto = descriptor_pb2.FileDescriptorProto()
+        each.CopyToProto(proto)
+        protos.append(proto.SerializeToString())
+    return reflection_pb2.ServerReflectionResponse(
+        file_descriptor_response=reflection_pb2.FileDescriptorResponse(
+            file_descriptor_proto=protos),
+        original_request=request,
+    )
+
+
+class ReflectionServicer(reflection_pb2_grpc.ServerReflectionServicer):  # type: ignore[misc]
+    """Answers reflection requests about a GrpcService's services."""
+
+    def __init__(self, service: GrpcService | None = None, pool: Any = None,
+                 extra_services: Iterable[str] = ()) -> None:
+        self.service = service if service is not None else default_service()
+        self.pool = pool if pool is not None else descriptor_pool.Default()
+        self.extra_services = tuple(extra_services)
+
+    def service_names(self) -> list[str]:
+        """The services to list: every service registered in the GrpcService
+        (this one included, once added), plus ``extra_services``; sorted."""
+        return sorted({*self.service.list_services(), *self.extra_services})
+
+    def _file_containing(self, symbol: str) -> Any:
+        """The file that defines ``symbol``: a message, field, enum, enum
+        value, extension, service, or method (``pkg.Service.Method``, which
+        some protobuf pools do not index); KeyError if none."""
+        try:
+            return self.pool.FindFileContainingSymbol(symbol)
+        except KeyError:
+            parent, _, name = symbol.rpartition(".")
+            if not parent:
+                raise
+        try:
+            service = self.pool.FindServiceByName(parent)
+        except KeyError:
+            service = None
+        if service is not None and name in service.methods_by_name:
+            return service.file
+        enum = self.pool.FindEnumTypeByName(parent)  # KeyError if not an enum either
+        if name not in enum.values_by_name:
+            raise KeyError(symbol)
+        return enum.file
+
+    def answer(self, request: Any) -> Any:
+        """The ``ServerReflectionResponse`` to one ``ServerReflectionRequest``;
+        what it cannot find is an ``error_response`` with NOT_FOUND."""
+        which = request.WhichOneof("message_request")
+        try:
+            if which == "list_services":
+                return reflection_pb2.ServerReflectionResponse(
+                    list_services_response=reflection_pb2.ListServiceResponse(
+                        service=[reflection_pb2.ServiceResponse(name=name)
+                                 for name in self.service_names()]),
+                    original_request=request,
+                )
+            if which == "file_by_filename":
+                return _files(request, self.pool.FindFileByName(request.file_by_filename))
+            if which == "file_containing_symbol":
+                return _files(request, self._file_containing(request.file_containing_symbol))
+            if which == "file_containing_extension":
+                wanted = request.file_containing_extension
+                message = self.pool.FindMessageTypeByName(wanted.containing_type)
+                extension = self.pool.FindExtensionByNumber(message, wanted.extension_number)
+                return _files(request, self.pool.FindFileContainingSymbol(extension.full_name))
+            if which == "all_extension_numbers_of_type":
+                message = self.pool.FindMessageTypeByName(request.all_extension_numbers_of_type)
+                numbers = sorted(ext.number for ext in self.pool.FindAllExtensions(message))
+                return reflection_pb2.ServerReflectionResponse(
+                    all_extension_numbers_response=reflection_pb2.ExtensionNumberResponse(
+                        base_type_name=message.full_name, extension_number=numbers),
+                    original_request=request,
+                )
+        except KeyError:
+            return _error(request, StatusCode.NOT_FOUND, "not found")
+        return _error(request, StatusCode.INVALID_ARGUMENT, "invalid argument")
+
+    def ServerReflectionInfo(self, request_iterator: Iterable[Any],
+                             context: Any) -> Iterator[Any]:
+        """The streaming RPC: one answer per request."""
+        for request in request_iterator:
+            yield self.answer(request)
+
+
+def add_reflection(service: GrpcService | None = None, pool: Any = None,
+                   extra_services: Iterable[str] = ()) -> ReflectionServicer:
+    """Registers ``grpc.reflection.v1alpha.ServerReflection`` in ``service``
+    (default: :func:`~pygrpc_ffi.default_service`) and returns its servicer.
+    The RPC answers UNIMPLEMENTED until streaming exists; ``answer()``
+    works now."""
+    servicer = ReflectionServicer(service, pool, extra_services)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        servicer, ServicerTarget(servicer.service))
+    return servicer
