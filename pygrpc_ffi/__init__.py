@@ -7,6 +7,8 @@ your own) and a host — the bundled gRPC C++ server, your own C/C++ server, or
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._runtime import live_objects
 from .errors import (
     Aborted,
@@ -36,6 +38,32 @@ from .request import GrpcRequest
 from .response import GrpcResponse
 from .service import CallResult, GrpcService, default_service
 from .status import StatusCode
+
+if TYPE_CHECKING:
+    from .grpcio_server import serve as serve
+    from .grpcio_server import start as start
+    from .servicer import ServicerTarget as ServicerTarget
+    from .servicer import add_servicer as add_servicer
+
+# grpcio compatibility, imported on first use: grpcio is optional, and hosts
+# that embed Python should not pay for importing it.
+_LAZY = {
+    "serve": "grpcio_server",
+    "start": "grpcio_server",
+    "ServicerTarget": "servicer",
+    "add_servicer": "servicer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "Aborted",

@@ -24,7 +24,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from typing import Any
 
@@ -65,7 +65,8 @@ class _CallGuard:
             self.call = None
 
 
-def _dispatch(registry: Any, path: str, request: bytes, context: Any) -> bytes:
+def _dispatch(registry: Callable[[], Any], path: str, request: bytes,
+              context: Any) -> bytes:
     remaining = context.time_remaining()
     if remaining is not None and remaining >= _NO_DEADLINE_THRESHOLD:
         remaining = None
@@ -78,7 +79,10 @@ def _dispatch(registry: Any, path: str, request: bytes, context: Any) -> bytes:
     try:
         if not context.add_callback(guard.cancel):
             lib.pgf_call_cancel(call)  # the RPC is already over
-        lib.pgf_dispatch(registry, call)  # releases the GIL while it waits
+        # Releases the GIL while it waits; a closed service's NULL registry
+        # is refused (the call stays unfinished).
+        if lib.pgf_dispatch(registry(), call) != lib.PGF_OK:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the service is closed")
         result, compress = read_result(call)
     finally:
         guard.close()
@@ -104,7 +108,6 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
 
     def __init__(self, service: GrpcService) -> None:
         self._service = service
-        self._registry = service._registry
 
     def service(self, handler_call_details: Any) -> Any:
         path = handler_call_details.method
@@ -113,7 +116,10 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
         parts = path.split("/")
         if len(parts) != 3 or parts[0] or not self._service.has_method(parts[1], parts[2]):
             return None
-        registry = self._registry
+        service = self._service
+
+        def registry() -> Any:
+            return service._registry
 
         def behavior(request: bytes, context: Any) -> bytes:
             return _dispatch(registry, path, request, context)

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._calls import new_call, read_result
-from .._native import lib
+from .._native import ffi, lib
 from ..metadata import Metadata, MetadataLike, MetadataValue, iter_pairs
 from ..service import CallResult, GrpcService, default_service
 from ..status import StatusCode
@@ -260,6 +260,14 @@ class TestClient:
     def _timeout(self, timeout: float | None) -> float | None:
         return self.default_timeout if timeout is None else timeout
 
+    def _dispatch(self, call: Any) -> None:
+        if lib.pgf_dispatch(self.service._registry, call) != lib.PGF_OK:
+            raise RuntimeError("the service is closed")
+
+    def _check_open(self) -> None:
+        if self.service._registry == ffi.NULL:
+            raise RuntimeError("the service is closed")
+
     def call_raw(self, path: str, payload: Any = b"", *, metadata: MetadataLike = None,
                  timeout: float | None = None) -> CallResult:
         """Calls ``path`` with raw bytes; the :class:`~pygrpc_ffi.CallResult`,
@@ -272,12 +280,13 @@ class TestClient:
         returned at once, while the handler finishes in the background.
         """
         _split_path(path)
+        self._check_open()
         timeout = self._timeout(timeout)
         call, buf = new_call(path, payload, iter_pairs(metadata), timeout=timeout,
                              peer=self.peer)
         if timeout is None:
             try:
-                lib.pgf_dispatch(self.service._registry, call)
+                self._dispatch(call)
                 return read_result(call)[0]
             finally:
                 lib.pgf_call_unref(call)
