@@ -78,7 +78,7 @@ class _Waiter:
     """Completion of one call dispatched from Python.  The caller keeps its own
     reference to the call until it returns, so it can always cancel or read it."""
 
-    __slots__ = ("call", "event", "handle", "keep", "loop", "future")
+    __slots__ = ("call", "event", "future", "handle", "keep", "loop")
 
     def __init__(self, call: Any, keep: Any) -> None:
         self.call = call
