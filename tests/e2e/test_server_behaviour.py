@@ -77,7 +77,8 @@ def test_thousand_concurrent_calls_are_all_answered(channel: grpc.Channel) -> No
 
 def test_client_deadline_becomes_time_remaining(channel: grpc.Channel) -> None:
     seen = json.loads(channel.unary_unary("/e2e.Control/Inspect")(b"", timeout=5))
-    assert 0 < seen["time_remaining"] <= 5
+    # gRPC rounds the client's deadline up a little on its way to the server.
+    assert 0 < seen["time_remaining"] <= 5.5
     seen = json.loads(channel.unary_unary("/e2e.Control/Inspect")(b""))
     assert seen["time_remaining"] is None
 
