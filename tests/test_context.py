@@ -460,3 +460,31 @@ def test_aio_read_and_write_are_for_streams(service: GrpcService) -> None:
 
     result = call(serve(service, Method=method), "Method")
     assert result.code is StatusCode.INTERNAL
+
+
+def test_cancellation_racing_the_end_of_calls(service: GrpcService) -> None:
+    """Cancellation arriving just before, during or after a method's end: every
+    callback runs exactly once and no handle is left behind."""
+    from pygrpc_ffi import _runtime
+
+    runs: list[int] = []
+    lock = threading.Lock()
+
+    def method(request: bytes, context: Any) -> bytes:
+        number = int(request)
+        context.add_callback(lambda: (lock.acquire(), runs.append(number), lock.release()))
+        time.sleep((number % 7) * 0.002)
+        return b""
+
+    client = serve(service, Method=method)
+    before = len(_runtime.handles)
+    outcomes = set()
+    for number in range(150):
+        timeout = (number % 5) * 0.003 + 0.001
+        outcomes.add(call(client, "Method", str(number).encode(), timeout=timeout).code)
+    deadline = time.monotonic() + 5
+    while (len(runs) < 150 or len(_runtime.handles) != before) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(runs) == list(range(150))
+    assert len(_runtime.handles) == before
+    assert outcomes <= {StatusCode.OK, StatusCode.DEADLINE_EXCEEDED}
