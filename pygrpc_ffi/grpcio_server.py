@@ -8,7 +8,9 @@ peer in; cancellation (the client went away, the deadline passed, the server
 stops) forwarded with ``pgf_call_cancel``; initial metadata, payload,
 trailing metadata, status code and message, and status details (as
 ``grpc-status-details-bin``) out.  A method that is not registered gets
-grpcio's own UNIMPLEMENTED "Method not found!".
+grpcio's own UNIMPLEMENTED "Method not found!", as from any grpcio server
+(the C++ host sends the shim's "unknown service S" / "unknown method M for
+service S"; the code is the same).
 
 Handlers run on grpcio's worker threads (``def``) or on the package's event
 loop (``async def``; the worker waits for it), so ``max_workers`` bounds the

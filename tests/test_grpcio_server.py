@@ -9,7 +9,6 @@ import asyncio
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -201,12 +200,6 @@ def test_stop_lets_calls_in_flight_finish(service: GrpcService) -> None:
         assert future.result() == b"finished"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 SERVE_SCRIPT = textwrap.dedent("""
     import sys, time
     import pygrpc_ffi
@@ -246,14 +239,22 @@ def test_serve_prints_serves_and_stops_gracefully_on_sigterm() -> None:
             process.wait()
 
 
-def test_serve_on_a_fixed_port() -> None:
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-c", SERVE_SCRIPT, f"127.0.0.1:{port}"],
+def test_serve_stops_on_sigint_and_a_second_signal_cancels_calls() -> None:
+    process = subprocess.Popen([sys.executable, "-c", SERVE_SCRIPT, "127.0.0.1:0"],
                                cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
-        assert process.stdout.readline() == f"listening on 127.0.0.1:{port}\n"
-        process.send_signal(signal.SIGINT)
+        line = process.stdout.readline()
+        assert line.startswith("listening on 127.0.0.1:")
+        with grpc.insecure_channel(line.split()[-1].strip()) as channel:
+            # A call that would outlast the grace period (5 s) by far.
+            stuck = rpc(channel, "/demo.Slow/Work").future(b"1.5", timeout=10)
+            time.sleep(0.2)
+            process.send_signal(signal.SIGINT)
+            time.sleep(0.2)
+            process.send_signal(signal.SIGINT)  # stop now: the call is cancelled
+            with pytest.raises(grpc.RpcError):
+                stuck.result()
         assert process.wait(15) == 0
     finally:
         if process.poll() is None:
