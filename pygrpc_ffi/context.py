@@ -107,7 +107,7 @@ def _status_of(code: Any) -> StatusCode:
     """Our StatusCode for a grpc.StatusCode, a StatusCode or an int."""
     try:
         return StatusCode(code)
-    except ValueError:
+    except (ValueError, TypeError):
         return StatusCode.UNKNOWN
 
 
