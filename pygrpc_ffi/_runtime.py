@@ -20,7 +20,7 @@ from . import _loop
 from ._native import ffi, lib
 from .errors import GrpcError, status_for_exception
 from .metadata import Metadata, MetadataLike, MetadataValue, encode_entry, is_binary_key, iter_pairs
-from .request import GrpcRequest
+from .request import _LAZY, GrpcRequest
 from .response import GrpcResponse
 from .status import StatusCode
 
@@ -121,32 +121,58 @@ def read_metadata(md: Any) -> Metadata:
     return Metadata._from_pairs(pairs)
 
 
-def _read_request_metadata(call: Any) -> Metadata:
-    return read_metadata(lib.pgf_call_request_metadata(call))
+class _CallReader:
+    """Reads a request's fields from its call when they are first used."""
+
+    @staticmethod
+    def metadata(call: Any) -> Metadata:
+        return read_metadata(lib.pgf_call_request_metadata(call))
+
+    @staticmethod
+    def service_name(call: Any) -> str:
+        return _decode_name(lib.pgf_call_service(call))
+
+    @staticmethod
+    def method_name(call: Any) -> str:
+        return _decode_name(lib.pgf_call_method(call))
+
+    @staticmethod
+    def deadline(call: Any) -> float | None:
+        deadline = lib.pgf_call_deadline(call)
+        return None if deadline == NO_DEADLINE else deadline / 1e9
+
+    @staticmethod
+    def peer(call: Any) -> str:
+        peer = lib.pgf_call_peer(call, ffi.NULL)
+        return ffi.string(peer).decode("utf-8", "replace") if peer[0] != b"\0" else ""
+
+
+_reader = _CallReader()
+_new_request = GrpcRequest.__new__
 
 
 def make_request(call: Any) -> GrpcRequest:
-    """A GrpcRequest viewing the call's payload without a copy."""
-    request = GrpcRequest.__new__(GrpcRequest)
-    request.service_name = _decode_name(lib.pgf_call_service(call))
-    request.method_name = _decode_name(lib.pgf_call_method(call))
+    """A GrpcRequest viewing the call's payload without a copy.  Its other
+    fields are read from the call when first used (see request._LAZY)."""
+    request = _new_request(GrpcRequest)
+    request._service_name = request._method_name = request._deadline = request._peer = _LAZY
     size = lib._pgf_request_len(call)
     if size:
         request.payload = memoryview(ffi.buffer(lib._pgf_request_data(call), size)).toreadonly()
     else:
         request.payload = memoryview(b"")
-    deadline = lib.pgf_call_deadline(call)
-    request.deadline = None if deadline == NO_DEADLINE else deadline / 1e9
-    peer = lib.pgf_call_peer(call, ffi.NULL)
-    request.peer = ffi.string(peer).decode("utf-8", "replace") if peer[0] != b"\0" else ""
     request._metadata = None
     request._call = call
-    request._reader = _read_request_metadata
+    request._reader = _reader
     return request
 
 
-def release_request(request: GrpcRequest, binding: Binding) -> None:
-    """Ends the request's access to host memory, before the call finishes."""
+def release_request(request: GrpcRequest, binding: Binding, outlives: bool = True) -> None:
+    """Ends the request's access to host memory, before the call finishes.
+    ``outlives``: the request may be used after the call (unless the caller
+    knows that nothing else holds it), so its lazy fields are read now."""
+    if outlives:
+        request._read_lazy_fields()
     request._reader = None
     request._call = None
     view = request.payload
@@ -285,6 +311,7 @@ def finish_error(call: Any, exc: BaseException, binding: Binding) -> None:
 def run(binding: Binding, call: Any) -> None:
     """Runs a handler on a call; an awaitable result continues on the loop."""
     request = make_request(call)
+    refs = sys.getrefcount(request)  # only this frame's: compared after the handler
     try:
         result = binding.fn(request)
     except BaseException as exc:
@@ -296,7 +323,10 @@ def run(binding: Binding, call: Any) -> None:
     ):
         _start_async(binding, call, request, result)
         return
-    release_request(request, binding)
+    # Any reference the handler kept (stored request, closure, thread, frame)
+    # shows in the count: then the request outlives the call.
+    outlives = sys.getrefcount(request) != refs
+    release_request(request, binding, outlives)
     finish_ok(call, result, binding)
 
 

@@ -8,6 +8,19 @@ from typing import Any
 from .metadata import Metadata, MetadataLike, MetadataValue
 
 
+class _Lazy:
+    """The value of a field not read from its call yet."""
+
+    def __repr__(self) -> str:
+        return "<not read yet>"
+
+
+#: A request made by the dispatch reads its names, deadline and peer from the
+#: call when they are first used (most handlers use none of them); before the
+#: call ends, every field still _LAZY of a request that outlives it is read.
+_LAZY: Any = _Lazy()
+
+
 class GrpcRequest:
     """One unary request.
 
@@ -17,8 +30,12 @@ class GrpcRequest:
     absolute deadline in ``time.time()`` seconds, or None.
     """
 
-    __slots__ = ("_call", "_metadata", "_reader", "deadline", "method_name", "payload", "peer",
-                 "service_name")
+    __slots__ = ("_call", "_deadline", "_metadata", "_method_name", "_peer", "_reader",
+                 "_service_name", "payload")
+    _service_name: Any  # str or _LAZY, and so on
+    _method_name: Any
+    _deadline: Any
+    _peer: Any
 
     def __init__(
         self,
@@ -37,7 +54,61 @@ class GrpcRequest:
         self.peer = peer
         self._metadata: Metadata | None = Metadata(metadata)
         self._call: Any = None
-        self._reader: Any = None
+        self._reader: Any = None  # reads lazy fields from _call (see _runtime)
+
+    @property
+    def service_name(self) -> str:
+        """The service, ``package.Service``."""
+        value = self._service_name
+        if value is _LAZY:
+            value = self._service_name = self._reader.service_name(self._call)
+        return value  # type: ignore[no-any-return]
+
+    @service_name.setter
+    def service_name(self, value: str) -> None:
+        self._service_name = value
+
+    @property
+    def method_name(self) -> str:
+        """The method, without its service."""
+        value = self._method_name
+        if value is _LAZY:
+            value = self._method_name = self._reader.method_name(self._call)
+        return value  # type: ignore[no-any-return]
+
+    @method_name.setter
+    def method_name(self, value: str) -> None:
+        self._method_name = value
+
+    @property
+    def deadline(self) -> float | None:
+        """The absolute deadline in ``time.time()`` seconds, or None."""
+        value = self._deadline
+        if value is _LAZY:
+            value = self._deadline = self._reader.deadline(self._call)
+        return value  # type: ignore[no-any-return]
+
+    @deadline.setter
+    def deadline(self, value: float | None) -> None:
+        self._deadline = value
+
+    @property
+    def peer(self) -> str:
+        """The client's address as the host reports it, or ""."""
+        value = self._peer
+        if value is _LAZY:
+            value = self._peer = self._reader.peer(self._call)
+        return value  # type: ignore[no-any-return]
+
+    @peer.setter
+    def peer(self, value: str) -> None:
+        self._peer = value
+
+    def _read_lazy_fields(self) -> None:
+        """Reads every field not read yet from the call, which must still be
+        alive: for a request that outlives its call."""
+        for name in ("service_name", "method_name", "deadline", "peer"):
+            getattr(self, name)
 
     @property
     def metadata(self) -> Metadata:
@@ -45,7 +116,7 @@ class GrpcRequest:
         if self._metadata is None:
             if self._reader is None:
                 raise ValueError("request metadata can only be read during the call")
-            self._metadata = self._reader(self._call)
+            self._metadata = self._reader.metadata(self._call)
         return self._metadata
 
     def get_metadata(self, key: str) -> MetadataValue | None:
