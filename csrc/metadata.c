@@ -71,6 +71,21 @@ static int is_key_char(unsigned char c) {
            c == '.' || c == '-';
 }
 
+/* Keys HTTP/2 forbids in a response (connection-specific, RFC 9113 8.2.2) or
+ * that gRPC's framing owns; peers reset streams that carry them. */
+static const char *const reserved_keys[] = {
+    "connection", "content-length", "content-type", "keep-alive",
+    "proxy-connection", "te", "transfer-encoding", "upgrade",
+};
+
+static int is_reserved(const char *key, size_t key_len) {
+    for (size_t i = 0; i < sizeof(reserved_keys) / sizeof(*reserved_keys); i++)
+        if (strlen(reserved_keys[i]) == key_len &&
+            memcmp(reserved_keys[i], key, key_len) == 0)
+            return 1;
+    return 0;
+}
+
 int pgf_metadata_validate(const char *key, size_t key_len,
                           const uint8_t *value, size_t value_len) {
     if (key == NULL || key_len == 0 || (value == NULL && value_len != 0))
@@ -79,6 +94,8 @@ int pgf_metadata_validate(const char *key, size_t key_len,
         if (!is_key_char((unsigned char)key[i]))
             return PGF_EMETADATA;
     if (key_len >= 5 && memcmp(key, "grpc-", 5) == 0)
+        return PGF_EMETADATA;
+    if (is_reserved(key, key_len))
         return PGF_EMETADATA;
     if (key_len >= 4 && memcmp(key + key_len - 4, "-bin", 4) == 0)
         return PGF_OK;

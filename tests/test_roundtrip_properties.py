@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pygrpc_ffi import GrpcError, GrpcRequest, GrpcResponse, GrpcService, StatusCode, live_objects
+from pygrpc_ffi.testing import strategies as gs
 
 pytestmark = pytest.mark.timeout(120, method="thread")
 
@@ -24,17 +25,10 @@ PROPERTY_SETTINGS = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
-KEY_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_.-"
-PRINTABLE = "".join(chr(c) for c in range(0x20, 0x7F))
-
-keys = st.text(KEY_CHARS, min_size=1, max_size=20).filter(lambda k: not k.startswith("grpc-"))
-text_keys = keys.filter(lambda k: not k.endswith("-bin"))
-binary_keys = keys.map(lambda k: k + "-bin").filter(lambda k: not k.startswith("grpc-"))
-# Printable ASCII without leading or trailing space (the gRPC rules for a server).
-text_values = st.text(PRINTABLE, max_size=40).map(lambda v: v.strip(" "))
-text_entries = st.tuples(text_keys, text_values)
-binary_entries = st.tuples(binary_keys, st.binary(max_size=64))
-valid_metadata = st.lists(st.one_of(text_entries, binary_entries), max_size=12)
+# The testing kit's strategies: what users property-test their handlers with.
+text_keys = gs.metadata_keys(binary=False, max_size=20)
+binary_keys = gs.metadata_keys(binary=True, max_size=20)
+valid_metadata = gs.metadata(max_entries=12)
 
 payloads = st.one_of(st.binary(max_size=512), st.binary(min_size=4096, max_size=70000))
 
@@ -104,7 +98,7 @@ def test_payload_and_metadata_round_trip_through_acall(
 @PROPERTY_SETTINGS
 @given(metadata=st.lists(
     st.one_of(st.tuples(text_keys, st.text(st.characters(max_codepoint=0xFF), max_size=30)),
-              binary_entries),
+              st.tuples(binary_keys, gs.binary_values())),
     max_size=10))
 def test_request_metadata_reaches_the_handler_unchanged(
     echo_service: GrpcService, metadata: list[tuple[str, Any]],

@@ -435,6 +435,18 @@ static void test_metadata_validate(void) {
         MD("grpcx-status", "v", PGF_OK),
         MD("x-grpc-status", "v", PGF_OK),
         MD("Grpc-status", "v", PGF_EMETADATA),
+        /* keys HTTP/2 or gRPC's framing reserve; their look-alikes are fine */
+        MD("content-type", "text/plain", PGF_EMETADATA),
+        MD("te", "trailers", PGF_EMETADATA),
+        MD("connection", "close", PGF_EMETADATA),
+        MD("transfer-encoding", "chunked", PGF_EMETADATA),
+        MD("content-length", "3", PGF_EMETADATA),
+        MD("keep-alive", "1", PGF_EMETADATA),
+        MD("proxy-connection", "x", PGF_EMETADATA),
+        MD("upgrade", "h2c", PGF_EMETADATA),
+        MD("tee", "v", PGF_OK),
+        MD("x-content-type", "v", PGF_OK),
+        MD("user-agent", "v", PGF_OK),
         /* -bin values are any bytes */
         MD("x-bin", "\0\x01\xff\r\n \t", PGF_OK),
         MD("x-bin", " leading and trailing ", PGF_OK),
