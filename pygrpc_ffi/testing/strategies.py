@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from ..metadata import MetadataValue
 
 __all__ = [
+    "FORBIDDEN_KEYS",
     "RESERVED_KEYS",
     "binary_values",
     "deadlines",
@@ -50,6 +51,14 @@ RESERVED_KEYS = frozenset({
     "content-type", "content-length", "content-encoding", "te", "user-agent", "host",
     "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade",
     "authority", "path", "method", "scheme", "status",
+})
+
+
+#: Keys the C shim refuses from handlers: HTTP/2 connection-specific headers
+#: and the ones gRPC's framing owns.
+FORBIDDEN_KEYS = frozenset({
+    "connection", "content-length", "content-type", "keep-alive", "proxy-connection", "te",
+    "transfer-encoding", "upgrade",
 })
 
 
@@ -95,9 +104,10 @@ def metadata(*, max_entries: int = 8) -> st.SearchStrategy[list[tuple[str, Metad
 
 def invalid_metadata_keys() -> st.SearchStrategy[str]:
     """Keys a handler may not send: empty, upper case, other characters,
-    non-ASCII, or ``grpc-`` reserved."""
+    non-ASCII, ``grpc-`` reserved, or forbidden by HTTP/2."""
     return st.one_of(
         st.just(""),
+        st.sampled_from(sorted(FORBIDDEN_KEYS)),
         st.text(KEY_CHARS, max_size=8).map(lambda key: f"grpc-{key}"),
         st.tuples(st.text(KEY_CHARS, max_size=8),
                   st.characters(blacklist_characters=KEY_CHARS),

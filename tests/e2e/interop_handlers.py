@@ -140,3 +140,22 @@ def rich_error(request: pgf.GrpcRequest) -> bytes:
 @service.method("e2e.Control", "Echo")
 def echo(request: pgf.GrpcRequest) -> bytes:
     return request.payload.tobytes()
+
+
+@service.method("e2e.Control", "EchoForwarded")
+def echo_forwarded(request: pgf.GrpcRequest) -> pgf.GrpcResponse:
+    """Echoes payload, and the metadata whose keys start with "f-" as trailers."""
+    pairs = [(k, v) for k, v in request.metadata.pairs() if k.startswith("f-")]
+    return pgf.GrpcResponse(request.payload.tobytes(), metadata=pairs, trailers=pairs)
+
+
+@service.method("e2e.Control", "SendMetadata")
+def send_metadata(request: pgf.GrpcRequest) -> pgf.GrpcResponse:
+    """Sends whatever metadata the request describes: JSON [where, key, value,
+    is_bytes] entries, bytes values in hex.  Invalid ones must fail the call."""
+    initial: Pairs = []
+    trailing: Pairs = []
+    for where, key, value, is_bytes in json.loads(bytes(request.payload)):
+        entry = (key, bytes.fromhex(value) if is_bytes else value)
+        (initial if where == "initial" else trailing).append(entry)
+    return pgf.GrpcResponse(b"sent", metadata=initial, trailers=trailing)
