@@ -31,10 +31,12 @@ CHANNEL_OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE),
 class Server:
     """A running ``pygrpc-ffi serve`` process and its address."""
 
-    def __init__(self, engine: str, *extra: str) -> None:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PROTOS), str(HERE)]))
+    def __init__(self, engine: str, *extra: str, module: str = "interop_handlers",
+                 env: dict[str, str] | None = None) -> None:
+        env = dict(os.environ, **(env or {}),
+                   PYTHONPATH=os.pathsep.join([str(PROTOS), str(HERE), str(HERE.parent)]))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pygrpc_ffi", "serve", "interop_handlers",
+            [sys.executable, "-m", "pygrpc_ffi", "serve", module,
              "--engine", engine, "--listen", "127.0.0.1:0", "--workers", "4", *extra],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
