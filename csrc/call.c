@@ -212,15 +212,16 @@ int64_t pgf_call_deadline(const pgf_call *call) {
     return call ? call->deadline : INT64_MAX;
 }
 
-const char *pgf_call_peer(const pgf_call *call, size_t *len) {
-    if (call == NULL || call->peer == NULL) {
-        if (len)
-            *len = 0;
-        return "";
-    }
+/* A stored string, or "" when there is none. */
+static const char *string_or_empty(const char *s, size_t s_len, size_t *len) {
     if (len)
-        *len = call->peer_len;
-    return call->peer;
+        *len = s ? s_len : 0;
+    return s ? s : "";
+}
+
+const char *pgf_call_peer(const pgf_call *call, size_t *len) {
+    return call ? string_or_empty(call->peer, call->peer_len, len)
+                : string_or_empty(NULL, 0, len);
 }
 
 /* -------------------------------------------------------- cancellation */
@@ -468,14 +469,8 @@ int pgf_call_status(const pgf_call *call) {
 }
 
 const char *pgf_call_status_message(const pgf_call *call, size_t *len) {
-    if (call == NULL || call->message == NULL) {
-        if (len)
-            *len = 0;
-        return "";
-    }
-    if (len)
-        *len = call->message_len;
-    return call->message;
+    return call ? string_or_empty(call->message, call->message_len, len)
+                : string_or_empty(NULL, 0, len);
 }
 
 void pgf_call_status_details(const pgf_call *call,

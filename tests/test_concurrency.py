@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import pytest
+from waiting import wait_until
 
 from pygrpc_ffi import GrpcRequest, GrpcService, StatusCode, live_objects
 
@@ -38,13 +39,6 @@ def make_handler(tag: str, asynchronous: bool) -> Any:
     return sync_handler
 
 
-def wait_until(predicate: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.002)
-    return True
 
 
 def test_dispatch_while_registering_and_unregistering() -> None:

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import pytest
+from waiting import wait_until
 
 import pygrpc_ffi.service as service_module
 from pygrpc_ffi import GrpcRequest, GrpcService, StatusCode, live_objects
@@ -18,13 +19,6 @@ from pygrpc_ffi import GrpcRequest, GrpcService, StatusCode, live_objects
 pytestmark = pytest.mark.timeout(30, method="thread")
 
 
-def wait_until(predicate: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.002)
-    return True
 
 
 class SlowHandler:
