@@ -167,6 +167,17 @@ def make_request(call: Any) -> GrpcRequest:
     return request
 
 
+def own_answer(result: Any, request: GrpcRequest) -> Any:
+    """The handler's answer, with the request's own payload view (an echo)
+    replaced by a copy: the view ends with the call, the answer outlives it."""
+    view = request.payload
+    if result is view:
+        return view.tobytes()
+    if type(result) is GrpcResponse and result.payload is view:
+        result.payload = view.tobytes()
+    return result
+
+
 def release_request(request: GrpcRequest, binding: Binding, outlives: bool = True) -> None:
     """Ends the request's access to host memory, before the call finishes.
     ``outlives``: the request may be used after the call (unless the caller
@@ -326,6 +337,7 @@ def run(binding: Binding, call: Any) -> None:
     # Any reference the handler kept (stored request, closure, thread, frame)
     # shows in the count: then the request outlives the call.
     outlives = sys.getrefcount(request) != refs
+    result = own_answer(result, request)
     release_request(request, binding, outlives)
     finish_ok(call, result, binding)
 
@@ -365,6 +377,8 @@ async def _drive(pending: _AsyncCall, awaitable: Any) -> None:
 def _end_async(pending: _AsyncCall, exc: BaseException | None, result: Any) -> None:
     call, binding = pending.call, pending.binding
     try:
+        if exc is None:
+            result = own_answer(result, pending.request)
         release_request(pending.request, binding)
         if exc is not None:
             finish_error(call, exc, binding)
