@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +26,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -67,6 +69,7 @@ class ServerResult:
     rss_kb_end: int = 0
     throughput: list[Load] = field(default_factory=list)
     latency: list[Load] = field(default_factory=list)
+    perf: dict[str, Any] = field(default_factory=dict)
 
 
 def free_port() -> int:
@@ -83,8 +86,9 @@ def specs(workers: int) -> list[Spec]:
         Spec("b", "C++ host + native C echo (ceiling)",
              [str(HOST), "--listen", "127.0.0.1:{port}", "--workers", str(workers),
               "--native-echo", "bench.Echo"]),
-        Spec("c", "grpcio sync server (8 threads)",
-             [PY, "-m", "bench.grpcio_servers", "sync", "--listen", "127.0.0.1:{port}"]),
+        Spec("c", "grpcio sync server (10 threads)",
+             [PY, "-m", "bench.grpcio_servers", "sync", "--listen", "127.0.0.1:{port}",
+              "--workers", "10"]),
         Spec("d", "grpc.aio server",
              [PY, "-m", "bench.grpcio_servers", "aio", "--listen", "127.0.0.1:{port}"]),
         Spec("e", "pip-only engine (--engine grpcio)", [*cli, "--engine", "grpcio"],
@@ -207,9 +211,41 @@ def h2load(address: str, body: pathlib.Path, connections: int, streams: int, sec
                 int(succeeded), int(failed))
 
 
+def perf_under_load(server: Server, body: pathlib.Path, seconds: float) -> dict[str, Any]:
+    """``perf record -a`` while h2load (4 x 16) drives one server: the share of
+    CPU samples by thread name and by shared object, whole machine."""
+    if shutil.which("perf") is None:
+        return {"error": "perf is not installed"}
+    load = subprocess.Popen(
+        ["h2load", "-c", "4", "-m", "16", "-D", f"{seconds + 2:.0f}", "-d", str(body),
+         *[part for header in HEADERS for part in ("-H", header)],
+         f"http://{server.address}{PATH}"], stdout=subprocess.DEVNULL)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = str(pathlib.Path(tmp) / "perf.data")
+            time.sleep(1)
+            record = subprocess.run(["perf", "record", "-q", "-a", "-F", "999", "-o", data,
+                                     "--", "sleep", str(seconds)], capture_output=True, text=True)
+            if record.returncode != 0:
+                return {"error": f"perf record failed: {record.stderr.strip()[-300:]}"}
+            tables: dict[str, Any] = {}
+            for key in ("comm", "dso"):
+                out = subprocess.run(["perf", "report", "-i", data, "--no-children", "-g", "none",
+                                      "--stdio", "--sort", key, "--percent-limit", "1"],
+                                     capture_output=True, text=True).stdout
+                tables[key] = [[parts[0], " ".join(parts[1:])] for line in out.splitlines()
+                               if (parts := line.split()) and parts[0].endswith("%")
+                               and not line.startswith("#")][:15]
+    finally:
+        load.wait()
+    return {"by_thread": tables["comm"], "by_dso": tables["dso"]}
+
+
 def bench_servers(specs_: list[Spec], rounds: int, seconds: float, warmup: float,
-                  body: pathlib.Path, latency: bool, load: tuple[int, int]) -> list[ServerResult]:
-    """Starts every server, then runs `rounds` interleaved rounds."""
+                  body: pathlib.Path, latency: bool, load: tuple[int, int],
+                  profile: Sequence[str] = ()) -> list[ServerResult]:
+    """Starts every server, then runs `rounds` interleaved rounds; profiles
+    the servers whose keys are in `profile` at the end."""
     results: list[ServerResult] = []
     running: list[tuple[ServerResult, Server]] = []
     try:
@@ -244,6 +280,8 @@ def bench_servers(specs_: list[Spec], rounds: int, seconds: float, warmup: float
         for result, server in running:
             check_echo(server.address)
             result.rss_kb_end = server.rss_kb()
+            if result.key in profile:
+                result.perf = perf_under_load(server, body, 2.0 if seconds < 2 else 4.0)
     finally:
         for _, server in running:
             server.stop()
@@ -262,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         body = body_file(pathlib.Path(tmp))
         print("end to end: 4 connections x 16 streams, then 1 x 1", flush=True)
         servers = bench_servers(specs(args.workers), rounds, seconds, warmup, body, True,
-                                (4, 16))
+                                (4, 16), profile=("a", "b"))
         # More connections than processes, so SO_REUSEPORT spreads them.
         print("processes: 16 connections x 4 streams", flush=True)
         processes = bench_servers(process_specs(args.workers), rounds, seconds, warmup, body,

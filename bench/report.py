@@ -180,6 +180,15 @@ def _median_load(loads: list[dict[str, Any]], key: str) -> float:
     return statistics.median(x[key] for x in loads) if loads else math.nan
 
 
+def _grouped(rows: list[list[str]]) -> str:
+    """perf's per-thread shares, with numbered threads of one pool summed."""
+    total: dict[str, float] = {}
+    for pct, name in rows:
+        key = name.rstrip("0123456789").rstrip("-") if name.startswith("pgf-") else name
+        total[key] = total.get(key, 0.0) + float(pct.rstrip("%"))
+    return ", ".join(f"{v:.1f}% {k}" for k, v in sorted(total.items(), key=lambda kv: -kv[1]))
+
+
 def section_e2e(rep: Report, e2e: dict[str, Any] | None) -> None:
     rep.add("## 3. End to end over loopback (h2load)", "")
     if e2e is None:
@@ -220,6 +229,20 @@ def section_e2e(rep: Report, e2e: dict[str, Any] | None) -> None:
     others = [k for k in ("d", "e") if not math.isnan(ratio("a", k))]
     rep.add(f"Ratios within each round, medians: (a)/(c) = {ac:.1f}, (a)/(b) = {ab:.2f}"
             + "".join(f", (a)/({k}) = {ratio('a', k):.1f}" for k in others) + ".", "")
+
+    profiled = [s for s in e2e["servers"] if s.get("perf")]
+    if profiled:
+        rep.add("Where the CPU goes under 4x16 load (`perf record -a`, whole machine, so h2load "
+                "and anything else running are in it; pgf-worker threads summed):", "")
+        for s in profiled:
+            perf = s["perf"]
+            if "error" in perf:
+                rep.add(f"- ({s['key']}): {perf['error']}")
+                continue
+            rep.add(f"- ({s['key']}) by thread: {_grouped(perf['by_thread'])}",
+                    f"- ({s['key']}) by object: "
+                    + ", ".join(f"{pct} {name}" for pct, name in perf["by_dso"][:8]))
+        rep.add("")
 
     ok = [s for s in e2e["servers"] if not s["error"]]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
