@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     service.register_method(dispatch.SERVICE, "Sync", dispatch.reply)
     service.register_method(dispatch.SERVICE, "Async", dispatch.async_reply)
     sync_points = [n // scale for n in (10_000, 100_000, 250_000, 500_000, 750_000, 1_000_000)]
-    async_points = [n // scale for n in (10_000, 25_000, 50_000, 100_000)]
+    async_points = [n // scale for n in (10_000, 50_000, 100_000, 200_000)]
     start = rss_kb()
     sync = track(f"/{dispatch.SERVICE}/Sync", sync_points)
     asynchronous = track(f"/{dispatch.SERVICE}/Async", async_points)

@@ -316,6 +316,9 @@ def section_memory(rep: Report, memory: dict[str, Any] | None) -> None:
             f"after unregistering: `{after}`.", "")
     rep.target(f"5. RSS after {sync[0][0]:,} → {sync[-1][0]:,} sync calls", "flat",
                f"{growth:+.2f} MiB", abs(growth) < 1.0)
+    agrowth = (asyn[-1][1] - asyn[0][1]) / 1024
+    rep.target(f"5. RSS after {asyn[0][0]:,} → {asyn[-1][0]:,} async calls", "flat",
+               f"{agrowth:+.2f} MiB", abs(agrowth) < 1.0)
     rep.target("5. live counters at the end", "all 0",
                ", ".join(f"{k} {v}" for k, v in after.items()), not any(after.values()))
     fig, ax = plt.subplots(figsize=(7, 3.4))
