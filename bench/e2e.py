@@ -5,7 +5,9 @@ loopback, the same request and load against every server, and the CLI's
     python -m bench.e2e [--quick] [--out bench/results/e2e.json]
 
 Every server gets a gRPC-framed 16 B echo request to ``/bench.Echo/Echo``;
-4 connections x 16 streams for throughput, 1 x 1 for latency.  Rounds are
+4 connections x 16 streams for throughput, 1 x 1 for latency.  The
+processes section also drives ``/bench.Echo/Work`` (~0.2 ms of Python per
+call), where a second process has a GIL of its own to use.  Rounds are
 interleaved (every server once per round) so that the machine's noise
 spreads over all of them; the report quotes medians.
 """
@@ -32,6 +34,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PY = sys.executable
 HOST = ROOT / "build" / "grpc_server" / "pygrpc_ffi_server"
 PATH = "/bench.Echo/Echo"
+WORK_PATH = "/bench.Echo/Work"  # ~0.2 ms of Python per call (bench/handlers.py)
 PAYLOAD = b"0123456789abcdef"
 HEADERS = ("content-type: application/grpc", "te: trailers")
 
@@ -162,12 +165,12 @@ class Server:
                 self.proc.wait()
 
 
-def check_echo(address: str) -> None:
+def check_echo(address: str, path: str = PATH) -> None:
     """One call through a grpcio client: the server answers the echo."""
     import grpc
 
     with grpc.insecure_channel(address) as channel:
-        answer = channel.unary_unary(PATH)(PAYLOAD, timeout=10)
+        answer = channel.unary_unary(path)(PAYLOAD, timeout=10)
     if answer != PAYLOAD:
         raise RuntimeError(f"{address} answered {answer!r}")
 
@@ -187,14 +190,14 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 def h2load(address: str, body: pathlib.Path, connections: int, streams: int, seconds: float,
-           warmup: float) -> Load:
+           warmup: float, path: str = PATH) -> Load:
     with tempfile.NamedTemporaryFile(suffix=".log") as log:
         command = ["h2load", "-c", str(connections), "-m", str(streams),
                    "-D", f"{seconds * 1000:.0f}ms", "--warm-up-time", f"{warmup * 1000:.0f}ms",
                    "-d", str(body), "--log-file", log.name]
         for header in HEADERS:
             command += ["-H", header]
-        out = subprocess.run([*command, f"http://{address}{PATH}"], capture_output=True,
+        out = subprocess.run([*command, f"http://{address}{path}"], capture_output=True,
                              text=True, timeout=seconds + warmup + 60, check=True).stdout
         times = sorted(int(row.split("\t")[2]) for row in pathlib.Path(log.name).read_text()
                        .splitlines() if row.count("\t") == 2)
@@ -243,7 +246,7 @@ def perf_under_load(server: Server, body: pathlib.Path, seconds: float) -> dict[
 
 def bench_servers(specs_: list[Spec], rounds: int, seconds: float, warmup: float,
                   body: pathlib.Path, latency: bool, load: tuple[int, int],
-                  profile: Sequence[str] = ()) -> list[ServerResult]:
+                  profile: Sequence[str] = (), path: str = PATH) -> list[ServerResult]:
     """Starts every server, then runs `rounds` interleaved rounds; profiles
     the servers whose keys are in `profile` at the end."""
     results: list[ServerResult] = []
@@ -257,19 +260,19 @@ def bench_servers(specs_: list[Spec], rounds: int, seconds: float, warmup: float
                 continue
             server = Server(spec)
             try:
-                check_echo(server.wait_listening())
+                check_echo(server.wait_listening(), path)
             except Exception as exc:
                 server.stop()
                 result.error = f"{type(exc).__name__}: {exc}"
                 print(f"  {spec.key}: cannot serve: {result.error}", flush=True)
                 continue
             result.command = " ".join(server.command)
-            h2load(server.address, body, *load, min(seconds, 1.0), 0.5)  # warm-up run
+            h2load(server.address, body, *load, min(seconds, 1.0), 0.5, path)  # warm-up run
             result.rss_kb_start = server.rss_kb()
             running.append((result, server))
         for round_ in range(rounds):
             for result, server in running:
-                tp = h2load(server.address, body, *load, seconds, warmup)
+                tp = h2load(server.address, body, *load, seconds, warmup, path)
                 result.throughput.append(tp)
                 line = f"  round {round_ + 1} {result.key}: {tp.qps:9.0f} req/s"
                 if latency:
@@ -278,7 +281,7 @@ def bench_servers(specs_: list[Spec], rounds: int, seconds: float, warmup: float
                     line += f"   1x1 p50 {lat.p50_us:6.0f} us  p99 {lat.p99_us:6.0f} us"
                 print(line, flush=True)
         for result, server in running:
-            check_echo(server.address)
+            check_echo(server.address, path)
             result.rss_kb_end = server.rss_kb()
             if result.key in profile:
                 result.perf = perf_under_load(server, body, 2.0 if seconds < 2 else 4.0)
@@ -295,22 +298,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=pathlib.Path,
                         default=ROOT / "bench" / "results" / "e2e.json")
     args = parser.parse_args(argv)
-    rounds, seconds, warmup = (1, 1.0, 0.5) if args.quick else (3, 5.0, 1.0)
+    rounds, seconds, warmup = (1, 1.0, 0.5) if args.quick else (5, 4.0, 1.0)
     with tempfile.TemporaryDirectory() as tmp:
         body = body_file(pathlib.Path(tmp))
         print("end to end: 4 connections x 16 streams, then 1 x 1", flush=True)
         servers = bench_servers(specs(args.workers), rounds, seconds, warmup, body, True,
                                 (4, 16), profile=("a", "b"))
         # More connections than processes, so SO_REUSEPORT spreads them.
-        print("processes: 16 connections x 4 streams", flush=True)
+        print("processes: 16 connections x 4 streams, echo", flush=True)
         processes = bench_servers(process_specs(args.workers), rounds, seconds, warmup, body,
                                   False, (16, 4))
+        print(f"processes: 16 connections x 4 streams, {WORK_PATH}", flush=True)
+        work = bench_servers(process_specs(args.workers), rounds, seconds, warmup, body,
+                             False, (16, 4), path=WORK_PATH)
+        for result in work:
+            result.key += "_work"
     report = {
         "config": {"rounds": rounds, "seconds": seconds, "warmup": warmup,
                    "payload_bytes": len(PAYLOAD), "path": PATH, "host_workers": args.workers,
                    "finished": time.strftime("%Y-%m-%d %H:%M:%S")},
         "servers": [asdict(r) for r in servers],
-        "processes": [asdict(r) for r in processes],
+        "processes": [asdict(r) for r in processes + work],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")

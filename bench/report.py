@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -274,26 +275,35 @@ def section_processes(rep: Report, e2e: dict[str, Any] | None) -> None:
     procs = {s["key"]: s for s in e2e["processes"]}
     rep.add("`pygrpc-ffi serve bench.handlers --processes N` on one fixed port "
             "(SO_REUSEPORT), 16 connections x 4 streams so the kernel spreads connections "
-            "over the processes.", "", "| server | QPS (16x4) |", "|---|---:|")
-    for s in e2e["processes"]:
-        value = f"not measured: {s['error']}" if s["error"] else \
-            f"{_median_load(s['throughput'], 'qps'):,.0f}"
-        rep.add(f"| {s['label']} | {value} |")
+            "over the processes; the 16 B echo, and `/bench.Echo/Work` (~0.2 ms of pure "
+            "Python per call, which holds the GIL).", "",
+            "| handler | --processes 1 | --processes 2 | 2 / 1 (per-round median) |",
+            "|---|---:|---:|---:|")
+    bars: list[tuple[str, float, float]] = []
+    for suffix, name in (("", "echo"), ("_work", "Work (~0.2 ms Python)")):
+        one, two = procs.get("p1" + suffix), procs.get("p2" + suffix)
+        if not one or not two:
+            continue
+        cells = [f"not measured: {x['error']}" if x["error"] else
+                 f"{_median_load(x['throughput'], 'qps'):,.0f}" for x in (one, two)]
+        gain = math.nan
+        if not one["error"] and not two["error"]:
+            gain = median_ratio([x["qps"] for x in two["throughput"]],
+                                [x["qps"] for x in one["throughput"]])
+            bars.append((name, _median_load(one["throughput"], "qps"),
+                         _median_load(two["throughput"], "qps")))
+        rep.add(f"| {name} | {cells[0]} | {cells[1]} | {gain:.2f}x |")
+        rep.target(f"4. --processes 2 / 1, {name}", "(no target)",
+                   "not measured" if math.isnan(gain) else f"{gain:.2f}x", None)
     rep.add("")
-    one, two = procs.get("p1"), procs.get("p2")
-    if one and two and not one["error"] and not two["error"]:
-        gain = median_ratio([x["qps"] for x in two["throughput"]],
-                            [x["qps"] for x in one["throughput"]])
-        rep.add(f"--processes 2 / --processes 1: {gain:.2f}x (median of per-round ratios).", "")
-        rep.target("4. --processes 2 vs 1", "(no target)", f"{gain:.2f}x", None)
-        fig, ax = plt.subplots(figsize=(6, 3.4))
-        ax.bar(["--processes 1", "--processes 2"],
-               [_median_load(one["throughput"], "qps"), _median_load(two["throughput"], "qps")])
-        ax.set_ylabel("requests/s (16 conn x 4 streams)")
-        ax.set_title("C++ host + Python echo, one or two processes")
+    if bars:
+        fig, axes = plt.subplots(1, len(bars), figsize=(4 * len(bars), 3.4))
+        for ax, (name, one_qps, two_qps) in zip(np.atleast_1d(axes), bars, strict=True):
+            ax.bar(["--processes 1", "--processes 2"], [one_qps, two_qps])
+            ax.set_ylabel("requests/s (16 conn x 4 streams)")
+            ax.set_title(name)
+        fig.suptitle("C++ host + Python handler, one or two processes on one port")
         rep.figure(fig, "processes.png", "processes")
-    else:
-        rep.target("4. --processes 2 vs 1", "(no target)", "not measured", None)
 
 
 def section_memory(rep: Report, memory: dict[str, Any] | None) -> None:
