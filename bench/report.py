@@ -337,8 +337,8 @@ def section_memory(rep: Report, memory: dict[str, Any] | None) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("calls dispatched (log)")
     ax.set_ylabel("VmRSS (MiB)")
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, 1.25 * max(kb / 1024 for _, kb in sync + asyn))
+    ax.legend(fontsize=8, loc="lower right")
     ax.set_title("Resident memory against calls dispatched")
     rep.figure(fig, "memory.png", "memory")
 
