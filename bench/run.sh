@@ -44,6 +44,5 @@ echo "== 5. memory";               $PY -m bench.memory "${QUICK[@]}" --out "$RES
 echo "== profile";                 $PY -m bench.profile "${QUICK[@]}" --out "$RESULTS/profile.json"
 echo "== 3-4. end to end";         $PY -m bench.e2e "${QUICK[@]}" --out "$RESULTS/e2e.json"
 echo "== report"
-[[ -f bench/results/NOTES.md && $RESULTS != bench/results ]] && cp bench/results/NOTES.md "$RESULTS/"
 $PY -m bench.report --results "$RESULTS"
 echo "bench: done in $(( $(date +%s) - started )) s; see $RESULTS/RESULTS.md"
