@@ -267,9 +267,9 @@ def bench_servers(specs_: list[Spec], rounds: int, seconds: float, warmup: float
                 print(f"  {spec.key}: cannot serve: {result.error}", flush=True)
                 continue
             result.command = " ".join(server.command)
+            running.append((result, server))  # stopped in `finally` whatever happens next
             h2load(server.address, body, *load, min(seconds, 1.0), 0.5, path)  # warm-up run
             result.rss_kb_start = server.rss_kb()
-            running.append((result, server))
         for round_ in range(rounds):
             for result, server in running:
                 tp = h2load(server.address, body, *load, seconds, warmup, path)
