@@ -53,6 +53,7 @@ def _python_path() -> str:
 def host_command(args: argparse.Namespace, binary: pathlib.Path) -> list[str]:
     command = [
         str(binary), "--listen", args.listen, "--workers", str(args.workers),
+        "--max-workers", str(max(args.max_workers, args.workers)),
         "--max-message-size", str(args.max_message_size), "--module", args.module,
         "--sys-path", _python_path(), "--grace-seconds", str(args.grace),
     ]
@@ -67,6 +68,7 @@ def grpcio_command(args: argparse.Namespace) -> list[str]:
     return [
         sys.executable, "-m", "pygrpc_ffi", "serve", args.module, "--engine", "grpcio",
         "--listen", args.listen, "--workers", str(args.workers), "--processes", "1",
+        "--max-workers", str(args.max_workers),
         "--max-message-size", str(args.max_message_size), "--grace", str(args.grace),
         "--reuse-port",
     ]
@@ -142,7 +144,7 @@ def serve_grpcio_here(args: argparse.Namespace) -> int:
     except Exception as exc:
         print(f"error: cannot import {args.module}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    grpcio_serve(default_service(), args.listen, max_workers=args.workers,
+    grpcio_serve(default_service(), args.listen, max_workers=max(args.max_workers, args.workers),
                  max_message_size=args.max_message_size, grace=args.grace,
                  reuse_port=args.reuse_port)
     return 0
@@ -157,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--listen", default="127.0.0.1:50051",
                      help="address:port (default %(default)s)")
     run.add_argument("--workers", type=int, default=4, help="worker threads per process")
+    run.add_argument("--max-workers", type=int, default=64,
+                     help="threads a process may add while handlers block or hang")
     run.add_argument("--processes", type=int, default=1, help="server processes sharing the port")
     run.add_argument("--engine", choices=("cxx", "grpcio"), default="cxx",
                      help="cxx: the gRPC C++ host (default); grpcio: pip-only server")

@@ -93,8 +93,8 @@ int Run(const Options& opts) {
 
   // Never deleted: a late gRPC event during exit may still Post to a
   // stopped pool (which refuses), so the objects must outlive everything.
-  WorkerPool& workers = *new WorkerPool(opts.workers, "pgf-worker");
-  WorkerPool& service = *new WorkerPool(1, "pgf-service");
+  WorkerPool& workers = *new WorkerPool(opts.workers, opts.max_workers, "pgf-worker");
+  WorkerPool& service = *new WorkerPool(1, 1, "pgf-service");
   host.workers = &workers;
   host.service = &service;
 

@@ -15,6 +15,8 @@ const char kUsage[] =
     "  --listen ADDR            address to serve on (default 127.0.0.1:50051;\n"
     "                           port 0 picks a free port)\n"
     "  --workers N              handler threads (default 4)\n"
+    "  --max-workers N          threads added while handlers block or hang\n"
+    "                           (default 64; at least --workers)\n"
     "  --max-message-size B     receive and send limit in bytes (default 64 MiB)\n"
     "  --module NAME            Python module to import; it registers handlers\n"
     "                           (repeatable)\n"
@@ -71,7 +73,8 @@ bool ParseOptions(int argc, char** argv, Options* opts, std::string* message,
     };
     std::string v;
     long n;
-    if (arg == "--listen" || arg == "--workers" || arg == "--max-message-size" ||
+    if (arg == "--listen" || arg == "--workers" || arg == "--max-workers" ||
+        arg == "--max-message-size" ||
         arg == "--module" || arg == "--venv" || arg == "--sys-path" ||
         arg == "--native-echo" || arg == "--grace-seconds") {
       if (!need(&v)) {
@@ -94,6 +97,12 @@ bool ParseOptions(int argc, char** argv, Options* opts, std::string* message,
         return false;
       }
       opts->workers = static_cast<int>(n);
+    } else if (arg == "--max-workers") {
+      if (!ParseLong(v.c_str(), 1, 1024, &n)) {
+        *message = "error: --max-workers must be an integer in 1..1024\n";
+        return false;
+      }
+      opts->max_workers = static_cast<int>(n);
     } else if (arg == "--max-message-size") {
       if (!ParseLong(v.c_str(), 1, INT_MAX, &n)) {
         *message = "error: --max-message-size must be an integer in 1..2147483647\n";

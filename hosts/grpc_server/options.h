@@ -9,6 +9,7 @@ namespace pgf_host {
 struct Options {
   std::string listen = "127.0.0.1:50051";
   int workers = 4;
+  int max_workers = 64;  // the pool grows past `workers` only when stalled
   int max_message_size = 64 * 1024 * 1024;
   std::vector<std::string> modules;
   std::string venv;

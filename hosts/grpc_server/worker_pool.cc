@@ -4,29 +4,44 @@
 
 #include <algorithm>
 
-#include <string>
-
 namespace pgf_host {
 
-WorkerPool::WorkerPool(int threads, const char* name) {
-  threads_.reserve(threads);
-  for (int i = 0; i < threads; ++i) {
-    threads_.emplace_back([this] { Run(); });
-    // Thread names make `top -H` and gdb output readable; 15 chars max.
-    std::string n = std::string(name) + "-" + std::to_string(i);
-    n.resize(std::min<size_t>(n.size(), 15));
-    pthread_setname_np(threads_.back().native_handle(), n.c_str());
-  }
+namespace {
+// How long the oldest queued task may wait, with every thread busy, before
+// the pool grows; and how often that is checked.
+constexpr auto kStallLimit = std::chrono::milliseconds(50);
+constexpr auto kWatchPeriod = std::chrono::milliseconds(20);
+}  // namespace
+
+WorkerPool::WorkerPool(int threads, int max_threads, const char* name)
+    : max_threads_(std::max(threads, max_threads)), name_(name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  threads_.reserve(max_threads_);
+  for (int i = 0; i < threads; ++i) StartThread();
+  if (max_threads_ > threads) watchdog_ = std::thread([this] { Watch(); });
 }
 
 WorkerPool::~WorkerPool() { Stop(); }
+
+void WorkerPool::StartThread() {
+  threads_.emplace_back([this] { Run(); });
+  // Thread names make `top -H` and gdb output readable; 15 chars max.
+  std::string n = name_ + "-" + std::to_string(threads_.size() - 1);
+  n.resize(std::min<size_t>(n.size(), 15));
+  pthread_setname_np(threads_.back().native_handle(), n.c_str());
+}
+
+int WorkerPool::size() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(threads_.size());
+}
 
 bool WorkerPool::Post(Fn fn, void* a, void* b) {
   bool wake;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return false;
-    queue_.push_back(Task{fn, a, b});
+    queue_.push_back(Task{fn, a, b, Clock::now()});
     // Only a sleeping worker needs a futex wake; busy ones loop back to the
     // queue by themselves.
     wake = idle_ > 0;
@@ -35,12 +50,25 @@ bool WorkerPool::Post(Fn fn, void* a, void* b) {
   return true;
 }
 
+void WorkerPool::Watch() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    watch_cv_.wait_for(lock, kWatchPeriod);
+    if (stopping_ || queue_.empty() || idle_ > 0) continue;
+    if (Clock::now() - queue_.front().queued < kStallLimit) continue;
+    if (static_cast<int>(threads_.size()) < max_threads_) StartThread();
+  }
+}
+
 void WorkerPool::Stop() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
   }
   cv_.notify_all();
+  watch_cv_.notify_all();
+  if (watchdog_.joinable()) watchdog_.join();
+  // The watchdog is gone: threads_ no longer grows.
   for (auto& t : threads_) {
     if (t.joinable()) t.join();
   }

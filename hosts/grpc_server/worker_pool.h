@@ -1,9 +1,15 @@
-// A fixed pool of threads running queued tasks in FIFO order.
+// A pool of threads running queued tasks in FIFO order.  It starts with
+// `threads` threads and, when the oldest queued task has waited longer than
+// the stall limit while every thread is busy (handlers that block or hang),
+// adds threads up to `max_threads`, so that such handlers cannot starve the
+// calls queued behind them.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -15,7 +21,7 @@ class WorkerPool {
   // beyond the deque's own blocks.
   using Fn = void (*)(void* a, void* b);
 
-  WorkerPool(int threads, const char* name);
+  WorkerPool(int threads, int max_threads, const char* name);
   ~WorkerPool();
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;
@@ -28,20 +34,31 @@ class WorkerPool {
   // Idempotent.  Must not be called from one of the pool's threads.
   void Stop();
 
+  // Threads started so far (grows up to max_threads).
+  int size();
+
  private:
+  using Clock = std::chrono::steady_clock;
   struct Task {
     Fn fn;
     void* a;
     void* b;
+    Clock::time_point queued;
   };
   void Run();
+  void Watch();
+  void StartThread();  // with mu_ held
 
   std::mutex mu_;
   std::condition_variable cv_;
+  std::condition_variable watch_cv_;
   std::deque<Task> queue_;
   int idle_ = 0;
   bool stopping_ = false;
+  int max_threads_;
+  std::string name_;
   std::vector<std::thread> threads_;
+  std::thread watchdog_;
 };
 
 }  // namespace pgf_host

@@ -159,3 +159,10 @@ def send_metadata(request: pgf.GrpcRequest) -> pgf.GrpcResponse:
         entry = (key, bytes.fromhex(value) if is_bytes else value)
         (initial if where == "initial" else trailing).append(entry)
     return pgf.GrpcResponse(b"sent", metadata=initial, trailers=trailing)
+
+
+@service.method("e2e.Control", "Hang")
+def hang(request: pgf.GrpcRequest) -> bytes:
+    """Blocks its thread for the payload's seconds, ignoring cancellation."""
+    time.sleep(float(bytes(request.payload) or b"1"))
+    return b"woke"

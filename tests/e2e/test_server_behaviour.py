@@ -61,6 +61,18 @@ def test_sixteen_mebibyte_request_is_seen_whole(channel: grpc.Channel) -> None:
     assert seen["size"] == 16 * 1024 * 1024
 
 
+def test_hanging_handlers_do_not_starve_other_calls(channel: grpc.Channel) -> None:
+    # More hanging calls than the server's 4 workers: the pool grows past them.
+    hang = channel.unary_unary("/e2e.Control/Hang")
+    hanging = [hang.future(b"2", timeout=0.3) for _ in range(6)]
+    assert _call(channel, "Echo", b"not starved") == b"not starved"
+    for future in hanging:
+        with pytest.raises(grpc.RpcError) as info:
+            future.result()
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    time.sleep(2)  # let the hanging handlers return before the server stops
+
+
 def test_thousand_concurrent_calls_are_all_answered(channel: grpc.Channel) -> None:
     echo = channel.unary_unary("/e2e.Control/Echo")
 
