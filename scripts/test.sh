@@ -23,3 +23,14 @@ grep -q "^status 0: Hello, C host!$" build/minimal_host.out
 
 echo "== Python and end-to-end tests"
 $PY -m pytest -q -p no:cacheprovider
+
+echo "== end-to-end tests again, the C++ host and shim under ASan + UBSan"
+cmake -S hosts/grpc_server -B build/grpc_server_asan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DPGF_SANITIZE=address,undefined -DPGF_LIBRARY="$PWD/build/asan/libpygrpc_ffi.so" \
+      >build/grpc_server_asan.log 2>&1
+cmake --build build/grpc_server_asan -j2 >>build/grpc_server_asan.log 2>&1 \
+    || { cat build/grpc_server_asan.log >&2; exit 1; }
+PGF_E2E_ENGINES=cxx PGF_HOST_BINARY="$PWD/build/grpc_server_asan/pygrpc_ffi_server" \
+PYTHONMALLOC=malloc ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    $PY -m pytest -q -p no:cacheprovider tests/e2e

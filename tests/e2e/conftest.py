@@ -22,6 +22,9 @@ sys.path[:0] = [str(PROTOS), str(HERE)]
 ENGINES = ["cxx"]
 if importlib.util.find_spec("pygrpc_ffi.grpcio_server") is not None:
     ENGINES.append("grpcio")
+# PGF_E2E_ENGINES=cxx runs one engine only (the sanitizer run of the host).
+if os.environ.get("PGF_E2E_ENGINES"):
+    ENGINES = [e for e in ENGINES if e in os.environ["PGF_E2E_ENGINES"].split(",")]
 
 MAX_MESSAGE = 64 * 1024 * 1024
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE),
