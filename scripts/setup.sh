@@ -22,7 +22,16 @@ fi
 # The interpreter must come with a shared libpython: hosts load it at run time.
 PYTHON_BIN=${PYTHON_BIN:-python3}
 if [[ ! -x .venv/bin/python ]]; then
-    "$PYTHON_BIN" -c 'import sysconfig, sys; sys.exit(0 if sysconfig.get_config_var("Py_ENABLE_SHARED") else 1)' \
+    has_libpython() {
+        "$PYTHON_BIN" -c 'import os, sys, sysconfig as s
+lib = os.path.join(s.get_config_var("LIBDIR") or "", s.get_config_var("INSTSONAME") or "")
+sys.exit(0 if s.get_config_var("Py_ENABLE_SHARED") and os.path.exists(lib) else 1)'
+    }
+    if ! has_libpython && [[ $("$PYTHON_BIN" -c 'import sys; print(sys.prefix)') == /usr ]]; then
+        SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libpython3-dev >/dev/null || true
+    fi
+    has_libpython \
         || { echo "setup: $PYTHON_BIN has no shared libpython; set PYTHON_BIN" >&2; exit 1; }
     "$PYTHON_BIN" -m venv .venv
 fi
