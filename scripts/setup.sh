@@ -36,23 +36,27 @@ sys.exit(0 if s.get_config_var("Py_ENABLE_SHARED") and os.path.exists(lib) else 
     "$PYTHON_BIN" -m venv .venv
 fi
 PY=.venv/bin/python
+log=build/setup.log
+mkdir -p build
+: >"$log"
 stamp=.venv/.deps-installed
 if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
-    $PY -m pip install -q --upgrade pip setuptools wheel
-    $PY -m pip install -q "cffi>=1.17" "grpcio>=1.80" "grpcio-tools>=1.80" "grpcio-status>=1.80" \
-        "grpcio-health-checking>=1.80" "grpcio-reflection>=1.80" "protobuf>=5" \
-        "hypothesis>=6" "pytest>=8" "pytest-timeout" "mypy>=1.10" "ruff>=0.5" "types-protobuf"
+    echo "setup: installing Python packages into .venv"
+    { $PY -m pip install -q --upgrade pip setuptools wheel &&
+      $PY -m pip install -q "cffi>=1.17" "grpcio>=1.80" "grpcio-tools>=1.80" \
+        "grpcio-status>=1.80" "grpcio-health-checking>=1.80" "grpcio-reflection>=1.80" \
+        "protobuf>=5" "hypothesis>=6" "pytest>=8" "pytest-timeout" "mypy>=1.10" "ruff>=0.5" \
+        "types-protobuf"; } >>"$log" 2>&1 \
+        || { cat "$log" >&2; echo "setup: pip install failed" >&2; exit 1; }
     touch "$stamp"
 fi
 
-log=build/setup.log
-mkdir -p build
 make -s -C csrc PYTHON="$PWD/$PY"
 # The cffi module: rebuilt when the header, the build script or the shim change.
 native=$(ls pygrpc_ffi/_native*.so 2>/dev/null | head -1 || true)
 if [[ -z $native || csrc/pygrpc_ffi.h -nt $native || ffi_build.py -nt $native \
       || pygrpc_ffi/libpygrpc_ffi.so -nt $native ]]; then
-    $PY -m pip install --no-build-isolation --no-deps -e . >"$log" 2>&1 \
+    $PY -m pip install --no-build-isolation --no-deps -e . >>"$log" 2>&1 \
         || { cat "$log" >&2; echo "setup: building the cffi module failed" >&2; exit 1; }
 fi
 # Stubs for the test and example protos.
