@@ -166,3 +166,9 @@ def hang(request: pgf.GrpcRequest) -> bytes:
     """Blocks its thread for the payload's seconds, ignoring cancellation."""
     time.sleep(float(bytes(request.payload) or b"1"))
     return b"woke"
+
+
+@service.method("e2e.Control", "Live")
+def live(request: pgf.GrpcRequest) -> bytes:
+    """The server process's live C objects (this call counts as one)."""
+    return json.dumps(pgf.live_objects()).encode()
