@@ -43,22 +43,37 @@ def cdef_from_header(text: str) -> str:
     return "\n".join(lines)
 
 
-# Private accessors that spare the Python side an out-parameter per call.
+# Private helpers for the per-call path: each cffi call drops and retakes the
+# GIL, so the request view is read in one crossing, and an answer is set and
+# finished in one.
 HELPERS_CDEF = """
-const uint8_t *_pgf_request_data(const pgf_call *call);
-size_t _pgf_request_len(const pgf_call *call);
+typedef struct { const uint8_t *data; size_t len; } _pgf_bytes;
+_pgf_bytes _pgf_request_bytes(const pgf_call *call);
+int _pgf_finish_ok(pgf_call *call, const uint8_t *data, size_t len,
+                   pgf_release_fn release, void *ctx);
 """
 HELPERS_SOURCE = """
 #include "pygrpc_ffi.h"
-static const uint8_t *_pgf_request_data(const pgf_call *call) {
-    const uint8_t *data; size_t len;
-    pgf_call_request(call, &data, &len);
-    return data;
+typedef struct { const uint8_t *data; size_t len; } _pgf_bytes;
+static _pgf_bytes _pgf_request_bytes(const pgf_call *call) {
+    _pgf_bytes b;
+    pgf_call_request(call, &b.data, &b.len);
+    return b;
 }
-static size_t _pgf_request_len(const pgf_call *call) {
-    const uint8_t *data; size_t len;
-    pgf_call_request(call, &data, &len);
-    return len;
+/* Sets the response (if any) and finishes the call OK; if the response
+ * cannot be kept (it is released then), the call fails instead. */
+static int _pgf_finish_ok(pgf_call *call, const uint8_t *data, size_t len,
+                          pgf_release_fn release, void *ctx) {
+    if (release != NULL) {
+        int rc = pgf_call_set_response(call, data, len, release, ctx);
+        if (rc != PGF_OK) {
+            static const char msg[] = "cannot keep the response";
+            pgf_call_reset_response(call);
+            return pgf_call_finish(call, PGF_STATUS_RESOURCE_EXHAUSTED, msg,
+                                   sizeof(msg) - 1);
+        }
+    }
+    return pgf_call_finish(call, PGF_STATUS_OK, NULL, 0);
 }
 """
 

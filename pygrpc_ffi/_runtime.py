@@ -156,9 +156,10 @@ def make_request(call: Any) -> GrpcRequest:
     fields are read from the call when first used (see request._LAZY)."""
     request = _new_request(GrpcRequest)
     request._service_name = request._method_name = request._deadline = request._peer = _LAZY
-    size = lib._pgf_request_len(call)
+    raw = lib._pgf_request_bytes(call)
+    size = raw.len
     if size:
-        request.payload = memoryview(ffi.buffer(lib._pgf_request_data(call), size)).toreadonly()
+        request.payload = memoryview(ffi.buffer(raw.data, size)).toreadonly()
     else:
         request.payload = memoryview(b"")
     request._metadata = None
@@ -263,6 +264,13 @@ def set_response(call: Any, result: Any) -> None:
 
 
 def finish_ok(call: Any, result: Any, binding: Binding) -> None:
+    if type(result) is bytes:  # the common answer, in one crossing into C
+        if result:
+            buf = _from_buffer(result)
+            lib._pgf_finish_ok(call, buf, len(result), _release_buffer, handles.add(buf))
+        else:
+            lib._pgf_finish_ok(call, ffi.NULL, 0, ffi.NULL, ffi.NULL)
+        return
     try:
         set_response(call, result)
     except InvalidResponse as exc:
