@@ -26,6 +26,11 @@ def _run(loop: asyncio.AbstractEventLoop) -> None:
     loop.close()
 
 
+def is_loop_thread() -> bool:
+    """Whether the calling thread is the package's event-loop thread."""
+    return _thread is not None and _thread is threading.current_thread()
+
+
 def get_loop() -> asyncio.AbstractEventLoop:
     """The running loop for async handlers, started on first use."""
     global _loop, _thread, _stopping

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from . import _runtime
+from . import _loop, _runtime
 from ._native import ffi, lib
 from .errors import GrpcError
 from .metadata import Metadata, MetadataLike, iter_pairs
@@ -352,7 +352,12 @@ class GrpcService:
 
         With ``timeout``, the handler sees the deadline, and a call that is not
         finished in time is cancelled and reported as DEADLINE_EXCEEDED.
+        From an ``async def`` handler, use :meth:`acall`: waiting here would
+        block the event loop that async handlers need (RuntimeError).
         """
+        if _loop.is_loop_thread():
+            raise RuntimeError("GrpcService.call() would block the event loop of async "
+                               "handlers; use 'await service.acall(...)' there")
         call, keep = self._new_call(service_name, method_name, payload, metadata, timeout)
         if timeout is None:
             try:

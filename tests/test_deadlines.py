@@ -321,3 +321,23 @@ def test_cancel_after_timeout_never_touches_a_freed_call(
     assert slow.cancel_on_freed_call == 0
     # It finished before the cancel: either answer is right, but not another.
     assert result.code in (StatusCode.OK, StatusCode.DEADLINE_EXCEEDED)
+
+
+def test_blocking_call_from_an_async_handler_is_refused_not_deadlocked(
+        service: GrpcService) -> None:
+    async def inner(request: GrpcRequest) -> bytes:
+        return b"inner"
+
+    async def outer(request: GrpcRequest) -> bytes:
+        try:
+            service.call("pkg.Svc", "Inner")
+            refused = b"not refused"
+        except RuntimeError as exc:
+            refused = b"refused" if "acall" in str(exc) else b"wrong message"
+        result = await service.acall("pkg.Svc", "Inner", timeout=5)
+        return refused + b"," + result.payload
+
+    service.register_method("pkg.Svc", "Inner", inner)
+    service.register_method("pkg.Svc", "Outer", outer)
+    result = service.call("pkg.Svc", "Outer", timeout=10)
+    assert result.code is StatusCode.OK and result.payload == b"refused,inner"
