@@ -270,13 +270,23 @@ int pgf_call_on_cancel(pgf_call *call, pgf_cancel_fn fn, void *user_data) {
             pthread_mutex_unlock(&call->mu);
             return PGF_OK;
         }
-        /* As in pgf_call_cancel: a racing finish waits for fn. */
+        /* As in pgf_call_cancel: a racing finish waits for fn.  One callback
+         * runs at a time (the marker is one thread's), except when a
+         * callback itself calls this on its own thread. */
+        while (call->cancel_running &&
+               !pthread_equal(call->cancel_thread, pthread_self()))
+            pthread_cond_wait(&call->cv, &call->mu);
+        if (call->finished) {
+            pthread_mutex_unlock(&call->mu);
+            return PGF_ESTATE;
+        }
+        int was_running = call->cancel_running;
         call->cancel_running = 1;
         call->cancel_thread = pthread_self();
         pthread_mutex_unlock(&call->mu);
         fn(call, user_data);
         pthread_mutex_lock(&call->mu);
-        call->cancel_running = 0;
+        call->cancel_running = was_running;
         pthread_cond_broadcast(&call->cv);
         pthread_mutex_unlock(&call->mu);
         return PGF_OK;

@@ -1438,6 +1438,49 @@ static void test_on_cancel_racing_finish(void) {
     CHECK_LIVE(base);
 }
 
+/* Two late on_cancel callbacks at once, and a finish racing them: no
+ * callback may run on a finished call (one runs at a time, finish waits). */
+static int slow_cb_running;
+static int slow_cb_saw_finished;
+
+static void slow_cancel_cb(pgf_call *c, void *ud) {
+    (void)ud;
+    __atomic_fetch_add(&slow_cb_running, 1, __ATOMIC_SEQ_CST);
+    sleep_us(300);
+    if (pgf_call_is_finished(c))
+        __atomic_store_n(&slow_cb_saw_finished, 1, __ATOMIC_SEQ_CST);
+    __atomic_fetch_sub(&slow_cb_running, 1, __ATOMIC_SEQ_CST);
+}
+
+static void *late_slow_on_cancel(void *arg) {
+    pgf_call *c = arg;
+    int rc = pgf_call_on_cancel(c, slow_cancel_cb, NULL);
+    CHECK(rc == PGF_OK || rc == PGF_ESTATE);
+    pgf_call_unref(c);
+    return NULL;
+}
+
+static void test_two_late_on_cancels_racing_finish(void) {
+    int64_t base[NKINDS];
+    live_snapshot(base);
+    for (int i = 0; i < 50; i++) {
+        pgf_call *c = new_call("/a/b");
+        pgf_call_cancel(c);
+        pthread_t th[2];
+        for (int t = 0; t < 2; t++)
+            CHECK_INT(pthread_create(&th[t], NULL, late_slow_on_cancel,
+                                     pgf_call_ref(c)), 0);
+        while (__atomic_load_n(&slow_cb_running, __ATOMIC_SEQ_CST) == 0)
+            sleep_us(20);
+        finish_str(c, PGF_STATUS_CANCELLED, "cancelled");
+        for (int t = 0; t < 2; t++)
+            CHECK_INT(pthread_join(th[t], NULL), 0);
+        pgf_call_unref(c);
+    }
+    CHECK_INT(__atomic_load_n(&slow_cb_saw_finished, __ATOMIC_SEQ_CST), 0);
+    CHECK_LIVE(base);
+}
+
 /* -------------------------------------------------------- the registry */
 
 static void test_registry(void) {
@@ -2016,6 +2059,7 @@ int main(void) {
     RUN_TEST(test_cancel, passed);
     RUN_TEST(test_host_finish_during_dispatch, passed);
     RUN_TEST(test_on_cancel_racing_finish, passed);
+    RUN_TEST(test_two_late_on_cancels_racing_finish, passed);
     RUN_TEST(test_registry, passed);
     RUN_TEST(test_default_registry, passed);
     RUN_TEST(test_unregister_in_flight, passed);
