@@ -104,12 +104,12 @@ int pgf_metadata_get(const pgf_metadata *md, size_t i,
                      const uint8_t **value, size_t *value_len);
 
 /* PGF_OK if (key, value) may be sent by a server, else PGF_EMETADATA:
- * key matches [0-9a-z_.-]+, does not start with "grpc-", is not one that
+ * key matches [0-9a-z_.-]+, does not start with "grpc-", and is not one that
  * HTTP/2 or gRPC's framing reserves (connection, content-length,
  * content-type, keep-alive, proxy-connection, te, transfer-encoding,
- * upgrade); unless the key ends
- * in "-bin", value is printable ASCII (0x20-0x7e) with no leading or trailing
- * space.  Hosts can trust that metadata read back from a call passed this. */
+ * upgrade); unless the key ends in "-bin", value is printable ASCII
+ * (0x20-0x7e) with no leading or trailing space.  Every entry of a call's
+ * initial and trailing metadata passed this, so hosts can send them as is. */
 int pgf_metadata_validate(const char *key, size_t key_len,
                           const uint8_t *value, size_t value_len);
 
