@@ -114,24 +114,24 @@ def method_handler(handler: Any, path: str = "", *,
         return _streaming(path, kind)
     read = payload_reader(getattr(handler, "request_deserializer", None))
     serialize = getattr(handler, "response_serializer", None)
+
+    def parse(request: GrpcRequest) -> Any:
+        try:
+            return read(request)
+        except Exception as exc:
+            _log.error("%s: cannot deserialize the request: %s", path, exc)
+            raise GrpcError(StatusCode.INTERNAL, DESERIALIZE_FAILED) from None
+
     if is_coroutine_function(behavior):
         def handle_async(request: GrpcRequest) -> Any:
-            try:
-                message = read(request)
-            except Exception as exc:
-                _log.error("%s: cannot deserialize the request: %s", path, exc)
-                raise GrpcError(StatusCode.INTERNAL, DESERIALIZE_FAILED) from None
+            message = parse(request)
             context = AioServicerContext(request, expose_exceptions=expose_exceptions)
             return context._arun(behavior, message, serialize)
 
         return handle_async
 
     def handle(request: GrpcRequest) -> Any:
-        try:
-            message = read(request)
-        except Exception as exc:
-            _log.error("%s: cannot deserialize the request: %s", path, exc)
-            raise GrpcError(StatusCode.INTERNAL, DESERIALIZE_FAILED) from None
+        message = parse(request)
         context = ServicerContext(request, expose_exceptions=expose_exceptions)
         return context._run(behavior, message, serialize)
 
