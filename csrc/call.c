@@ -429,13 +429,13 @@ int pgf_call_finish(pgf_call *call, int code, const char *msg, size_t len) {
         return PGF_EINVAL;
     if (code < 0 || code > 16)
         code = PGF_STATUS_UNKNOWN;
-    char *copy = malloc(len + 1);
+    /* No allocation for the common OK without a message. */
+    char *copy = len ? malloc(len + 1) : NULL;
     if (copy == NULL) {
         /* Still finish: a call must never hang for want of a message. */
         len = 0;
     } else {
-        if (len)
-            memcpy(copy, msg, len);
+        memcpy(copy, msg, len);
         copy[len] = '\0';
     }
     pthread_mutex_lock(&call->mu);
