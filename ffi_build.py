@@ -30,16 +30,19 @@ def cdef_from_header(text: str) -> str:
     """Turns the public header into a cdef: no comments, no preprocessor
     lines, integer #defines resolved by the compiler (``...``)."""
     text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    text = text.replace("\\\n", " ")  # continued #define lines
     lines = []
     for line in text.splitlines():
         stripped = line.strip()
         define = re.match(r"#define\s+(PGF_\w+)\s+\S", stripped)
+        if define and define.group(1) == "PGF_API":
+            continue
         if define:
             lines.append(f"#define {define.group(1)} ...")
         elif stripped.startswith("#") or stripped in ('extern "C" {', "}"):
             continue
         else:
-            lines.append(line)
+            lines.append(re.sub(r"\bPGF_API\s+", "", line))
     return "\n".join(lines)
 
 

@@ -1,62 +1,32 @@
-/* One RPC: request in, response out, status, cancellation, completion. */
+/* One RPC: request in, response out, status, cancellation, completion.
+ * The stream operations on the same object live in stream.c. */
 #include "internal.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-/* Keeps a taken response alive past its call and counts it as live. */
-typedef struct pgf_owned_buffer {
-    pgf_release_fn release;
-    void *ctx;
-} pgf_owned_buffer;
+pgf_owned_buffer *pgf__owned_buffer_new(pgf_release_fn release, void *ctx) {
+    pgf_owned_buffer *b = malloc(sizeof(*b));
+    if (b == NULL) {
+        if (release)
+            release(ctx);
+        return NULL;
+    }
+    b->release = release;
+    b->ctx = ctx;
+    pgf__live_add(PGF_LIVE_BUFFERS, 1);
+    return b;
+}
 
-struct pgf_call {
-    int64_t refs;
-    pgf_name *service;
-    pgf_name *method;
-    char *path;                 /* "/service/method", NUL-terminated */
-    size_t path_len;
-
-    const uint8_t *request;
-    size_t request_len;
-    pgf_metadata request_md;
-    int64_t deadline;
-    char *peer;
-    size_t peer_len;
-
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int dispatched;
-    int finished;               /* also read without mu: atomic */
-    int cancelled;              /* also read without mu: atomic */
-    int cancel_running;
-    pthread_t cancel_thread;
-    pgf_cancel_fn cancel_fn;
-    void *cancel_data;
-    pgf_done_fn done;
-    void *done_data;
-    pgf_handler *handler;
-
-    int status;
-    char *message;
-    size_t message_len;
-    uint8_t *details;
-    size_t details_len;
-    pgf_metadata initial_md;
-    pgf_metadata trailing_md;
-    const uint8_t *response;
-    size_t response_len;
-    pgf_owned_buffer *response_owner;
-    int compress;
-};
-
-static void owned_buffer_release(void *p) {
+void pgf__owned_buffer_release(void *p) {
     pgf_owned_buffer *b = p;
     if (b->release)
         b->release(b->ctx);
     free(b);
     pgf__live_add(PGF_LIVE_BUFFERS, -1);
 }
+
+static void owned_buffer_release(void *p) { pgf__owned_buffer_release(p); }
 
 pgf_call *pgf_call_new(const char *path, size_t path_len) {
     /* "/service/method": both parts non-empty, no further '/'. */
@@ -115,7 +85,9 @@ static void drop_response(pgf_call *c) {
 void pgf_call_unref(pgf_call *call) {
     if (call == NULL || !pgf__unref(&call->refs))
         return;
+    pgf__stream_drop(call);
     drop_response(call);
+    pgf_message_unref(call->request_msg);
     if (call->handler)
         pgf__handler_unref(call->handler);
     pgf_name_unref(call->service);
@@ -141,25 +113,54 @@ const pgf_name *pgf_call_method(const pgf_call *call) {
     return call ? call->method : NULL;
 }
 
-const char *pgf__call_path(const pgf_call *call, size_t *len) {
-    *len = call->path_len;
-    return call->path;
-}
-
 /* ------------------------------------------------------------- request */
 
 static int is_finished(const pgf_call *c) {
     return __atomic_load_n(&c->finished, __ATOMIC_ACQUIRE);
 }
 
+/* Request setters run before dispatch, under the lock like everything else
+ * (a host may fill a call from several threads). */
 int pgf_call_set_request(pgf_call *call, const uint8_t *data, size_t len) {
     if (call == NULL || (data == NULL && len != 0))
         return PGF_EINVAL;
-    if (call->dispatched)
+    pthread_mutex_lock(&call->mu);
+    if (call->dispatched) {
+        pthread_mutex_unlock(&call->mu);
         return PGF_ESTATE;
+    }
+    pgf_message *old = call->request_msg;
+    call->request_msg = NULL;
     call->request = data;
     call->request_len = len;
+    call->request_set = 1;
+    pthread_mutex_unlock(&call->mu);
+    pgf_message_unref(old);
     return PGF_OK;
+}
+
+int pgf_call_set_request_message(pgf_call *call, pgf_message *msg) {
+    if (call == NULL || msg == NULL) {
+        pgf_message_unref(msg);
+        return PGF_EINVAL;
+    }
+    pthread_mutex_lock(&call->mu);
+    if (call->dispatched) {
+        pthread_mutex_unlock(&call->mu);
+        pgf_message_unref(msg);
+        return PGF_ESTATE;
+    }
+    pgf_message *old = call->request_msg;
+    call->request_msg = msg;
+    call->request = pgf_message_data(msg, &call->request_len);
+    call->request_set = 1;
+    pthread_mutex_unlock(&call->mu);
+    pgf_message_unref(old);
+    return PGF_OK;
+}
+
+pgf_message *pgf_call_request_message(const pgf_call *call) {
+    return call ? pgf_message_ref(call->request_msg) : NULL;
 }
 
 int pgf_call_add_request_metadata(pgf_call *call,
@@ -167,41 +168,56 @@ int pgf_call_add_request_metadata(pgf_call *call,
                                   const uint8_t *value, size_t value_len) {
     if (call == NULL)
         return PGF_EINVAL;
-    if (call->dispatched)
-        return PGF_ESTATE;
-    return pgf__metadata_append(&call->request_md, key, key_len, value,
-                                value_len);
+    pthread_mutex_lock(&call->mu);
+    int rc = call->dispatched ? PGF_ESTATE
+                              : pgf__metadata_append(&call->request_md, key,
+                                                     key_len, value,
+                                                     value_len);
+    pthread_mutex_unlock(&call->mu);
+    return rc;
 }
 
 int pgf_call_set_deadline(pgf_call *call, int64_t deadline_unix_ns) {
     if (call == NULL)
         return PGF_EINVAL;
-    if (call->dispatched)
-        return PGF_ESTATE;
-    call->deadline = deadline_unix_ns;
-    return PGF_OK;
+    pthread_mutex_lock(&call->mu);
+    int rc = PGF_ESTATE;
+    if (!call->dispatched) {
+        call->deadline = deadline_unix_ns;
+        rc = PGF_OK;
+    }
+    pthread_mutex_unlock(&call->mu);
+    return rc;
 }
 
 int pgf_call_set_peer(pgf_call *call, const char *peer, size_t len) {
-    if (call == NULL || (peer == NULL && len != 0))
+    if (call == NULL || (peer == NULL && len != 0) || len == (size_t)-1)
         return PGF_EINVAL;
-    if (call->dispatched)
-        return PGF_ESTATE;
     char *p = malloc(len + 1);
     if (p == NULL)
         return PGF_ENOMEM;
     if (len)
         memcpy(p, peer, len);
     p[len] = '\0';
-    free(call->peer);
+    pthread_mutex_lock(&call->mu);
+    if (call->dispatched) {
+        pthread_mutex_unlock(&call->mu);
+        free(p);
+        return PGF_ESTATE;
+    }
+    char *old = call->peer;
     call->peer = p;
     call->peer_len = len;
+    pthread_mutex_unlock(&call->mu);
+    free(old);
     return PGF_OK;
 }
 
 void pgf_call_request(const pgf_call *call, const uint8_t **data, size_t *len) {
-    *data = call ? call->request : NULL;
-    *len = call ? call->request_len : 0;
+    if (data)
+        *data = call ? call->request : NULL;
+    if (len)
+        *len = call ? call->request_len : 0;
 }
 
 const pgf_metadata *pgf_call_request_metadata(const pgf_call *call) {
@@ -235,6 +251,8 @@ void pgf_call_cancel(pgf_call *call) {
         return;
     }
     __atomic_store_n(&call->cancelled, 1, __ATOMIC_RELEASE);
+    pgf__cancelled_ops ops = {0};
+    pgf__stream_cancel_locked(call, &ops);
     pgf_cancel_fn fn = call->cancel_fn;
     void *data = call->cancel_data;
     call->cancel_fn = NULL;
@@ -244,6 +262,7 @@ void pgf_call_cancel(pgf_call *call) {
         call->cancel_thread = pthread_self();
     }
     pthread_mutex_unlock(&call->mu);
+    pgf__stream_cancel_run(call, &ops);
     if (fn) {
         fn(call, data);
         pthread_mutex_lock(&call->mu);
@@ -306,15 +325,9 @@ int pgf_call_set_response(pgf_call *call, const uint8_t *data, size_t len,
             release(ctx);
         return PGF_EINVAL;
     }
-    pgf_owned_buffer *owner = malloc(sizeof(*owner));
-    if (owner == NULL) {
-        if (release)
-            release(ctx);
+    pgf_owned_buffer *owner = pgf__owned_buffer_new(release, ctx);
+    if (owner == NULL)
         return PGF_ENOMEM;
-    }
-    owner->release = release;
-    owner->ctx = ctx;
-    pgf__live_add(PGF_LIVE_BUFFERS, 1);
     pthread_mutex_lock(&call->mu);
     if (call->finished) {
         pthread_mutex_unlock(&call->mu);
@@ -340,9 +353,11 @@ static int add_response_md(pgf_call *call, pgf_metadata *md,
     if (rc != PGF_OK)
         return rc;
     pthread_mutex_lock(&call->mu);
-    rc = call->finished ? PGF_ESTATE
-                        : pgf__metadata_append(md, key, key_len, value,
-                                               value_len);
+    /* Initial metadata is frozen once the host may be sending it. */
+    int frozen = call->finished ||
+                 (md == &call->initial_md && call->initial_md_ready);
+    rc = frozen ? PGF_ESTATE
+                : pgf__metadata_append(md, key, key_len, value, value_len);
     pthread_mutex_unlock(&call->mu);
     return rc;
 }
@@ -388,10 +403,14 @@ int pgf_call_set_status_details(pgf_call *call,
 int pgf_call_set_compress_response(pgf_call *call, int enable) {
     if (call == NULL)
         return PGF_EINVAL;
-    if (is_finished(call))
-        return PGF_ESTATE;
-    call->compress = enable != 0;
-    return PGF_OK;
+    pthread_mutex_lock(&call->mu);
+    int rc = PGF_ESTATE;
+    if (!call->finished) {
+        call->compress = enable != 0;
+        rc = PGF_OK;
+    }
+    pthread_mutex_unlock(&call->mu);
+    return rc;
 }
 
 int pgf_call_compress_response(const pgf_call *call) {
@@ -410,7 +429,8 @@ int pgf_call_reset_response(pgf_call *call) {
     call->response_owner = NULL;
     call->response = NULL;
     call->response_len = 0;
-    pgf__metadata_clear(&call->initial_md);
+    if (!call->initial_md_ready) /* else it is on its way already */
+        pgf__metadata_clear(&call->initial_md);
     pgf__metadata_clear(&call->trailing_md);
     free(call->details);
     call->details = NULL;
@@ -451,6 +471,9 @@ int pgf_call_finish(pgf_call *call, int code, const char *msg, size_t len) {
     call->message = copy;
     call->message_len = copy ? len : 0;
     call->cancel_fn = NULL;
+    void *read_ud = NULL;
+    pgf_read_fn read_cb = pgf__stream_take_read(call, &read_ud);
+    __atomic_store_n(&call->initial_md_ready, 1, __ATOMIC_RELEASE);
     pgf_done_fn done = call->done;
     void *done_data = call->done_data;
     int dispatched = call->dispatched;
@@ -460,6 +483,8 @@ int pgf_call_finish(pgf_call *call, int code, const char *msg, size_t len) {
     pthread_cond_broadcast(&call->cv);
     pthread_mutex_unlock(&call->mu);
 
+    if (read_cb)
+        read_cb(call, PGF_ECANCELLED, NULL, read_ud);
     if (done)
         done(call, done_data);
     /* The registration may go now that its call is over. */
@@ -485,8 +510,10 @@ const char *pgf_call_status_message(const pgf_call *call, size_t *len) {
 
 void pgf_call_status_details(const pgf_call *call,
                              const uint8_t **data, size_t *len) {
-    *data = call ? call->details : NULL;
-    *len = call ? call->details_len : 0;
+    if (data)
+        *data = call ? call->details : NULL;
+    if (len)
+        *len = call ? call->details_len : 0;
 }
 
 const pgf_metadata *pgf_call_initial_metadata(const pgf_call *call) {
@@ -499,8 +526,10 @@ const pgf_metadata *pgf_call_trailing_metadata(const pgf_call *call) {
 
 void pgf_call_response(const pgf_call *call, const uint8_t **data,
                        size_t *len) {
-    *data = call ? call->response : NULL;
-    *len = call ? call->response_len : 0;
+    if (data)
+        *data = call ? call->response : NULL;
+    if (len)
+        *len = call ? call->response_len : 0;
 }
 
 int pgf_call_take_response(pgf_call *call, const uint8_t **data, size_t *len,
@@ -543,15 +572,10 @@ int pgf__call_begin_dispatch(pgf_call *call, pgf_done_fn done, void *ud) {
     return PGF_OK;
 }
 
-void pgf__call_run(pgf_call *call, pgf_handler *h) {
-    /* The call's reference is dropped at finish; this one keeps handler data
-     * alive until fn has returned, even if fn finishes the call itself. */
-    pgf__handler_ref(h);
+void pgf__call_set_handler(pgf_call *call, pgf_handler *h) {
     pthread_mutex_lock(&call->mu);
     call->handler = h;
     pthread_mutex_unlock(&call->mu);
-    h->fn(h->data, call);
-    pgf__handler_unref(h);
 }
 
 void pgf__call_wait(pgf_call *call) {

@@ -1,4 +1,4 @@
-/* Shared internals of the shim; not part of the ABI. */
+/* Shared internals of the shim; not part of the ABI (hidden symbols). */
 #ifndef PGF_INTERNAL_H
 #define PGF_INTERNAL_H
 
@@ -10,7 +10,7 @@
 
 #include <pthread.h>
 
-#define PGF_LIVE_KINDS 5
+#define PGF_LIVE_KINDS 6
 
 void pgf__live_add(int kind, int64_t delta);
 
@@ -22,6 +22,17 @@ static inline void pgf__ref(int64_t *refs) {
 static inline int pgf__unref(int64_t *refs) {
     return __atomic_sub_fetch(refs, 1, __ATOMIC_ACQ_REL) == 0;
 }
+
+/* a + b, or 0 with *ok cleared when it overflows. */
+static inline size_t pgf__add_size(size_t a, size_t b, int *ok) {
+    if (a > (size_t)-1 - b) {
+        *ok = 0;
+        return 0;
+    }
+    return a + b;
+}
+
+/* ------------------------------------------------------------ metadata */
 
 typedef struct pgf_md_entry {
     char *key;          /* NUL-terminated; value follows in the same block */
@@ -41,16 +52,19 @@ void pgf__metadata_clear(pgf_metadata *md);
 int pgf__metadata_append(pgf_metadata *md, const char *key, size_t key_len,
                          const uint8_t *value, size_t value_len);
 
+/* ------------------------------------------------------------ handlers */
+
 /* A registration: refcounted so that unregistering during calls is safe. */
 typedef struct pgf_handler {
     int64_t refs;
     pgf_handler_fn fn;
     void *data;
     pgf_release_fn release;
+    int kind;
 } pgf_handler;
 
 pgf_handler *pgf__handler_new(pgf_handler_fn fn, void *data,
-                              pgf_release_fn release);
+                              pgf_release_fn release, int kind);
 void pgf__handler_ref(pgf_handler *h);
 void pgf__handler_unref(pgf_handler *h);
 
@@ -61,10 +75,106 @@ pgf_handler *pgf__registry_lookup(pgf_registry *reg,
                                   const char *method, size_t method_len,
                                   int *service_known);
 
-/* Starts a call on handler h (reference transferred to the call). */
-void pgf__call_run(pgf_call *call, pgf_handler *h);
+/* ------------------------------------------------------------ buffers */
+
+/* A response payload or message owned by a call, then by its host. */
+typedef struct pgf_owned_buffer {
+    pgf_release_fn release;
+    void *ctx;
+} pgf_owned_buffer;
+
+/* OWNED wrapper of (release, ctx), counted in PGF_LIVE_BUFFERS; NULL on
+ * allocation failure (release has run then). */
+pgf_owned_buffer *pgf__owned_buffer_new(pgf_release_fn release, void *ctx);
+/* A pgf_release_fn: runs the wrapped release and frees the wrapper. */
+void pgf__owned_buffer_release(void *owned_buffer);
+
+/* --------------------------------------------------------------- calls */
+
+/* An outstanding write: queued by the handler, then taken by the host. */
+enum { PGF__WRITE_NONE, PGF__WRITE_QUEUED, PGF__WRITE_TAKEN };
+
+struct pgf_call {
+    int64_t refs;
+    pgf_name *service;
+    pgf_name *method;
+    char *path;                 /* "/service/method", NUL-terminated */
+    size_t path_len;
+
+    /* Request: set by the host before dispatch. */
+    const uint8_t *request;
+    size_t request_len;
+    pgf_message *request_msg;   /* owned request, or NULL (borrowed) */
+    int request_set;
+    pgf_metadata request_md;
+    int64_t deadline;
+    char *peer;
+    size_t peer_len;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int dispatched;
+    int finished;               /* also read without mu: atomic */
+    int cancelled;              /* also read without mu: atomic */
+    int cancel_running;
+    pthread_t cancel_thread;
+    pgf_cancel_fn cancel_fn;
+    void *cancel_data;
+    pgf_done_fn done;
+    void *done_data;
+    pgf_handler *handler;
+
+    /* Streams (stream.c). */
+    pgf_stream_fn stream_fn;
+    void *stream_data;
+    int request_read;           /* the one request message was read */
+    int requests_ended;         /* the host pushed the end of the stream */
+    int read_pending;
+    pgf_read_fn read_cb;
+    void *read_ud;
+    int write_state;            /* PGF__WRITE_* */
+    const uint8_t *write_data;
+    size_t write_len;
+    pgf_owned_buffer *write_owner; /* NULL: borrowed bytes */
+    pgf_write_fn write_cb;
+    void *write_ud;
+    int initial_md_ready;       /* also read without mu: atomic */
+
+    /* Response: set by the handler. */
+    int status;
+    char *message;
+    size_t message_len;
+    uint8_t *details;
+    size_t details_len;
+    pgf_metadata initial_md;
+    pgf_metadata trailing_md;
+    const uint8_t *response;
+    size_t response_len;
+    pgf_owned_buffer *response_owner;
+    int compress;
+};
+
+/* Completes operations left outstanding on a call being freed. */
+void pgf__stream_drop(pgf_call *call);
+
+/* What a cancellation completes: taken with mu held, run without it. */
+typedef struct pgf__cancelled_ops {
+    pgf_read_fn read_cb;
+    void *read_ud;
+    pgf_write_fn write_cb;
+    void *write_ud;
+    pgf_owned_buffer *write_owner;
+} pgf__cancelled_ops;
+
+void pgf__stream_cancel_locked(pgf_call *call, pgf__cancelled_ops *ops);
+void pgf__stream_cancel_run(pgf_call *call, pgf__cancelled_ops *ops);
+/* With mu held: takes an outstanding read to complete it with
+ * PGF_ECANCELLED; returns its callback (NULL: none). */
+pgf_read_fn pgf__stream_take_read(pgf_call *call, void **ud);
+
+/* Dispatch (dispatch.c) asks the call to start and to wait. */
 int pgf__call_begin_dispatch(pgf_call *call, pgf_done_fn done, void *ud);
+void pgf__call_set_handler(pgf_call *call, pgf_handler *h);
 void pgf__call_wait(pgf_call *call);
-const char *pgf__call_path(const pgf_call *call, size_t *len);
 
 #endif

@@ -15,6 +15,8 @@ int64_t pgf_live_count(int kind) {
 
 int pgf_abi_version(void) { return PGF_ABI_VERSION; }
 
+unsigned pgf_version_number(void) { return PGF_VERSION_NUMBER; }
+
 const char *pgf_strerror(int rc) {
     switch (rc) {
     case PGF_OK: return "ok";
@@ -25,6 +27,8 @@ const char *pgf_strerror(int rc) {
     case PGF_EMETADATA: return "invalid metadata";
     case PGF_ESTATE: return "not allowed in the current state";
     case PGF_EPYTHON: return "python error";
+    case PGF_EOF: return "end of stream";
+    case PGF_ECANCELLED: return "cancelled";
     default: return "unknown error";
     }
 }

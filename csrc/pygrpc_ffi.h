@@ -16,9 +16,11 @@
  *     callee copies what it keeps.  An OWNED result comes with the function
  *     that releases it; call that exactly once.
  *   - Strings are (pointer, length) pairs and need not be NUL-terminated.
- *   - A call carries one request message and one response message (unary).
- *     Streaming will add read/write functions on the same pgf_call object;
- *     nothing here changes meaning when it does.
+ *   - Every RPC is a stream of request messages and a stream of response
+ *     messages; a unary call is a stream of one each way and keeps its own
+ *     fast functions (pgf_call_set_request / pgf_call_set_response).  See
+ *     "streams" below for reads, writes, flow control and half-close.
+ *   - "since N" marks what version N of the ABI added.
  *
  * C99.  Includes no Python header.  All names start with pgf_ / PGF_.
  */
@@ -32,11 +34,30 @@
 extern "C" {
 #endif
 
+/* Marks every public function: exported from libpygrpc_ffi.so, which is
+ * built with -fvisibility=hidden so that nothing else is. */
+#ifndef PGF_API
+#if defined(__GNUC__) && __GNUC__ >= 4
+#define PGF_API __attribute__((visibility("default")))
+#else
+#define PGF_API
+#endif
+#endif
+
+/* The library's version: MAJOR * 10000 + MINOR * 100 + PATCH. */
+#define PGF_VERSION_MAJOR 0
+#define PGF_VERSION_MINOR 2
+#define PGF_VERSION_PATCH 0
+#define PGF_VERSION_NUMBER \
+    (PGF_VERSION_MAJOR * 10000 + PGF_VERSION_MINOR * 100 + PGF_VERSION_PATCH)
+
 /* The version of this ABI.  Grows only; compare with >= . */
-#define PGF_ABI_VERSION 1
+#define PGF_ABI_VERSION 2
 
 /* The ABI version the loaded library implements. */
-int pgf_abi_version(void);
+PGF_API int pgf_abi_version(void);
+/* PGF_VERSION_NUMBER of the loaded library (since 2). */
+PGF_API unsigned pgf_version_number(void);
 
 /* ---------------------------------------------------------------- errors */
 
@@ -48,9 +69,11 @@ int pgf_abi_version(void);
 #define PGF_EMETADATA (-5)  /* metadata key or value breaks the gRPC rules */
 #define PGF_ESTATE (-6)     /* not allowed in the object's current state */
 #define PGF_EPYTHON (-7)    /* the embedded interpreter reported an error */
+#define PGF_EOF (-8)        /* since 2: the request stream has ended */
+#define PGF_ECANCELLED (-9) /* since 2: the call was cancelled or finished */
 
 /* A static, human-readable description of an error code. */
-const char *pgf_strerror(int rc);
+PGF_API const char *pgf_strerror(int rc);
 
 /* ---------------------------------------------------------- status codes */
 
@@ -80,14 +103,14 @@ typedef struct pgf_name pgf_name;
 
 /* OWNED: a new name holding a copy of s[0..len); NULL on allocation failure.
  * Release with pgf_name_unref. */
-pgf_name *pgf_name_new(const char *s, size_t len);
+PGF_API pgf_name *pgf_name_new(const char *s, size_t len);
 /* Adds a reference; returns name.  Each reference needs one pgf_name_unref. */
-pgf_name *pgf_name_ref(pgf_name *name);
+PGF_API pgf_name *pgf_name_ref(pgf_name *name);
 /* Drops a reference; the name is freed when the last one goes.  NULL is ok. */
-void pgf_name_unref(pgf_name *name);
+PGF_API void pgf_name_unref(pgf_name *name);
 /* BORROWED, NUL-terminated, valid while the caller holds a reference. */
-const char *pgf_name_str(const pgf_name *name);
-size_t pgf_name_len(const pgf_name *name);
+PGF_API const char *pgf_name_str(const pgf_name *name);
+PGF_API size_t pgf_name_len(const pgf_name *name);
 
 /* -------------------------------------------------------------- metadata */
 
@@ -95,11 +118,11 @@ size_t pgf_name_len(const pgf_name *name);
  * Keys are lowercase; values of keys ending in "-bin" are raw bytes. */
 typedef struct pgf_metadata pgf_metadata;
 
-size_t pgf_metadata_count(const pgf_metadata *md);
+PGF_API size_t pgf_metadata_count(const pgf_metadata *md);
 /* Entry i (0-based).  Outputs are BORROWED from md and stay valid until the
  * call that owns md is freed (response metadata: or reset by
  * pgf_call_reset_response).  Returns PGF_EINVAL if i is out of range. */
-int pgf_metadata_get(const pgf_metadata *md, size_t i,
+PGF_API int pgf_metadata_get(const pgf_metadata *md, size_t i,
                      const char **key, size_t *key_len,
                      const uint8_t **value, size_t *value_len);
 
@@ -110,17 +133,42 @@ int pgf_metadata_get(const pgf_metadata *md, size_t i,
  * upgrade); unless the key ends in "-bin", value is printable ASCII
  * (0x20-0x7e) with no leading or trailing space.  Every entry of a call's
  * initial and trailing metadata passed this, so hosts can send them as is. */
-int pgf_metadata_validate(const char *key, size_t key_len,
+PGF_API int pgf_metadata_validate(const char *key, size_t key_len,
                           const uint8_t *value, size_t value_len);
+
+/* -------------------------------------------------------------- messages */
+
+/* One message's bytes, passed without a copy and refcounted (since 2).  The
+ * host wraps the bytes it received; the call and every reader that wants
+ * them hold a reference, so the bytes stay valid as long as anything still
+ * uses them (a Python view, slice or export of a request payload holds one
+ * until it is garbage-collected). */
+typedef struct pgf_message pgf_message;
+
+/* Releases a buffer handed across the ABI; ctx is the pointer given with it. */
+typedef void (*pgf_release_fn)(void *ctx);
+
+/* OWNED: a message over data[0..len), which must stay valid and unchanged
+ * until release(ctx) runs: exactly once, on the thread that drops the last
+ * reference (release NULL: nothing to run; data must then outlive every
+ * reference, static bytes for example).  NULL if data is NULL with len > 0
+ * or on allocation failure; release has run then.  Release with
+ * pgf_message_unref. */
+PGF_API pgf_message *pgf_message_new(const uint8_t *data, size_t len,
+                                     pgf_release_fn release, void *ctx);
+/* Adds a reference; returns m.  NULL is ok. */
+PGF_API pgf_message *pgf_message_ref(pgf_message *m);
+/* Drops a reference; the last one runs the release.  NULL is ok. */
+PGF_API void pgf_message_unref(pgf_message *m);
+/* BORROWED bytes, valid while the caller holds a reference; *len may be 0.
+ * NULL m gives NULL and 0.  len may be NULL. */
+PGF_API const uint8_t *pgf_message_data(const pgf_message *m, size_t *len);
 
 /* ----------------------------------------------------------------- calls */
 
 /* One RPC.  Created by the host, refcounted: the host's reference, the
  * dispatch in progress and the handler each hold one while they use it. */
 typedef struct pgf_call pgf_call;
-
-/* Releases a buffer handed across the ABI; ctx is the pointer given with it. */
-typedef void (*pgf_release_fn)(void *ctx);
 
 /* Completion callback for pgf_dispatch_async.  Runs once, on the thread on
  * which the handler finished (possibly inside pgf_dispatch_async itself).
@@ -133,43 +181,60 @@ typedef void (*pgf_cancel_fn)(pgf_call *call, void *user_data);
 /* OWNED: a new call for the method path "/package.Service/Method".
  * Returns NULL if the path is malformed or on allocation failure.
  * Release with pgf_call_unref. */
-pgf_call *pgf_call_new(const char *path, size_t path_len);
-pgf_call *pgf_call_ref(pgf_call *call);
-/* Drops a reference.  On the last one, a response payload that nobody took
- * is released (its release function may enter Python: see
- * pgf_call_take_response) and the names are unreferenced.  The handler's
- * registration is not touched here: a call drops it when it finishes. */
-void pgf_call_unref(pgf_call *call);
+PGF_API pgf_call *pgf_call_new(const char *path, size_t path_len);
+PGF_API pgf_call *pgf_call_ref(pgf_call *call);
+/* Drops a reference.  On the last one, a response payload or message that
+ * nobody took is released (its release function may enter Python: see
+ * pgf_call_take_response), a write still outstanding gets its callback with
+ * PGF_ECANCELLED (call must not be used in it), and the request message and
+ * the names are unreferenced.  The handler's registration is not touched:
+ * a dispatched call holds a reference to its call until it finishes, and
+ * drops the registration then. */
+PGF_API void pgf_call_unref(pgf_call *call);
 
 /* BORROWED names, valid while the caller holds a reference to the call. */
-const pgf_name *pgf_call_service(const pgf_call *call);
-const pgf_name *pgf_call_method(const pgf_call *call);
+PGF_API const pgf_name *pgf_call_service(const pgf_call *call);
+PGF_API const pgf_name *pgf_call_method(const pgf_call *call);
 
 /* --- request side: set by the host before dispatch ---------------------- */
 
 /* The request payload.  BORROWED: data must stay valid and unchanged until
- * the call is finished (pgf_dispatch returned or the done callback ran). */
-int pgf_call_set_request(pgf_call *call, const uint8_t *data, size_t len);
+ * the call is finished (pgf_dispatch returned or the done callback ran).
+ * Python handlers get a copy of borrowed bytes (a view could outlive them);
+ * hosts that want zero copy to Python use pgf_call_set_request_message. */
+PGF_API int pgf_call_set_request(pgf_call *call, const uint8_t *data, size_t len);
+/* The request payload as a message (since 2): the reference msg is OWNED by
+ * the call from now on, also on error.  The bytes live as long as the call
+ * or any reference taken with pgf_call_request_message, whichever is longer:
+ * a handler, or a Python view of them, may keep them past the call.
+ * Replaces an earlier request.  PGF_ESTATE once dispatched. */
+PGF_API int pgf_call_set_request_message(pgf_call *call, pgf_message *msg);
 /* Appends one request metadata entry (copied).  The key must be non-empty;
  * host input is otherwise taken as the transport delivered it. */
-int pgf_call_add_request_metadata(pgf_call *call,
+PGF_API int pgf_call_add_request_metadata(pgf_call *call,
                                   const char *key, size_t key_len,
                                   const uint8_t *value, size_t value_len);
 /* Absolute deadline, nanoseconds since the Unix epoch (CLOCK_REALTIME);
  * INT64_MAX (the default) means none. */
-int pgf_call_set_deadline(pgf_call *call, int64_t deadline_unix_ns);
+PGF_API int pgf_call_set_deadline(pgf_call *call, int64_t deadline_unix_ns);
 /* The client's address, copied, for example "ipv4:127.0.0.1:5123". */
-int pgf_call_set_peer(pgf_call *call, const char *peer, size_t len);
+PGF_API int pgf_call_set_peer(pgf_call *call, const char *peer, size_t len);
 
 /* --- request side: read by the handler ---------------------------------- */
 
-/* BORROWED request payload (as set by the host); len may be 0. */
-void pgf_call_request(const pgf_call *call, const uint8_t **data, size_t *len);
+/* BORROWED request payload (as set by the host), valid until the call is
+ * finished; *len may be 0.  NULL outputs are skipped. */
+PGF_API void pgf_call_request(const pgf_call *call, const uint8_t **data, size_t *len);
+/* OWNED: a new reference to the request set with
+ * pgf_call_set_request_message (since 2), or NULL if there is none or the
+ * host lent its bytes with pgf_call_set_request.  Release with
+ * pgf_message_unref. */
+PGF_API pgf_message *pgf_call_request_message(const pgf_call *call);
 /* BORROWED request metadata, valid while a reference to the call is held. */
-const pgf_metadata *pgf_call_request_metadata(const pgf_call *call);
-int64_t pgf_call_deadline(const pgf_call *call);
+PGF_API const pgf_metadata *pgf_call_request_metadata(const pgf_call *call);
+PGF_API int64_t pgf_call_deadline(const pgf_call *call);
 /* BORROWED peer string; "" if the host set none. */
-const char *pgf_call_peer(const pgf_call *call, size_t *len);
+PGF_API const char *pgf_call_peer(const pgf_call *call, size_t *len);
 
 /* --- cancellation -------------------------------------------------------- */
 
@@ -177,12 +242,12 @@ const char *pgf_call_peer(const pgf_call *call, size_t *len);
  * runs the cancellation callback, if any, on this thread.  Idempotent.
  * The callback of a Python handler takes the GIL, so this may block: hosts
  * with event threads that must not block call it from a thread of their own. */
-void pgf_call_cancel(pgf_call *call);
-int pgf_call_is_cancelled(const pgf_call *call);
+PGF_API void pgf_call_cancel(pgf_call *call);
+PGF_API int pgf_call_is_cancelled(const pgf_call *call);
 /* Sets the function run once when the call is cancelled: at once (on this
  * thread) if it already is, never if the call finishes first.  Replaces an
  * earlier one; fn NULL removes it.  Returns PGF_ESTATE once finished. */
-int pgf_call_on_cancel(pgf_call *call, pgf_cancel_fn fn, void *user_data);
+PGF_API int pgf_call_on_cancel(pgf_call *call, pgf_cancel_fn fn, void *user_data);
 
 /* --- response side: set by the handler, before pgf_call_finish ------------ */
 
@@ -190,28 +255,28 @@ int pgf_call_on_cancel(pgf_call *call, pgf_cancel_fn fn, void *user_data);
  * on: release(ctx) runs exactly once, when the host is done with the bytes,
  * or when the call is freed if nobody took them.  Replaces (and releases) an
  * earlier payload.  On error, release(ctx) has already run. */
-int pgf_call_set_response(pgf_call *call, const uint8_t *data, size_t len,
+PGF_API int pgf_call_set_response(pgf_call *call, const uint8_t *data, size_t len,
                           pgf_release_fn release, void *ctx);
 /* Append response metadata (copied) sent before the payload (initial) or
  * with the status (trailing).  PGF_EMETADATA if pgf_metadata_validate
  * rejects the entry; the call is unchanged then. */
-int pgf_call_add_initial_metadata(pgf_call *call,
+PGF_API int pgf_call_add_initial_metadata(pgf_call *call,
                                   const char *key, size_t key_len,
                                   const uint8_t *value, size_t value_len);
-int pgf_call_add_trailing_metadata(pgf_call *call,
+PGF_API int pgf_call_add_trailing_metadata(pgf_call *call,
                                    const char *key, size_t key_len,
                                    const uint8_t *value, size_t value_len);
 /* Serialized google.rpc.Status (copied), sent by the host as the trailer
  * "grpc-status-details-bin". */
-int pgf_call_set_status_details(pgf_call *call,
+PGF_API int pgf_call_set_status_details(pgf_call *call,
                                 const uint8_t *data, size_t len);
 /* Asks the host to compress the response payload (enable != 0) with its
  * default algorithm, or to send it uncompressed (the default). */
-int pgf_call_set_compress_response(pgf_call *call, int enable);
-int pgf_call_compress_response(const pgf_call *call);
+PGF_API int pgf_call_set_compress_response(pgf_call *call, int enable);
+PGF_API int pgf_call_compress_response(const pgf_call *call);
 /* Drops every response field set so far (payload released, metadata and
  * details cleared), for a handler that fails after it started answering. */
-int pgf_call_reset_response(pgf_call *call);
+PGF_API int pgf_call_reset_response(pgf_call *call);
 
 /* Completes the call with a status code and message (copied).  Exactly once
  * per call, from any thread; a second finish returns PGF_ESTATE.  A code
@@ -220,27 +285,167 @@ int pgf_call_reset_response(pgf_call *call);
  * reference to its registration (which may release the handler data).  If a
  * cancellation callback is running on another thread, waits for it first, so
  * that no callback runs after finish. */
-int pgf_call_finish(pgf_call *call, int code, const char *msg, size_t len);
-int pgf_call_is_finished(const pgf_call *call);
+PGF_API int pgf_call_finish(pgf_call *call, int code, const char *msg, size_t len);
+PGF_API int pgf_call_is_finished(const pgf_call *call);
 
 /* --- response side: read by the host once the call is finished ---------- */
 
-int pgf_call_status(const pgf_call *call);
+PGF_API int pgf_call_status(const pgf_call *call);
 /* BORROWED, NUL-terminated message; "" if none. */
-const char *pgf_call_status_message(const pgf_call *call, size_t *len);
+PGF_API const char *pgf_call_status_message(const pgf_call *call, size_t *len);
 /* BORROWED serialized google.rpc.Status; *len 0 if none. */
-void pgf_call_status_details(const pgf_call *call,
+PGF_API void pgf_call_status_details(const pgf_call *call,
                              const uint8_t **data, size_t *len);
-const pgf_metadata *pgf_call_initial_metadata(const pgf_call *call);
-const pgf_metadata *pgf_call_trailing_metadata(const pgf_call *call);
+PGF_API const pgf_metadata *pgf_call_initial_metadata(const pgf_call *call);
+PGF_API const pgf_metadata *pgf_call_trailing_metadata(const pgf_call *call);
 /* BORROWED view of the response payload, valid until the payload is taken or
  * the call is freed; *len 0 if none. */
-void pgf_call_response(const pgf_call *call, const uint8_t **data, size_t *len);
+PGF_API void pgf_call_response(const pgf_call *call, const uint8_t **data, size_t *len);
 /* Takes ownership of the response payload: afterwards the host must call
  * release(ctx) exactly once (from any thread) when it is done with data.
  * *release is NULL, and nothing is owed, if there is no payload. */
-int pgf_call_take_response(pgf_call *call, const uint8_t **data, size_t *len,
+PGF_API int pgf_call_take_response(pgf_call *call, const uint8_t **data, size_t *len,
                            pgf_release_fn *release, void **ctx);
+
+/* --------------------------------------------------------------- streams */
+
+/* Since 2.  Every call is a stream of request messages and a stream of
+ * response messages, driven by the handler and served by the host:
+ *
+ *   Reads are pulled.  The handler asks for the next request message with
+ *   pgf_call_read (callback) or pgf_call_read_wait (blocking); the call then
+ *   reports PGF_EVENT_READ to its host, which reads one message from the
+ *   network and hands it over with pgf_call_push_request.  At most one read
+ *   is outstanding, so the host never holds more than one unread message and
+ *   a client that sends faster than the handler reads is slowed by the
+ *   transport's flow control.  A call whose request was set with
+ *   pgf_call_set_request(_message) has a request stream of exactly that one
+ *   message: reads return it, then PGF_EOF, and never involve the host.
+ *
+ *   Writes are pushed with back-pressure.  pgf_call_write (callback) or
+ *   pgf_call_write_wait (blocking) queues one response message; the call
+ *   reports PGF_EVENT_WRITE; the host takes it with pgf_call_take_write,
+ *   hands it to its transport and completes it with pgf_call_write_done.  At
+ *   most PGF_MAX_WRITES (1) write is outstanding: a handler that produces
+ *   faster than the client reads waits, it is never buffered.
+ *
+ *   Ownership per message is that of unary payloads: a request message is a
+ *   pgf_message reference the reader releases; a response message is OWNED
+ *   with a release callback, or BORROWED with release NULL: valid until its
+ *   write completes (the callback ran, or pgf_call_write_wait returned).
+ *
+ *   Half-close: the end of the request stream reads as PGF_EOF; the handler
+ *   ends the response stream by finishing the call (status and trailers
+ *   follow the last message).  Initial metadata goes before the first
+ *   message, or alone when the handler calls pgf_call_send_initial_metadata,
+ *   or with the status if no message was sent; once sent (or queued to be),
+ *   pgf_call_add_initial_metadata returns PGF_ESTATE.
+ *
+ *   Cancellation (pgf_call_cancel) completes an outstanding read, and a write
+ *   the host has not taken, with PGF_ECANCELLED at once; later reads and
+ *   writes return PGF_ECANCELLED.  A write the host has taken completes when
+ *   the host says so.
+ *
+ *   Finishing with a read outstanding completes the read with PGF_ECANCELLED
+ *   (its callback runs inside pgf_call_finish).  Finishing with a write
+ *   outstanding is allowed: the message is still sent, before the status,
+ *   and its callback runs when the host completes it, after the finish.
+ *   Every read or write that returned PGF_OK gets exactly one callback.
+ *
+ * Callbacks run on the thread that completes the operation (the host's, in
+ * pgf_call_push_request / pgf_call_write_done / pgf_call_cancel, or the
+ * handler's own when the result is at hand) with no lock held; they may call
+ * any pgf_call_* function.  A callback may enter Python: hosts whose event
+ * threads must not block call the completing functions from threads of
+ * their own, as for pgf_call_cancel. */
+
+/* Method kinds, as gRPC names them (since 2). */
+#define PGF_KIND_UNARY 0            /* one request, one response */
+#define PGF_KIND_CLIENT_STREAMING 1 /* request stream, one response */
+#define PGF_KIND_SERVER_STREAMING 2 /* one request, response stream */
+#define PGF_KIND_BIDI_STREAMING 3   /* both streams */
+
+/* Writes a handler may have outstanding on one call. */
+#define PGF_MAX_WRITES 1
+
+/* What a call reports to its host (since 2), see pgf_stream_fn. */
+#define PGF_EVENT_READ 1             /* read one request message, then push it */
+#define PGF_EVENT_WRITE 2            /* a response message waits: take it */
+#define PGF_EVENT_INITIAL_METADATA 3 /* send the initial metadata now */
+
+/* The host's side of a stream.  Runs on the handler's thread, inside the
+ * handler's pgf_call_read / pgf_call_write / pgf_call_send_initial_metadata,
+ * with no lock held; must not block (start the network operation and
+ * return).  call is BORROWED for the duration. */
+typedef void (*pgf_stream_fn)(pgf_call *call, int event, void *host_data);
+
+/* Handler callbacks: result is PGF_OK, PGF_EOF (reads: the client
+ * half-closed) or PGF_ECANCELLED.  msg is OWNED by the callback (release it
+ * with pgf_message_unref), NULL unless result is PGF_OK. */
+typedef void (*pgf_read_fn)(pgf_call *call, int result, pgf_message *msg,
+                            void *user_data);
+typedef void (*pgf_write_fn)(pgf_call *call, int result, void *user_data);
+
+/* --- host side ----------------------------------------------------------- */
+
+/* Makes the call a stream served by fn (before dispatch; PGF_ESTATE after).
+ * Without it, reads give the request set with pgf_call_set_request(_message)
+ * and writes return PGF_ESTATE. */
+PGF_API int pgf_call_set_stream(pgf_call *call, pgf_stream_fn fn,
+                                void *host_data);
+/* After PGF_EVENT_READ: hands over the next request message (the reference
+ * is OWNED by the call from now on, also on error), or msg NULL for the end
+ * of the request stream (the client half-closed, or the read failed).
+ * Completes the handler's read on this thread.  PGF_ESTATE if no read was
+ * asked (the call was cancelled or finished meanwhile): msg is released. */
+PGF_API int pgf_call_push_request(pgf_call *call, pgf_message *msg);
+/* After PGF_EVENT_WRITE (or in the done callback, for a write queued just
+ * before the finish): takes the queued response message.  Like
+ * pgf_call_take_response: OWNED bytes come with *release, which the host
+ * runs once when done with them; *release NULL means the bytes are BORROWED
+ * until the host calls pgf_call_write_done.  PGF_ENOTFOUND (outputs NULL/0)
+ * if no write is queued.  *flags is reserved (0); flags may be NULL. */
+PGF_API int pgf_call_take_write(pgf_call *call, const uint8_t **data,
+                                size_t *len, pgf_release_fn *release,
+                                void **ctx, unsigned *flags);
+/* The message taken has been handed to the transport (ok != 0) or cannot be
+ * sent (ok == 0: the stream is broken).  Completes the handler's write on
+ * this thread.  PGF_ESTATE if no write was taken. */
+PGF_API int pgf_call_write_done(pgf_call *call, int ok);
+/* 1 if the initial metadata is to be sent now (the handler asked for it,
+ * queued a write, or finished), else 0.  Hosts read pgf_call_initial_metadata
+ * once this is 1: it does not change any more. */
+PGF_API int pgf_call_initial_metadata_ready(const pgf_call *call);
+
+/* --- handler side -------------------------------------------------------- */
+
+/* Asks for the next request message; cb(call, result, msg, user_data) runs
+ * exactly once: at once on this thread if the result is at hand (the unary
+ * request, the end of the stream, cancellation), else when the host pushes
+ * it.  PGF_ESTATE if a read is outstanding (cb does not run then),
+ * PGF_ECANCELLED if the call is cancelled or finished (nor then). */
+PGF_API int pgf_call_read(pgf_call *call, pgf_read_fn cb, void *user_data);
+/* Blocking form: waits for the next request message.  PGF_OK with *msg
+ * OWNED, PGF_EOF or PGF_ECANCELLED (*msg NULL), PGF_ESTATE if another read
+ * is outstanding.  Never call it on a thread the host needs to push the
+ * message. */
+PGF_API int pgf_call_read_wait(pgf_call *call, pgf_message **msg);
+/* Queues one response message (ownership as pgf_call_set_response; release
+ * NULL: BORROWED until the write completes) and returns; cb(call, result,
+ * user_data) runs exactly once when the host completed it (PGF_OK) or it
+ * failed (PGF_ECANCELLED).  On error (PGF_EINVAL, PGF_ESTATE if a write is
+ * outstanding or the call has no stream, PGF_ECANCELLED), release has run,
+ * cb does not. */
+PGF_API int pgf_call_write(pgf_call *call, const uint8_t *data, size_t len,
+                           pgf_release_fn release, void *ctx,
+                           pgf_write_fn cb, void *user_data);
+/* Blocking form: queues the message and waits until the host completed the
+ * write.  PGF_OK, or PGF_ECANCELLED if it was not delivered. */
+PGF_API int pgf_call_write_wait(pgf_call *call, const uint8_t *data,
+                                size_t len, pgf_release_fn release, void *ctx);
+/* Sends the initial metadata now, before any message (at most once; later
+ * calls and calls after the first write return PGF_OK and do nothing). */
+PGF_API int pgf_call_send_initial_metadata(pgf_call *call);
 
 /* -------------------------------------------------------------- registry */
 
@@ -254,13 +459,13 @@ typedef struct pgf_registry pgf_registry;
 typedef void (*pgf_handler_fn)(void *handler_data, pgf_call *call);
 
 /* OWNED: a new, empty registry; NULL on allocation failure. */
-pgf_registry *pgf_registry_new(void);
+PGF_API pgf_registry *pgf_registry_new(void);
 /* Unregisters everything and frees the registry.  Calls in flight finish
  * normally.  Must not be called on pgf_default_registry(). */
-void pgf_registry_free(pgf_registry *reg);
+PGF_API void pgf_registry_free(pgf_registry *reg);
 /* BORROWED: the process-wide registry that embedded hosts dispatch into and
  * that pygrpc_ffi.default_service() registers into.  Never freed. */
-pgf_registry *pgf_default_registry(void);
+PGF_API pgf_registry *pgf_default_registry(void);
 
 /* Registers fn for every method of service ("package.Service").
  * handler_data is OWNED by the registry from now on: release(handler_data),
@@ -268,34 +473,50 @@ pgf_registry *pgf_default_registry(void);
  * unregistered and the last call using it has finished -- on the thread that
  * dropped the last reference.  On error, release has already run.
  * PGF_EEXIST if the service is already registered. */
-int pgf_registry_register_service(pgf_registry *reg,
+PGF_API int pgf_registry_register_service(pgf_registry *reg,
                                   const char *service, size_t service_len,
                                   pgf_handler_fn fn, void *handler_data,
                                   pgf_release_fn release);
 /* Same, for one method; a method registration wins over its service's. */
-int pgf_registry_register_method(pgf_registry *reg,
+PGF_API int pgf_registry_register_method(pgf_registry *reg,
                                  const char *service, size_t service_len,
                                  const char *method, size_t method_len,
                                  pgf_handler_fn fn, void *handler_data,
                                  pgf_release_fn release);
+/* Registers fn for a method (method not NULL) or for every method of a
+ * service (method NULL), served as a stream of the given PGF_KIND_* (since
+ * 2; the two functions above register PGF_KIND_UNARY).  Ownership and
+ * errors as above; PGF_EINVAL for an unknown kind. */
+PGF_API int pgf_registry_register(pgf_registry *reg,
+                                  const char *service, size_t service_len,
+                                  const char *method, size_t method_len,
+                                  int kind, pgf_handler_fn fn,
+                                  void *handler_data, pgf_release_fn release);
+/* The PGF_KIND_* a call to service/method would be served as, or
+ * PGF_ENOTFOUND if no handler would take it (since 2).  Hosts ask before
+ * reading the request, to know how to drive the call. */
+PGF_API int pgf_registry_method_kind(pgf_registry *reg,
+                                     const char *service, size_t service_len,
+                                     const char *method, size_t method_len);
+
 /* Removes a registration (method registrations of the service stay).
  * Calls in flight finish normally.  PGF_ENOTFOUND if not registered. */
-int pgf_registry_unregister_service(pgf_registry *reg,
+PGF_API int pgf_registry_unregister_service(pgf_registry *reg,
                                     const char *service, size_t service_len);
-int pgf_registry_unregister_method(pgf_registry *reg,
+PGF_API int pgf_registry_unregister_method(pgf_registry *reg,
                                    const char *service, size_t service_len,
                                    const char *method, size_t method_len);
 /* 1 if the service has a service-level or any method-level registration. */
-int pgf_registry_has_service(pgf_registry *reg,
+PGF_API int pgf_registry_has_service(pgf_registry *reg,
                              const char *service, size_t service_len);
 /* 1 if a call to service/method would find a handler. */
-int pgf_registry_has_method(pgf_registry *reg,
+PGF_API int pgf_registry_has_method(pgf_registry *reg,
                             const char *service, size_t service_len,
                             const char *method, size_t method_len);
 /* Lists the services (service-level or with a method-level registration),
  * sorted.  Fills out[0..min(n, cap)) with OWNED name references (release
  * each with pgf_name_unref) and returns n, the number of services. */
-size_t pgf_registry_list_services(pgf_registry *reg,
+PGF_API size_t pgf_registry_list_services(pgf_registry *reg,
                                   pgf_name **out, size_t cap);
 
 /* -------------------------------------------------------------- dispatch */
@@ -306,11 +527,12 @@ size_t pgf_registry_list_services(pgf_registry *reg,
  * "unknown service S" or "unknown method M for service S".
  * Returns PGF_OK once finished; PGF_ESTATE if call was already dispatched.
  * Read the answer with the pgf_call_status... functions. */
-int pgf_dispatch(pgf_registry *reg, pgf_call *call);
-/* Starts call on its handler and returns at once; done(call, user_data)
- * runs exactly once when the call is finished.  The call holds its own
+PGF_API int pgf_dispatch(pgf_registry *reg, pgf_call *call);
+/* Starts call on its handler, on this thread (it returns when the handler
+ * returns, which an async handler does before it finishes); done(call,
+ * user_data) runs exactly once when the call is finished.  The call holds its own
  * reference until done returns, so the host may unref its one at any time. */
-int pgf_dispatch_async(pgf_registry *reg, pgf_call *call,
+PGF_API int pgf_dispatch_async(pgf_registry *reg, pgf_call *call,
                        pgf_done_fn done, void *user_data);
 
 /* ---------------------------------------------------------- live objects */
@@ -320,10 +542,11 @@ int pgf_dispatch_async(pgf_registry *reg, pgf_call *call,
 #define PGF_LIVE_CALLS 2     /* pgf_call objects */
 #define PGF_LIVE_REGISTRIES 3 /* registries from pgf_registry_new */
 #define PGF_LIVE_BUFFERS 4   /* response payloads not yet released */
+#define PGF_LIVE_MESSAGES 5  /* pgf_message objects (since 2) */
 
 /* How many objects of a kind are alive in the process; -1 for an unknown
  * kind.  Tests use it to prove that nothing leaks. */
-int64_t pgf_live_count(int kind);
+PGF_API int64_t pgf_live_count(int kind);
 
 /* ---------------------------------------------------- embedded Python */
 
@@ -333,16 +556,16 @@ int64_t pgf_live_count(int kind);
  * sys_path: extra entries for sys.path, separated by ':', or NULL.
  * On return the calling thread does not hold the GIL.  Call it once, before
  * pgf_python_import.  On error, pgf_python_error() says why. */
-int pgf_python_start(const char *venv, const char *sys_path);
+PGF_API int pgf_python_start(const char *venv, const char *sys_path);
 /* Imports a module by name (it registers its handlers, normally into the
  * default registry).  PGF_EPYTHON if the import raised. */
-int pgf_python_import(const char *module);
+PGF_API int pgf_python_import(const char *module);
 /* Stops the interpreter started by pgf_python_start.  Call it from the same
  * thread, after every host thread that dispatches into Python has stopped. */
-int pgf_python_stop(void);
+PGF_API int pgf_python_stop(void);
 /* BORROWED: the message of the last failed pgf_python_* call on this
  * thread; "" if none. Valid until the next pgf_python_* call. */
-const char *pgf_python_error(void);
+PGF_API const char *pgf_python_error(void);
 
 #ifdef __cplusplus
 }

@@ -1,4 +1,5 @@
-/* The registry of handlers and the dispatch of calls into it. */
+/* The registry: a thread-safe map from service and method names to
+ * handler registrations.  Dispatch lives in dispatch.c. */
 #include "internal.h"
 
 #include <stdio.h>
@@ -21,32 +22,6 @@ struct pgf_registry {
     size_t count;
     int is_default;
 };
-
-/* ------------------------------------------------------------- handlers */
-
-pgf_handler *pgf__handler_new(pgf_handler_fn fn, void *data,
-                              pgf_release_fn release) {
-    pgf_handler *h = malloc(sizeof(*h));
-    if (h == NULL)
-        return NULL;
-    h->refs = 1;
-    h->fn = fn;
-    h->data = data;
-    h->release = release;
-    pgf__live_add(PGF_LIVE_HANDLERS, 1);
-    return h;
-}
-
-void pgf__handler_ref(pgf_handler *h) { pgf__ref(&h->refs); }
-
-void pgf__handler_unref(pgf_handler *h) {
-    if (h && pgf__unref(&h->refs)) {
-        if (h->release)
-            h->release(h->data);
-        free(h);
-        pgf__live_add(PGF_LIVE_HANDLERS, -1);
-    }
-}
 
 /* ------------------------------------------------------------ the table */
 
@@ -161,17 +136,19 @@ pgf_registry *pgf_default_registry(void) {
 }
 
 static int add(pgf_registry *reg, const char *svc, size_t svc_len,
-               const char *method, size_t method_len, pgf_handler_fn fn,
-               void *data, pgf_release_fn release) {
+               const char *method, size_t method_len, int kind,
+               pgf_handler_fn fn, void *data, pgf_release_fn release) {
     if (reg == NULL || fn == NULL || !valid_part(svc, svc_len) ||
-        (method != NULL && !valid_part(method, method_len))) {
+        (method != NULL && !valid_part(method, method_len)) ||
+        kind < PGF_KIND_UNARY || kind > PGF_KIND_BIDI_STREAMING ||
+        svc_len > ((size_t)-1 - 2) / 2 || method_len > ((size_t)-1 - 2) / 2) {
         if (release)
             release(data);
         return PGF_EINVAL;
     }
     entry *e = calloc(1, sizeof(*e));
     char *key = malloc(svc_len + 1 + method_len + 1);
-    pgf_handler *h = pgf__handler_new(fn, data, release);
+    pgf_handler *h = pgf__handler_new(fn, data, release, kind);
     if (e == NULL || key == NULL || h == NULL) {
         free(e);
         free(key);
@@ -216,7 +193,8 @@ int pgf_registry_register_service(pgf_registry *reg,
                                   const char *service, size_t service_len,
                                   pgf_handler_fn fn, void *handler_data,
                                   pgf_release_fn release) {
-    return add(reg, service, service_len, NULL, 0, fn, handler_data, release);
+    return add(reg, service, service_len, NULL, 0, PGF_KIND_UNARY, fn,
+               handler_data, release);
 }
 
 int pgf_registry_register_method(pgf_registry *reg,
@@ -229,7 +207,16 @@ int pgf_registry_register_method(pgf_registry *reg,
             release(handler_data);
         return PGF_EINVAL;
     }
-    return add(reg, service, service_len, method, method_len, fn,
+    return add(reg, service, service_len, method, method_len, PGF_KIND_UNARY,
+               fn, handler_data, release);
+}
+
+int pgf_registry_register(pgf_registry *reg,
+                          const char *service, size_t service_len,
+                          const char *method, size_t method_len, int kind,
+                          pgf_handler_fn fn, void *handler_data,
+                          pgf_release_fn release) {
+    return add(reg, service, service_len, method, method_len, kind, fn,
                handler_data, release);
 }
 
@@ -318,6 +305,21 @@ int pgf_registry_has_method(pgf_registry *reg,
     return h != NULL;
 }
 
+int pgf_registry_method_kind(pgf_registry *reg,
+                             const char *service, size_t service_len,
+                             const char *method, size_t method_len) {
+    if (reg == NULL || !valid_part(service, service_len) ||
+        !valid_part(method, method_len))
+        return PGF_ENOTFOUND;
+    pgf_handler *h = pgf__registry_lookup(reg, service, service_len, method,
+                                          method_len, NULL);
+    if (h == NULL)
+        return PGF_ENOTFOUND;
+    int kind = h->kind;
+    pgf__handler_unref(h);
+    return kind;
+}
+
 static int cmp_names(const void *a, const void *b) {
     const pgf_name *x = *(pgf_name *const *)a;
     const pgf_name *y = *(pgf_name *const *)b;
@@ -356,53 +358,4 @@ size_t pgf_registry_list_services(pgf_registry *reg,
     }
     free(all);
     return unique;
-}
-
-/* ------------------------------------------------------------ dispatch */
-
-static void finish_unimplemented(pgf_call *call, int service_known) {
-    const pgf_name *svc = pgf_call_service(call);
-    const pgf_name *method = pgf_call_method(call);
-    char msg[512];
-    int n;
-    if (service_known)
-        n = snprintf(msg, sizeof(msg), "unknown method %s for service %s",
-                     pgf_name_str(method), pgf_name_str(svc));
-    else
-        n = snprintf(msg, sizeof(msg), "unknown service %s",
-                     pgf_name_str(svc));
-    if (n < 0)
-        n = 0;
-    if ((size_t)n >= sizeof(msg))
-        n = sizeof(msg) - 1;
-    pgf_call_finish(call, PGF_STATUS_UNIMPLEMENTED, msg, (size_t)n);
-}
-
-int pgf_dispatch_async(pgf_registry *reg, pgf_call *call, pgf_done_fn done,
-                       void *user_data) {
-    if (reg == NULL || call == NULL)
-        return PGF_EINVAL;
-    int rc = pgf__call_begin_dispatch(call, done, user_data);
-    if (rc != PGF_OK)
-        return rc;
-    const pgf_name *svc = pgf_call_service(call);
-    const pgf_name *method = pgf_call_method(call);
-    int known = 0;
-    pgf_handler *h = pgf__registry_lookup(reg, pgf_name_str(svc),
-                                          pgf_name_len(svc),
-                                          pgf_name_str(method),
-                                          pgf_name_len(method), &known);
-    if (h == NULL)
-        finish_unimplemented(call, known);
-    else
-        pgf__call_run(call, h);
-    return PGF_OK;
-}
-
-int pgf_dispatch(pgf_registry *reg, pgf_call *call) {
-    int rc = pgf_dispatch_async(reg, call, NULL, NULL);
-    if (rc != PGF_OK)
-        return rc;
-    pgf__call_wait(call);
-    return PGF_OK;
 }

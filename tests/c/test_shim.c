@@ -24,9 +24,10 @@ static void sleep_us(long us) {
     }
 }
 
-#define NKINDS 5
+#define NKINDS 6
 static const char *const kind_names[NKINDS] = {"names", "handlers", "calls",
-                                               "registries", "buffers"};
+                                               "registries", "buffers",
+                                               "messages"};
 
 static void live_snapshot(int64_t out[NKINDS]) {
     for (int k = 0; k < NKINDS; k++)
@@ -310,7 +311,7 @@ static void test_abi(void) {
     CHECK_INT(pgf_abi_version(), PGF_ABI_VERSION);
     const int codes[] = {PGF_OK, PGF_EINVAL, PGF_ENOMEM, PGF_EEXIST,
                          PGF_ENOTFOUND, PGF_EMETADATA, PGF_ESTATE,
-                         PGF_EPYTHON};
+                         PGF_EPYTHON, PGF_EOF, PGF_ECANCELLED};
     for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
         CHECK(pgf_strerror(codes[i]) != NULL);
         CHECK(strlen(pgf_strerror(codes[i])) > 0);
@@ -320,6 +321,10 @@ static void test_abi(void) {
     CHECK(pgf_strerror(12345) != NULL);
     CHECK_INT(pgf_live_count(-1), -1);
     CHECK_INT(pgf_live_count(NKINDS), -1);
+    CHECK_INT(pgf_version_number(), PGF_VERSION_NUMBER);
+    CHECK_INT(PGF_VERSION_NUMBER, PGF_VERSION_MAJOR * 10000 +
+                                      PGF_VERSION_MINOR * 100 +
+                                      PGF_VERSION_PATCH);
     /* Status numbers are gRPC's. */
     CHECK_INT(PGF_STATUS_INVALID_ARGUMENT, 3);
     CHECK_INT(PGF_STATUS_UNIMPLEMENTED, 12);

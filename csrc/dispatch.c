@@ -1,0 +1,87 @@
+/* Handler registrations' lifetimes and the dispatch of calls to them. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+/* ------------------------------------------------------------- handlers */
+
+pgf_handler *pgf__handler_new(pgf_handler_fn fn, void *data,
+                              pgf_release_fn release, int kind) {
+    pgf_handler *h = malloc(sizeof(*h));
+    if (h == NULL)
+        return NULL;
+    h->refs = 1;
+    h->fn = fn;
+    h->data = data;
+    h->release = release;
+    h->kind = kind;
+    pgf__live_add(PGF_LIVE_HANDLERS, 1);
+    return h;
+}
+
+void pgf__handler_ref(pgf_handler *h) { pgf__ref(&h->refs); }
+
+void pgf__handler_unref(pgf_handler *h) {
+    if (h && pgf__unref(&h->refs)) {
+        if (h->release)
+            h->release(h->data);
+        free(h);
+        pgf__live_add(PGF_LIVE_HANDLERS, -1);
+    }
+}
+
+/* ------------------------------------------------------------ dispatch */
+
+static void finish_unimplemented(pgf_call *call, int service_known) {
+    const pgf_name *svc = pgf_call_service(call);
+    const pgf_name *method = pgf_call_method(call);
+    char msg[512];
+    int n;
+    if (service_known)
+        n = snprintf(msg, sizeof(msg), "unknown method %s for service %s",
+                     pgf_name_str(method), pgf_name_str(svc));
+    else
+        n = snprintf(msg, sizeof(msg), "unknown service %s",
+                     pgf_name_str(svc));
+    if (n < 0)
+        n = 0;
+    if ((size_t)n >= sizeof(msg))
+        n = sizeof(msg) - 1;
+    pgf_call_finish(call, PGF_STATUS_UNIMPLEMENTED, msg, (size_t)n);
+}
+
+int pgf_dispatch_async(pgf_registry *reg, pgf_call *call, pgf_done_fn done,
+                       void *user_data) {
+    if (reg == NULL || call == NULL)
+        return PGF_EINVAL;
+    int rc = pgf__call_begin_dispatch(call, done, user_data);
+    if (rc != PGF_OK)
+        return rc;
+    const pgf_name *svc = pgf_call_service(call);
+    const pgf_name *method = pgf_call_method(call);
+    int known = 0;
+    pgf_handler *h = pgf__registry_lookup(reg, pgf_name_str(svc),
+                                          pgf_name_len(svc),
+                                          pgf_name_str(method),
+                                          pgf_name_len(method), &known);
+    if (h == NULL) {
+        finish_unimplemented(call, known);
+        return PGF_OK;
+    }
+    /* The call drops its reference at finish; this one keeps the handler
+     * data alive until fn has returned, even if fn finishes the call. */
+    pgf__handler_ref(h);
+    pgf__call_set_handler(call, h);
+    h->fn(h->data, call);
+    pgf__handler_unref(h);
+    return PGF_OK;
+}
+
+int pgf_dispatch(pgf_registry *reg, pgf_call *call) {
+    int rc = pgf_dispatch_async(reg, call, NULL, NULL);
+    if (rc != PGF_OK)
+        return rc;
+    pgf__call_wait(call);
+    return PGF_OK;
+}

@@ -1,0 +1,312 @@
+/* Streams on a call: pulled reads, back-pressured writes, initial metadata.
+ * The protocol is described in pygrpc_ffi.h ("streams"). */
+#include "internal.h"
+
+#include <stdlib.h>
+
+static int call_over(const pgf_call *c) { return c->finished || c->cancelled; }
+
+int pgf_call_set_stream(pgf_call *call, pgf_stream_fn fn, void *host_data) {
+    if (call == NULL || fn == NULL)
+        return PGF_EINVAL;
+    pthread_mutex_lock(&call->mu);
+    int rc = PGF_ESTATE;
+    if (!call->dispatched) {
+        call->stream_fn = fn;
+        call->stream_data = host_data;
+        rc = PGF_OK;
+    }
+    pthread_mutex_unlock(&call->mu);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- reads */
+
+pgf_read_fn pgf__stream_take_read(pgf_call *call, void **ud) {
+    if (!call->read_pending)
+        return NULL;
+    call->read_pending = 0;
+    *ud = call->read_ud;
+    pgf_read_fn cb = call->read_cb;
+    call->read_cb = NULL;
+    call->read_ud = NULL;
+    return cb;
+}
+
+int pgf_call_read(pgf_call *call, pgf_read_fn cb, void *user_data) {
+    if (call == NULL || cb == NULL)
+        return PGF_EINVAL;
+    pthread_mutex_lock(&call->mu);
+    if (call->read_pending) {
+        pthread_mutex_unlock(&call->mu);
+        return PGF_ESTATE;
+    }
+    if (call_over(call)) {
+        pthread_mutex_unlock(&call->mu);
+        return PGF_ECANCELLED;
+    }
+    /* A request set by the host is the whole request stream. */
+    if (call->request_set || call->stream_fn == NULL) {
+        int first = !call->request_read;
+        call->request_read = 1;
+        pgf_message *msg = NULL;
+        if (first) {
+            msg = call->request_msg
+                      ? pgf_message_ref(call->request_msg)
+                      /* lent bytes: valid until finish, like the request */
+                      : pgf_message_new(call->request, call->request_len,
+                                        NULL, NULL);
+        }
+        pthread_mutex_unlock(&call->mu);
+        if (first && msg == NULL)
+            return PGF_ENOMEM;
+        cb(call, first ? PGF_OK : PGF_EOF, msg, user_data);
+        return PGF_OK;
+    }
+    if (call->requests_ended) {
+        pthread_mutex_unlock(&call->mu);
+        cb(call, PGF_EOF, NULL, user_data);
+        return PGF_OK;
+    }
+    call->read_pending = 1;
+    call->read_cb = cb;
+    call->read_ud = user_data;
+    pgf_stream_fn fn = call->stream_fn;
+    void *host_data = call->stream_data;
+    pthread_mutex_unlock(&call->mu);
+    fn(call, PGF_EVENT_READ, host_data);
+    return PGF_OK;
+}
+
+int pgf_call_push_request(pgf_call *call, pgf_message *msg) {
+    if (call == NULL) {
+        pgf_message_unref(msg);
+        return PGF_EINVAL;
+    }
+    pthread_mutex_lock(&call->mu);
+    void *ud = NULL;
+    pgf_read_fn cb = pgf__stream_take_read(call, &ud);
+    if (cb != NULL && msg == NULL)
+        call->requests_ended = 1;
+    pthread_mutex_unlock(&call->mu);
+    if (cb == NULL) {
+        pgf_message_unref(msg);
+        return PGF_ESTATE;
+    }
+    cb(call, msg ? PGF_OK : PGF_EOF, msg, ud);
+    return PGF_OK;
+}
+
+/* A blocking operation's result, filled in by its callback. */
+typedef struct waiter {
+    int done;
+    int result;
+    pgf_message *msg;
+} waiter;
+
+static void wake(pgf_call *call, waiter *w, int result, pgf_message *msg) {
+    pthread_mutex_lock(&call->mu);
+    w->result = result;
+    w->msg = msg;
+    w->done = 1;
+    pthread_cond_broadcast(&call->cv);
+    pthread_mutex_unlock(&call->mu);
+}
+
+static void wait_for(pgf_call *call, waiter *w) {
+    pthread_mutex_lock(&call->mu);
+    while (!w->done)
+        pthread_cond_wait(&call->cv, &call->mu);
+    pthread_mutex_unlock(&call->mu);
+}
+
+static void read_woken(pgf_call *call, int result, pgf_message *msg,
+                       void *ud) {
+    wake(call, ud, result, msg);
+}
+
+int pgf_call_read_wait(pgf_call *call, pgf_message **msg) {
+    if (msg)
+        *msg = NULL;
+    if (call == NULL || msg == NULL)
+        return PGF_EINVAL;
+    waiter w = {0, 0, NULL};
+    int rc = pgf_call_read(call, read_woken, &w);
+    if (rc != PGF_OK)
+        return rc;
+    wait_for(call, &w);
+    *msg = w.msg;
+    return w.result;
+}
+
+/* --------------------------------------------------------------- writes */
+
+/* With mu held: takes a write the host has not taken yet. */
+static pgf_write_fn take_queued_write(pgf_call *call, void **ud,
+                                      pgf_owned_buffer **owner) {
+    if (call->write_state != PGF__WRITE_QUEUED)
+        return NULL;
+    call->write_state = PGF__WRITE_NONE;
+    *ud = call->write_ud;
+    *owner = call->write_owner;
+    pgf_write_fn cb = call->write_cb;
+    call->write_owner = NULL;
+    call->write_cb = NULL;
+    call->write_ud = NULL;
+    call->write_data = NULL;
+    call->write_len = 0;
+    return cb;
+}
+
+int pgf_call_write(pgf_call *call, const uint8_t *data, size_t len,
+                   pgf_release_fn release, void *ctx, pgf_write_fn cb,
+                   void *user_data) {
+    if (call == NULL || cb == NULL || (data == NULL && len != 0)) {
+        if (release)
+            release(ctx);
+        return PGF_EINVAL;
+    }
+    pgf_owned_buffer *owner = NULL;
+    if (release != NULL) {
+        owner = pgf__owned_buffer_new(release, ctx);
+        if (owner == NULL)
+            return PGF_ENOMEM;
+    }
+    pthread_mutex_lock(&call->mu);
+    int rc = PGF_OK;
+    if (call->stream_fn == NULL || call->write_state != PGF__WRITE_NONE ||
+        call->finished)
+        rc = PGF_ESTATE;
+    else if (call->cancelled)
+        rc = PGF_ECANCELLED;
+    if (rc != PGF_OK) {
+        pthread_mutex_unlock(&call->mu);
+        if (owner)
+            pgf__owned_buffer_release(owner);
+        return rc;
+    }
+    call->write_state = PGF__WRITE_QUEUED;
+    call->write_data = data;
+    call->write_len = len;
+    call->write_owner = owner;
+    call->write_cb = cb;
+    call->write_ud = user_data;
+    __atomic_store_n(&call->initial_md_ready, 1, __ATOMIC_RELEASE);
+    pgf_stream_fn fn = call->stream_fn;
+    void *host_data = call->stream_data;
+    pthread_mutex_unlock(&call->mu);
+    fn(call, PGF_EVENT_WRITE, host_data);
+    return PGF_OK;
+}
+
+int pgf_call_take_write(pgf_call *call, const uint8_t **data, size_t *len,
+                        pgf_release_fn *release, void **ctx,
+                        unsigned *flags) {
+    if (call == NULL || data == NULL || len == NULL || release == NULL ||
+        ctx == NULL)
+        return PGF_EINVAL;
+    *data = NULL;
+    *len = 0;
+    *release = NULL;
+    *ctx = NULL;
+    if (flags)
+        *flags = 0;
+    pthread_mutex_lock(&call->mu);
+    if (call->write_state != PGF__WRITE_QUEUED) {
+        pthread_mutex_unlock(&call->mu);
+        return PGF_ENOTFOUND;
+    }
+    call->write_state = PGF__WRITE_TAKEN;
+    *data = call->write_data;
+    *len = call->write_len;
+    if (call->write_owner) {
+        *release = pgf__owned_buffer_release;
+        *ctx = call->write_owner;
+        call->write_owner = NULL;
+    }
+    pthread_mutex_unlock(&call->mu);
+    return PGF_OK;
+}
+
+int pgf_call_write_done(pgf_call *call, int ok) {
+    if (call == NULL)
+        return PGF_EINVAL;
+    pthread_mutex_lock(&call->mu);
+    if (call->write_state != PGF__WRITE_TAKEN) {
+        pthread_mutex_unlock(&call->mu);
+        return PGF_ESTATE;
+    }
+    call->write_state = PGF__WRITE_NONE;
+    pgf_write_fn cb = call->write_cb;
+    void *ud = call->write_ud;
+    call->write_cb = NULL;
+    call->write_ud = NULL;
+    call->write_data = NULL;
+    call->write_len = 0;
+    pthread_mutex_unlock(&call->mu);
+    cb(call, ok ? PGF_OK : PGF_ECANCELLED, ud);
+    return PGF_OK;
+}
+
+static void write_woken(pgf_call *call, int result, void *ud) {
+    wake(call, ud, result, NULL);
+}
+
+int pgf_call_write_wait(pgf_call *call, const uint8_t *data, size_t len,
+                        pgf_release_fn release, void *ctx) {
+    waiter w = {0, 0, NULL};
+    int rc = pgf_call_write(call, data, len, release, ctx, write_woken, &w);
+    if (rc != PGF_OK)
+        return rc;
+    wait_for(call, &w);
+    return w.result;
+}
+
+/* ----------------------------------------------------- initial metadata */
+
+int pgf_call_send_initial_metadata(pgf_call *call) {
+    if (call == NULL)
+        return PGF_EINVAL;
+    pthread_mutex_lock(&call->mu);
+    int already = call->initial_md_ready;
+    __atomic_store_n(&call->initial_md_ready, 1, __ATOMIC_RELEASE);
+    pgf_stream_fn fn = call->finished ? NULL : call->stream_fn;
+    void *host_data = call->stream_data;
+    pthread_mutex_unlock(&call->mu);
+    if (!already && fn)
+        fn(call, PGF_EVENT_INITIAL_METADATA, host_data);
+    return PGF_OK;
+}
+
+int pgf_call_initial_metadata_ready(const pgf_call *call) {
+    return call ? __atomic_load_n(&call->initial_md_ready, __ATOMIC_ACQUIRE)
+                : 0;
+}
+
+/* ---------------------------------------------------- cancel and free */
+
+void pgf__stream_cancel_locked(pgf_call *call, pgf__cancelled_ops *ops) {
+    ops->read_cb = pgf__stream_take_read(call, &ops->read_ud);
+    ops->write_cb = take_queued_write(call, &ops->write_ud, &ops->write_owner);
+}
+
+void pgf__stream_cancel_run(pgf_call *call, pgf__cancelled_ops *ops) {
+    if (ops->read_cb)
+        ops->read_cb(call, PGF_ECANCELLED, NULL, ops->read_ud);
+    if (ops->write_owner)
+        pgf__owned_buffer_release(ops->write_owner);
+    if (ops->write_cb)
+        ops->write_cb(call, PGF_ECANCELLED, ops->write_ud);
+}
+
+void pgf__stream_drop(pgf_call *call) {
+    /* The last reference is gone: nobody can complete these any more. */
+    pgf__cancelled_ops ops = {0};
+    pgf__stream_cancel_locked(call, &ops);
+    if (call->write_state == PGF__WRITE_TAKEN) {
+        ops.write_cb = call->write_cb;
+        ops.write_ud = call->write_ud;
+        call->write_state = PGF__WRITE_NONE;
+    }
+    pgf__stream_cancel_run(call, &ops);
+}
