@@ -138,10 +138,11 @@ pgf_registry *pgf_default_registry(void) {
 static int add(pgf_registry *reg, const char *svc, size_t svc_len,
                const char *method, size_t method_len, int kind,
                pgf_handler_fn fn, void *data, pgf_release_fn release) {
-    if (reg == NULL || fn == NULL || !valid_part(svc, svc_len) ||
+    /* Lengths first: a key of both parts must be computable. */
+    if (svc_len > ((size_t)-1 - 2) / 2 || method_len > ((size_t)-1 - 2) / 2 ||
+        reg == NULL || fn == NULL || !valid_part(svc, svc_len) ||
         (method != NULL && !valid_part(method, method_len)) ||
-        kind < PGF_KIND_UNARY || kind > PGF_KIND_BIDI_STREAMING ||
-        svc_len > ((size_t)-1 - 2) / 2 || method_len > ((size_t)-1 - 2) / 2) {
+        kind < PGF_KIND_UNARY || kind > PGF_KIND_BIDI_STREAMING) {
         if (release)
             release(data);
         return PGF_EINVAL;
