@@ -464,9 +464,17 @@ int pgf_call_finish(pgf_call *call, int code, const char *msg, size_t len) {
         free(copy);
         return PGF_ESTATE;
     }
-    while (call->cancel_running &&
-           !pthread_equal(call->cancel_thread, pthread_self()))
+    /* No callback of a cancellation, and no stream_fn call (its host_data
+     * may be freed once done ran), may still run on another thread. */
+    while ((call->cancel_running &&
+            !pthread_equal(call->cancel_thread, pthread_self())) ||
+           pgf__stream_fn_elsewhere(call))
         pthread_cond_wait(&call->cv, &call->mu);
+    if (call->finished) { /* another thread finished it meanwhile */
+        pthread_mutex_unlock(&call->mu);
+        free(copy);
+        return PGF_ESTATE;
+    }
     call->status = code;
     call->message = copy;
     call->message_len = copy ? len : 0;

@@ -390,7 +390,12 @@ typedef void (*pgf_write_fn)(pgf_call *call, int result, void *user_data);
 
 /* Makes the call a stream served by fn (before dispatch; PGF_ESTATE after).
  * Without it, reads give the request set with pgf_call_set_request(_message)
- * and writes return PGF_ESTATE. */
+ * and writes return PGF_ESTATE.  host_data must stay valid until the done
+ * callback of pgf_dispatch_async has run: fn is never called once the call
+ * is finished, and pgf_call_finish waits for a call of fn in progress on
+ * another thread to return before it runs the done callback (one on its own
+ * thread -- fn completed an operation whose callback finished the call --
+ * is not waited for). */
 PGF_API int pgf_call_set_stream(pgf_call *call, pgf_stream_fn fn,
                                 void *host_data);
 /* After PGF_EVENT_READ: hands over the next request message (the reference
