@@ -23,6 +23,9 @@ extern "Python" void _pgf_py_release_handler(void *);
 extern "Python" void _pgf_py_release_buffer(void *);
 extern "Python" void _pgf_py_call_done(pgf_call *, void *);
 extern "Python" void _pgf_py_cancel(pgf_call *, void *);
+extern "Python" void _pgf_py_stream_event(pgf_call *, int, void *);
+extern "Python" void _pgf_py_read_done(pgf_call *, int, pgf_message *, void *);
+extern "Python" void _pgf_py_write_done(pgf_call *, int, void *);
 """
 
 
@@ -51,7 +54,11 @@ def cdef_from_header(text: str) -> str:
 # finished in one.
 HELPERS_CDEF = """
 typedef struct { const uint8_t *data; size_t len; } _pgf_bytes;
+typedef struct { const uint8_t *data; size_t len; pgf_message *msg; } _pgf_request;
 _pgf_bytes _pgf_request_bytes(const pgf_call *call);
+_pgf_request _pgf_request_of(const pgf_call *call);
+_pgf_bytes _pgf_message_bytes(const pgf_message *msg);
+void _pgf_message_unref_with(pgf_message *msg, void *unused);
 int _pgf_finish_ok(pgf_call *call, const uint8_t *data, size_t len,
                    pgf_release_fn release, void *ctx);
 """
@@ -62,6 +69,26 @@ static _pgf_bytes _pgf_request_bytes(const pgf_call *call) {
     _pgf_bytes b;
     pgf_call_request(call, &b.data, &b.len);
     return b;
+}
+typedef struct { const uint8_t *data; size_t len; pgf_message *msg; } _pgf_request;
+/* The request's bytes and a new reference to its message (NULL when the
+ * host lent the bytes: then they must be copied). */
+static _pgf_request _pgf_request_of(const pgf_call *call) {
+    _pgf_request r;
+    pgf_call_request(call, &r.data, &r.len);
+    r.msg = pgf_call_request_message(call);
+    return r;
+}
+static _pgf_bytes _pgf_message_bytes(const pgf_message *msg) {
+    _pgf_bytes b;
+    b.data = pgf_message_data(msg, &b.len);
+    return b;
+}
+/* ffi.gc calls its destructor with the collected pointer: this one drops
+ * the message bound to it with functools.partial instead. */
+static void _pgf_message_unref_with(pgf_message *msg, void *unused) {
+    (void)unused;
+    pgf_message_unref(msg);
 }
 /* Sets the response (if any) and finishes the call OK; if the response
  * cannot be kept (it is released then), the call fails instead. */

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from . import _runtime
+from ._local_host import new_message
 from ._native import ffi, lib
 from .metadata import Metadata, MetadataValue
 from .service import CallResult
@@ -33,8 +34,10 @@ def new_call(path: str, payload: Any, metadata: Any = (), *, timeout: float | No
     if call == ffi.NULL:
         raise ValueError(f"invalid method path {path!r}")
     try:
-        buf = ffi.from_buffer(payload)
-        lib.pgf_call_set_request(call, buf, len(buf))
+        # Owned by the call: a view the handler keeps stays valid.
+        buf = None
+        if lib.pgf_call_set_request_message(call, new_message(payload)) != lib.PGF_OK:
+            raise MemoryError("cannot set the request")
         for key, value in metadata or ():
             key_b = key.encode("latin-1") if isinstance(key, str) else bytes(key)
             value_b = _encode_value(value)

@@ -3,7 +3,8 @@
 C calls ``_pgf_py_handle`` with a handler's registration data and a call; the
 handler's answer (or exception) is written back to the call and the call is
 finished.  ``async def`` handlers run on the package's event-loop thread and
-finish their call from there.
+finish their call from there.  Streaming handlers run in :mod:`._streams`;
+requests are read in :mod:`._requests`, answers written in :mod:`._answers`.
 """
 
 from __future__ import annotations
@@ -16,57 +17,46 @@ import types
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import _loop
+from . import _loop, _streams
+from ._answers import (
+    INTERNAL_MESSAGE,
+    InvalidResponse,
+    finish,
+    finish_error,
+    finish_ok,
+)
+from ._handles import handles
 from ._native import ffi, lib
-from .errors import GrpcError, status_for_exception
-from .metadata import Metadata, MetadataLike, MetadataValue, encode_entry, is_binary_key, iter_pairs
-from .request import _LAZY, GrpcRequest
+from ._requests import decode_name, make_request, read_metadata, release_request
+from .request import GrpcRequest
 from .response import GrpcResponse
 from .status import StatusCode
 
-_log = logging.getLogger("pygrpc_ffi")
+__all__ = ["INTERNAL_MESSAGE", "Binding", "InvalidResponse", "handles", "live_objects",
+           "make_request", "on_shutdown", "read_metadata", "run", "shutdown"]
 
-NO_DEADLINE = 2**63 - 1
-INTERNAL_MESSAGE = "Internal server error"
+_log = logging.getLogger("pygrpc_ffi")
+_decode_name = decode_name  # the name other modules knew it by
+_finish = finish
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
-class _Handles:
-    """Keeps objects whose handles C holds, until C gives the handle back.
-
-    Keyed by the handle itself: cffi pointers hash and compare by address, so
-    the ``void *`` that C hands back finds its entry without a cast.
-    """
-
-    def __init__(self) -> None:
-        self._items: dict[Any, Any] = {}
-
-    def add(self, obj: object) -> Any:
-        handle = ffi.new_handle(obj)
-        self._items[handle] = handle
-        return handle
-
-    def pop(self, ptr: Any) -> Any:
-        return ffi.from_handle(self._items.pop(ptr))
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-handles = _Handles()
-
-
 class Binding:
-    """A handler as registered: what C's handler data points at."""
+    """A handler as registered: what C's handler data points at.  ``kind``
+    is the method's PGF_KIND_*; ``is_async`` says whether a streaming handler
+    runs on the event loop (unary ones are told by what they return)."""
 
-    __slots__ = ("expose_exceptions", "fn", "name")
+    __slots__ = ("expose_exceptions", "fn", "is_async", "kind", "name")
 
     def __init__(
-        self, fn: Callable[[GrpcRequest], Any], name: str, expose_exceptions: bool
+        self, fn: Callable[[Any], Any], name: str, expose_exceptions: bool,
+        kind: int = 0, is_async: bool = False,
     ) -> None:
         self.fn = fn
         self.name = name
         self.expose_exceptions = expose_exceptions
+        self.kind = kind
+        self.is_async = is_async
 
 
 class _AsyncCall:
@@ -88,249 +78,20 @@ class _AsyncCall:
             self.future.cancel()
 
 
-# ------------------------------------------------------------------ request
-
-
-_names: dict[bytes, str] = {}  # decoded service and method names
-
-
-def _decode_name(name: Any) -> str:
-    raw = ffi.string(lib.pgf_name_str(name))
-    text = _names.get(raw)
-    if text is None:
-        text = raw.decode("utf-8", "replace")
-        if len(_names) < 4096:  # bounded: clients choose method names
-            _names[raw] = text
-    return text
-
-
-def read_metadata(md: Any) -> Metadata:
-    """The entries of a C metadata list."""
-    count = lib.pgf_metadata_count(md)
-    pairs: list[tuple[str, MetadataValue]] = []
-    if count:
-        key_p = ffi.new("const char **")
-        key_len = ffi.new("size_t *")
-        value_p = ffi.new("const uint8_t **")
-        value_len = ffi.new("size_t *")
-        for i in range(count):
-            lib.pgf_metadata_get(md, i, key_p, key_len, value_p, value_len)
-            key = ffi.unpack(key_p[0], key_len[0]).decode("latin-1")
-            raw = ffi.buffer(value_p[0], value_len[0])[:]
-            pairs.append((key, raw if is_binary_key(key) else raw.decode("latin-1")))
-    return Metadata._from_pairs(pairs)
-
-
-class _CallReader:
-    """Reads a request's fields from its call when they are first used."""
-
-    @staticmethod
-    def metadata(call: Any) -> Metadata:
-        return read_metadata(lib.pgf_call_request_metadata(call))
-
-    @staticmethod
-    def service_name(call: Any) -> str:
-        return _decode_name(lib.pgf_call_service(call))
-
-    @staticmethod
-    def method_name(call: Any) -> str:
-        return _decode_name(lib.pgf_call_method(call))
-
-    @staticmethod
-    def deadline(call: Any) -> float | None:
-        deadline = lib.pgf_call_deadline(call)
-        return None if deadline == NO_DEADLINE else deadline / 1e9
-
-    @staticmethod
-    def peer(call: Any) -> str:
-        peer = lib.pgf_call_peer(call, ffi.NULL)
-        return ffi.string(peer).decode("utf-8", "replace") if peer[0] != b"\0" else ""
-
-
-_reader = _CallReader()
-_new_request = GrpcRequest.__new__
-
-
-def make_request(call: Any) -> GrpcRequest:
-    """A GrpcRequest viewing the call's payload without a copy.  Its other
-    fields are read from the call when first used (see request._LAZY)."""
-    request = _new_request(GrpcRequest)
-    request._service_name = request._method_name = request._deadline = request._peer = _LAZY
-    raw = lib._pgf_request_bytes(call)
-    size = raw.len
-    if size:
-        request.payload = memoryview(ffi.buffer(raw.data, size)).toreadonly()
-    else:
-        request.payload = memoryview(b"")
-    request._metadata = None
-    request._call = call
-    request._reader = _reader
-    return request
-
-
-def own_answer(result: Any, request: GrpcRequest) -> Any:
-    """The handler's answer, with the request's own payload view (an echo)
-    replaced by a copy: the view ends with the call, the answer outlives it."""
-    view = request.payload
-    if result is view:
-        return view.tobytes()
-    if type(result) is GrpcResponse and result.payload is view:
-        result.payload = view.tobytes()
-    return result
-
-
-def release_request(request: GrpcRequest, binding: Binding, outlives: bool = True) -> None:
-    """Ends the request's access to host memory, before the call finishes.
-    ``outlives``: the request may be used after the call (unless the caller
-    knows that nothing else holds it), so its lazy fields are read now."""
-    if outlives:
-        request._read_lazy_fields()
-    request._reader = None
-    request._call = None
-    view = request.payload
-    exporter = view.obj
-    try:
-        view.release()
-    except BufferError:
-        _log.error(
-            "handler %s left a buffer exported from request.payload; copy it with bytes()",
-            binding.name,
-        )
-        return
-    # A view sliced from the payload survives the release: warn, it cannot be revoked.
-    if type(exporter) is not bytes and sys.getrefcount(exporter) > 2:
-        _log.error(
-            "handler %s kept a view of request.payload past the call; copy it with bytes()",
-            binding.name,
-        )
-
-
-# ----------------------------------------------------------------- response
-
-
-class InvalidResponse(Exception):
-    """A handler's answer that cannot be sent."""
-
-
-def _payload_of(result: Any) -> Any:
-    if isinstance(result, _BYTES_LIKE):
-        return result
-    serialize = getattr(result, "SerializeToString", None)
-    if serialize is not None and callable(serialize):
-        return serialize()
-    raise InvalidResponse(
-        f"returned {type(result).__name__}; expected GrpcResponse, bytes-like or a protobuf message"
-    )
-
-
-def _add_metadata(call: Any, metadata: MetadataLike, add: Callable[..., int], what: str) -> None:
-    for key, value in iter_pairs(metadata):
-        try:
-            key_b, value_b = encode_entry(key, value)
-        except (TypeError, ValueError) as exc:
-            raise InvalidResponse(f"invalid {what} metadata: {exc}") from None
-        if add(call, key_b, len(key_b), value_b, len(value_b)) != 0:
-            raise InvalidResponse(f"invalid {what} metadata {key!r}: {value!r}")
-
-
-_from_buffer = ffi.from_buffer
-_release_buffer = lib._pgf_py_release_buffer
-
-
-def set_response(call: Any, result: Any) -> None:
-    """Writes a handler's return value into the call, or InvalidResponse.
-    (A plain ``bytes`` answer takes the shorter way in :func:`finish_ok`.)"""
-    compress = False
-    if isinstance(result, GrpcResponse):
-        payload = _payload_of(result.payload)
-        _add_metadata(call, result.metadata, lib.pgf_call_add_initial_metadata, "initial")
-        _add_metadata(call, result.trailers, lib.pgf_call_add_trailing_metadata, "trailing")
-        compress = result.compress
-    else:
-        payload = _payload_of(result)
-    try:
-        buf = ffi.from_buffer(payload)
-    except (TypeError, ValueError) as exc:
-        raise InvalidResponse(f"payload cannot be sent: {exc}") from None
-    if compress:
-        lib.pgf_call_set_compress_response(call, 1)
-    if len(buf):
-        # The host sends the handler's own bytes; they live until it releases them.
-        lib.pgf_call_set_response(call, buf, len(buf), _release_buffer, handles.add(buf))
-
-
-def finish_ok(call: Any, result: Any, binding: Binding) -> None:
-    if type(result) is bytes:  # the common answer, in one crossing into C
-        if result:
-            buf = _from_buffer(result)
-            lib._pgf_finish_ok(call, buf, len(result), _release_buffer, handles.add(buf))
-        else:
-            lib._pgf_finish_ok(call, ffi.NULL, 0, ffi.NULL, ffi.NULL)
-        return
-    try:
-        set_response(call, result)
-    except InvalidResponse as exc:
-        _log.error("handler %s %s; the call fails with INTERNAL", binding.name, exc)
-        lib.pgf_call_reset_response(call)
-        _finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
-        return
-    except Exception:  # e.g. metadata that is not iterable, a failing SerializeToString
-        _log.exception("handler %s returned a %s that cannot be sent; the call fails with "
-                       "INTERNAL", binding.name, type(result).__name__)
-        lib.pgf_call_reset_response(call)
-        _finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
-        return
-    lib.pgf_call_finish(call, 0, ffi.NULL, 0)
-
-
-def _finish(call: Any, code: int, message: str) -> None:
-    raw = message.encode("utf-8", "replace")
-    lib.pgf_call_finish(call, int(code), raw, len(raw))
-
-
-def finish_error(call: Any, exc: BaseException, binding: Binding) -> None:
-    """Finishes the call with the status an exception maps to."""
-    code = status_for_exception(exc)
-    lib.pgf_call_reset_response(call)
-    if isinstance(exc, GrpcError):
-        try:
-            details = exc.details_bytes()
-            _add_metadata(call, exc.trailers, lib.pgf_call_add_trailing_metadata, "trailing")
-        except (InvalidResponse, TypeError) as bad:
-            _log.error("handler %s raised %r with %s; the call fails with INTERNAL",
-                       binding.name, exc, bad)
-            lib.pgf_call_reset_response(call)
-            _finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
-            return
-        if details:
-            lib.pgf_call_set_status_details(call, details, len(details))
-        _finish(call, code, exc.message)
-        return
-    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-        _log.error("handler %s raised %s; only its call fails (%s)", binding.name,
-                   type(exc).__name__, code.name, exc_info=exc)
-        _finish(call, code, f"handler interrupted by {type(exc).__name__}")
-        return
-    if code is StatusCode.INTERNAL:
-        _log.error("handler %s raised an unexpected exception", binding.name, exc_info=exc)
-        message = f"{type(exc).__name__}: {exc}" if binding.expose_exceptions else INTERNAL_MESSAGE
-    else:
-        _log.debug("handler %s raised %r, sent as %s", binding.name, exc, code.name)
-        message = str(exc)
-    _finish(call, code, message)
-
-
 # ------------------------------------------------------------ running calls
 
 
 def run(binding: Binding, call: Any) -> None:
     """Runs a handler on a call; an awaitable result continues on the loop."""
+    if binding.kind:
+        _streams.run(binding, call)
+        return
     request = make_request(call)
     refs = sys.getrefcount(request)  # only this frame's: compared after the handler
     try:
         result = binding.fn(request)
     except BaseException as exc:
-        release_request(request, binding)
+        release_request(request)
         finish_error(call, exc, binding)
         return
     if type(result) is not bytes and (
@@ -341,8 +102,7 @@ def run(binding: Binding, call: Any) -> None:
     # Any reference the handler kept (stored request, closure, thread, frame)
     # shows in the count: then the request outlives the call.
     outlives = sys.getrefcount(request) != refs
-    result = own_answer(result, request)
-    release_request(request, binding, outlives)
+    release_request(request, outlives)
     finish_ok(call, result, binding)
 
 
@@ -381,9 +141,7 @@ async def _drive(pending: _AsyncCall, awaitable: Any) -> None:
 def _end_async(pending: _AsyncCall, exc: BaseException | None, result: Any) -> None:
     call, binding = pending.call, pending.binding
     try:
-        if exc is None:
-            result = own_answer(result, pending.request)
-        release_request(pending.request, binding)
+        release_request(pending.request)
         if exc is not None:
             finish_error(call, exc, binding)
         else:
@@ -396,6 +154,7 @@ def _end_async(pending: _AsyncCall, exc: BaseException | None, result: Any) -> N
     finally:
         # Once finished, C never runs the cancel callback again.
         handles.pop(pending.handle)
+        pending.handle = None  # a handle keeps its object: no cycle
         lib.pgf_call_unref(call)
 
 
@@ -443,18 +202,34 @@ def _pgf_py_call_done(call: Any, user_data: Any) -> None:
     ffi.from_handle(user_data).done(call)
 
 
+@_extern
+def _pgf_py_stream_event(call: Any, event: int, user_data: Any) -> None:
+    ffi.from_handle(user_data).event(call, event)
+
+
+@_extern
+def _pgf_py_read_done(call: Any, result: int, msg: Any, user_data: Any) -> None:
+    _streams.complete_read(result, msg, user_data)
+
+
+@_extern
+def _pgf_py_write_done(call: Any, result: int, user_data: Any) -> None:
+    _streams.complete_write(result, user_data)
+
+
 # ---------------------------------------------------------------- lifetime
 
 
 def live_objects() -> dict[str, int]:
-    """How many C objects are alive: names, handlers, calls, registries, and
-    response buffers not yet released by their host."""
+    """How many C objects are alive: names, handlers, calls, registries,
+    response buffers not yet released by their host, and request messages."""
     return {
         "names": lib.pgf_live_count(lib.PGF_LIVE_NAMES),
         "handlers": lib.pgf_live_count(lib.PGF_LIVE_HANDLERS),
         "calls": lib.pgf_live_count(lib.PGF_LIVE_CALLS),
         "registries": lib.pgf_live_count(lib.PGF_LIVE_REGISTRIES),
         "buffers": lib.pgf_live_count(lib.PGF_LIVE_BUFFERS),
+        "messages": lib.pgf_live_count(lib.PGF_LIVE_MESSAGES),
     }
 
 

@@ -170,6 +170,7 @@ class _CancelHook:
             self.context._run_callbacks()
         finally:
             _runtime.handles.pop(self.handle)
+            self.handle = None  # a handle keeps its object: no cycle
 
 
 class _Probe:
@@ -333,6 +334,7 @@ class _ContextBase:
         # If the call is already cancelled, C runs the hook right here.
         if lib.pgf_call_on_cancel(self._call, lib._pgf_py_cancel, hook.handle) != lib.PGF_OK:
             _runtime.handles.pop(hook.handle)  # finished: C will never run it
+            hook.handle = None  # a handle keeps its object: no cycle
             self._hook = None
 
     def _detach_cancel_hook(self) -> None:
@@ -352,6 +354,7 @@ class _ContextBase:
             local.probing = False
         if rc == lib.PGF_OK and not local.hit:
             _runtime.handles.pop(hook.handle)
+            hook.handle = None  # a handle keeps its object: no cycle
 
     def _run_callbacks(self) -> None:
         with self._lock:

@@ -22,16 +22,18 @@ _LAZY: Any = _Lazy()
 
 
 class GrpcRequest:
-    """One unary request.
+    """One request message and the call it belongs to.
 
-    ``payload`` is a read-only memoryview over the host's bytes, valid while
-    the handler runs and released afterwards (``bytes(request.payload)``
-    keeps a copy).  ``metadata`` is the client's metadata; ``deadline`` the
-    absolute deadline in ``time.time()`` seconds, or None.
+    ``payload`` is a read-only memoryview over the host's bytes, without a
+    copy; it (and any slice or export of it) keeps those bytes alive for as
+    long as it is referenced, so it is safe to keep.  ``metadata`` is the
+    client's metadata; ``deadline`` the absolute deadline in ``time.time()``
+    seconds, or None.  The messages of a request stream share the call's
+    fields.
     """
 
     __slots__ = ("_call", "_deadline", "_metadata", "_method_name", "_peer", "_reader",
-                 "_service_name", "payload")
+                 "_service_name", "_stream", "payload")
     _service_name: Any  # str or _LAZY, and so on
     _method_name: Any
     _deadline: Any
@@ -54,7 +56,8 @@ class GrpcRequest:
         self.peer = peer
         self._metadata: Metadata | None = Metadata(metadata)
         self._call: Any = None
-        self._reader: Any = None  # reads lazy fields from _call (see _runtime)
+        self._reader: Any = None  # reads lazy fields from _call (see _requests)
+        self._stream: Any = None  # the streaming call this message came from
 
     @property
     def service_name(self) -> str:
@@ -107,7 +110,7 @@ class GrpcRequest:
     def _read_lazy_fields(self) -> None:
         """Reads every field not read yet from the call, which must still be
         alive: for a request that outlives its call."""
-        for name in ("service_name", "method_name", "deadline", "peer"):
+        for name in ("service_name", "method_name", "deadline", "peer", "metadata"):
             getattr(self, name)
 
     @property
@@ -132,6 +135,8 @@ class GrpcRequest:
     def is_active(self) -> bool:
         """False once the client cancelled the call or its deadline passed;
         long-running handlers should check it (async ones are cancelled)."""
+        if self._stream is not None:
+            return bool(self._stream.is_active())
         if self._call is None:
             return False
         from ._native import lib

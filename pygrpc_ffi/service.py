@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 import weakref
@@ -11,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from . import _loop, _runtime
+from ._local_host import LocalStream, new_message
 from ._native import ffi, lib
+from ._streams import is_async_handler
 from .errors import GrpcError
 from .metadata import Metadata, MetadataLike, iter_pairs
 from .request import GrpcRequest
@@ -45,6 +48,9 @@ class CallResult:
     trailing_metadata: Metadata = field(default_factory=Metadata)
     details: bytes | None = None
 
+    messages: tuple[bytes, ...] = ()
+    """Every response message, in order (for unary answers: the payload)."""
+
     @property
     def ok(self) -> bool:
         return self.code is StatusCode.OK
@@ -68,6 +74,17 @@ def _handler_callable(handler: Any) -> tuple[Callable[[GrpcRequest], Any], str]:
     )
 
 
+def _supports(handler: Any, name: str) -> bool:
+    probe = getattr(handler, name, None)
+    return bool(probe()) if callable(probe) else False
+
+
+def _kind(request_streaming: bool, response_streaming: bool) -> int:
+    """The PGF_KIND_* of a method, from grpcio's two flags."""
+    return (int(lib.PGF_KIND_CLIENT_STREAMING) if request_streaming else 0) | (
+        int(lib.PGF_KIND_SERVER_STREAMING) if response_streaming else 0)
+
+
 def _encode(name: str, what: str) -> bytes:
     if not isinstance(name, str) or not name or "/" in name:
         raise ValueError(f"invalid {what} name {name!r}")
@@ -78,18 +95,24 @@ class _Waiter:
     """Completion of one call dispatched from Python.  The caller keeps its own
     reference to the call until it returns, so it can always cancel or read it."""
 
-    __slots__ = ("call", "event", "future", "handle", "keep", "loop")
+    __slots__ = ("call", "event", "future", "handle", "keep", "loop", "stream_handle")
 
     def __init__(self, call: Any, keep: Any) -> None:
         self.call = call
         self.keep = keep  # the request bytes, valid until the call is finished
         self.event = threading.Event()
         self.handle: Any = None
+        self.stream_handle: Any = None  # the call's LocalStream, if it streams
         self.loop: asyncio.AbstractEventLoop | None = None
         self.future: asyncio.Future[CallResult] | None = None
 
     def done(self, call: Any) -> None:
         _runtime.handles.pop(self.handle)
+        self.handle = None  # a handle keeps its object: no cycle
+        if self.stream_handle is not None:
+            # Finished: the handler asks its host for nothing more.
+            _runtime.handles.pop(self.stream_handle)
+            self.stream_handle = None
         # Never leave a buffer export in a reference cycle: the GC cannot clear it.
         self.keep = None
         if self.future is not None and self.loop is not None:
@@ -107,6 +130,17 @@ def _cancel_late(call: Any) -> bool:
     own answer stands).  The caller must hold a reference to the call."""
     lib.pgf_call_cancel(call)
     return bool(lib.pgf_call_is_cancelled(call))
+
+
+def _dispatch_on_thread(registry: Any, call: Any, waiter: _Waiter) -> None:
+    """Dispatches a call (reference owned) and wakes its waiter on failure."""
+    try:
+        rc = lib.pgf_dispatch_async(registry, call, lib._pgf_py_call_done, waiter.handle)
+        if rc != lib.PGF_OK:
+            lib.pgf_call_finish(call, int(StatusCode.INTERNAL), b"dispatch failed", 15)
+            waiter.done(call)
+    finally:
+        lib.pgf_call_unref(call)
 
 
 def _resolve(future: asyncio.Future[CallResult], result: CallResult) -> None:
@@ -161,36 +195,64 @@ class GrpcService:
 
     # ------------------------------------------------------------ registry
 
-    def _typed(self, fn: Callable[..., Any], request_type: Any,
-               response_type: Any) -> Callable[[GrpcRequest], Any]:
+    def _typed(self, fn: Callable[..., Any], request_type: Any, response_type: Any,
+               kind: int = 0) -> Callable[[Any], Any]:
         if request_type is None and response_type is None:
             return fn
+        if kind:
+            from .typed import typed_stream_handler
+
+            return typed_stream_handler(fn, request_type, response_type, kind)
         from .typed import typed_handler  # protobuf is needed only here
 
         return typed_handler(fn, request_type, response_type,
                              expose_exceptions=self.expose_exceptions)
 
-    def _binding(self, fn: Callable[[GrpcRequest], Any], name: str) -> Any:
-        binding = _runtime.Binding(fn, name, self.expose_exceptions)
+    def _binding(self, fn: Callable[[Any], Any], name: str, kind: int = 0,
+                 is_async: bool = False) -> Any:
+        binding = _runtime.Binding(fn, name, self.expose_exceptions, kind, is_async)
         return _runtime.handles.add(binding)
 
+    def _register(self, svc: bytes, method: bytes | None, kind: int, fn: Callable[..., Any],
+                  name: str, is_async: bool) -> int:
+        if kind == lib.PGF_KIND_UNARY and method is not None:
+            return int(lib.pgf_registry_register_method(
+                self._registry, svc, len(svc), method, len(method), lib._pgf_py_handle,
+                self._binding(fn, name), lib._pgf_py_release_handler))
+        if kind == lib.PGF_KIND_UNARY:
+            return int(lib.pgf_registry_register_service(
+                self._registry, svc, len(svc), lib._pgf_py_handle, self._binding(fn, name),
+                lib._pgf_py_release_handler))
+        return int(lib.pgf_registry_register(
+            self._registry, svc, len(svc), method if method is not None else ffi.NULL,
+            len(method) if method is not None else 0, kind, lib._pgf_py_handle,
+            self._binding(fn, name, kind, is_async), lib._pgf_py_release_handler))
+
     def register_handler(self, service_name: str, handler: Any, *,
-                         request_type: Any = None, response_type: Any = None) -> None:
+                         request_type: Any = None, response_type: Any = None,
+                         request_streaming: bool | None = None,
+                         response_streaming: bool | None = None) -> None:
         """Routes every method of ``service_name`` to ``handler``.
 
         ValueError if the service is already registered; TypeError if the
         handler has no ``handle_request`` and is not callable.  With
         ``request_type``/``response_type`` (protobuf message classes) the
-        handler is typed: see :mod:`pygrpc_ffi.typed`.
+        handler is typed: see :mod:`pygrpc_ffi.typed`.  A handler whose
+        ``supports_streaming_requests()`` / ``supports_streaming_responses()``
+        return True (or the keywords of the same meaning) serves every method
+        as that kind of stream, see :meth:`register_method`.
         """
         fn, name = _handler_callable(handler)
-        fn = self._typed(fn, request_type, response_type)
+        if request_streaming is None:
+            request_streaming = _supports(handler, "supports_streaming_requests")
+        if response_streaming is None:
+            response_streaming = _supports(handler, "supports_streaming_responses")
+        kind = _kind(request_streaming, response_streaming)
+        is_async = is_async_handler(fn)
+        fn = self._typed(fn, request_type, response_type, kind)
         raw = _encode(service_name, "service")
         with self._lock:
-            rc = lib.pgf_registry_register_service(
-                self._registry, raw, len(raw), lib._pgf_py_handle,
-                self._binding(fn, name), lib._pgf_py_release_handler,
-            )
+            rc = self._register(raw, None, kind, fn, name, is_async)
             if rc == lib.PGF_EEXIST:
                 raise ValueError(f"service {service_name!r} is already registered")
             _check(rc, f"cannot register {service_name!r}")
@@ -198,33 +260,44 @@ class GrpcService:
 
     def register_method(self, service_name: str, method_name: str,
                         handler: Callable[..., Any], *,
-                        request_type: Any = None, response_type: Any = None) -> None:
+                        request_type: Any = None, response_type: Any = None,
+                        request_streaming: bool = False,
+                        response_streaming: bool = False) -> None:
         """Routes ``/service_name/method_name`` to ``handler``, ahead of any
         handler registered for the whole service.  With ``request_type``/
         ``response_type`` (protobuf message classes) the handler is typed:
-        it gets the parsed message, see :mod:`pygrpc_ffi.typed`."""
+        it gets the parsed message, see :mod:`pygrpc_ffi.typed`.
+
+        ``request_streaming``: the handler gets an iterator of requests (an
+        async iterator if it is ``async def``) instead of one request.
+        ``response_streaming``: it returns an iterable of answers, typically
+        by being a generator (an async generator if ``async def``).  As
+        grpcio's ``RpcMethodHandler`` names them."""
         fn, name = _handler_callable(handler)
-        fn = self._typed(fn, request_type, response_type)
+        kind = _kind(request_streaming, response_streaming)
+        is_async = is_async_handler(fn)
+        fn = self._typed(fn, request_type, response_type, kind)
         svc = _encode(service_name, "service")
         method = _encode(method_name, "method")
         with self._lock:
-            rc = lib.pgf_registry_register_method(
-                self._registry, svc, len(svc), method, len(method), lib._pgf_py_handle,
-                self._binding(fn, name), lib._pgf_py_release_handler,
-            )
+            rc = self._register(svc, method, kind, fn, name, is_async)
             if rc == lib.PGF_EEXIST:
                 raise ValueError(f"method {service_name}/{method_name} is already registered")
             _check(rc, f"cannot register {service_name}/{method_name}")
             self._methods[(service_name, method_name)] = handler
 
     def method(self, service_name: str, method_name: str | None = None, *,
-               request_type: Any = None, response_type: Any = None) -> Callable[[F], F]:
+               request_type: Any = None, response_type: Any = None,
+               request_streaming: bool = False,
+               response_streaming: bool = False) -> Callable[[F], F]:
         """Decorator form of :meth:`register_method`; the method name defaults
         to the function's name."""
 
         def decorate(fn: F) -> F:
             self.register_method(service_name, method_name or fn.__name__, fn,
-                                 request_type=request_type, response_type=response_type)
+                                 request_type=request_type, response_type=response_type,
+                                 request_streaming=request_streaming,
+                                 response_streaming=response_streaming)
             return fn
 
         return decorate
@@ -318,20 +391,19 @@ class GrpcService:
 
     def _new_call(self, service_name: str, method_name: str, payload: Any,
                   metadata: MetadataLike, timeout: float | None) -> tuple[Any, Any]:
+        """A new call; ``payload`` None: no request set (a request stream)."""
         if self._registry == ffi.NULL:
             raise RuntimeError("the service is closed")
         path = f"/{service_name}/{method_name}".encode()
         call = lib.pgf_call_new(path, len(path))
         if call == ffi.NULL:
             raise ValueError(f"invalid method path {path.decode(errors='replace')!r}")
+        buf = None
         try:
-            if not isinstance(payload, (bytes, bytearray, memoryview)):
-                serialize = getattr(payload, "SerializeToString", None)
-                if serialize is None:
-                    raise TypeError(f"payload must be bytes-like, not {type(payload).__name__}")
-                payload = serialize()
-            buf = ffi.from_buffer(payload)
-            lib.pgf_call_set_request(call, buf, len(buf))
+            if payload is not None:
+                # Owned by the call: a view the handler keeps stays valid.
+                _check(lib.pgf_call_set_request_message(call, new_message(payload)),
+                       "cannot set the request")
             for key, value in iter_pairs(metadata):
                 key_b = key.lower().encode("ascii")
                 value_b = value.encode("latin-1") if isinstance(value, str) else bytes(value)
@@ -374,6 +446,61 @@ class GrpcService:
             return _read_result(call)
         finally:
             # The dispatch holds its own reference until the call is finished.
+            lib.pgf_call_unref(call)
+
+    def call_stream(self, service_name: str, method_name: str, requests: Any = (),
+                    metadata: MetadataLike = (), timeout: float | None = None) -> CallResult:
+        """Calls a method of any kind through the C dispatch, as a host would,
+        and waits: ``requests`` is the request stream (an iterable of
+        bytes-like or protobuf messages, read as the handler asks for them);
+        the result's ``messages`` is the response stream.  A method that
+        takes one request gets UNIMPLEMENTED unless ``requests`` holds exactly
+        one, as from the hosts."""
+        if _loop.is_loop_thread():
+            raise RuntimeError("GrpcService.call_stream() would block the event loop of async "
+                               "handlers")
+        svc, method = _encode(service_name, "service"), _encode(method_name, "method")
+        kind = lib.pgf_registry_method_kind(self._registry, svc, len(svc), method, len(method))
+        stream = LocalStream(())
+        payload: Any = None
+        if kind >= 0 and not kind & lib.PGF_KIND_CLIENT_STREAMING:
+            items = list(requests)
+            if len(items) != 1:
+                return CallResult(StatusCode.UNIMPLEMENTED,
+                                  f'"/{service_name}/{method_name}" requires exactly one '
+                                  "request message.")
+            payload = items[0]
+        else:
+            stream = LocalStream(requests)
+        call, keep = self._new_call(service_name, method_name, payload, metadata, timeout)
+        try:
+            waiter = _Waiter(call, keep)
+            if kind >= 0 and kind != lib.PGF_KIND_UNARY:
+                waiter.stream_handle = _runtime.handles.add(stream)
+                rc = lib.pgf_call_set_stream(call, lib._pgf_py_stream_event,
+                                             waiter.stream_handle)
+                if rc != lib.PGF_OK:
+                    _runtime.handles.pop(waiter.stream_handle)
+                    _check(rc, "cannot make a stream")
+            waiter.handle = _runtime.handles.add(waiter)
+            # A sync handler runs on the dispatching thread: not this one, so
+            # that the deadline holds whatever the handler does.
+            dispatched = threading.Thread(target=_dispatch_on_thread,
+                                          args=(self._registry, lib.pgf_call_ref(call), waiter),
+                                          name="pygrpc_ffi-call", daemon=True)
+            dispatched.start()
+            if not waiter.event.wait(None if timeout is None else max(timeout, 0.0)) \
+                    and _cancel_late(call):
+                return CallResult(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded",
+                                  messages=tuple(stream.responses))
+            stream.take_write(call)  # a message queued just before the finish
+            result = _read_result(call)
+            messages = tuple(stream.responses)
+            if not kind & lib.PGF_KIND_SERVER_STREAMING and result.ok:
+                messages = (result.payload,)
+            return dataclasses.replace(result, messages=messages)
+        finally:
+            stream.close()
             lib.pgf_call_unref(call)
 
     async def acall(self, service_name: str, method_name: str, payload: Any = b"",

@@ -119,7 +119,7 @@ def method_handler(handler: Any, path: str = "", *,
         try:
             return read(request)
         except Exception as exc:
-            _log.error("%s: cannot deserialize the request: %s", path, exc)
+            _log.error("%s: cannot deserialize the request: %s", path, str(exc))
             raise GrpcError(StatusCode.INTERNAL, DESERIALIZE_FAILED) from None
 
     if is_coroutine_function(behavior):

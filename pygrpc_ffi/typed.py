@@ -139,3 +139,47 @@ def typed_handler(fn: Callable[..., Any], request_type: Any = None, response_typ
         return _check_result(fn(parse(request)), serialize)
 
     return handle
+
+
+def typed_stream_handler(fn: Callable[..., Any], request_type: Any, response_type: Any,
+                         kind: int) -> Callable[[Any], Any]:
+    """``fn`` of a streaming method as a plain streaming handler: each
+    request message parsed (an unparsable one ends the call with
+    INVALID_ARGUMENT), each answer checked and serialized."""
+    parse = _parser(request_type)
+    serialize = _serializer(response_type)
+    request_stream, response_stream = bool(kind & 1), bool(kind & 2)
+    is_async = is_coroutine_function(fn) or inspect.isasyncgenfunction(fn)
+
+    if not is_async:
+        def handle(arg: Any) -> Any:
+            messages = (parse(r) for r in arg) if request_stream else parse(arg)
+            result = fn(messages)
+            if response_stream:
+                return (_check_result(item, serialize) for item in result)
+            return _check_result(result, serialize)
+
+        return handle
+
+    async def parsed(requests: Any) -> Any:
+        async for request in requests:
+            yield parse(request)
+
+    async def answers(result: Any) -> Any:
+        if inspect.isawaitable(result):
+            result = await result
+        if hasattr(result, "__aiter__"):
+            async for item in result:
+                yield _check_result(item, serialize)
+        else:
+            for item in result:
+                yield _check_result(item, serialize)
+
+    async def unary_answer(result: Any) -> Any:
+        return _check_result(await result, serialize)
+
+    def handle_async(arg: Any) -> Any:
+        result = fn(parsed(arg) if request_stream else parse(arg))
+        return answers(result) if response_stream else unary_answer(result)
+
+    return handle_async

@@ -269,7 +269,7 @@ def test_failed_registrations_leak_nothing(service: GrpcService) -> None:
 
 def test_live_objects_reports_the_c_counters() -> None:
     counts = live_objects()
-    assert set(counts) == {"names", "handlers", "calls", "registries", "buffers"}
+    assert set(counts) == {"names", "handlers", "calls", "registries", "buffers", "messages"}
     assert all(isinstance(v, int) for v in counts.values())
 
 

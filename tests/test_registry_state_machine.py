@@ -7,6 +7,7 @@ and every C counter back to zero at teardown."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from typing import Any
 
@@ -26,6 +27,7 @@ def wait_for(predicate: Any, timeout: float = 3.0) -> bool:
     while not predicate():
         if time.monotonic() > deadline:
             return False
+        gc.collect()  # request views in reference cycles hold their messages
         time.sleep(0.001)
     return True
 

@@ -1,0 +1,163 @@
+"""Handler answers written into calls: payloads without a copy, metadata,
+status, and the status an exception maps to."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ._handles import handles
+from ._native import ffi, lib
+from .errors import GrpcError, status_for_exception
+from .metadata import MetadataLike, encode_entry, iter_pairs
+from .response import GrpcResponse
+from .status import StatusCode
+
+_log = logging.getLogger("pygrpc_ffi")
+
+INTERNAL_MESSAGE = "Internal server error"
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+_from_buffer = ffi.from_buffer
+_release_buffer = lib._pgf_py_release_buffer
+
+
+class InvalidResponse(Exception):
+    """A handler's answer that cannot be sent."""
+
+
+def payload_of(result: Any) -> Any:
+    """The bytes-like payload of an answer (bytes-like or a protobuf message)."""
+    if isinstance(result, _BYTES_LIKE):
+        return result
+    serialize = getattr(result, "SerializeToString", None)
+    if serialize is not None and callable(serialize):
+        return serialize()
+    raise InvalidResponse(
+        f"returned {type(result).__name__}; expected GrpcResponse, bytes-like or a protobuf message"
+    )
+
+
+def add_metadata(call: Any, metadata: MetadataLike, add: Callable[..., int], what: str) -> None:
+    for key, value in iter_pairs(metadata):
+        try:
+            key_b, value_b = encode_entry(key, value)
+        except (TypeError, ValueError) as exc:
+            raise InvalidResponse(f"invalid {what} metadata: {exc}") from None
+        rc = add(call, key_b, len(key_b), value_b, len(value_b))
+        if rc == lib.PGF_ESTATE and what == "initial":
+            raise InvalidResponse("sent initial metadata after the first response message")
+        if rc != lib.PGF_OK:
+            raise InvalidResponse(f"invalid {what} metadata {key!r}: {value!r}")
+
+
+def set_response(call: Any, result: Any) -> None:
+    """Writes a handler's return value into the call, or InvalidResponse.
+    (A plain ``bytes`` answer takes the shorter way in :func:`finish_ok`.)"""
+    compress = False
+    if isinstance(result, GrpcResponse):
+        payload = payload_of(result.payload)
+        add_metadata(call, result.metadata, lib.pgf_call_add_initial_metadata, "initial")
+        add_metadata(call, result.trailers, lib.pgf_call_add_trailing_metadata, "trailing")
+        compress = result.compress
+    else:
+        payload = payload_of(result)
+    try:
+        buf = ffi.from_buffer(payload)
+    except (TypeError, ValueError) as exc:
+        raise InvalidResponse(f"payload cannot be sent: {exc}") from None
+    if compress:
+        lib.pgf_call_set_compress_response(call, 1)
+    if len(buf):
+        # The host sends the handler's own bytes; they live until it releases them.
+        rc = lib.pgf_call_set_response(call, buf, len(buf), _release_buffer, handles.add(buf))
+        if rc != lib.PGF_OK:
+            raise InvalidResponse(f"the response cannot be kept ({rc})")
+
+
+def finish_ok(call: Any, result: Any, binding: Any) -> None:
+    if type(result) is bytes:  # the common answer, in one crossing into C
+        if result:
+            buf = _from_buffer(result)
+            lib._pgf_finish_ok(call, buf, len(result), _release_buffer, handles.add(buf))
+        else:
+            lib._pgf_finish_ok(call, ffi.NULL, 0, ffi.NULL, ffi.NULL)
+        return
+    try:
+        set_response(call, result)
+    except InvalidResponse as exc:
+        _log.error("handler %s %s; the call fails with INTERNAL", binding.name, str(exc))
+        lib.pgf_call_reset_response(call)
+        finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
+        return
+    except Exception:  # e.g. metadata that is not iterable, a failing SerializeToString
+        _log.exception("handler %s returned a %s that cannot be sent; the call fails with "
+                       "INTERNAL", binding.name, type(result).__name__)
+        lib.pgf_call_reset_response(call)
+        finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
+        return
+    lib.pgf_call_finish(call, 0, ffi.NULL, 0)
+
+
+def finish(call: Any, code: int, message: str) -> None:
+    raw = message.encode("utf-8", "replace")
+    lib.pgf_call_finish(call, int(code), raw, len(raw))
+
+
+def finish_error(call: Any, exc: BaseException, binding: Any) -> None:
+    """Finishes the call with the status an exception maps to."""
+    code = status_for_exception(exc)
+    lib.pgf_call_reset_response(call)
+    if isinstance(exc, GrpcError):
+        try:
+            details = exc.details_bytes()
+            add_metadata(call, exc.trailers, lib.pgf_call_add_trailing_metadata, "trailing")
+        except (InvalidResponse, TypeError) as bad:
+            _log.error("handler %s raised %r with %s; the call fails with INTERNAL",
+                       binding.name, exc, bad)
+            lib.pgf_call_reset_response(call)
+            finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
+            return
+        if details:
+            lib.pgf_call_set_status_details(call, details, len(details))
+        finish(call, code, exc.message)
+        return
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        _log.error("handler %s raised %s; only its call fails (%s)", binding.name,
+                   type(exc).__name__, code.name, exc_info=exc)
+        finish(call, code, f"handler interrupted by {type(exc).__name__}")
+        return
+    if code is StatusCode.INTERNAL:
+        _log.error("handler %s raised an unexpected exception", binding.name, exc_info=exc)
+        message = f"{type(exc).__name__}: {exc}" if binding.expose_exceptions else INTERNAL_MESSAGE
+    else:
+        _log.debug("handler %s raised %r, sent as %s", binding.name, exc, code.name)
+        message = str(exc)
+    finish(call, code, message)
+
+
+class Responder:
+    """The response side of a streaming call: each answer's payload, its
+    initial metadata (before the first message only) and trailers."""
+
+    __slots__ = ("call", "name")
+
+    def __init__(self, call: Any, name: str) -> None:
+        self.call = call
+        self.name = name
+
+    def message_payload(self, answer: Any) -> Any:
+        """The bytes-like payload to write for one answer."""
+        if isinstance(answer, GrpcResponse):
+            add_metadata(self.call, answer.metadata, lib.pgf_call_add_initial_metadata,
+                         "initial")
+            add_metadata(self.call, answer.trailers, lib.pgf_call_add_trailing_metadata,
+                         "trailing")
+            if answer.compress:
+                lib.pgf_call_set_compress_response(self.call, 1)
+            answer = answer.payload
+        return payload_of(answer)
+
+    def finish_stream(self) -> None:
+        """Ends the response stream with OK (trailers follow)."""
+        lib.pgf_call_finish(self.call, 0, ffi.NULL, 0)

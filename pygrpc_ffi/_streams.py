@@ -1,0 +1,338 @@
+"""Streaming handlers: request iterators and response writers over a call.
+
+A handler registered with ``request_streaming`` gets an iterator of
+:class:`GrpcRequest` (an async iterator if it is ``async def``); one with
+``response_streaming`` returns an iterable (a generator, or an async
+generator) of answers.  Reads are pulled from the host one message at a
+time, and each write waits until the host has handed the message to its
+transport, so neither side is ever buffered without limit.  Sync handlers
+wait with the GIL released; async ones await on the package's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import logging
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from . import _loop
+from ._answers import (
+    INTERNAL_MESSAGE,
+    InvalidResponse,
+    Responder,
+    finish,
+    finish_error,
+    finish_ok,
+)
+from ._handles import handles
+from ._native import ffi, lib
+from ._requests import CallInfo, message_request, read_call_info
+from .errors import Cancelled
+from .status import StatusCode
+
+_log = logging.getLogger("pygrpc_ffi")
+
+_KIND_REQUEST_STREAM = 1  # PGF_KIND_* bit: the request is a stream
+_KIND_RESPONSE_STREAM = 2  # PGF_KIND_* bit: the response is a stream
+_read_wait = lib.pgf_call_read_wait
+_write_wait = lib.pgf_call_write_wait
+_release_buffer = lib._pgf_py_release_buffer
+_from_buffer = ffi.from_buffer
+
+
+class StreamCancelled(Cancelled):
+    """The call was cancelled (or finished) while the handler read or wrote."""
+
+    def __init__(self) -> None:
+        super().__init__("the call was cancelled")
+
+
+def is_async_handler(fn: Any) -> bool:
+    """Whether ``fn`` is ``async def`` or an async generator function, or an
+    object whose ``__call__`` is."""
+    target = getattr(fn, "__func__", fn)
+    if inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004 - callable objects
+    call = getattr(call, "__func__", call)
+    return inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call)
+
+
+class _Stream:
+    """One streaming call as its handler sees it: the call (referenced until
+    the handler is done), what was read of it, and its written state."""
+
+    __slots__ = ("binding", "call", "done", "info", "responder")
+
+    def __init__(self, binding: Any, call: Any) -> None:
+        self.binding = binding
+        self.call = lib.pgf_call_ref(call)
+        self.info: CallInfo = read_call_info(call, self)
+        self.responder = Responder(call, binding.name)
+        self.done = False
+
+    def is_active(self) -> bool:
+        return not self.done and not lib.pgf_call_is_cancelled(self.call)
+
+    def release(self) -> None:
+        if not self.done:
+            self.done = True
+            lib.pgf_call_unref(self.call)
+
+    # ------------------------------------------------------------ sync side
+
+    def requests(self) -> Iterator[Any]:
+        """The request messages, read one at a time (GIL released)."""
+        msg_p = ffi.new("pgf_message **")
+        info = self.info
+        while True:
+            rc = _read_wait(self.call, msg_p)
+            if rc == lib.PGF_OK:
+                yield message_request(info, msg_p[0])
+            elif rc == lib.PGF_EOF:
+                return
+            elif rc == lib.PGF_ECANCELLED:
+                raise StreamCancelled()
+            else:
+                raise RuntimeError(f"reading the request stream failed ({rc})")
+
+    def first_request(self) -> Any:
+        """The one request of a unary-request call."""
+        msg_p = ffi.new("pgf_message **")
+        rc = _read_wait(self.call, msg_p)
+        if rc == lib.PGF_OK:
+            return message_request(self.info, msg_p[0])
+        if rc == lib.PGF_ECANCELLED:
+            raise StreamCancelled()
+        raise RuntimeError(f"the call has no request message ({rc})")
+
+    def write(self, answer: Any) -> None:
+        payload = self.responder.message_payload(answer)
+        if not len(payload):
+            rc = _write_wait(self.call, ffi.NULL, 0, ffi.NULL, ffi.NULL)
+        else:
+            buf = _from_buffer(payload)
+            rc = _write_wait(self.call, buf, len(buf), _release_buffer, handles.add(buf))
+        if rc == lib.PGF_ECANCELLED:
+            raise StreamCancelled()
+        if rc != lib.PGF_OK:
+            raise InvalidResponse(f"the host refused a response message ({rc})")
+
+    # ----------------------------------------------------------- async side
+
+    async def aread(self) -> Any | None:
+        """The next request message, or None at the end of the stream."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[int, Any]] = loop.create_future()
+        handle = handles.add(_Pending(loop, future, self.info))
+        rc = lib.pgf_call_read(self.call, lib._pgf_py_read_done, handle)
+        if rc != lib.PGF_OK:
+            handles.pop(handle)
+            if rc == lib.PGF_ECANCELLED:
+                raise StreamCancelled()
+            raise RuntimeError(f"reading the request stream failed ({rc})")
+        result, request = await future
+        if result == lib.PGF_OK:
+            return request
+        if result == lib.PGF_EOF:
+            return None
+        raise StreamCancelled()
+
+    async def arequests(self) -> AsyncIterator[Any]:
+        while True:
+            request = await self.aread()
+            if request is None:
+                return
+            yield request
+
+    async def awrite(self, answer: Any) -> None:
+        payload = self.responder.message_payload(answer)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[int, Any]] = loop.create_future()
+        handle = handles.add(_Pending(loop, future, None))
+        if not len(payload):
+            rc = lib.pgf_call_write(self.call, ffi.NULL, 0, ffi.NULL, ffi.NULL,
+                                    lib._pgf_py_write_done, handle)
+        else:
+            buf = _from_buffer(payload)
+            rc = lib.pgf_call_write(self.call, buf, len(buf), _release_buffer,
+                                    handles.add(buf), lib._pgf_py_write_done, handle)
+        if rc != lib.PGF_OK:
+            handles.pop(handle)
+            if rc == lib.PGF_ECANCELLED:
+                raise StreamCancelled()
+            raise InvalidResponse(f"the host refused a response message ({rc})")
+        result, _ = await future
+        if result != lib.PGF_OK:
+            raise StreamCancelled()
+
+
+class _Pending:
+    """A read or write in flight for an async handler; C completes it."""
+
+    __slots__ = ("future", "info", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any],
+                 info: CallInfo | None) -> None:
+        self.loop = loop
+        self.future = future
+        self.info = info
+
+    def complete(self, result: int, msg: Any) -> None:
+        request = None
+        if msg != ffi.NULL and self.info is not None:
+            request = message_request(self.info, msg)
+        try:
+            self.loop.call_soon_threadsafe(_resolve, self.future, (result, request))
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+
+def _resolve(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def complete_read(result: int, msg: Any, handle: Any) -> None:
+    pending: _Pending = handles.pop(handle)
+    pending.complete(result, msg)
+
+
+def complete_write(result: int, handle: Any) -> None:
+    pending: _Pending = handles.pop(handle)
+    pending.complete(result, ffi.NULL)
+
+
+# ------------------------------------------------------------------- running
+
+
+def run(binding: Any, call: Any) -> None:
+    """Runs a streaming handler on a call (from the dispatch trampoline)."""
+    stream = _Stream(binding, call)
+    if binding.is_async:
+        _start_async(stream)
+        return
+    try:
+        _run_sync(stream)
+    finally:
+        stream.release()
+
+
+def _run_sync(stream: _Stream) -> None:
+    binding, call = stream.binding, stream.call
+    kind = binding.kind
+    try:
+        arg = stream.requests() if kind & _KIND_REQUEST_STREAM else stream.first_request()
+        result = binding.fn(arg)
+        if not kind & _KIND_RESPONSE_STREAM:
+            finish_ok(call, result, binding)
+            return
+        answers = iter(result)
+        try:
+            for answer in answers:
+                stream.write(answer)
+        except BaseException:
+            close = getattr(answers, "close", None)
+            if close is not None:
+                close()  # GeneratorExit at the yield: the handler's finally runs
+            raise
+        stream.responder.finish_stream()
+    except BaseException as exc:
+        _finish_failed(stream, exc)
+
+
+def _finish_failed(stream: _Stream, exc: BaseException) -> None:
+    if lib.pgf_call_is_finished(stream.call):
+        return
+    if isinstance(exc, InvalidResponse):
+        _log.error("handler %s %s; the call fails with INTERNAL", stream.binding.name, str(exc))
+        lib.pgf_call_reset_response(stream.call)
+        finish(stream.call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
+        return
+    finish_error(stream.call, exc, stream.binding)
+
+
+class _AsyncStream:
+    """The task of an async streaming handler, which C may cancel."""
+
+    __slots__ = ("cancelled", "handle", "stream", "task")
+
+    def __init__(self, stream: _Stream) -> None:
+        self.stream = stream
+        self.task: concurrent.futures.Future[None] | None = None
+        self.cancelled = False
+        self.handle: Any = None
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        task = self.task
+        if task is not None:
+            task.cancel()
+
+
+def _start_async(stream: _Stream) -> None:
+    pending = _AsyncStream(stream)
+    pending.handle = handles.add(pending)
+    lib.pgf_call_on_cancel(stream.call, lib._pgf_py_cancel, pending.handle)
+    try:
+        pending.task = asyncio.run_coroutine_threadsafe(_drive(pending), _loop.get_loop())
+    except BaseException as exc:
+        _end_async(pending, exc)
+
+
+async def _drive(pending: _AsyncStream) -> None:
+    stream = pending.stream
+    binding = stream.binding
+    kind = binding.kind
+    error: BaseException | None = None
+    try:
+        if pending.cancelled:
+            raise asyncio.CancelledError()
+        arg = stream.arequests() if kind & _KIND_REQUEST_STREAM else await stream.aread()
+        if arg is None:
+            raise RuntimeError("the call has no request message")
+        result = binding.fn(arg)
+        if not kind & _KIND_RESPONSE_STREAM:
+            if inspect.isawaitable(result):
+                result = await result
+            finish_ok(stream.call, result, binding)
+            return
+        if inspect.isawaitable(result):
+            result = await result
+        if hasattr(result, "__aiter__"):
+            try:
+                async for answer in result:
+                    await stream.awrite(answer)
+            except BaseException:
+                aclose = getattr(result, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                raise
+        else:
+            for answer in result:
+                await stream.awrite(answer)
+        stream.responder.finish_stream()
+    except BaseException as exc:
+        error = exc
+    finally:
+        _end_async(pending, error)
+
+
+def _end_async(pending: _AsyncStream, exc: BaseException | None) -> None:
+    stream = pending.stream
+    try:
+        if exc is not None:
+            _finish_failed(stream, exc)
+    except BaseException:  # a call must never be left unfinished
+        _log.exception("pygrpc_ffi failed to finish the call of handler %s",
+                       stream.binding.name)
+        if not lib.pgf_call_is_finished(stream.call):
+            lib.pgf_call_reset_response(stream.call)
+            finish(stream.call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
+    finally:
+        handles.pop(pending.handle)
+        pending.handle = None  # a handle keeps its object: no cycle
+        stream.release()
