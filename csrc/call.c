@@ -583,7 +583,12 @@ int pgf__call_begin_dispatch(pgf_call *call, pgf_done_fn done, void *ud) {
 void pgf__call_set_handler(pgf_call *call, pgf_handler *h) {
     pthread_mutex_lock(&call->mu);
     call->handler = h;
+    __atomic_store_n(&call->nonblocking, h->nonblocking, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&call->mu);
+}
+
+int pgf_call_nonblocking(const pgf_call *call) {
+    return call ? __atomic_load_n(&call->nonblocking, __ATOMIC_ACQUIRE) : 0;
 }
 
 void pgf__call_wait(pgf_call *call) {

@@ -61,6 +61,7 @@ typedef struct pgf_handler {
     void *data;
     pgf_release_fn release;
     int kind;
+    int nonblocking; /* registered with PGF_FLAG_NONBLOCKING */
 } pgf_handler;
 
 pgf_handler *pgf__handler_new(pgf_handler_fn fn, void *data,
@@ -140,6 +141,7 @@ struct pgf_call {
     void *write_ud;
     int initial_md_ready;       /* also read without mu: atomic */
     int stream_fn_running;      /* stream_fn calls in progress (finish waits) */
+    int nonblocking;            /* the handler is PGF_FLAG_NONBLOCKING */
 
     /* Response: set by the handler. */
     int status;

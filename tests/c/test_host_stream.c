@@ -3,7 +3,9 @@
  * because pgf_call_finish waits for a stream_fn call in progress on another
  * thread; and a stream_fn that completes an operation inline, whose
  * callback finishes the call and drops the handler's last reference, neither
- * deadlocks nor touches freed memory.
+ * deadlocks nor touches freed memory; and pgf_dispatch_nonblocking runs
+ * only handlers registered with PGF_FLAG_NONBLOCKING (or none) on the
+ * caller's thread.
  *
  * Build: make -C csrc test (or test-asan). */
 #include "pygrpc_ffi.h"
@@ -141,9 +143,77 @@ static void test_stream_fn_completing_inline_may_end_the_call(void) {
     pgf_registry_free(reg);
 }
 
+/* ----------------------------------------- nonblocking handlers, inline */
+
+static int ran;
+
+static void finishing_handler(void *data, pgf_call *call) {
+    (void)data;
+    ran++;
+    pgf_call_finish(call, PGF_STATUS_OK, NULL, 0);
+}
+
+static void test_dispatch_nonblocking_runs_only_nonblocking_handlers(void) {
+    int64_t calls = pgf_live_count(PGF_LIVE_CALLS);
+    int64_t handlers = pgf_live_count(PGF_LIVE_HANDLERS);
+    pgf_registry *reg = pgf_registry_new();
+    CHECK_INT(pgf_registry_register(reg, "c.Fast", 6, NULL, 0,
+                                    PGF_KIND_BIDI_STREAMING |
+                                        PGF_FLAG_NONBLOCKING,
+                                    finishing_handler, NULL, NULL),
+              PGF_OK);
+    CHECK_INT(pgf_registry_register(reg, "c.Slow", 6, NULL, 0,
+                                    PGF_KIND_BIDI_STREAMING, finishing_handler,
+                                    NULL, NULL),
+              PGF_OK);
+    CHECK_INT(pgf_registry_register(reg, "c.Bad", 5, NULL, 0, 0x200,
+                                    finishing_handler, NULL, NULL),
+              PGF_EINVAL);
+    /* The kind is reported without the flag. */
+    CHECK_INT(pgf_registry_method_kind(reg, "c.Fast", 6, "M", 1),
+              PGF_KIND_BIDI_STREAMING);
+    ran = 0;
+
+    /* A blocking handler is refused, and the call is left as it was. */
+    pgf_call *slow = new_call("/c.Slow/M");
+    CHECK_INT(pgf_dispatch_nonblocking(reg, slow, NULL, NULL),
+              PGF_EWOULDBLOCK);
+    CHECK_INT(ran, 0);
+    CHECK_INT(pgf_call_is_finished(slow), 0);
+    CHECK(strcmp(pgf_strerror(PGF_EWOULDBLOCK), "unknown error") != 0);
+    CHECK_INT(pgf_dispatch_async(reg, slow, NULL, NULL), PGF_OK);
+    CHECK_INT(ran, 1);
+    CHECK_INT(pgf_call_nonblocking(slow), 0);
+    pgf_call_unref(slow);
+
+    /* A nonblocking one runs here, and the call says so. */
+    pgf_call *fast = new_call("/c.Fast/M");
+    CHECK_INT(pgf_call_nonblocking(fast), 0);
+    CHECK_INT(pgf_dispatch_nonblocking(reg, fast, NULL, NULL), PGF_OK);
+    CHECK_INT(ran, 2);
+    CHECK_INT(pgf_call_nonblocking(fast), 1);
+    CHECK_INT(pgf_dispatch_nonblocking(reg, fast, NULL, NULL), PGF_ESTATE);
+    pgf_call_unref(fast);
+
+    /* No handler: UNIMPLEMENTED at once. */
+    pgf_call *none = new_call("/c.None/M");
+    CHECK_INT(pgf_dispatch_nonblocking(reg, none, NULL, NULL), PGF_OK);
+    CHECK_INT(pgf_call_is_finished(none), 1);
+    CHECK_INT(pgf_call_status(none), PGF_STATUS_UNIMPLEMENTED);
+    CHECK_INT(pgf_call_nonblocking(none), 0);
+    pgf_call_unref(none);
+
+    CHECK_INT(pgf_dispatch_nonblocking(NULL, NULL, NULL, NULL), PGF_EINVAL);
+    CHECK_INT(pgf_call_nonblocking(NULL), 0);
+    pgf_registry_free(reg);
+    CHECK_INT(pgf_live_count(PGF_LIVE_CALLS), calls);
+    CHECK_INT(pgf_live_count(PGF_LIVE_HANDLERS), handlers);
+}
+
 int main(void) {
     test_finish_waits_for_stream_fn_on_another_thread();
     test_stream_fn_completing_inline_may_end_the_call();
+    test_dispatch_nonblocking_runs_only_nonblocking_handlers();
     printf("test_host_stream: %ld checks passed\n", check_count);
     return 0;
 }
