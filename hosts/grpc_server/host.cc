@@ -55,13 +55,27 @@ void ReleaseLater(pgf_release_fn release, void* ctx) {
   Submit(RunRelease, reinterpret_cast<void*>(release), ctx);
 }
 
-void CancelLater(pgf_call* call) { Submit(RunCancel, pgf_call_ref(call), nullptr); }
+void CancelLater(pgf_call* call) {
+  if (pgf_call_nonblocking(call)) {
+    pgf_call_cancel(call);
+    return;
+  }
+  Submit(RunCancel, pgf_call_ref(call), nullptr);
+}
 
 void PushLater(pgf_call* call, pgf_message* msg) {
+  if (pgf_call_nonblocking(call)) {
+    pgf_call_push_request(call, msg);
+    return;
+  }
   SubmitTo(GetHost().streams, RunPush, pgf_call_ref(call), msg);
 }
 
-void WriteDoneLater(pgf_call* call, bool ok) {
+void WriteDoneLater(pgf_call* call, bool ok, bool may_inline) {
+  if (may_inline && pgf_call_nonblocking(call)) {
+    pgf_call_write_done(call, ok);
+    return;
+  }
   // ok travels as a non-null pointer: a task is two pointers.
   SubmitTo(GetHost().streams, RunWriteDone, pgf_call_ref(call),
            ok ? reinterpret_cast<void*>(1) : nullptr);

@@ -7,8 +7,9 @@ namespace pgf_host {
 namespace {
 
 // Zero copy: the answer is the request message's own bytes, kept alive by a
-// reference that the write's release drops.  Everything here is plain C and
-// cheap, so it runs on whatever thread completes the read or the write.
+// reference that the write's release drops.  Everything here is plain C that
+// never blocks, so it runs on whatever thread completes the read or the
+// write (registered PGF_FLAG_NONBLOCKING: gRPC's own).
 
 void OnRead(pgf_call* call, int result, pgf_message* msg, void*);
 
@@ -57,8 +58,11 @@ void EchoHandler(void*, pgf_call* call) {
 }  // namespace
 
 int RegisterNativeEcho(pgf_registry* reg, const std::string& service) {
+  // Nonblocking: the host runs it, and completes its reads and writes, on
+  // its gRPC threads, with no thread hop per message.
   return pgf_registry_register(reg, service.data(), service.size(), nullptr, 0,
-                               PGF_KIND_BIDI_STREAMING, EchoHandler, nullptr, nullptr);
+                               PGF_KIND_BIDI_STREAMING | PGF_FLAG_NONBLOCKING, EchoHandler,
+                               nullptr, nullptr);
 }
 
 }  // namespace pgf_host

@@ -20,14 +20,16 @@ struct BorrowedWrite {
 
 namespace {
 
-void ArriveBorrowed(BorrowedWrite* w) {
+// The last of OnWriteDone (may_inline) and the slice's destroy callback
+// (not: it may run deep inside gRPC) completes the write.
+void ArriveBorrowed(BorrowedWrite* w, bool may_inline) {
   if (w->pending.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-  WriteDoneLater(w->call, w->ok.load(std::memory_order_acquire));
+  WriteDoneLater(w->call, w->ok.load(std::memory_order_acquire), may_inline);
   pgf_call_unref(w->call);  // plain C: WriteDoneLater holds its own
   delete w;
 }
 
-void DestroyBorrowed(void* p) { ArriveBorrowed(static_cast<BorrowedWrite*>(p)); }
+void DestroyBorrowed(void* p) { ArriveBorrowed(static_cast<BorrowedWrite*>(p), false); }
 
 // Owned bytes handed to gRPC; freed by the slice's destroy callback.
 struct OwnedPayload {
@@ -138,10 +140,10 @@ CallReactor::CallReactor(grpc::GenericCallbackServerContext* ctx) : ctx_(ctx) {
   if (kind_ < 0) {
     // No handler: the shim answers UNIMPLEMENTED at once, here, without a
     // worker and without reading the request.
-    if (pgf_dispatch_async(host.registry, call_, HandlerDone, this) != PGF_OK) {
-      EndWithoutHandler(grpc::Status(grpc::StatusCode::INTERNAL, "dispatch failed"));
-    }
-    return;
+    if (pgf_dispatch_nonblocking(host.registry, call_, HandlerDone, this) == PGF_OK) return;
+    // Registered meanwhile (PGF_EWOULDBLOCK): served as any other call.
+    kind_ = pgf_registry_method_kind(host.registry, pgf_name_str(svc), pgf_name_len(svc),
+                                     pgf_name_str(method), pgf_name_len(method));
   }
   if (UnaryRequest(kind_)) {
     // The unary fast path: dispatch as soon as the one message is here.
@@ -174,6 +176,14 @@ bool CallReactor::FillCall() {
 
 // May be the last thing that touches `this` (the handler may finish at once).
 void CallReactor::Dispatch() {
+  // A PGF_FLAG_NONBLOCKING C handler (the native echo) starts here, on this
+  // gRPC thread; any other on a worker.
+  int rc = pgf_dispatch_nonblocking(GetHost().registry, call_, HandlerDone, this);
+  if (rc == PGF_OK) return;
+  if (rc != PGF_EWOULDBLOCK) {
+    EndWithoutHandler(grpc::Status(grpc::StatusCode::INTERNAL, "dispatch failed"));
+    return;
+  }
   if (!GetHost().workers->Post(RunDispatch, this, nullptr)) {
     EndWithoutHandler(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
   }
@@ -377,9 +387,9 @@ void CallReactor::OnWriteDone(bool ok) {
   // Cleared first: the handler's next write may come at once.
   if (borrowed != nullptr) {
     borrowed->ok.store(ok, std::memory_order_release);
-    ArriveBorrowed(borrowed);
+    ArriveBorrowed(borrowed, true);
   } else {
-    WriteDoneLater(call_, ok);
+    WriteDoneLater(call_, ok, true);
   }
   if (end) End();
 }
@@ -438,7 +448,7 @@ void CallReactor::End() {
       return;
     }
     if (release != nullptr) ReleaseLater(release, release_ctx);
-    WriteDoneLater(call_, false);
+    WriteDoneLater(call_, false, false);
   }
 
   if (forced) {
