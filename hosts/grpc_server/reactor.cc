@@ -340,7 +340,7 @@ void CallReactor::CopyInitialMetadataLocked() {
 }
 
 void CallReactor::OnHandlerInitialMetadata() {
-  std::lock_guard<std::mutex> lock(send_mu_);
+  std::lock_guard<std::recursive_mutex> lock(send_mu_);
   if (md_copied_) return;  // already on its way with a write
   CopyInitialMetadataLocked();
   StartSendInitialMetadata();
@@ -351,7 +351,7 @@ void CallReactor::OnHandlerInitialMetadata() {
 void CallReactor::StartMessageWrite(const uint8_t* data, size_t len, pgf_release_fn release,
                                     void* release_ctx) {
   {
-    std::lock_guard<std::mutex> lock(send_mu_);
+    std::lock_guard<std::recursive_mutex> lock(send_mu_);
     CopyInitialMetadataLocked();
   }
   grpc::Slice slice;
@@ -462,7 +462,7 @@ void CallReactor::End() {
 
   grpc::Status status = StatusOf(call_);
   {
-    std::lock_guard<std::mutex> lock(send_mu_);
+    std::lock_guard<std::recursive_mutex> lock(send_mu_);
     CopyInitialMetadataLocked();
   }
   CopyMetadata(pgf_call_trailing_metadata(call_),

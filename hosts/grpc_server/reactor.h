@@ -86,7 +86,9 @@ class CallReactor final : public grpc::ServerGenericBidiReactor {
 
   // Orders StartSendInitialMetadata against writes issued from other
   // handler threads: held while the initial metadata is copied and sent.
-  std::mutex send_mu_;
+  // Recursive: gRPC may run a reaction inline in StartSendInitialMetadata,
+  // and a nonblocking handler completed there may write at once.
+  std::recursive_mutex send_mu_;
   bool md_copied_ = false;
 };
 
