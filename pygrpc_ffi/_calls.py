@@ -26,8 +26,9 @@ def _encode_value(value: Any) -> bytes:
 
 def new_call(path: str, payload: Any, metadata: Any = (), *, timeout: float | None = None,
              peer: str = "") -> tuple[Any, Any]:
-    """A new pgf_call (OWNED: release with ``lib.pgf_call_unref``) and the
-    buffer object that must outlive it.  ValueError for a malformed path or
+    """A new pgf_call (OWNED: release with ``lib.pgf_call_unref``) and, for
+    compatibility, None (the call owns its request).  ``payload`` None: no
+    request is set (a request stream).  ValueError for a malformed path or
     request metadata key."""
     raw_path = path.encode("utf-8")
     call = lib.pgf_call_new(raw_path, len(raw_path))
@@ -36,7 +37,8 @@ def new_call(path: str, payload: Any, metadata: Any = (), *, timeout: float | No
     try:
         # Owned by the call: a view the handler keeps stays valid.
         buf = None
-        if lib.pgf_call_set_request_message(call, new_message(payload)) != lib.PGF_OK:
+        if payload is not None and lib.pgf_call_set_request_message(
+                call, new_message(payload)) != lib.PGF_OK:
             raise MemoryError("cannot set the request")
         for key, value in metadata or ():
             key_b = key.encode("latin-1") if isinstance(key, str) else bytes(key)

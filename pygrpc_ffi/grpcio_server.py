@@ -15,25 +15,37 @@ service S"; the code is the same).
 Handlers run on grpcio's worker threads (``def``) or on the package's event
 loop (``async def``; the worker waits for it), so ``max_workers`` bounds the
 calls in progress.  The request reaches the handler without a copy; the
-response is copied once, because grpcio sends only ``bytes``.  Every method
-is served as unary-unary: the C ABI has no streams yet.
+response is copied once, because grpcio sends only ``bytes``.
+
+Every method is served as a stream (grpcio's stream-unary or stream-stream
+handler, by the method's kind in the registry), driven through the C ABI's
+stream functions exactly as the C++ host drives them: the handler pulls each
+request message (read from grpcio's request iterator on a reader thread of
+the call, only when asked), and each response message is yielded to grpcio,
+which resumes the generator -- and so completes the handler's write -- only
+once it has sent the message.  A method that takes one request message
+answers UNIMPLEMENTED ``"/pkg.Svc/M" requires exactly one request message.``
+to zero or two, as the C++ host does.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from typing import Any
 
 import grpc
 
+from . import _runtime
 from ._calls import new_call, read_result
-from ._native import lib
+from ._local_host import new_message
+from ._native import ffi, lib
 from .service import GrpcService, default_service
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "DEFAULT_MAX_WORKERS", "GrpcioServer", "serve", "start"]
@@ -67,42 +79,190 @@ class _CallGuard:
             self.call = None
 
 
-def _dispatch(registry: Callable[[], Any], path: str, request: bytes,
-              context: Any) -> bytes:
-    remaining = context.time_remaining()
-    if remaining is not None and remaining >= _NO_DEADLINE_THRESHOLD:
-        remaining = None
-    try:
-        call, keep = new_call(path, request, context.invocation_metadata(),
-                              timeout=remaining, peer=context.peer() or "")
-    except ValueError:
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
-    guard = _CallGuard(call)
-    try:
-        if not context.add_callback(guard.cancel):
-            lib.pgf_call_cancel(call)  # the RPC is already over
-        # Releases the GIL while it waits; a closed service's NULL registry
-        # is refused (the call stays unfinished).
-        if lib.pgf_dispatch(registry(), call) != lib.PGF_OK:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "the service is closed")
-        result, compress = read_result(call)
-    finally:
-        guard.close()
-        lib.pgf_call_unref(call)
-        del keep
+_EVENT_DONE = 0  # the handler finished the call
 
-    if result.initial_metadata:
-        context.send_initial_metadata(result.initial_metadata.pairs())
-    trailing = list(result.trailing_metadata.pairs())
-    if result.details is not None:
-        trailing.append((_STATUS_DETAILS_KEY, result.details))
-    if trailing:
-        context.set_trailing_metadata(tuple(trailing))
-    if not result.ok:
-        context.abort(_GRPC_CODES[int(result.code)], result.message)
-    if compress:
-        context.set_compression(grpc.Compression.Gzip)
-    return result.payload
+
+class _EngineStream:
+    """The host side of one call: stream events from the handler become
+    grpcio operations on the behaviour's thread (writes, initial metadata)
+    or on a reader thread (reads, which may wait for the client)."""
+
+    def __init__(self, requests: Iterator[bytes] | None) -> None:
+        self.events: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._requests = requests
+        self._reads: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._reader: threading.Thread | None = None
+        self.handle: Any = None
+
+    def event(self, call: Any, event: int) -> None:
+        if event == lib.PGF_EVENT_READ:
+            if self._reader is None:
+                self._reader = threading.Thread(target=self._read_loop, daemon=True,
+                                                name="pygrpc_ffi-grpcio-reader")
+                self._reader.start()
+            self._reads.put(lib.pgf_call_ref(call))
+        else:
+            self.events.put(event)
+
+    def done(self, call: Any) -> None:
+        # Finished: the handler asks its host for nothing more.
+        _runtime.handles.pop(self.handle)
+        self.handle = None  # a handle keeps its object: no cycle
+        self.events.put(_EVENT_DONE)
+
+    def _read_loop(self) -> None:
+        while True:
+            call = self._reads.get()
+            if call is None:
+                return
+            try:
+                msg = ffi.NULL
+                if self._requests is not None:
+                    try:
+                        msg = new_message(next(self._requests))
+                    except StopIteration:
+                        pass
+                    except Exception:  # the RPC ended: grpc.RpcError
+                        lib.pgf_call_cancel(call)
+                lib.pgf_call_push_request(call, msg)
+            finally:
+                lib.pgf_call_unref(call)
+
+    def close(self) -> None:
+        self._reads.put(None)
+
+
+def _take_write(call: Any) -> bytes | None:
+    """The queued response message, copied (grpcio sends only bytes) and its
+    write completed: the handler may queue the next one, which waits until
+    grpcio has sent this one and asks for more (two in flight at most)."""
+    data = ffi.new("const uint8_t **")
+    size = ffi.new("size_t *")
+    release = ffi.new("pgf_release_fn *")
+    ctx = ffi.new("void **")
+    if lib.pgf_call_take_write(call, data, size, release, ctx, ffi.NULL) != lib.PGF_OK:
+        return None
+    message = ffi.buffer(data[0], size[0])[:] if size[0] else b""
+    if release[0] != ffi.NULL:
+        release[0](ctx[0])
+    lib.pgf_call_write_done(call, 1)
+    return message
+
+
+def _one_request(path: str, requests: Iterator[bytes], context: Any) -> bytes:
+    """The one request message of a unary-request method, as the C++ host
+    checks it: zero or two messages are refused with the same status."""
+    message: bytes | None = None
+    for count, item in enumerate(requests):
+        if count:
+            message = None
+            break
+        message = item
+    if message is None:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                      f'"{path}" requires exactly one request message.')
+    assert message is not None
+    return message
+
+
+class _Call:
+    """One RPC served through the C path: the pgf_call, its host stream, and
+    grpcio's context."""
+
+    def __init__(self, registry: Callable[[], Any], path: str, kind: int,
+                 requests: Iterator[bytes], context: Any) -> None:
+        self.context = context
+        self.kind = kind
+        remaining = context.time_remaining()
+        if remaining is not None and remaining >= _NO_DEADLINE_THRESHOLD:
+            remaining = None
+        request_stream = bool(kind & lib.PGF_KIND_CLIENT_STREAMING)
+        payload = None if request_stream else _one_request(path, requests, context)
+        self.stream = _EngineStream(requests if request_stream else None)
+        self.initial_sent = False
+        try:
+            self.call, _ = new_call(path, payload, context.invocation_metadata(),
+                                    timeout=remaining, peer=context.peer() or "")
+        except ValueError:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        self.guard = _CallGuard(self.call)
+        self.stream.handle = _runtime.handles.add(self.stream)
+        self.registry = registry
+
+    def run(self) -> Iterator[bytes]:
+        """Dispatches the call and yields each response message as grpcio
+        asks for it; returns once the status is set."""
+        call, context, stream = self.call, self.context, self.stream
+        try:
+            if self.kind != lib.PGF_KIND_UNARY:
+                lib.pgf_call_set_stream(call, lib._pgf_py_stream_event, stream.handle)
+            if not context.add_callback(self.guard.cancel):
+                lib.pgf_call_cancel(call)  # the RPC is already over
+            if self.kind == lib.PGF_KIND_UNARY:
+                self._dispatch()
+            else:
+                # A sync handler runs where it is dispatched and waits for this
+                # thread to serve its writes: it gets a thread of its own
+                # (grpcio's max_workers bounds the calls, so these too).
+                threading.Thread(target=self._dispatch, daemon=True,
+                                 name="pygrpc_ffi-grpcio-handler").start()
+            while True:
+                event = stream.events.get()
+                if event == lib.PGF_EVENT_WRITE:
+                    message = _take_write(call)
+                    if message is not None:
+                        self._send_initial_metadata()
+                        yield message  # resumed once grpcio has sent it
+                elif event == lib.PGF_EVENT_INITIAL_METADATA:
+                    self._send_initial_metadata()
+                elif event == _EVENT_DONE:
+                    break
+            last = _take_write(call)  # queued just before the finish
+            if last is not None:
+                self._send_initial_metadata()
+                yield last
+            result, compress = read_result(call)
+        finally:
+            # Normally finished here; if grpcio dropped the RPC (a cancel
+            # while a message was on its way), the handler is told so.
+            lib.pgf_call_cancel(call)
+            self.guard.close()
+            stream.close()
+            lib.pgf_call_unref(call)
+        if not self.initial_sent and result.ok:
+            self._send_pairs(result.initial_metadata.pairs())
+        trailing = list(result.trailing_metadata.pairs())
+        if result.details is not None:
+            trailing.append((_STATUS_DETAILS_KEY, result.details))
+        if trailing:
+            context.set_trailing_metadata(tuple(trailing))
+        if not result.ok:
+            context.abort(_GRPC_CODES[int(result.code)], result.message)
+        if compress:
+            context.set_compression(grpc.Compression.Gzip)
+        if not self.kind & lib.PGF_KIND_SERVER_STREAMING:
+            yield result.payload
+
+    def _dispatch(self) -> None:
+        rc = lib.pgf_dispatch_async(self.registry(), self.call, lib._pgf_py_call_done,
+                                    self.stream.handle)
+        if rc != lib.PGF_OK:  # a closed service: refused before any handler ran
+            raw = b"the service is closed"
+            lib.pgf_call_finish(self.call, int(grpc.StatusCode.UNAVAILABLE.value[0]), raw,
+                                len(raw))
+            self.stream.done(self.call)
+
+    def _send_initial_metadata(self) -> None:
+        if self.initial_sent:
+            return
+        self.initial_sent = True
+        md = lib.pgf_call_initial_metadata(self.call)
+        self._send_pairs(_runtime.read_metadata(md).pairs())
+
+    def _send_pairs(self, pairs: Any) -> None:
+        self.initial_sent = True
+        if pairs:
+            self.context.send_initial_metadata(pairs)
 
 
 class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
@@ -116,17 +276,29 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
         if isinstance(path, bytes):
             path = path.decode("utf-8", "replace")
         parts = path.split("/")
-        if len(parts) != 3 or parts[0] or not self._service.has_method(parts[1], parts[2]):
+        if len(parts) != 3 or parts[0] or not parts[1] or not parts[2]:
             return None
         service = self._service
+        svc, method = parts[1].encode(), parts[2].encode()
+        kind = lib.pgf_registry_method_kind(service._registry, svc, len(svc), method,
+                                            len(method))
+        if kind < 0:
+            return None
 
         def registry() -> Any:
             return service._registry
 
-        def behavior(request: bytes, context: Any) -> bytes:
-            return _dispatch(registry, path, request, context)
+        if kind & lib.PGF_KIND_SERVER_STREAMING:
+            def stream_behavior(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+                yield from _Call(registry, path, kind, requests, context).run()
 
-        return grpc.unary_unary_rpc_method_handler(behavior)
+            return grpc.stream_stream_rpc_method_handler(stream_behavior)
+
+        def unary_behavior(requests: Iterator[bytes], context: Any) -> bytes:
+            answers = list(_Call(registry, path, kind, requests, context).run())
+            return answers[-1] if answers else b""
+
+        return grpc.stream_unary_rpc_method_handler(unary_behavior)
 
 
 class GrpcioServer:
