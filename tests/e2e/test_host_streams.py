@@ -6,13 +6,7 @@ stream, bounded memory for a client that never reads)."""
 
 from __future__ import annotations
 
-import json
-import os
-import pathlib
-import queue
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,50 +17,7 @@ import h2.connection
 import h2.events
 import h2.settings
 import pytest
-from conftest import CHANNEL_OPTIONS, HERE, PROTOS, ROOT
-
-from pygrpc_ffi.cli import find_host_binary
-
-ECHO = "/echo.Echo/Any"
-UNARY_PY = "/grpc.testing.TestService/EmptyCall"
-
-
-class Host:
-    """pygrpc_ffi_server itself (so its pid is the host's): the C echo on
-    echo.Echo, and tests/e2e/host_stream_handlers.py in Python."""
-
-    def __init__(self, *extra: str) -> None:
-        binary = find_host_binary()
-        if binary is None:
-            pytest.skip("the C++ host is not built")
-        command = [str(binary), "--listen", "127.0.0.1:0", "--workers", "4",
-                   "--native-echo", "echo.Echo", "--module", "host_stream_handlers",
-                   "--sys-path", os.pathsep.join(map(str, [PROTOS, HERE, ROOT])), *extra]
-        if sys.prefix != sys.base_prefix:
-            command += ["--venv", sys.prefix]
-        self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line.startswith("listening on "):
-            self.process.kill()
-            raise RuntimeError(f"host did not start: {line!r}")
-        self.address = line.split(" ", 2)[2].strip()
-
-    def channel(self) -> grpc.Channel:
-        return grpc.insecure_channel(self.address, options=CHANNEL_OPTIONS)
-
-    def status(self, field: str) -> int:
-        """A number from /proc/PID/status (VmRSS in KiB, Threads)."""
-        text = pathlib.Path(f"/proc/{self.process.pid}/status").read_text()
-        for line in text.splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-        raise KeyError(field)
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-        return self.process.wait(60)
+from streams_kit import ECHO, UNARY_PY, Host, Requests, live, wait_idle
 
 
 @pytest.fixture(scope="module")
@@ -80,48 +31,6 @@ def host() -> Iterator[Host]:
 def channel(host: Host) -> Iterator[grpc.Channel]:
     with host.channel() as ch:
         yield ch
-
-
-def _live_once(channel: grpc.Channel) -> dict[str, int]:
-    # After a garbage collection: a request message a Python reference cycle
-    # still holds is not leaked (an async handler ended by its deadline leaves
-    # one until the next collection).
-    return json.loads(channel.unary_unary("/e2e.HostStreams/Live")(b"gc", timeout=10))
-
-
-def _live(channel: grpc.Channel) -> dict[str, int]:
-    """The host's live C objects while no other call is alive (the call that
-    asks counts as one; the one before it may still be ending)."""
-    deadline = time.monotonic() + 10
-    while (now := _live_once(channel))["calls"] != 1 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return now
-
-
-def _wait_idle(channel: grpc.Channel, before: dict[str, int]) -> None:
-    """The host's live C objects return to their count before the test."""
-    deadline = time.monotonic() + 10
-    while (now := _live(channel)) != before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert now == before
-
-
-class Requests:
-    """A request iterator the test feeds one message at a time; close() ends
-    it (half-close), and it blocks while empty."""
-
-    def __init__(self) -> None:
-        self._q: queue.Queue[bytes | None] = queue.Queue()
-
-    def send(self, message: bytes) -> None:
-        self._q.put(message)
-
-    def close(self) -> None:
-        self._q.put(None)
-
-    def __iter__(self) -> Iterator[bytes]:
-        while (message := self._q.get()) is not None:
-            yield message
 
 
 # ----------------------------------------------------- the C echo, every kind
@@ -201,7 +110,7 @@ def test_two_hundred_concurrent_bidi_streams_are_all_served(channel: grpc.Channe
 
 
 def test_cancel_mid_stream_leaves_the_host_healthy_and_idle(channel: grpc.Channel) -> None:
-    before = _live(channel)
+    before = live(channel)
     requests = Requests()
     responses = channel.stream_stream(ECHO)(iter(requests), timeout=20)
     for i in range(3):
@@ -213,11 +122,11 @@ def test_cancel_mid_stream_leaves_the_host_healthy_and_idle(channel: grpc.Channe
     assert err.value.code() == grpc.StatusCode.CANCELLED
     requests.close()
     assert channel.unary_unary(ECHO)(b"after", timeout=10) == b"after"
-    _wait_idle(channel, before)
+    wait_idle(channel, before)
 
 
 def test_deadline_mid_stream_leaves_the_host_healthy_and_idle(channel: grpc.Channel) -> None:
-    before = _live(channel)
+    before = live(channel)
     requests = Requests()
     responses = channel.stream_stream(ECHO)(iter(requests), timeout=1.0)
     requests.send(b"one")
@@ -228,20 +137,20 @@ def test_deadline_mid_stream_leaves_the_host_healthy_and_idle(channel: grpc.Chan
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     requests.close()
     assert list(channel.stream_stream(ECHO)(iter([b"a", b"b"]), timeout=10)) == [b"a", b"b"]
-    _wait_idle(channel, before)
+    wait_idle(channel, before)
 
 
 def test_client_that_stops_mid_stream_with_pending_write(channel: grpc.Channel) -> None:
     """Many messages in flight and a cancel: pending reads and writes of the
     host complete and every object is released."""
-    before = _live(channel)
+    before = live(channel)
     for _ in range(5):
         responses = channel.stream_stream(ECHO)((b"x" * 65536 for _ in range(1000)),
                                                 timeout=20)
         next(responses)
         responses.cancel()
     assert channel.unary_unary(ECHO)(b"still", timeout=10) == b"still"
-    _wait_idle(channel, before)
+    wait_idle(channel, before)
 
 
 # ------------------------------------- unary Python methods and message counts
@@ -255,12 +164,12 @@ def test_unary_method_given_one_message_by_a_stream_client_answers(
 @pytest.mark.parametrize("count", [0, 2, 3])
 def test_unary_method_given_other_than_one_message_is_unimplemented(
         channel: grpc.Channel, count: int) -> None:
-    before = _live(channel)
+    before = live(channel)
     with pytest.raises(grpc.RpcError) as err:
         channel.stream_unary(UNARY_PY)(iter([b""] * count), timeout=10)
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert err.value.details() == f'"{UNARY_PY}" requires exactly one request message.'
-    _wait_idle(channel, before)
+    wait_idle(channel, before)
 
 
 def test_server_streaming_call_to_unary_method_with_two_messages_is_unimplemented(
@@ -386,160 +295,3 @@ def test_held_open_streams_cost_memory_not_threads() -> None:
         sock.close()
     finally:
         assert host.stop() == 0
-
-
-# ------------------------------------------------ Python streaming handlers
-
-PY = "/e2e.PyStream/"
-
-
-def _closed(channel: grpc.Channel) -> dict[str, int]:
-    return json.loads(channel.unary_unary("/e2e.HostStreams/Closed")(b"", timeout=10))
-
-
-def _wait_closed(channel: grpc.Channel, name: str, before: int) -> None:
-    """The handler's finally block ran once more than before."""
-    deadline = time.monotonic() + 10
-    while (now := _closed(channel).get(name, 0)) <= before and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert now == before + 1
-
-
-@pytest.mark.parametrize(("method", "prefix"), [("Chat", b"echo:"), ("AChat", b"aecho:")])
-def test_python_bidi_handler_answers_each_message_as_it_arrives(
-        channel: grpc.Channel, method: str, prefix: bytes) -> None:
-    requests = Requests()
-    responses = channel.stream_stream(PY + method)(iter(requests), timeout=20)
-    for i in range(20):
-        requests.send(b"%d" % i)
-        assert next(responses) == prefix + b"%d" % i
-    requests.close()
-    assert list(responses) == []
-    assert responses.code() == grpc.StatusCode.OK
-
-
-@pytest.mark.parametrize("method", ["Chat", "AChat"])
-def test_python_bidi_handler_streams_ten_thousand_messages(
-        channel: grpc.Channel, method: str) -> None:
-    n = 10_000
-    got = list(channel.stream_stream(PY + method)((b"%d" % i for i in range(n)),
-                                                 timeout=120))
-    assert len(got) == n
-    assert got[0].endswith(b":0") and got[-1].endswith(b":%d" % (n - 1))
-
-
-def test_two_hundred_concurrent_async_python_bidi_streams(channel: grpc.Channel) -> None:
-    n = 200
-    all_open = threading.Barrier(n, timeout=60)
-    errors: list[BaseException] = []
-
-    def one(k: int) -> None:
-        try:
-            requests = Requests()
-            responses = channel.stream_stream(PY + "AChat")(iter(requests), timeout=120)
-            requests.send(b"%d" % k)
-            assert next(responses) == b"aecho:%d" % k
-            all_open.wait()  # every stream open at once, none holds a thread
-            requests.send(b"again")
-            assert next(responses) == b"aecho:again"
-            requests.close()
-            assert list(responses) == []
-        except BaseException as e:
-            errors.append(e)
-
-    threads = [threading.Thread(target=one, args=(k,)) for k in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(180)
-    assert errors == []
-
-
-@pytest.mark.parametrize("method", ["Total", "ATotal"])
-def test_python_client_stream_handler_sees_every_message(
-        channel: grpc.Channel, method: str) -> None:
-    messages = [b"x" * i for i in range(200)]
-    call = channel.stream_unary(PY + method)
-    assert call(iter(messages), timeout=20) == str(sum(map(len, messages))).encode()
-    assert call(iter([]), timeout=20) == b"0"  # an empty stream is a stream
-
-
-@pytest.mark.parametrize("method", ["Count", "ACount"])
-def test_python_server_stream_handler_sends_every_message(
-        channel: grpc.Channel, method: str) -> None:
-    got = list(channel.unary_stream(PY + method)(b"1000", timeout=30))
-    assert got == [b"%d" % i for i in range(1000)]
-    assert list(channel.unary_stream(PY + method)(b"0", timeout=30)) == []
-
-
-def test_python_server_stream_sends_initial_metadata_and_trailers(
-        channel: grpc.Channel) -> None:
-    call = channel.unary_stream(PY + "Count")(b"3", timeout=10)
-    assert next(call) == b"0"
-    assert ("x-first", "yes") in call.initial_metadata()
-    assert list(call) == [b"1", b"2"]
-    assert ("x-count", "3") in call.trailing_metadata()
-
-
-def test_python_stream_raising_mid_stream_ends_with_its_status_after_sent_messages(
-        channel: grpc.Channel) -> None:
-    got = []
-    with pytest.raises(grpc.RpcError) as err:
-        for message in channel.unary_stream(PY + "FailAfterTwo")(b"", timeout=10):
-            got.append(message)
-    assert got == [b"one", b"two"]
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-
-
-@pytest.mark.parametrize("method", ["Wait", "AWait"])
-def test_python_stream_cancelled_mid_stream_closes_the_handler(
-        channel: grpc.Channel, method: str) -> None:
-    before = _live(channel)
-    closed_before = _closed(channel).get(method, 0)
-    requests = Requests()
-    responses = channel.stream_stream(PY + method)(iter(requests), timeout=20)
-    for i in range(3):
-        requests.send(b"%d" % i)
-        assert next(responses) == b"%d" % i
-    responses.cancel()  # the handler waits in a read: it must be woken
-    requests.close()
-    _wait_closed(channel, method, closed_before)
-    _wait_idle(channel, before)
-
-
-@pytest.mark.parametrize("method", ["Wait", "AWait"])
-def test_python_stream_deadline_mid_stream_closes_the_handler(
-        channel: grpc.Channel, method: str) -> None:
-    before = _live(channel)
-    closed_before = _closed(channel).get(method, 0)
-    requests = Requests()
-    responses = channel.stream_stream(PY + method)(iter(requests), timeout=1.0)
-    requests.send(b"one")
-    assert next(responses) == b"one"
-    with pytest.raises(grpc.RpcError) as err:
-        next(responses)
-    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    requests.close()
-    _wait_closed(channel, method, closed_before)
-    _wait_idle(channel, before)
-
-
-def test_never_reading_client_of_python_server_stream_keeps_host_memory_bounded(
-        host: Host) -> None:
-    """A handler offering 1 GiB (1,024 new 1 MiB messages) to a client that
-    reads nothing: each write waits for the transport, so the handler is
-    slowed and the host holds a few messages, not the stream."""
-    with host.channel() as channel:
-        before = _closed(channel)
-        rss_before = host.status("VmRSS")
-        call = channel.unary_stream(PY + "Flood")(b"1024 1048576", timeout=60)
-        time.sleep(3)
-        rss_after = host.status("VmRSS")
-        yielded = _closed(channel).get("Flood.yielded", 0) - before.get("Flood.yielded", 0)
-        call.cancel()
-        _wait_closed(channel, "Flood", before.get("Flood", 0))
-    growth_mib = (rss_after - rss_before) / 1024
-    print(f"never-reading client of a Python stream: {yielded} MiB yielded, "
-          f"host RSS {rss_before // 1024} -> {rss_after // 1024} MiB")
-    assert yielded < 128
-    assert growth_mib < 128
