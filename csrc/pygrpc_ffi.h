@@ -371,9 +371,9 @@ PGF_API int pgf_call_take_response(pgf_call *call, const uint8_t **data, size_t 
  * and every callback and release function it gives its calls (through
  * pgf_call_read, pgf_call_write, pgf_call_on_cancel, pgf_call_set_response)
  * never block and never enter Python, so a host may run them on its event
- * threads: it
- * dispatches with pgf_dispatch_nonblocking, and completes the call's
- * operations inline when pgf_call_nonblocking says so.  C handlers only. */
+ * threads: it dispatches with pgf_dispatch_nonblocking, and completes the
+ * call's operations inline when pgf_call_nonblocking says so.  C handlers
+ * only. */
 #define PGF_FLAG_NONBLOCKING 0x100
 
 /* Writes a handler may have outstanding on one call. */
