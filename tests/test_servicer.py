@@ -21,7 +21,6 @@ from interop_servicer import pb, pb_grpc
 
 from pygrpc_ffi import GrpcService, StatusCode, grpcio_server
 from pygrpc_ffi.servicer import (
-    STREAMING_UNSUPPORTED,
     ServicerTarget,
     add_servicer,
     is_protobuf_parser,
@@ -115,27 +114,39 @@ def _echo(request: bytes, context: Any) -> bytes:
     return request
 
 
-def _streams(request: Any, context: Any) -> Iterator[bytes]:
-    yield b"never"
+def _count(request: bytes, context: Any) -> Iterator[bytes]:
+    for i in range(3):
+        yield request + str(i).encode()
 
 
-def test_streaming_methods_answer_unimplemented(service: GrpcService) -> None:
+def _join(requests: Iterator[bytes], context: Any) -> bytes:
+    return b"|".join(requests)
+
+
+def _upper(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+    for request in requests:
+        yield request.upper()
+
+
+def test_every_kind_of_a_generic_handler_runs_through_the_c_path(service: GrpcService) -> None:
     handlers = {
         "Echo": grpc.unary_unary_rpc_method_handler(_echo),
-        "ServerStream": grpc.unary_stream_rpc_method_handler(_streams),
-        "ClientStream": grpc.stream_unary_rpc_method_handler(_echo),
-        "Bidi": grpc.stream_stream_rpc_method_handler(_streams),
+        "ServerStream": grpc.unary_stream_rpc_method_handler(_count),
+        "ClientStream": grpc.stream_unary_rpc_method_handler(_join),
+        "Bidi": grpc.stream_stream_rpc_method_handler(_upper),
     }
     ServicerTarget(service).add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("demo.Streams", handlers),))
     client = TestClient(service)
     assert client.unary_raw("/demo.Streams/Echo", b"abc") == b"abc"
-    for method, kind in [("ServerStream", "unary-stream"), ("ClientStream", "stream-unary"),
-                         ("Bidi", "stream-stream")]:
-        result = client.call_raw(f"/demo.Streams/{method}", b"x")
-        assert result.code is StatusCode.UNIMPLEMENTED
-        assert STREAMING_UNSUPPORTED in result.message
-        assert kind in result.message
+    server = client.call_stream_raw("/demo.Streams/ServerStream", [b"n"], timeout=10)
+    assert server.messages == (b"n0", b"n1", b"n2") and server.ok
+    joined = client.call_stream_raw("/demo.Streams/ClientStream", [b"a", b"b", b"c"],
+                                    timeout=10)
+    assert joined.messages == (b"a|b|c",) and joined.ok
+    bidi = client.call_stream_raw("/demo.Streams/Bidi", [b"x", b"y"], timeout=10)
+    assert bidi.messages == (b"X", b"Y") and bidi.ok
+    assert client.call_stream_raw("/demo.Streams/Bidi", [], timeout=10).messages == ()
 
 
 class _PerCallHandler(grpc.ServiceRpcHandler):  # type: ignore[misc]
