@@ -242,6 +242,52 @@ class _StreamMethod:
             return self._start(request, timeout, metadata)
         return self.with_call(request, timeout, metadata, **options)[0]
 
+    def future(self, request: Any, timeout: float | None = None,
+               metadata: MetadataLike = None, **_options: Any) -> _Future:
+        """For a unary response: the call as a grpc.Future-like object."""
+        return _Future(self._start(request, timeout, metadata))
+
+
+class _Future:
+    """A unary-response call in flight (grpc.Future and grpc.Call-like)."""
+
+    def __init__(self, call: StreamingCall) -> None:
+        self.call = call
+
+    def cancel(self) -> bool:
+        return self.call.cancel()
+
+    def cancelled(self) -> bool:
+        return self.call.cancelled()
+
+    def running(self) -> bool:
+        return self.call.is_active()
+
+    def done(self) -> bool:
+        return not self.call.is_active()
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The response; CallError if the status is not OK."""
+        self.call.result(timeout)
+        responses = list(self.call)
+        return responses[0] if responses else None
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        outcome = self.call.result(timeout)
+        return None if outcome.ok else CallError(outcome)
+
+    def code(self) -> Any:
+        return self.call.code()
+
+    def details(self) -> str:
+        return self.call.details()
+
+    def initial_metadata(self) -> tuple[tuple[str, MetadataValue], ...]:
+        return self.call.initial_metadata()
+
+    def trailing_metadata(self) -> tuple[tuple[str, MetadataValue], ...]:
+        return self.call.trailing_metadata()
+
 
 class _Raw:
     """A response type given by its parser (None: bytes)."""

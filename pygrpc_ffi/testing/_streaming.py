@@ -169,6 +169,11 @@ class StreamingCall:
         self._stop(CallResult(StatusCode.CANCELLED, LOCALLY_CANCELLED))
         return True
 
+    def cancelled(self) -> bool:
+        """Whether the caller cancelled the call."""
+        outcome = self._local
+        return outcome is not None and outcome.code is StatusCode.CANCELLED
+
     def result(self, timeout: float | None = None) -> CallResult:
         """The outcome (waits for the end); messages are those received."""
         if self._local is None and not self._finished.wait(timeout):
