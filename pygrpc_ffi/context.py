@@ -47,8 +47,16 @@ Where grpcio differs, on purpose:
   UNKNOWN for anything that is not a ``grpc.StatusCode``.
 - Details set on a call that succeeds (OK) are not sent: the C ABI carries a
   message only with an error status.
-- Initial metadata of a call that fails is not sent (trailers are); the
-  answer travels as one unit through the C ABI.
+- Initial metadata of a unary-response call that fails is not sent
+  (trailers are); the answer travels as one unit through the C ABI.  In a
+  response stream it is sent as in grpcio: at once by
+  ``send_initial_metadata``, else with the first message.
+- Streams: a sync request iterator raises :class:`RequestsCancelled` (a
+  ``grpc.RpcError``) when the call is cancelled or its deadline passes, as
+  grpcio's does; an exception raised while iterating responses is mapped
+  like any other (grpcio: UNKNOWN "Exception iterating responses: ...").
+  ``context.read()`` / ``context.write()`` are for the aio context of a
+  method with a request / response stream (RuntimeError elsewhere).
 - ``set_compression`` asks the host to compress the response with its
   default algorithm, whichever algorithm is named;
   ``disable_next_message_compression`` turns that off.

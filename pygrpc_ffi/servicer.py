@@ -17,8 +17,11 @@ run through the C path like any handler: ``def`` methods on the host's thread
 with a :class:`~pygrpc_ffi.context.ServicerContext`, ``async def`` methods
 (grpc.aio servicers) on the package's event loop with an
 :class:`~pygrpc_ffi.context.AioServicerContext`.  Streaming methods are
-registered too, and answer UNIMPLEMENTED ("streaming is not supported yet")
-until the C ABI carries streams.
+registered with their kind and run through the C ABI's streams: request
+iterators read one message at a time, each deserialized; responses
+serialized and written with back-pressure (see :mod:`pygrpc_ffi._streams`).
+A service registered per call through a ``grpc.ServiceRpcHandler`` (no
+method names known in advance) serves unary methods only.
 
 The request is parsed straight from the host's zero-copy payload view when
 the deserializer is a protobuf ``FromString`` (upb accepts the buffer: it
