@@ -11,11 +11,11 @@ from typing import Any
 import hypothesis.strategies as st
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from pygrpc_ffi._native import ffi, lib
 
 from pygrpc_ffi import live_objects
 from pygrpc_ffi._handles import handles
 from pygrpc_ffi._local_host import new_message
-from pygrpc_ffi._native import ffi, lib
 
 OK, EOF, CANCELLED = lib.PGF_OK, lib.PGF_EOF, lib.PGF_ECANCELLED
 
