@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import inspect
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -41,6 +42,20 @@ _read_wait = lib.pgf_call_read_wait
 _write_wait = lib.pgf_call_write_wait
 _release_buffer = lib._pgf_py_release_buffer
 _from_buffer = ffi.from_buffer
+_running_loop = asyncio._get_running_loop
+
+
+_current: contextvars.ContextVar[_Stream | None] = contextvars.ContextVar(
+    "pygrpc_ffi_stream", default=None)
+
+
+def current_stream() -> _Stream | None:
+    """The streaming call whose handler function is being called, or None.
+
+    Set while ``binding.fn`` is called (for async handlers: in the handler's
+    task), so that a handler wrapper (the servicer layer) can reach the call
+    before its first read: metadata, initial metadata, reads and writes."""
+    return _current.get()
 
 
 class StreamCancelled(Cancelled):
@@ -185,6 +200,11 @@ class _Pending:
         request = None
         if msg != ffi.NULL and self.info is not None:
             request = message_request(self.info, msg)
+        if _running_loop() is self.loop:
+            # Completed on the loop's own thread (inside the read or write
+            # call, or a host serving it there): no wake-up needed.
+            _resolve(self.future, (result, request))
+            return
         try:
             self.loop.call_soon_threadsafe(_resolve, self.future, (result, request))
         except RuntimeError:  # the loop is closed: nobody waits any more
@@ -226,7 +246,11 @@ def _run_sync(stream: _Stream) -> None:
     kind = binding.kind
     try:
         arg = stream.requests() if kind & _KIND_REQUEST_STREAM else stream.first_request()
-        result = binding.fn(arg)
+        token = _current.set(stream)
+        try:
+            result = binding.fn(arg)
+        finally:
+            _current.reset(token)
         if not kind & _KIND_RESPONSE_STREAM:
             finish_ok(call, result, binding)
             return
@@ -294,6 +318,7 @@ async def _drive(pending: _AsyncStream) -> None:
         arg = stream.arequests() if kind & _KIND_REQUEST_STREAM else await stream.aread()
         if arg is None:
             raise RuntimeError("the call has no request message")
+        _current.set(stream)  # this task's context only
         result = binding.fn(arg)
         if not kind & _KIND_RESPONSE_STREAM:
             if inspect.isawaitable(result):

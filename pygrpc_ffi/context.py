@@ -47,8 +47,16 @@ Where grpcio differs, on purpose:
   UNKNOWN for anything that is not a ``grpc.StatusCode``.
 - Details set on a call that succeeds (OK) are not sent: the C ABI carries a
   message only with an error status.
-- Initial metadata of a call that fails is not sent (trailers are); the
-  answer travels as one unit through the C ABI.
+- Initial metadata of a unary-response call that fails is not sent
+  (trailers are); the answer travels as one unit through the C ABI.  In a
+  response stream it is sent as in grpcio: at once by
+  ``send_initial_metadata``, else with the first message.
+- Streams: a sync request iterator raises :class:`RequestsCancelled` (a
+  ``grpc.RpcError``) when the call is cancelled or its deadline passes, as
+  grpcio's does; an exception raised while iterating responses is mapped
+  like any other (grpcio: UNKNOWN "Exception iterating responses: ...").
+  ``context.read()`` / ``context.write()`` are for the aio context of a
+  method with a request / response stream (RuntimeError elsewhere).
 - ``set_compression`` asks the host to compress the response with its
   default algorithm, whichever algorithm is named;
   ``disable_next_message_compression`` turns that off.
@@ -60,14 +68,17 @@ Where grpcio differs, on purpose:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, NoReturn
 
 from . import _runtime
+from ._answers import add_metadata
 from ._native import lib
+from ._streams import StreamCancelled
 from .errors import GrpcError, status_for_exception
 from .metadata import MetadataValue, is_binary_key
 from .request import GrpcRequest
@@ -84,7 +95,7 @@ except ImportError:  # pragma: no cover - grpcio is an optional dependency
     grpc = None
     _SyncBase = _AioBase = object
 
-__all__ = ["AioServicerContext", "Metadatum", "ServicerContext"]
+__all__ = ["AioServicerContext", "Metadatum", "RequestsCancelled", "ServicerContext"]
 
 _log = logging.getLogger("pygrpc_ffi")
 
@@ -92,6 +103,8 @@ _log = logging.getLogger("pygrpc_ffi")
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 #: Message of a response that cannot be serialized (grpcio's words).
 SERIALIZE_FAILED = "Failed to serialize response!"
+#: Message of a request that cannot be deserialized (grpcio's words).
+DESERIALIZE_FAILED = "Exception deserializing request!"
 # What grpcio's sync context reports as time remaining without a deadline.
 _NO_DEADLINE_SECONDS = float(2**63 - 1)
 
@@ -142,6 +155,12 @@ def _normalize_pairs(metadata: Any) -> list[tuple[str, MetadataValue]]:
 
 
 # ------------------------------------------------------------- cancellation
+
+
+class RequestsCancelled(StreamCancelled, grpc.RpcError if grpc is not None else Exception):  # type: ignore[misc]
+    """Raised by a sync method's request iterator when the call is cancelled
+    (or its deadline passes) while the method reads: a ``grpc.RpcError``, as
+    grpcio's request iterator raises, and a :class:`~pygrpc_ffi.Cancelled`."""
 
 
 if grpc is not None:
@@ -196,9 +215,21 @@ class _ContextBase:
 
     _aio = False
 
-    def __init__(self, request: GrpcRequest, *, expose_exceptions: bool = False) -> None:
+    def __init__(self, request: GrpcRequest, *, expose_exceptions: bool = False,
+                 stream: Any = None, parse: Callable[[GrpcRequest], Any] | None = None,
+                 serialize: Callable[[Any], Any] | None = None,
+                 request_streaming: bool = False,
+                 response_streaming: bool = False) -> None:
         self._request = request
-        self._call: Any = request._call
+        # A streaming call (see _streams.current_stream): metadata goes to the
+        # call at once, messages are read and written through it.
+        self._stream = stream
+        self._call: Any = stream.call if stream is not None else request._call
+        self._parse = parse
+        self._serialize = serialize
+        self._request_streaming = request_streaming
+        self._response_streaming = response_streaming
+        self._messages_sent = 0
         self._expose = expose_exceptions
         self._code: Any = None
         self._status: StatusCode | None = None
@@ -294,9 +325,14 @@ class _ContextBase:
         self._details = details if isinstance(details, str) else str(details)
 
     def _send_initial(self, initial_metadata: Any) -> None:
-        if self._initial is not None:
+        if self._initial is not None or self._messages_sent:
             raise ValueError("Initial metadata no longer allowed!")
         self._initial = _normalize_pairs(initial_metadata)
+        if self._stream is not None and not self._ended:
+            # A stream sends it now, ahead of any message, as grpcio does.
+            add_metadata(self._call, self._initial, lib.pgf_call_add_initial_metadata,
+                         "initial")
+            lib.pgf_call_send_initial_metadata(self._call)
 
     def _set_abort(self, code: Any, details: str, trailing_metadata: Any = None) -> None:
         status = _status_of(code)
@@ -424,7 +460,8 @@ class _ContextBase:
             raise self._error(status or StatusCode.UNKNOWN, self._details or "")
         if self._cancelled():
             raise self._error(StatusCode.CANCELLED, "Cancelled")
-        initial = list(self._initial or ())
+        # A stream's initial metadata is already in the call.
+        initial = list(self._initial or ()) if self._stream is None else []
         trailers, details = self._split_trailers()
         if details is not None:
             _log.debug("status details dropped: the call succeeded")
@@ -469,6 +506,132 @@ class _ContextBase:
             except (Exception, asyncio.CancelledError) as exc:
                 raise self._failure(exc) from exc
             return self._success(response, serialize, serialize_error)
+        finally:
+            self._end()
+
+
+    # -------------------------------------------------------------- streams
+
+    def _parsed(self, request: GrpcRequest) -> Any:
+        """One request message of a stream, deserialized; a message that
+        cannot be ends the call with INTERNAL, as in grpcio."""
+        parse = self._parse
+        if parse is None:
+            return request
+        try:
+            return parse(request)
+        except Exception as exc:
+            _log.error("%s: cannot deserialize a request message: %s",
+                       request.full_method, str(exc))
+            self._set_abort(StatusCode.INTERNAL, DESERIALIZE_FAILED)
+            raise GrpcError(StatusCode.INTERNAL, DESERIALIZE_FAILED) from None
+
+    def _requests(self, requests: Iterable[GrpcRequest]) -> Iterator[Any]:
+        """The request iterator of a sync method: each message deserialized,
+        read when asked for; RequestsCancelled if the call is cancelled."""
+        try:
+            for request in requests:
+                yield self._parsed(request)
+        except StreamCancelled:
+            raise RequestsCancelled() from None
+
+    async def _arequests(self, requests: AsyncIterator[GrpcRequest]) -> AsyncIterator[Any]:
+        """The request iterator of an async method."""
+        async for request in requests:
+            yield self._parsed(request)
+
+    def _message(self, response: Any) -> Any:
+        """One response message of a stream, serialized; raises the GrpcError
+        the call ends with if it cannot be."""
+        if response is None:
+            _log.error("the method produced None instead of a response message")
+            raise self._error(StatusCode.INTERNAL, SERIALIZE_FAILED)
+        serialize = self._serialize
+        if serialize is not None and not isinstance(response, (bytes, bytearray, memoryview)):
+            try:
+                response = serialize(response)
+            except Exception as exc:
+                _log.error("cannot serialize the response %s: %s", type(response).__name__, exc)
+                raise self._error(StatusCode.INTERNAL, SERIALIZE_FAILED) from None
+        self._messages_sent += 1
+        if self._compress:
+            return GrpcResponse(response, compress=True)
+        return response
+
+    def _end_stream(self) -> None:
+        """The response stream ended without an exception: raises the
+        GrpcError the call ends with if it must fail (``set_code``, abort,
+        cancellation), else puts the trailers into the call."""
+        status = self._status
+        if self._aborted or (status is not None and status is not StatusCode.OK):
+            raise self._error(status or StatusCode.UNKNOWN, self._details or "")
+        if self._cancelled():
+            raise self._error(StatusCode.CANCELLED, "Cancelled")
+        trailers, details = self._split_trailers()
+        if details is not None:
+            _log.debug("status details dropped: the call succeeded")
+        add_metadata(self._call, trailers, lib.pgf_call_add_trailing_metadata, "trailing")
+
+    def _run_stream(self, behavior: Callable[[Any, Any], Any], arg: Any) -> Iterator[Any]:
+        """Runs a sync response-streaming method: yields each message to
+        write; the end of the stream carries the context's status."""
+        try:
+            try:
+                responses = iter(behavior(arg, self))
+            except Exception as exc:
+                raise self._failure(exc) from exc
+            try:
+                while True:
+                    try:
+                        response = next(responses)
+                    except StopIteration:
+                        break
+                    except Exception as exc:
+                        raise self._failure(exc) from exc
+                    yield self._message(response)
+            finally:
+                close = getattr(responses, "close", None)
+                if close is not None:
+                    close()  # the method's own finally blocks run now
+            self._end_stream()
+        finally:
+            self._end()
+
+    async def _arun_stream(self, behavior: Callable[[Any, Any], Any],
+                           arg: Any) -> AsyncIterator[Any]:
+        """Runs an async response-streaming method: an async generator, an
+        ``async def`` that writes with ``context.write()``, or one that
+        returns an iterable."""
+        try:
+            try:
+                result = behavior(arg, self)
+            except Exception as exc:
+                raise self._failure(exc) from exc
+            if hasattr(result, "__aiter__"):
+                responses = result.__aiter__()
+                try:
+                    while True:
+                        try:
+                            response = await responses.__anext__()
+                        except StopAsyncIteration:
+                            break
+                        except (Exception, asyncio.CancelledError) as exc:
+                            raise self._failure(exc) from exc
+                        yield self._message(response)
+                finally:
+                    aclose = getattr(responses, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+            else:
+                try:
+                    if inspect.isawaitable(result):
+                        result = await result  # it wrote with context.write()
+                    items = list(result) if result is not None else []
+                except (Exception, asyncio.CancelledError) as exc:
+                    raise self._failure(exc) from exc
+                for response in items:
+                    yield self._message(response)
+            self._end_stream()
         finally:
             self._end()
 
@@ -537,12 +700,21 @@ class AioServicerContext(_ContextBase, _AioBase):  # type: ignore[misc]
         await self.abort(status.code, status.details, status.trailing_metadata)
 
     async def read(self) -> Any:
-        """Only for streaming RPCs, which are not supported yet."""
-        raise RuntimeError("read() is for streaming RPCs; streaming is not supported yet")
+        """The next request message of a request-streaming method, or
+        ``grpc.aio.EOF`` once the client has sent its last one."""
+        if self._stream is None or not self._request_streaming:
+            raise RuntimeError("read() is only for methods with a request stream")
+        request = await self._stream.aread()
+        if request is None:
+            return grpc.aio.EOF if grpc is not None else None
+        return self._parsed(request)
 
     async def write(self, message: Any) -> None:
-        """Only for streaming RPCs, which are not supported yet."""
-        raise RuntimeError("write() is for streaming RPCs; streaming is not supported yet")
+        """Sends one response message of a response-streaming method; returns
+        once the host has taken it (the client's pace)."""
+        if self._stream is None or not self._response_streaming:
+            raise RuntimeError("write() is only for methods with a response stream")
+        await self._stream.awrite(self._message(message))
 
     def add_done_callback(self, callback: Callable[[Any], Any]) -> None:
         """Runs ``callback(context)`` when the call ends."""

@@ -10,14 +10,23 @@
 ``Check`` runs through the C path (grpcio-health-checking's own servicer,
 registered like any generated servicer): the status of a known service, or
 NOT_FOUND for an unknown one; the empty name is the server as a whole and is
-SERVING unless set otherwise.  ``Watch`` is a server-streaming RPC and
-answers UNIMPLEMENTED ("streaming is not supported yet") until the C ABI
-carries streams.  Needs ``grpcio-health-checking``.
+SERVING unless set otherwise.
+
+``Watch`` is a server stream: the current status first (SERVICE_UNKNOWN for
+a service never set), then a message for every :meth:`HealthServicer.set`
+of that service, sent at once, until the client goes away (the watch is
+then dropped).  It runs as an ``async def`` on the package's event loop, so
+an open watch holds no worker thread however many clients watch.  A client
+that reads slower than statuses change gets the latest status, not a
+backlog: statuses set while a message is being written are coalesced into
+the last one (grpcio's servicer queues every one).
+Needs ``grpcio-health-checking``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from grpc_health.v1 import health as _health  # type: ignore[import-untyped]
@@ -52,9 +61,59 @@ def serving_status(status: ServingStatusLike) -> int:
     raise ValueError(f"unknown serving status {status!r}")
 
 
+class _Watch:
+    """One open Watch: the status to send next, set from any thread."""
+
+    __slots__ = ("event", "loop", "pending")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, first: Any) -> None:
+        self.loop = loop
+        self.pending: Any = first
+        self.event = asyncio.Event()
+        self.event.set()
+
+    def send(self, response: Any) -> None:
+        """grpcio's servicer calls this (under its lock) on every set()."""
+        try:
+            self.loop.call_soon_threadsafe(self._put, response)
+        except RuntimeError:  # the loop is closed: nobody watches any more
+            pass
+
+    def _put(self, response: Any) -> None:
+        self.pending = response
+        self.event.set()
+
+
 class HealthServicer(_health.HealthServicer):  # type: ignore[misc]
-    """grpcio-health-checking's servicer; :meth:`set` also takes names and
-    bools."""
+    """grpcio-health-checking's servicer, with a ``Watch`` that holds no
+    thread while it waits; :meth:`set` also takes names and bools."""
+
+    async def Watch(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        """The current status of ``request.service``, then every change,
+        until the client goes away."""
+        service = request.service
+        with self._lock:
+            status = self._server_status.get(service)
+            if status is None:
+                status = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+            watch = _Watch(asyncio.get_running_loop(),
+                           health_pb2.HealthCheckResponse(status=status))
+            self._send_response_callbacks.setdefault(service, set()).add(watch.send)
+        try:
+            while True:
+                await watch.event.wait()
+                watch.event.clear()
+                response, watch.pending = watch.pending, None
+                if response is not None:
+                    yield response
+        finally:
+            with self._lock:
+                self._send_response_callbacks.get(service, set()).discard(watch.send)
+
+    def watchers(self, service: str) -> int:
+        """How many Watch calls of ``service`` are open."""
+        with self._lock:
+            return len(self._send_response_callbacks.get(service, ()))
 
     def set(self, service: str, status: ServingStatusLike) -> None:
         """Sets the serving status of ``service`` ("" is the whole server)."""

@@ -14,16 +14,17 @@ defines a name, or a file by name, with its transitive dependencies, from a
 protobuf descriptor pool (default: the default pool, which holds every
 imported ``*_pb2`` module).
 
-ServerReflectionInfo is a bidirectional-streaming RPC, which the unary C
-ABI cannot carry yet: the method is registered, and answers UNIMPLEMENTED
-("streaming is not supported yet") until streaming exists; then the
-servicer's ``ServerReflectionInfo`` (one :meth:`answer` per request) will
-serve it as is.  Needs ``grpcio-reflection``.
+``ServerReflectionInfo`` is the bidirectional stream that clients
+(grpcurl, grpcio-reflection's ``ProtoReflectionDescriptorDatabase``) use:
+one :meth:`answer` per request, in order, until the client half-closes.  It
+runs as an ``async def`` on the package's event loop, so a client that keeps
+its reflection stream open holds no worker thread.  Needs
+``grpcio-reflection``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool
@@ -143,19 +144,17 @@ class ReflectionServicer(reflection_pb2_grpc.ServerReflectionServicer):  # type:
             return _error(request, StatusCode.NOT_FOUND, "not found")
         return _error(request, StatusCode.INVALID_ARGUMENT, "invalid argument")
 
-    def ServerReflectionInfo(self, request_iterator: Iterable[Any],
-                             context: Any) -> Iterator[Any]:
+    async def ServerReflectionInfo(self, request_iterator: AsyncIterator[Any],
+                                   context: Any) -> AsyncIterator[Any]:
         """The streaming RPC: one answer per request."""
-        for request in request_iterator:
+        async for request in request_iterator:
             yield self.answer(request)
 
 
 def add_reflection(service: GrpcService | None = None, pool: Any = None,
                    extra_services: Iterable[str] = ()) -> ReflectionServicer:
     """Registers ``grpc.reflection.v1alpha.ServerReflection`` in ``service``
-    (default: :func:`~pygrpc_ffi.default_service`) and returns its servicer.
-    The RPC answers UNIMPLEMENTED until streaming exists; ``answer()``
-    works now."""
+    (default: :func:`~pygrpc_ffi.default_service`) and returns its servicer."""
     servicer = ReflectionServicer(service, pool, extra_services)
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
         servicer, ServicerTarget(servicer.service))

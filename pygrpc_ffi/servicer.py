@@ -17,8 +17,11 @@ run through the C path like any handler: ``def`` methods on the host's thread
 with a :class:`~pygrpc_ffi.context.ServicerContext`, ``async def`` methods
 (grpc.aio servicers) on the package's event loop with an
 :class:`~pygrpc_ffi.context.AioServicerContext`.  Streaming methods are
-registered too, and answer UNIMPLEMENTED ("streaming is not supported yet")
-until the C ABI carries streams.
+registered with their kind and run through the C ABI's streams: request
+iterators read one message at a time, each deserialized; responses
+serialized and written with back-pressure (see :mod:`pygrpc_ffi._streams`).
+A service registered per call through a ``grpc.ServiceRpcHandler`` (no
+method names known in advance) serves unary methods only.
 
 The request is parsed straight from the host's zero-copy payload view when
 the deserializer is a protobuf ``FromString`` (upb accepts the buffer: it
@@ -37,19 +40,17 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .context import AioServicerContext, ServicerContext
+from ._streams import current_stream
+from .context import DESERIALIZE_FAILED, AioServicerContext, ServicerContext
 from .errors import GrpcError
 from .request import GrpcRequest
 from .service import GrpcService, default_service
 from .status import StatusCode
 
-__all__ = ["STREAMING_UNSUPPORTED", "ServicerTarget", "add_servicer", "method_handler"]
+__all__ = ["ServicerTarget", "add_servicer", "method_handler"]
 
 _log = logging.getLogger("pygrpc_ffi")
 
-#: The message of a streaming method's UNIMPLEMENTED answer.
-STREAMING_UNSUPPORTED = "streaming is not supported yet"
-DESERIALIZE_FAILED = "Exception deserializing request!"
 METHOD_NOT_FOUND = "Method not found!"
 
 
@@ -85,35 +86,47 @@ def payload_reader(deserializer: Callable[[Any], Any] | None) -> Callable[[GrpcR
     return lambda request: deserializer(bytes(request.payload))
 
 
-def _streaming(path: str, kind: str) -> Callable[[GrpcRequest], Any]:
-    def handle(request: GrpcRequest) -> Any:
-        raise GrpcError(StatusCode.UNIMPLEMENTED, f"{path}: {kind} RPC: {STREAMING_UNSUPPORTED}")
+def _flags(handler: Any) -> tuple[bool, bool]:
+    """grpcio's (request_streaming, response_streaming) of a method handler."""
+    return (bool(getattr(handler, "request_streaming", False)),
+            bool(getattr(handler, "response_streaming", False)))
 
-    return handle
+
+_BEHAVIORS = {
+    (False, False): "unary_unary",
+    (False, True): "unary_stream",
+    (True, False): "stream_unary",
+    (True, True): "stream_stream",
+}
 
 
-def _kind(handler: Any) -> str:
-    request_streaming = bool(getattr(handler, "request_streaming", False))
-    response_streaming = bool(getattr(handler, "response_streaming", False))
-    return {
-        (False, False): "unary-unary",
-        (False, True): "unary-stream",
-        (True, False): "stream-unary",
-        (True, True): "stream-stream",
-    }[(request_streaming, response_streaming)]
+def _stream_request(stream: Any) -> GrpcRequest:
+    """A GrpcRequest (no payload) with what a request stream's context
+    reports: method, metadata, deadline, peer."""
+    info = stream.info
+    request = GrpcRequest(info.service_name, info.method_name, b"", info.metadata,
+                          deadline=info.deadline, peer=info.peer)
+    request._stream = stream
+    return request
 
 
 def method_handler(handler: Any, path: str = "", *,
-                   expose_exceptions: bool = False) -> Callable[[GrpcRequest], Any]:
-    """A pygrpc_ffi handler running a ``grpc.RpcMethodHandler`` (as built by
-    ``grpc.unary_unary_rpc_method_handler``).  Streaming kinds answer
-    UNIMPLEMENTED."""
-    kind = _kind(handler)
-    behavior = getattr(handler, "unary_unary", None)
-    if kind != "unary-unary" or behavior is None:
-        return _streaming(path, kind)
+                   expose_exceptions: bool = False) -> Callable[[Any], Any]:
+    """A pygrpc_ffi handler running a ``grpc.RpcMethodHandler`` of any kind
+    (as built by ``grpc.unary_unary_rpc_method_handler`` and its siblings).
+    Register it with the handler's ``request_streaming`` and
+    ``response_streaming`` flags (see :class:`ServicerTarget`)."""
+    request_streaming, response_streaming = _flags(handler)
+    kind = _BEHAVIORS[(request_streaming, response_streaming)]
+    behavior = getattr(handler, kind, None)
+    if behavior is None:
+        def missing(arg: Any) -> Any:
+            raise GrpcError(StatusCode.UNIMPLEMENTED, METHOD_NOT_FOUND)
+
+        return missing
     read = payload_reader(getattr(handler, "request_deserializer", None))
     serialize = getattr(handler, "response_serializer", None)
+    is_async = is_coroutine_function(behavior) or inspect.isasyncgenfunction(behavior)
 
     def parse(request: GrpcRequest) -> Any:
         try:
@@ -122,20 +135,54 @@ def method_handler(handler: Any, path: str = "", *,
             _log.error("%s: cannot deserialize the request: %s", path, str(exc))
             raise GrpcError(StatusCode.INTERNAL, DESERIALIZE_FAILED) from None
 
-    if is_coroutine_function(behavior):
-        def handle_async(request: GrpcRequest) -> Any:
+    if not request_streaming and not response_streaming:
+        if is_async:
+            def handle_async(request: GrpcRequest) -> Any:
+                message = parse(request)
+                context = AioServicerContext(request, expose_exceptions=expose_exceptions)
+                return context._arun(behavior, message, serialize)
+
+            return handle_async
+
+        def handle(request: GrpcRequest) -> Any:
             message = parse(request)
-            context = AioServicerContext(request, expose_exceptions=expose_exceptions)
-            return context._arun(behavior, message, serialize)
+            context = ServicerContext(request, expose_exceptions=expose_exceptions)
+            return context._run(behavior, message, serialize)
 
-        return handle_async
+        return handle
 
-    def handle(request: GrpcRequest) -> Any:
-        message = parse(request)
-        context = ServicerContext(request, expose_exceptions=expose_exceptions)
+    def context_of(arg: Any, cls: type[Any]) -> Any:
+        stream = current_stream()
+        if stream is None:
+            raise RuntimeError(f"{path}: a streaming method runs on a streaming call only")
+        request = _stream_request(stream) if request_streaming else arg
+        return cls(request, expose_exceptions=expose_exceptions, stream=stream, parse=read,
+                   serialize=serialize, request_streaming=request_streaming,
+                   response_streaming=response_streaming)
+
+    if is_async:
+        # async def: _streams runs it on the package's loop, in the call's task.
+        async def handle_stream_async(arg: Any) -> Any:
+            message = None if request_streaming else parse(arg)
+            context = context_of(arg, AioServicerContext)
+            if request_streaming:
+                message = context._arequests(arg)
+            if response_streaming:
+                return context._arun_stream(behavior, message)
+            return await context._arun(behavior, message, serialize)
+
+        return handle_stream_async
+
+    def handle_stream(arg: Any) -> Any:
+        message = None if request_streaming else parse(arg)
+        context = context_of(arg, ServicerContext)
+        if request_streaming:
+            message = context._requests(arg)
+        if response_streaming:
+            return context._run_stream(behavior, message)
         return context._run(behavior, message, serialize)
 
-    return handle
+    return handle_stream
 
 
 class _HandlerCallDetails:
@@ -172,7 +219,10 @@ class ServicerTarget:
                 return  # the same method, from the other registration call
             fn = method_handler(handler, f"/{service_name}/{method_name}",
                                 expose_exceptions=self.service.expose_exceptions)
-            self.service.register_method(service_name, method_name, fn)
+            request_streaming, response_streaming = _flags(handler)
+            self.service.register_method(service_name, method_name, fn,
+                                         request_streaming=request_streaming,
+                                         response_streaming=response_streaming)
             self._registered[key] = handler
 
     def add_registered_method_handlers(self, service_name: str,
@@ -214,6 +264,11 @@ class ServicerTarget:
             handler = generic.service(details)
             if handler is None:
                 raise GrpcError(StatusCode.UNIMPLEMENTED, METHOD_NOT_FOUND)
+            if any(_flags(handler)):
+                # The C registry serves a service-wide registration as unary.
+                raise GrpcError(StatusCode.UNIMPLEMENTED,
+                                f"{request.full_method}: a streaming method of a generic "
+                                "handler must be registered by name")
             return method_handler(handler, request.full_method, expose_exceptions=expose)(request)
 
         with self._lock:

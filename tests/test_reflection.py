@@ -1,18 +1,21 @@
 """Server reflection: the answers (list services, file by name, file
-containing a symbol) as a unit-tested function, and the registered
-bidi-streaming RPC, which answers UNIMPLEMENTED through the C path until
-streaming exists."""
+containing a symbol) as a unit-tested function, and the bidi-streaming RPC
+through the C path, answering as grpcio-reflection's own servicer does and
+serving grpcio-reflection's client."""
 
 from __future__ import annotations
 
-import grpc
 import interop_servicer as interop
 import pytest
-from google.protobuf import descriptor_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool
+from grpc_reflection.v1alpha import reflection as grpc_reflection
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 from interop_servicer import pb_grpc
 
-from pygrpc_ffi import GrpcService, StatusCode, grpcio_server
+from pygrpc_ffi import GrpcService, StatusCode
 from pygrpc_ffi.health import add_health
 from pygrpc_ffi.reflection import SERVICE_NAME, add_reflection
 from pygrpc_ffi.servicer import add_servicer
@@ -93,30 +96,43 @@ def test_extension_numbers_of_a_type_without_extensions(reflected: GrpcService) 
     assert list(response.all_extension_numbers_response.extension_number) == []
 
 
-def test_streaming_rpc_is_unimplemented_until_streaming(reflected: GrpcService) -> None:
+REQUESTS = [
+    Request(list_services=""),
+    Request(file_by_filename="interop.proto"),
+    Request(file_containing_symbol="grpc.testing.TestService"),
+    Request(file_containing_symbol="grpc.testing.SimpleRequest"),
+    Request(file_containing_symbol="grpc.health.v1.Health"),
+    Request(file_containing_symbol="no.Such"),
+    Request(file_by_filename="no/such.proto"),
+    Request(all_extension_numbers_of_type="no.Such"),
+    Request(file_containing_extension=reflection_pb2.ExtensionRequest(
+        containing_type="grpc.testing.Empty", extension_number=7)),
+    Request(),
+]
+
+
+def test_bidi_stream_answers_as_grpcio_reflection_does(reflected: GrpcService) -> None:
     add_reflection(reflected)
-    path = f"/{SERVICE_NAME}/ServerReflectionInfo"
-    assert reflected.has_method(SERVICE_NAME, "ServerReflectionInfo")
-    result = TestClient(reflected).call_raw(path, Request(list_services="").SerializeToString())
-    assert result.code is StatusCode.UNIMPLEMENTED
-    assert "streaming is not supported yet" in result.message
-    # A real reflection client (grpcio) gets the same answer from the grpcio engine.
-    server = grpcio_server.start(reflected, "127.0.0.1:0", max_workers=2)
-    try:
-        with grpc.insecure_channel(server.address) as channel:
-            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-            with pytest.raises(grpc.RpcError) as info:
-                next(iter(stub.ServerReflectionInfo(iter([Request(list_services="")]),
-                                                    timeout=10)))
-            assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
-            assert "streaming is not supported yet" in info.value.details()
-    finally:
-        server.stop(0)
+    names = reflected.list_services()
+    expected = list(grpc_reflection.ReflectionServicer(names).ServerReflectionInfo(
+        iter(REQUESTS), None))
+    stub = reflection_pb2_grpc.ServerReflectionStub(TestClient(reflected).channel)
+    answers = list(stub.ServerReflectionInfo(iter(REQUESTS), timeout=10))
+    assert answers == expected
+    assert [a.WhichOneof("message_response") for a in answers[:6]] == [
+        "list_services_response", "file_descriptor_response", "file_descriptor_response",
+        "file_descriptor_response", "file_descriptor_response", "error_response"]
 
 
-def test_servicer_streams_answers_once_streaming_exists(reflected: GrpcService) -> None:
-    reflection = add_reflection(reflected)
-    requests = [Request(list_services=""), Request(file_containing_symbol="no.Such")]
-    answers = list(reflection.ServerReflectionInfo(iter(requests), None))
-    assert [a.WhichOneof("message_response") for a in answers] == [
-        "list_services_response", "error_response"]
+def test_grpcio_reflection_client_lists_and_resolves_every_service(
+        reflected: GrpcService) -> None:
+    add_reflection(reflected)
+    database = ProtoReflectionDescriptorDatabase(TestClient(reflected, default_timeout=10).channel)
+    services = sorted(database.get_services())
+    assert services == reflected.list_services()
+    pool = descriptor_pool.DescriptorPool(database)
+    for name in services:
+        described = pool.FindServiceByName(name)
+        assert described.full_name == name and described.methods
+    method = pool.FindMethodByName("grpc.testing.TestService.UnaryCall")
+    assert method.input_type.full_name == "grpc.testing.SimpleRequest"

@@ -23,16 +23,26 @@ raises :class:`CallError`, which quacks like grpcio's client error
 (``code()``, ``details()``, ``trailing_metadata()`` with the status details
 as ``grpc-status-details-bin``), so ``grpc_status.rpc_status.from_call(err)``
 works on it.  Hypothesis strategies for metadata, payloads, deadlines and
-messages are in :mod:`pygrpc_ffi.testing.strategies`.  Unary calls only,
-until the C ABI carries streams.
+messages are in :mod:`pygrpc_ffi.testing.strategies`.
+
+Streaming calls of every kind go through the same C path
+(:meth:`TestClient.stream`, or the stub's streaming methods on
+:attr:`TestClient.channel`): the request iterator is read as the handler
+asks for messages, each response message arrives as the handler writes it,
+and ``cancel()`` or the timeout cancels the call under the handler::
+
+    replies = stub.StreamingOutputCall(request)     # a StreamingCall
+    first = next(replies)
+    replies.cancel()                                # the handler sees it
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .._calls import new_call, read_result
@@ -40,6 +50,7 @@ from .._native import ffi, lib
 from ..metadata import Metadata, MetadataLike, MetadataValue, iter_pairs
 from ..service import CallResult, GrpcService, default_service
 from ..status import StatusCode
+from ._streaming import LOCALLY_CANCELLED, StreamingCall, messages_of
 
 try:
     import grpc
@@ -49,7 +60,7 @@ except ImportError:  # pragma: no cover - grpcio is optional
     grpc = None
     _ErrorBase = Exception
 
-__all__ = ["CallError", "TestChannel", "TestClient"]
+__all__ = ["LOCALLY_CANCELLED", "CallError", "StreamingCall", "TestChannel", "TestClient"]
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
@@ -186,24 +197,108 @@ class _UnaryUnary:
         return self.with_call(request, timeout, metadata, **options)[0]
 
 
-class _Streaming:
-    """A streaming method of a :class:`TestChannel`: not supported yet."""
+def _serialized(requests: Iterable[Any], serialize: Callable[[Any], bytes] | None
+                ) -> Iterator[Any]:
+    for request in requests:
+        yield serialize(request) if serialize is not None else request
 
-    def __init__(self, method: str, kind: str) -> None:
+
+class _StreamMethod:
+    """A streaming method of a :class:`TestChannel` (grpcio's
+    UnaryStream/StreamUnary/StreamStream multicallables): each call is a
+    :class:`StreamingCall` through the C path."""
+
+    def __init__(self, client: TestClient, method: str, request_streaming: bool,
+                 response_streaming: bool, request_serializer: Callable[[Any], bytes] | None,
+                 response_deserializer: Callable[[bytes], Any] | None) -> None:
+        self.client = client
         self.method = method
-        self.kind = kind
+        self.request_streaming = request_streaming
+        self.response_streaming = response_streaming
+        self.request_serializer = request_serializer
+        self.response_deserializer = response_deserializer
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise CallError(CallResult(
-            StatusCode.UNIMPLEMENTED,
-            f"{self.method}: {self.kind} RPC: streaming is not supported yet"))
+    def _start(self, request: Any, timeout: float | None,
+               metadata: MetadataLike) -> StreamingCall:
+        requests = request if self.request_streaming else (request,)
+        return self.client.stream(self.method, _serialized(requests, self.request_serializer),
+                                  metadata=metadata, timeout=timeout,
+                                  response_type=_Raw(self.response_deserializer))
 
-    with_call = __call__
+    def with_call(self, request: Any, timeout: float | None = None,
+                  metadata: MetadataLike = None, **_options: Any) -> tuple[Any, Any]:
+        """For a unary response: the response and the call; CallError if
+        the status is not OK."""
+        call = self._start(request, timeout, metadata)
+        responses = list(call)
+        if len(responses) != 1:
+            raise CallError(CallResult(StatusCode.INTERNAL,
+                                       f"{len(responses)} response messages for a unary answer"))
+        return responses[0], call
+
+    def __call__(self, request: Any, timeout: float | None = None,
+                 metadata: MetadataLike = None, **options: Any) -> Any:
+        if self.response_streaming:
+            return self._start(request, timeout, metadata)
+        return self.with_call(request, timeout, metadata, **options)[0]
+
+    def future(self, request: Any, timeout: float | None = None,
+               metadata: MetadataLike = None, **_options: Any) -> _Future:
+        """For a unary response: the call as a grpc.Future-like object."""
+        return _Future(self._start(request, timeout, metadata))
+
+
+class _Future:
+    """A unary-response call in flight (grpc.Future and grpc.Call-like)."""
+
+    def __init__(self, call: StreamingCall) -> None:
+        self.call = call
+
+    def cancel(self) -> bool:
+        return self.call.cancel()
+
+    def cancelled(self) -> bool:
+        return self.call.cancelled()
+
+    def running(self) -> bool:
+        return self.call.is_active()
+
+    def done(self) -> bool:
+        return not self.call.is_active()
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The response; CallError if the status is not OK."""
+        self.call.result(timeout)
+        responses = list(self.call)
+        return responses[0] if responses else None
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        outcome = self.call.result(timeout)
+        return None if outcome.ok else CallError(outcome)
+
+    def code(self) -> Any:
+        return self.call.code()
+
+    def details(self) -> str:
+        return self.call.details()
+
+    def initial_metadata(self) -> tuple[tuple[str, MetadataValue], ...]:
+        return self.call.initial_metadata()
+
+    def trailing_metadata(self) -> tuple[tuple[str, MetadataValue], ...]:
+        return self.call.trailing_metadata()
+
+
+class _Raw:
+    """A response type given by its parser (None: bytes)."""
+
+    def __init__(self, parse: Callable[[bytes], Any] | None) -> None:
+        self.FromString = parse if parse is not None else bytes
 
 
 class TestChannel:
-    """A grpc.Channel look-alike for generated stubs: unary methods call the
-    service through the C path; streaming methods raise UNIMPLEMENTED."""
+    """A grpc.Channel look-alike for generated stubs: every method, of every
+    kind, calls the service through the C path."""
 
     __test__ = False  # not a pytest test class
 
@@ -214,14 +309,20 @@ class TestChannel:
                     response_deserializer: Any = None, **_options: Any) -> _UnaryUnary:
         return _UnaryUnary(self.client, method, request_serializer, response_deserializer)
 
-    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> _Streaming:
-        return _Streaming(method, "unary-stream")
+    def unary_stream(self, method: str, request_serializer: Any = None,
+                     response_deserializer: Any = None, **_options: Any) -> _StreamMethod:
+        return _StreamMethod(self.client, method, False, True, request_serializer,
+                             response_deserializer)
 
-    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> _Streaming:
-        return _Streaming(method, "stream-unary")
+    def stream_unary(self, method: str, request_serializer: Any = None,
+                     response_deserializer: Any = None, **_options: Any) -> _StreamMethod:
+        return _StreamMethod(self.client, method, True, False, request_serializer,
+                             response_deserializer)
 
-    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> _Streaming:
-        return _Streaming(method, "stream-stream")
+    def stream_stream(self, method: str, request_serializer: Any = None,
+                      response_deserializer: Any = None, **_options: Any) -> _StreamMethod:
+        return _StreamMethod(self.client, method, True, True, request_serializer,
+                             response_deserializer)
 
     def subscribe(self, callback: Any, try_to_connect: bool = False) -> None:
         pass
@@ -240,7 +341,7 @@ class TestChannel:
 
 
 class TestClient:
-    """Calls a GrpcService's handlers through the C path (unary calls).
+    """Calls a GrpcService's handlers through the C path, every RPC kind.
 
     ``timeout`` (per call, or ``default_timeout``): the handler sees the
     deadline, and a call still running when it passes is cancelled and
@@ -264,6 +365,12 @@ class TestClient:
         if lib.pgf_dispatch(self.service._registry, call) != lib.PGF_OK:
             raise RuntimeError("the service is closed")
 
+    def _kind(self, service_name: str, method_name: str) -> int:
+        """The method's PGF_KIND_*, or a negative number if nothing serves it."""
+        svc, method = service_name.encode(), method_name.encode()
+        return int(lib.pgf_registry_method_kind(self.service._registry, svc, len(svc), method,
+                                                len(method)))
+
     def _check_open(self) -> None:
         if self.service._registry == ffi.NULL:
             raise RuntimeError("the service is closed")
@@ -271,7 +378,8 @@ class TestClient:
     def call_raw(self, path: str, payload: Any = b"", *, metadata: MetadataLike = None,
                  timeout: float | None = None) -> CallResult:
         """Calls ``path`` with raw bytes; the :class:`~pygrpc_ffi.CallResult`,
-        whatever the status.
+        whatever the status.  A streaming method gets ``payload`` as its one
+        request message (see :meth:`call_stream_raw`).
 
         Without a timeout the handler runs on this thread.  With one, it runs
         on a thread of its own, as under a host: when the timeout passes the
@@ -279,8 +387,10 @@ class TestClient:
         callbacks run, async handlers are cancelled) and DEADLINE_EXCEEDED is
         returned at once, while the handler finishes in the background.
         """
-        _split_path(path)
+        service_name, method_name = _split_path(path)
         self._check_open()
+        if self._kind(service_name, method_name) > 0:  # a stream of one request
+            return self.call_stream_raw(path, [payload], metadata=metadata, timeout=timeout)
         timeout = self._timeout(timeout)
         call, buf = new_call(path, payload, iter_pairs(metadata), timeout=timeout,
                              peer=self.peer)
@@ -333,7 +443,7 @@ class TestClient:
         parser: Callable[[bytes], Any] | None = None
         if isinstance(method, str):
             path = method if method.startswith("/") else f"/{method}"
-        elif isinstance(method, _UnaryUnary):
+        elif isinstance(method, (_UnaryUnary, _StreamMethod)):
             path, parser = method.method, method.response_deserializer
         elif hasattr(method, "containing_service") and hasattr(method, "output_type"):
             path = f"/{method.containing_service.full_name}/{method.name}"
@@ -345,7 +455,9 @@ class TestClient:
         else:
             raise TypeError("method must be a path, a stub method or a MethodDescriptor, "
                             f"not {type(method).__name__}")
-        if response_type is not None:
+        if response_type is bytes:
+            parser = bytes
+        elif response_type is not None:
             parser = response_type.FromString
         if parser is None:
             parser = _response_parser_for_path(path)
@@ -376,6 +488,39 @@ class TestClient:
         """
         return self.unary_with_call(method, request, metadata=metadata, timeout=timeout,
                                     response_type=response_type)[0]
+
+    def stream(self, method: Any, requests: Iterable[Any] = (), *,
+               metadata: MetadataLike = None, timeout: float | None = None,
+               response_type: Any = None) -> StreamingCall:
+        """Starts a call of any kind and returns it at once: iterate the
+        :class:`StreamingCall` for the parsed response messages (CallError at
+        the end if the status is not OK), ``cancel()`` it, or ask its
+        ``result()``.
+
+        ``requests`` is the request stream (protobuf messages or bytes), read
+        on a thread of its own as the handler asks for messages, so it may
+        block (ping-pong); a method that takes one request gets exactly one,
+        or the call ends with UNIMPLEMENTED as from the hosts.  ``method``
+        and ``response_type`` as in :meth:`unary` (``response_type=bytes``
+        gives the raw messages).
+        """
+        self._check_open()
+        path, parse = self._resolve(method, response_type)
+        _split_path(path)
+        return StreamingCall(self.service, path, requests, metadata=metadata,
+                             timeout=self._timeout(timeout), peer=self.peer,
+                             deserialize=parse, error=CallError)
+
+    def call_stream_raw(self, path: str, requests: Iterable[Any] = (), *,
+                        metadata: MetadataLike = None,
+                        timeout: float | None = None) -> CallResult:
+        """Calls a method of any kind with raw request messages and waits:
+        the :class:`~pygrpc_ffi.CallResult` whatever the status, its
+        ``messages`` the response messages received."""
+        call = self.stream(path, requests, metadata=metadata, timeout=timeout,
+                           response_type=bytes)
+        received = messages_of(call)
+        return dataclasses.replace(call.result(), messages=tuple(received))
 
     async def aunary(self, method: Any, request: Any, *, metadata: MetadataLike = None,
                      timeout: float | None = None, response_type: Any = None) -> Any:

@@ -35,6 +35,7 @@ __all__ = [
     "invalid_metadata_entries",
     "invalid_metadata_keys",
     "invalid_metadata_values",
+    "message_sequences",
     "messages",
     "metadata",
     "metadata_entries",
@@ -296,3 +297,14 @@ def messages(message_class: Any, *, max_size: int = 32,
     descriptor = message_class.DESCRIPTOR
     return _message_dicts(descriptor, max_size, max_depth).map(
         lambda spec: _build(message_class, spec))
+
+
+def message_sequences(message_class: Any = None, *, min_size: int = 0, max_size: int = 8,
+                      max_payload: int = 4096) -> st.SearchStrategy[list[Any]]:
+    """Request or response streams: lists of protobuf messages of
+    ``message_class`` (see :func:`messages`), or of payloads (bytes) without
+    one; empty streams included unless ``min_size`` says otherwise."""
+    element: st.SearchStrategy[Any] = (
+        payloads(max_size=max_payload) if message_class is None
+        else messages(message_class, max_size=min(max_payload, 32)))
+    return st.lists(element, min_size=min_size, max_size=max_size)
