@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Iterable
 from typing import Any, ClassVar
@@ -11,6 +12,8 @@ from .status import StatusCode
 
 MetadataPairs = Iterable[tuple[str, "str | bytes"]]
 
+_log = logging.getLogger("pygrpc_ffi")
+
 
 class GrpcError(Exception):
     """Raised by a handler to end its call with ``code`` and ``message``.
@@ -18,7 +21,9 @@ class GrpcError(Exception):
     ``details`` (a ``google.rpc.Status`` message or its serialized bytes) is
     sent as ``grpc-status-details-bin``; ``trailers`` are extra trailing
     metadata.  ``GrpcError(StatusCode.NOT_FOUND)`` is a :class:`NotFound`.
-    An OK code is sent as UNKNOWN, as grpcio does.
+    An OK code is sent as UNKNOWN, as grpcio does.  A code that is not a
+    gRPC status (17, -1, None, "abc") is the server's own bug, not the
+    client's: it is sent as INTERNAL and logged.
     """
 
     code: StatusCode
@@ -43,7 +48,12 @@ class GrpcError(Exception):
         details: Any = None,
         trailers: MetadataPairs = (),
     ) -> None:
-        code = StatusCode(code)
+        try:
+            code = StatusCode(code)
+        except (ValueError, TypeError):
+            _log.error("GrpcError raised with %r, which is not a gRPC status code; "
+                       "sent as INTERNAL", code)
+            code = StatusCode.INTERNAL
         if code is StatusCode.OK:
             code = StatusCode.UNKNOWN
         super().__init__(code, message)

@@ -382,3 +382,17 @@ def test_error_then_success_on_the_same_handler(service: GrpcService) -> None:
     state["fail"] = False
     result = service.call("pkg.Svc", "M")
     assert (result.code, result.payload) == (StatusCode.OK, b"fine")
+
+
+@pytest.mark.parametrize("bad_code", [17, -1, None, "abc", 2.5])
+def test_grpc_error_with_an_invalid_code_is_sent_as_internal_and_logged(
+    service: GrpcService, caplog: pytest.LogCaptureFixture, bad_code: Any
+) -> None:
+    service.register_method("pkg.Svc", "Sync", raising(GrpcError(bad_code, "my message")))
+    service.register_method("pkg.Svc", "Async", async_raising(GrpcError(bad_code, "msg")))
+    with caplog.at_level(logging.ERROR, logger=LOGGER):
+        sync = service.call("pkg.Svc", "Sync")
+        asyn = service.call("pkg.Svc", "Async")
+    assert sync.code is StatusCode.INTERNAL and asyn.code is StatusCode.INTERNAL
+    assert "is not a valid StatusCode" not in sync.message + asyn.message
+    assert "not a gRPC status code" in caplog.text
