@@ -8,26 +8,17 @@ from typing import Any
 
 from . import _runtime
 from ._native import ffi, lib
-from .metadata import Metadata, MetadataValue
+from .metadata import Metadata, MetadataValue, request_value_bytes
 from .service import CallResult
 from .status import StatusCode
-
-
-def _encode_value(value: Any) -> bytes:
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    text = str(value)
-    try:
-        return text.encode("latin-1")
-    except UnicodeEncodeError:
-        return text.encode("utf-8")
 
 
 def new_call(path: str, payload: Any, metadata: Any = (), *, timeout: float | None = None,
              peer: str = "") -> tuple[Any, Any]:
     """A new pgf_call (OWNED: release with ``lib.pgf_call_unref``) and the
     buffer object that must outlive it.  ValueError for a malformed path or
-    request metadata key."""
+    request metadata key; TypeError for a key or value that is not str or
+    bytes."""
     raw_path = path.encode("utf-8")
     call = lib.pgf_call_new(raw_path, len(raw_path))
     if call == ffi.NULL:
@@ -36,8 +27,13 @@ def new_call(path: str, payload: Any, metadata: Any = (), *, timeout: float | No
         buf = ffi.from_buffer(payload)
         lib.pgf_call_set_request(call, buf, len(buf))
         for key, value in metadata or ():
-            key_b = key.encode("latin-1") if isinstance(key, str) else bytes(key)
-            value_b = _encode_value(value)
+            if isinstance(key, str):
+                key_b = key.encode("latin-1")
+            elif isinstance(key, (bytes, bytearray, memoryview)):
+                key_b = bytes(key)
+            else:
+                raise TypeError(f"metadata key must be str or bytes, not {type(key).__name__}")
+            value_b = request_value_bytes(key, value)
             if lib.pgf_call_add_request_metadata(call, key_b, len(key_b), value_b,
                                                  len(value_b)) != lib.PGF_OK:
                 raise ValueError(f"invalid request metadata key {key!r}")

@@ -84,6 +84,22 @@ def iter_pairs(metadata: MetadataLike) -> Iterator[tuple[str, MetadataValue]]:
     return iter(metadata)
 
 
+def request_value_bytes(key: object, value: object) -> bytes:
+    """The wire form of a request metadata value a caller passes (as a client
+    would): str (latin-1, else UTF-8) or bytes-like; anything else, such as
+    an int (``bytes(5)`` would be five NUL bytes), is a TypeError."""
+    if isinstance(value, str):
+        try:
+            return value.encode("latin-1")
+        except UnicodeEncodeError:
+            return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(
+        f"value of metadata key {key!r} must be str or bytes, not {type(value).__name__}"
+    )
+
+
 def encode_entry(key: object, value: object) -> tuple[bytes, bytes]:
     """The wire form of one entry a handler sends, or ValueError/TypeError.
 

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from . import _loop, _runtime
 from ._native import ffi, lib
 from .errors import GrpcError
-from .metadata import Metadata, MetadataLike, iter_pairs
+from .metadata import Metadata, MetadataLike, iter_pairs, request_value_bytes
 from .request import GrpcRequest
 from .response import GrpcResponse
 from .status import StatusCode
@@ -333,8 +333,10 @@ class GrpcService:
             buf = ffi.from_buffer(payload)
             lib.pgf_call_set_request(call, buf, len(buf))
             for key, value in iter_pairs(metadata):
+                if not isinstance(key, str):
+                    raise TypeError(f"metadata key must be str, not {type(key).__name__}")
                 key_b = key.lower().encode("ascii")
-                value_b = value.encode("latin-1") if isinstance(value, str) else bytes(value)
+                value_b = request_value_bytes(key, value)
                 _check(lib.pgf_call_add_request_metadata(call, key_b, len(key_b), value_b,
                                                          len(value_b)),
                        f"invalid request metadata {key!r}")

@@ -171,6 +171,22 @@ def test_request_metadata_accepts_a_mapping(service: GrpcService) -> None:
     assert seen[0]["metadata"] == (("a", "1"), ("b-bin", b"\x02"))
 
 
+@pytest.mark.parametrize("value", [5, 30_000_000, 1.5, None, ["a"]])
+def test_request_metadata_value_of_a_wrong_type_raises_type_error(
+    service: GrpcService, value: Any
+) -> None:
+    from pygrpc_ffi.testing import TestClient
+
+    seen = capture(service)
+    with pytest.raises(TypeError, match="x-n"):
+        service.call("pkg.Svc", "M", b"", {"x-n": value})
+    with pytest.raises(TypeError, match="x-n"):
+        TestClient(service).call_raw("/pkg.Svc/M", b"", metadata={"x-n": value})
+    with pytest.raises(TypeError):
+        service.call("pkg.Svc", "M", b"", [(5, "v")])
+    assert seen == []  # nothing was sent, not even b"\0" * 5
+
+
 def test_no_timeout_means_no_deadline(service: GrpcService) -> None:
     seen = capture(service)
     service.call("pkg.Svc", "M")
