@@ -156,6 +156,10 @@ class GrpcService:
         self._registry = registry
         self.expose_exceptions = expose_exceptions
         self._lock = threading.Lock()
+        # Calls using the registry right now; close() leaves the freeing to
+        # the last of them, so no lookup ever reads a freed registry.
+        self._users = 0
+        self._closed = False
         self._services: dict[str, Any] = {}
         self._methods: dict[tuple[str, str], Any] = {}
 
@@ -267,7 +271,14 @@ class GrpcService:
             raw = _encode(service_name, "service")
         except ValueError:
             return False
-        return bool(lib.pgf_registry_has_service(self._registry, raw, len(raw)))
+        try:
+            registry = self._acquire()
+        except RuntimeError:  # closed
+            return False
+        try:
+            return bool(lib.pgf_registry_has_service(registry, raw, len(raw)))
+        finally:
+            self._release()
 
     def has_method(self, service_name: str, method_name: str) -> bool:
         """Whether a call to ``/service_name/method_name`` finds a handler."""
@@ -276,20 +287,34 @@ class GrpcService:
             method = _encode(method_name, "method")
         except ValueError:
             return False
-        return bool(lib.pgf_registry_has_method(self._registry, svc, len(svc), method,
-                                                len(method)))
+        try:
+            registry = self._acquire()
+        except RuntimeError:  # closed
+            return False
+        try:
+            return bool(lib.pgf_registry_has_method(registry, svc, len(svc), method,
+                                                    len(method)))
+        finally:
+            self._release()
 
     def list_services(self) -> list[str]:
         """Registered service names, sorted."""
-        while True:
-            count = lib.pgf_registry_list_services(self._registry, ffi.NULL, 0)
-            names = ffi.new("pgf_name *[]", max(count, 1))
-            total = lib.pgf_registry_list_services(self._registry, names, count)
-            result = [_runtime._decode_name(names[i]) for i in range(min(total, count))]
-            for i in range(min(total, count)):
-                lib.pgf_name_unref(names[i])
-            if total <= count:
-                return result
+        try:
+            registry = self._acquire()
+        except RuntimeError:  # closed
+            return []
+        try:
+            while True:
+                count = lib.pgf_registry_list_services(registry, ffi.NULL, 0)
+                names = ffi.new("pgf_name *[]", max(count, 1))
+                total = lib.pgf_registry_list_services(registry, names, count)
+                result = [_runtime._decode_name(names[i]) for i in range(min(total, count))]
+                for i in range(min(total, count)):
+                    lib.pgf_name_unref(names[i])
+                if total <= count:
+                    return result
+        finally:
+            self._release()
 
     def clear(self) -> None:
         """Unregisters every handler registered through this object."""
@@ -307,19 +332,42 @@ class GrpcService:
                 pass
 
     def close(self) -> None:
-        """Unregisters everything and frees the registry (not the default one)."""
+        """Unregisters everything and frees the registry (not the default one).
+
+        A call racing close either runs on the live registry (which is freed
+        when the last such call is done) or raises RuntimeError."""
         self.clear()
-        if self._finalizer is not None:
-            self._finalizer()
-            # Never hand the freed registry to C again (the shim rejects NULL).
+        if self._finalizer is None:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            # Never hand the registry to C again (the shim rejects NULL).
             self._registry = ffi.NULL
+            free = self._users == 0
+        if free:
+            self._finalizer()
+
+    def _acquire(self) -> Any:
+        """The registry, kept alive until the matching :meth:`_release`."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the service is closed")
+            self._users += 1
+            return self._registry
+
+    def _release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            free = self._closed and self._users == 0
+        if free and self._finalizer is not None:
+            self._finalizer()
 
     # --------------------------------------------------------------- calls
 
     def _new_call(self, service_name: str, method_name: str, payload: Any,
                   metadata: MetadataLike, timeout: float | None) -> tuple[Any, Any]:
-        if self._registry == ffi.NULL:
-            raise RuntimeError("the service is closed")
         path = f"/{service_name}/{method_name}".encode()
         call = lib.pgf_call_new(path, len(path))
         if call == ffi.NULL:
@@ -361,16 +409,27 @@ class GrpcService:
             raise RuntimeError("GrpcService.call() would block the event loop of async "
                                "handlers; use 'await service.acall(...)' there")
         call, keep = self._new_call(service_name, method_name, payload, metadata, timeout)
+        try:
+            registry = self._acquire()
+        except BaseException:
+            lib.pgf_call_unref(call)
+            raise
         if timeout is None:
             try:
-                lib.pgf_dispatch(self._registry, call)
+                lib.pgf_dispatch(registry, call)
                 return _read_result(call)
             finally:
                 lib.pgf_call_unref(call)
+                self._release()
         waiter = _Waiter(call, keep)
         waiter.handle = _runtime.handles.add(waiter)
         try:
-            lib.pgf_dispatch_async(self._registry, call, lib._pgf_py_call_done, waiter.handle)
+            try:
+                # The registry is read until the handler started (or, for a
+                # sync handler, returned), not while the call waits.
+                lib.pgf_dispatch_async(registry, call, lib._pgf_py_call_done, waiter.handle)
+            finally:
+                self._release()
             if not waiter.event.wait(max(timeout, 0.0)) and _cancel_late(call):
                 return CallResult(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
             return _read_result(call)
@@ -383,13 +442,21 @@ class GrpcService:
         """Like :meth:`call`, without blocking the running event loop."""
         loop = asyncio.get_running_loop()
         call, keep = self._new_call(service_name, method_name, payload, metadata, timeout)
+        try:
+            registry = self._acquire()
+        except BaseException:
+            lib.pgf_call_unref(call)
+            raise
         waiter = _Waiter(call, keep)
         waiter.loop = loop
         future: asyncio.Future[CallResult] = loop.create_future()
         waiter.future = future
         waiter.handle = _runtime.handles.add(waiter)
         try:
-            lib.pgf_dispatch_async(self._registry, call, lib._pgf_py_call_done, waiter.handle)
+            try:
+                lib.pgf_dispatch_async(registry, call, lib._pgf_py_call_done, waiter.handle)
+            finally:
+                self._release()
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except asyncio.TimeoutError:
             if _cancel_late(call):
