@@ -78,7 +78,7 @@ class _Waiter:
     """Completion of one call dispatched from Python.  The caller keeps its own
     reference to the call until it returns, so it can always cancel or read it."""
 
-    __slots__ = ("call", "event", "future", "handle", "keep", "loop")
+    __slots__ = ("call", "event", "finished_at", "future", "handle", "keep", "loop")
 
     def __init__(self, call: Any, keep: Any) -> None:
         self.call = call
@@ -87,8 +87,10 @@ class _Waiter:
         self.handle: Any = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.future: asyncio.Future[CallResult] | None = None
+        self.finished_at = 0.0  # time.monotonic() when the call finished
 
     def done(self, call: Any) -> None:
+        self.finished_at = time.monotonic()
         _runtime.handles.pop(self.handle)
         # Never leave a buffer export in a reference cycle: the GC cannot clear it.
         self.keep = None
@@ -107,6 +109,19 @@ def _cancel_late(call: Any) -> bool:
     own answer stands).  The caller must hold a reference to the call."""
     lib.pgf_call_cancel(call)
     return bool(lib.pgf_call_is_cancelled(call))
+
+
+DEADLINE_EXCEEDED = CallResult(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+
+def _start(registry: Any, call: Any, waiter: _Waiter) -> None:
+    """pgf_dispatch_async with the waiter as its completion; raises (and
+    forgets the waiter) if the dispatch did not start."""
+    rc = lib.pgf_dispatch_async(registry, call, lib._pgf_py_call_done, waiter.handle)
+    if rc != lib.PGF_OK:
+        _runtime.handles.pop(waiter.handle)
+        waiter.keep = None
+        _check(rc, "cannot dispatch the call")
 
 
 def _resolve(future: asyncio.Future[CallResult], result: CallResult) -> None:
@@ -379,7 +394,7 @@ class GrpcService:
                     raise TypeError(f"payload must be bytes-like, not {type(payload).__name__}")
                 payload = serialize()
             buf = ffi.from_buffer(payload)
-            lib.pgf_call_set_request(call, buf, len(buf))
+            _check(lib.pgf_call_set_request(call, buf, len(buf)), "cannot set the request")
             for key, value in iter_pairs(metadata):
                 if not isinstance(key, str):
                     raise TypeError(f"metadata key must be str, not {type(key).__name__}")
@@ -389,8 +404,9 @@ class GrpcService:
                                                          len(value_b)),
                        f"invalid request metadata {key!r}")
             if timeout is not None:
-                lib.pgf_call_set_deadline(call, time.time_ns() + int(timeout * 1e9))
-            lib.pgf_call_set_peer(call, b"local", 5)
+                _check(lib.pgf_call_set_deadline(call, time.time_ns() + int(timeout * 1e9)),
+                       "cannot set the deadline")
+            _check(lib.pgf_call_set_peer(call, b"local", 5), "cannot set the peer")
         except BaseException:
             lib.pgf_call_unref(call)
             raise
@@ -416,22 +432,29 @@ class GrpcService:
             raise
         if timeout is None:
             try:
-                lib.pgf_dispatch(registry, call)
+                _check(lib.pgf_dispatch(registry, call), "cannot dispatch the call")
                 return _read_result(call)
             finally:
                 lib.pgf_call_unref(call)
                 self._release()
         waiter = _Waiter(call, keep)
         waiter.handle = _runtime.handles.add(waiter)
+        deadline = time.monotonic() + timeout
         try:
             try:
                 # The registry is read until the handler started (or, for a
-                # sync handler, returned), not while the call waits.
-                lib.pgf_dispatch_async(registry, call, lib._pgf_py_call_done, waiter.handle)
+                # sync handler, returned: it runs on this thread), not while
+                # the call waits.
+                _start(registry, call, waiter)
             finally:
                 self._release()
-            if not waiter.event.wait(max(timeout, 0.0)) and _cancel_late(call):
-                return CallResult(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            if not waiter.event.wait(max(deadline - time.monotonic(), 0.0)):
+                if _cancel_late(call):
+                    return DEADLINE_EXCEEDED
+                waiter.event.wait()
+            # A client's deadline passes whether or not the handler blocks it.
+            if waiter.finished_at > deadline:
+                return DEADLINE_EXCEEDED
             return _read_result(call)
         finally:
             # The dispatch holds its own reference until the call is finished.
@@ -452,21 +475,27 @@ class GrpcService:
         future: asyncio.Future[CallResult] = loop.create_future()
         waiter.future = future
         waiter.handle = _runtime.handles.add(waiter)
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             try:
-                lib.pgf_dispatch_async(registry, call, lib._pgf_py_call_done, waiter.handle)
+                _start(registry, call, waiter)
             finally:
                 self._release()
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            result = await asyncio.wait_for(asyncio.shield(future), remaining)
         except asyncio.TimeoutError:
             if _cancel_late(call):
-                return CallResult(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
-            return _read_result(call)
+                return DEADLINE_EXCEEDED
+            result = await future
         except asyncio.CancelledError:  # the caller went away: so does its call
             lib.pgf_call_cancel(call)
             raise
         finally:
             lib.pgf_call_unref(call)
+        # A sync handler ran on this thread: its lateness shows only now.
+        if deadline is not None and waiter.finished_at > deadline:
+            return DEADLINE_EXCEEDED
+        return result
 
     async def handle_request(self, request: GrpcRequest) -> GrpcResponse:
         """Dispatches a GrpcRequest through the C path and returns the answer;
