@@ -207,7 +207,7 @@ class GrpcService:
         raw = _encode(service_name, "service")
         with self._lock:
             rc = lib.pgf_registry_register_service(
-                self._registry, raw, len(raw), lib._pgf_py_handle,
+                self._registry, raw, len(raw), lib._pgf_handle,
                 self._binding(fn, name), lib._pgf_py_release_handler,
             )
             if rc == lib.PGF_EEXIST:
@@ -228,7 +228,7 @@ class GrpcService:
         method = _encode(method_name, "method")
         with self._lock:
             rc = lib.pgf_registry_register_method(
-                self._registry, svc, len(svc), method, len(method), lib._pgf_py_handle,
+                self._registry, svc, len(svc), method, len(method), lib._pgf_handle,
                 self._binding(fn, name), lib._pgf_py_release_handler,
             )
             if rc == lib.PGF_EEXIST:
