@@ -425,8 +425,11 @@ int pgf_call_reset_response(pgf_call *call) {
 /* ---------------------------------------------------------- completion */
 
 int pgf_call_finish(pgf_call *call, int code, const char *msg, size_t len) {
-    if (call == NULL || (msg == NULL && len != 0))
+    if (call == NULL)
         return PGF_EINVAL;
+    /* A valid call always finishes: no message rather than none at all. */
+    if (msg == NULL)
+        len = 0;
     if (code < 0 || code > 16)
         code = PGF_STATUS_UNKNOWN;
     /* No allocation for the common OK without a message. */

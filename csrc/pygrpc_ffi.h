@@ -215,7 +215,10 @@ int pgf_call_reset_response(pgf_call *call);
 
 /* Completes the call with a status code and message (copied).  Exactly once
  * per call, from any thread; a second finish returns PGF_ESTATE.  A code
- * outside 0..16 is sent as UNKNOWN.  Wakes pgf_dispatch, or runs the done
+ * outside 0..16 is sent as UNKNOWN.  A valid call always finishes, whatever
+ * the other arguments: msg NULL (whatever len) means no message, and if the
+ * message cannot be copied (out of memory) the call finishes without it;
+ * only call NULL is PGF_EINVAL.  Wakes pgf_dispatch, or runs the done
  * callback of pgf_dispatch_async, on this thread; then drops the call's
  * reference to its registration (which may release the handler data).  If a
  * cancellation callback is running on another thread, waits for it first, so

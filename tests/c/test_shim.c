@@ -695,9 +695,9 @@ static void test_call_basics(void) {
         pgf_call_unref(c);
     }
     c = new_call("/a/b");
-    CHECK_INT(pgf_call_finish(c, 0, NULL, 3), PGF_EINVAL);
-    CHECK_INT(pgf_call_is_finished(c), 0);
-    CHECK_INT(pgf_call_finish(c, 0, NULL, 0), PGF_OK);
+    /* A NULL message with a length is no message: the call still ends. */
+    CHECK_INT(pgf_call_finish(c, 0, NULL, 3), PGF_OK);
+    CHECK_INT(pgf_call_is_finished(c), 1);
     CHECK_STR(status_message(c), "");
     pgf_call_unref(c);
     CHECK_INT(pgf_call_finish(NULL, 0, NULL, 0), PGF_EINVAL);
@@ -2044,6 +2044,34 @@ static void test_stress(void) {
     CHECK_LIVE(base);
 }
 
+/* A C handler whose only finish passes a NULL message with a length. */
+static void finish_null_message_handler(void *data, pgf_call *call) {
+    (void)data;
+    CHECK_INT(pgf_call_finish(call, PGF_STATUS_NOT_FOUND, NULL, 5), PGF_OK);
+}
+
+static void test_finish_with_null_message_still_finishes(void) {
+    int64_t base[NKINDS];
+    live_snapshot(base);
+    pgf_registry *reg = pgf_registry_new();
+    CHECK(reg != NULL);
+    CHECK_INT(pgf_registry_register_service(reg, "pkg.Svc", 7,
+                                            finish_null_message_handler, NULL,
+                                            NULL),
+              PGF_OK);
+    pgf_call *c = new_call("/pkg.Svc/M");
+    /* Before the fix, the finish failed with EINVAL and this never returned. */
+    CHECK_INT(pgf_dispatch(reg, c), PGF_OK);
+    CHECK(pgf_call_is_finished(c));
+    CHECK_INT(pgf_call_status(c), PGF_STATUS_NOT_FOUND);
+    size_t len = 99;
+    CHECK_STR(pgf_call_status_message(c, &len), "");
+    CHECK_INT(len, 0);
+    pgf_call_unref(c);
+    pgf_registry_free(reg);
+    CHECK_LIVE(base);
+}
+
 int main(void) {
     int passed = 0;
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -2066,6 +2094,7 @@ int main(void) {
     RUN_TEST(test_unregister_from_handler, passed);
     RUN_TEST(test_registry_free_in_flight, passed);
     RUN_TEST(test_stress, passed);
+    RUN_TEST(test_finish_with_null_message_still_finishes, passed);
 
     for (int k = 0; k < NKINDS; k++)
         if (pgf_live_count(k) != 0)
