@@ -60,7 +60,7 @@ static void owned_buffer_release(void *p) {
 
 pgf_call *pgf_call_new(const char *path, size_t path_len) {
     /* "/service/method": both parts non-empty, no further '/'. */
-    if (path == NULL || path_len < 4 || path[0] != '/')
+    if (path == NULL || path_len < 4 || !pgf__len_ok(path_len) || path[0] != '/')
         return NULL;
     const char *slash = memchr(path + 1, '/', path_len - 1);
     if (slash == NULL || slash == path + 1 || slash == path + path_len - 1)
@@ -153,7 +153,7 @@ static int is_finished(const pgf_call *c) {
 }
 
 int pgf_call_set_request(pgf_call *call, const uint8_t *data, size_t len) {
-    if (call == NULL || (data == NULL && len != 0))
+    if (call == NULL || (data == NULL && len != 0) || !pgf__len_ok(len))
         return PGF_EINVAL;
     if (call->dispatched)
         return PGF_ESTATE;
@@ -183,7 +183,7 @@ int pgf_call_set_deadline(pgf_call *call, int64_t deadline_unix_ns) {
 }
 
 int pgf_call_set_peer(pgf_call *call, const char *peer, size_t len) {
-    if (call == NULL || (peer == NULL && len != 0))
+    if (call == NULL || (peer == NULL && len != 0) || !pgf__len_ok(len))
         return PGF_EINVAL;
     if (call->dispatched)
         return PGF_ESTATE;
@@ -200,8 +200,10 @@ int pgf_call_set_peer(pgf_call *call, const char *peer, size_t len) {
 }
 
 void pgf_call_request(const pgf_call *call, const uint8_t **data, size_t *len) {
-    *data = call ? call->request : NULL;
-    *len = call ? call->request_len : 0;
+    if (data)
+        *data = call ? call->request : NULL;
+    if (len)
+        *len = call ? call->request_len : 0;
 }
 
 const pgf_metadata *pgf_call_request_metadata(const pgf_call *call) {
@@ -301,7 +303,7 @@ int pgf_call_on_cancel(pgf_call *call, pgf_cancel_fn fn, void *user_data) {
 
 int pgf_call_set_response(pgf_call *call, const uint8_t *data, size_t len,
                           pgf_release_fn release, void *ctx) {
-    if (call == NULL || (data == NULL && len != 0)) {
+    if (call == NULL || (data == NULL && len != 0) || !pgf__len_ok(len)) {
         if (release)
             release(ctx);
         return PGF_EINVAL;
@@ -363,7 +365,7 @@ int pgf_call_add_trailing_metadata(pgf_call *call,
 
 int pgf_call_set_status_details(pgf_call *call,
                                 const uint8_t *data, size_t len) {
-    if (call == NULL || (data == NULL && len != 0))
+    if (call == NULL || (data == NULL && len != 0) || !pgf__len_ok(len))
         return PGF_EINVAL;
     uint8_t *copy = NULL;
     if (len) {
@@ -428,7 +430,7 @@ int pgf_call_finish(pgf_call *call, int code, const char *msg, size_t len) {
     if (call == NULL)
         return PGF_EINVAL;
     /* A valid call always finishes: no message rather than none at all. */
-    if (msg == NULL)
+    if (msg == NULL || !pgf__len_ok(len))
         len = 0;
     if (code < 0 || code > 16)
         code = PGF_STATUS_UNKNOWN;
@@ -488,8 +490,10 @@ const char *pgf_call_status_message(const pgf_call *call, size_t *len) {
 
 void pgf_call_status_details(const pgf_call *call,
                              const uint8_t **data, size_t *len) {
-    *data = call ? call->details : NULL;
-    *len = call ? call->details_len : 0;
+    if (data)
+        *data = call ? call->details : NULL;
+    if (len)
+        *len = call ? call->details_len : 0;
 }
 
 const pgf_metadata *pgf_call_initial_metadata(const pgf_call *call) {
@@ -502,8 +506,10 @@ const pgf_metadata *pgf_call_trailing_metadata(const pgf_call *call) {
 
 void pgf_call_response(const pgf_call *call, const uint8_t **data,
                        size_t *len) {
-    *data = call ? call->response : NULL;
-    *len = call ? call->response_len : 0;
+    if (data)
+        *data = call ? call->response : NULL;
+    if (len)
+        *len = call ? call->response_len : 0;
 }
 
 int pgf_call_take_response(pgf_call *call, const uint8_t **data, size_t *len,

@@ -12,6 +12,11 @@
 
 #define PGF_LIVE_KINDS 5
 
+/* No object is larger than PTRDIFF_MAX bytes: a longer (pointer, length)
+ * argument is rejected before any size arithmetic or memory access, so
+ * len + 1 and the like never wrap around. */
+static inline int pgf__len_ok(size_t len) { return len <= (size_t)PTRDIFF_MAX; }
+
 void pgf__live_add(int kind, int64_t delta);
 
 /* Atomic refcount helpers (GCC/Clang builtins keep the code C99). */

@@ -19,9 +19,16 @@ void pgf__metadata_clear(pgf_metadata *md) {
 
 int pgf__metadata_append(pgf_metadata *md, const char *key, size_t key_len,
                          const uint8_t *value, size_t value_len) {
-    if (key == NULL || key_len == 0 || (value == NULL && value_len != 0))
+    if (key == NULL || key_len == 0 || (value == NULL && value_len != 0) ||
+        !pgf__len_ok(key_len) || !pgf__len_ok(value_len))
         return PGF_EINVAL;
+    /* The block below holds key_len + value_len + 2 bytes: no wrap-around. */
+    if (key_len > (size_t)PTRDIFF_MAX - 2 ||
+        value_len > (size_t)PTRDIFF_MAX - 2 - key_len)
+        return PGF_ENOMEM;
     if (md->count == md->cap) {
+        if (md->cap > ((size_t)PTRDIFF_MAX / sizeof(pgf_md_entry)) / 2)
+            return PGF_ENOMEM;
         size_t cap = md->cap ? md->cap * 2 : 4;
         pgf_md_entry *e = realloc(md->entries, cap * sizeof(*e));
         if (e == NULL)
@@ -88,7 +95,8 @@ static int is_reserved(const char *key, size_t key_len) {
 
 int pgf_metadata_validate(const char *key, size_t key_len,
                           const uint8_t *value, size_t value_len) {
-    if (key == NULL || key_len == 0 || (value == NULL && value_len != 0))
+    if (key == NULL || key_len == 0 || (value == NULL && value_len != 0) ||
+        !pgf__len_ok(key_len) || !pgf__len_ok(value_len))
         return PGF_EMETADATA;
     for (size_t i = 0; i < key_len; i++)
         if (!is_key_char((unsigned char)key[i]))

@@ -16,6 +16,15 @@
  *     callee copies what it keeps.  An OWNED result comes with the function
  *     that releases it; call that exactly once.
  *   - Strings are (pointer, length) pairs and need not be NUL-terminated.
+ *   - Every argument has defined behaviour.  A NULL object (call, registry,
+ *     name, metadata) gives PGF_EINVAL, NULL, 0 or "" and changes nothing;
+ *     a NULL output pointer is skipped (the other outputs are still set);
+ *     a NULL data pointer with a non-zero length is PGF_EINVAL (except in
+ *     pgf_call_finish, see there).  A length above PTRDIFF_MAX (no object is
+ *     that large) is PGF_EINVAL (PGF_EMETADATA for metadata, NULL for
+ *     constructors) before any memory is read or size computed; sizes are
+ *     computed without overflow, and an allocation that cannot be made is
+ *     PGF_ENOMEM.  (Since ABI 1, this release.)
  *   - A call carries one request message and one response message (unary).
  *     Streaming will add read/write functions on the same pgf_call object;
  *     nothing here changes meaning when it does.
@@ -78,7 +87,8 @@ const char *pgf_strerror(int rc);
 /* An immutable, refcounted string (service or method name). */
 typedef struct pgf_name pgf_name;
 
-/* OWNED: a new name holding a copy of s[0..len); NULL on allocation failure.
+/* OWNED: a new name holding a copy of s[0..len); NULL on allocation failure,
+ * if s is NULL with len > 0, or if len > PTRDIFF_MAX.
  * Release with pgf_name_unref. */
 pgf_name *pgf_name_new(const char *s, size_t len);
 /* Adds a reference; returns name.  Each reference needs one pgf_name_unref. */
@@ -163,7 +173,8 @@ int pgf_call_set_peer(pgf_call *call, const char *peer, size_t len);
 
 /* --- request side: read by the handler ---------------------------------- */
 
-/* BORROWED request payload (as set by the host); len may be 0. */
+/* BORROWED request payload (as set by the host); len may be 0.  Either
+ * output may be NULL; a NULL call gives NULL, 0. */
 void pgf_call_request(const pgf_call *call, const uint8_t **data, size_t *len);
 /* BORROWED request metadata, valid while a reference to the call is held. */
 const pgf_metadata *pgf_call_request_metadata(const pgf_call *call);
@@ -216,9 +227,9 @@ int pgf_call_reset_response(pgf_call *call);
 /* Completes the call with a status code and message (copied).  Exactly once
  * per call, from any thread; a second finish returns PGF_ESTATE.  A code
  * outside 0..16 is sent as UNKNOWN.  A valid call always finishes, whatever
- * the other arguments: msg NULL (whatever len) means no message, and if the
- * message cannot be copied (out of memory) the call finishes without it;
- * only call NULL is PGF_EINVAL.  Wakes pgf_dispatch, or runs the done
+ * the other arguments: msg NULL (whatever len) or len > PTRDIFF_MAX means no
+ * message, and if the message cannot be copied (out of memory) the call
+ * finishes without it; only call NULL is PGF_EINVAL.  Wakes pgf_dispatch, or runs the done
  * callback of pgf_dispatch_async, on this thread; then drops the call's
  * reference to its registration (which may release the handler data).  If a
  * cancellation callback is running on another thread, waits for it first, so
@@ -231,13 +242,14 @@ int pgf_call_is_finished(const pgf_call *call);
 int pgf_call_status(const pgf_call *call);
 /* BORROWED, NUL-terminated message; "" if none. */
 const char *pgf_call_status_message(const pgf_call *call, size_t *len);
-/* BORROWED serialized google.rpc.Status; *len 0 if none. */
+/* BORROWED serialized google.rpc.Status; *len 0 if none.  Either output may
+ * be NULL. */
 void pgf_call_status_details(const pgf_call *call,
                              const uint8_t **data, size_t *len);
 const pgf_metadata *pgf_call_initial_metadata(const pgf_call *call);
 const pgf_metadata *pgf_call_trailing_metadata(const pgf_call *call);
 /* BORROWED view of the response payload, valid until the payload is taken or
- * the call is freed; *len 0 if none. */
+ * the call is freed; *len 0 if none.  Either output may be NULL. */
 void pgf_call_response(const pgf_call *call, const uint8_t **data, size_t *len);
 /* Takes ownership of the response payload: afterwards the host must call
  * release(ctx) exactly once (from any thread) when it is done with data.

@@ -2072,6 +2072,88 @@ static void test_finish_with_null_message_still_finishes(void) {
     CHECK_LIVE(base);
 }
 
+/* Every public function with NULL outputs and lengths near SIZE_MAX: defined
+ * results (PGF_EINVAL / NULL / no effect), never a crash or a wrapped size. */
+static void test_null_outputs_and_huge_lengths(void) {
+    int64_t base[NKINDS];
+    live_snapshot(base);
+    static const size_t huge[] = {SIZE_MAX, SIZE_MAX - 1, (size_t)PTRDIFF_MAX + 1};
+    static const char bytes[8] = "abcdefg";
+    pgf_call *c = new_call("/pkg.Svc/M");
+
+    /* NULL output pointers are skipped, whichever of the pair is NULL. */
+    const uint8_t *data = (const uint8_t *)"x";
+    size_t len = 42;
+    pgf_call_request(c, NULL, NULL);
+    pgf_call_request(c, &data, NULL);
+    CHECK(data == NULL);
+    pgf_call_request(c, NULL, &len);
+    CHECK_INT(len, 0);
+    pgf_call_response(c, NULL, NULL);
+    pgf_call_response(c, NULL, &len);
+    pgf_call_status_details(c, NULL, NULL);
+    pgf_call_status_details(c, &data, NULL);
+    pgf_call_status_details(NULL, NULL, NULL);
+    pgf_call_response(NULL, NULL, NULL);
+    pgf_call_request(NULL, NULL, NULL);
+
+    for (size_t i = 0; i < sizeof(huge) / sizeof(huge[0]); i++) {
+        size_t n = huge[i];
+        CHECK(pgf_name_new(bytes, n) == NULL);
+        CHECK(pgf_call_new("/a/b", n) == NULL);
+        CHECK_INT(pgf_call_set_peer(c, bytes, n), PGF_EINVAL);
+        CHECK_INT(pgf_call_set_request(c, (const uint8_t *)bytes, n), PGF_EINVAL);
+        CHECK_INT(pgf_call_add_request_metadata(c, "k", 1,
+                                                (const uint8_t *)bytes, n),
+                  PGF_EINVAL);
+        CHECK_INT(pgf_call_add_request_metadata(c, bytes, n,
+                                                (const uint8_t *)"v", 1),
+                  PGF_EINVAL);
+        CHECK_INT(pgf_metadata_validate("k-bin", 5, (const uint8_t *)bytes, n),
+                  PGF_EMETADATA);
+        CHECK_INT(pgf_metadata_validate(bytes, n, (const uint8_t *)"v", 1),
+                  PGF_EMETADATA);
+        CHECK_INT(pgf_call_add_trailing_metadata(c, "k-bin", 5,
+                                                 (const uint8_t *)bytes, n),
+                  PGF_EMETADATA);
+        CHECK_INT(pgf_call_set_status_details(c, (const uint8_t *)bytes, n),
+                  PGF_EINVAL);
+        CHECK_INT(pgf_call_set_response(c, (const uint8_t *)bytes, n, NULL,
+                                        NULL),
+                  PGF_EINVAL);
+        CHECK_INT(pgf_registry_has_service(pgf_default_registry(), bytes, n), 0);
+        CHECK_INT(pgf_registry_has_method(pgf_default_registry(), "s", 1, bytes,
+                                          n),
+                  0);
+    }
+    CHECK_INT(pgf_metadata_count(pgf_call_request_metadata(c)), 0);
+    CHECK_INT(pgf_metadata_count(pgf_call_trailing_metadata(c)), 0);
+    size_t peer_len = 1;
+    CHECK_STR(pgf_call_peer(c, &peer_len), "");
+    CHECK_INT(peer_len, 0);
+
+    /* A huge message length on finish: the call finishes, without message. */
+    CHECK_INT(pgf_call_finish(c, PGF_STATUS_ABORTED, bytes, SIZE_MAX), PGF_OK);
+    CHECK_INT(pgf_call_status(c), PGF_STATUS_ABORTED);
+    CHECK_STR(pgf_call_status_message(c, &len), "");
+    CHECK_INT(len, 0);
+    pgf_call_unref(c);
+
+    pgf_registry *reg = pgf_registry_new();
+    CHECK(reg != NULL);
+    CHECK_INT(pgf_registry_register_service(reg, bytes, SIZE_MAX,
+                                            finish_null_message_handler, NULL,
+                                            NULL),
+              PGF_EINVAL);
+    CHECK_INT(pgf_registry_register_method(reg, "s", 1, bytes, SIZE_MAX - 1,
+                                           finish_null_message_handler, NULL,
+                                           NULL),
+              PGF_EINVAL);
+    CHECK_INT(pgf_registry_unregister_service(reg, bytes, SIZE_MAX), PGF_EINVAL);
+    pgf_registry_free(reg);
+    CHECK_LIVE(base);
+}
+
 int main(void) {
     int passed = 0;
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -2095,6 +2177,7 @@ int main(void) {
     RUN_TEST(test_registry_free_in_flight, passed);
     RUN_TEST(test_stress, passed);
     RUN_TEST(test_finish_with_null_message_still_finishes, passed);
+    RUN_TEST(test_null_outputs_and_huge_lengths, passed);
 
     for (int k = 0; k < NKINDS; k++)
         if (pgf_live_count(k) != 0)
