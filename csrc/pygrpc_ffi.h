@@ -102,7 +102,9 @@ size_t pgf_name_len(const pgf_name *name);
 /* -------------------------------------------------------------- metadata */
 
 /* An ordered, multi-valued list of (key, value) entries owned by a call.
- * Keys are lowercase; values of keys ending in "-bin" are raw bytes. */
+ * Keys are lowercase; values of binary keys (at least 5 characters, ending in
+ * "-bin", as in gRPC core: the key "-bin" alone is not binary) are raw
+ * bytes. */
 typedef struct pgf_metadata pgf_metadata;
 
 size_t pgf_metadata_count(const pgf_metadata *md);
@@ -117,7 +119,8 @@ int pgf_metadata_get(const pgf_metadata *md, size_t i,
  * key matches [0-9a-z_.-]+, does not start with "grpc-", and is not one that
  * HTTP/2 or gRPC's framing reserves (connection, content-length,
  * content-type, keep-alive, proxy-connection, te, transfer-encoding,
- * upgrade); unless the key ends in "-bin", value is printable ASCII
+ * upgrade); unless the key is binary (5 or more characters ending in "-bin",
+ * gRPC core's rule), value is printable ASCII
  * (0x20-0x7e) with no leading or trailing space.  Every entry of a call's
  * initial and trailing metadata passed this, so hosts can send them as is. */
 int pgf_metadata_validate(const char *key, size_t key_len,

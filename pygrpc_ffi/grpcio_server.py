@@ -67,6 +67,14 @@ class _CallGuard:
             self.call = None
 
 
+def _grpcio_pairs(pairs: Any) -> list[tuple[str, Any]]:
+    """Metadata as grpcio takes it.  grpcio wants bytes for every key ending in
+    "-bin", while gRPC core (and the shim) treat the 4-character key "-bin" as
+    a text key: its value, already checked printable ASCII, goes as bytes."""
+    return [(k, v.encode("latin-1") if isinstance(v, str) and k.endswith("-bin") else v)
+            for k, v in pairs]
+
+
 def _dispatch(registry: Callable[[], Any], path: str, request: bytes,
               context: Any) -> bytes:
     remaining = context.time_remaining()
@@ -92,8 +100,8 @@ def _dispatch(registry: Callable[[], Any], path: str, request: bytes,
         del keep
 
     if result.initial_metadata:
-        context.send_initial_metadata(result.initial_metadata.pairs())
-    trailing = list(result.trailing_metadata.pairs())
+        context.send_initial_metadata(_grpcio_pairs(result.initial_metadata.pairs()))
+    trailing = _grpcio_pairs(result.trailing_metadata.pairs())
     if result.details is not None:
         trailing.append((_STATUS_DETAILS_KEY, result.details))
     if trailing:
