@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from . import _loop
 from ._native import ffi, lib
-from .errors import GrpcError, status_for_exception
+from .errors import GrpcError, client_message, status_for_exception
 from .metadata import Metadata, MetadataLike, MetadataValue, encode_entry, is_binary_key, iter_pairs
 from .request import _LAZY, GrpcRequest
 from .response import GrpcResponse
@@ -316,7 +316,7 @@ def finish_error(call: Any, exc: BaseException, binding: Binding) -> None:
         message = f"{type(exc).__name__}: {exc}" if binding.expose_exceptions else INTERNAL_MESSAGE
     else:
         _log.debug("handler %s raised %r, sent as %s", binding.name, exc, code.name)
-        message = str(exc)
+        message = client_message(exc, code, binding.expose_exceptions)
     _finish(call, code, message)
 
 
