@@ -145,7 +145,9 @@ int Run(const Options& opts) {
   service.Stop();
 
   if (python) {
-    host.python_stopped.store(true, std::memory_order_release);
+    // A late release (gRPC may drop a slice at any time) must not take the
+    // GIL while, or after, Py_FinalizeEx runs.
+    StopPythonUsers();
     pgf_python_stop();
   }
   stopped.store(true);
