@@ -4,6 +4,7 @@ during shutdown, and the death of the ``pygrpc-ffi serve`` supervisor."""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import time
@@ -75,6 +76,38 @@ class RawClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def cxx_server() -> Any:
+    server = Server("cxx")
+    yield server
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize("timeout", ["2777778H", "99999999H", "2777777H", "9999999H"])
+def test_grpc_timeout_of_centuries_is_no_deadline_not_a_past_one(
+        cxx_server: Server, timeout: str) -> None:
+    client = RawClient(cxx_server.address)
+    try:
+        headers, body = client.unary("/e2e.Control/Inspect",
+                                     extra=(("grpc-timeout", timeout),))
+    finally:
+        client.close()
+    assert headers.get("grpc-status") == "0", headers
+    # Beyond what int64 nanoseconds since 1970 hold (year 2262): no deadline.
+    assert json.loads(body)["time_remaining"] is None
+
+
+def test_grpc_timeout_of_years_stays_a_deadline(cxx_server: Server) -> None:
+    client = RawClient(cxx_server.address)
+    try:
+        headers, body = client.unary("/e2e.Control/Inspect", extra=(("grpc-timeout", "87600H"),))
+    finally:
+        client.close()
+    assert headers.get("grpc-status") == "0", headers
+    remaining = json.loads(body)["time_remaining"]
+    assert 87599 * 3600 < remaining <= 87600 * 3600
 
 
 def test_late_response_releases_during_shutdown_never_enter_a_finalizing_python() -> None:
