@@ -5,6 +5,8 @@ during shutdown, and the death of the ``pygrpc-ffi serve`` supervisor."""
 from __future__ import annotations
 
 import json
+import os
+import pathlib
 import signal
 import socket
 import time
@@ -126,3 +128,44 @@ def test_late_response_releases_during_shutdown_never_enter_a_finalizing_python(
             client.close()
             if server.process.poll() is None:
                 server.process.kill()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_the_host_dies_with_its_supervisor_even_on_sigkill() -> None:
+    server = Server("cxx")
+    hosts: list[int] = []
+    try:
+        hosts = _children(server.process.pid)
+        assert len(hosts) == 1
+        host = hosts[0]
+        port = int(server.address.rsplit(":", 1)[1])
+        server.process.kill()  # SIGKILL: the supervisor forwards nothing
+        server.process.wait()
+        deadline = time.monotonic() + 20
+        while _alive(host) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(host), "the host outlived its supervisor"
+        # The port is free for a successor.
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", port))
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+        for pid in hosts:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
