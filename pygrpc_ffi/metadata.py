@@ -20,6 +20,9 @@ class Metadata(Mapping[str, MetadataValue]):
     ``md[key]`` and ``md.get(key)`` give the first value; ``get_all(key)``
     gives every value; iterating gives each key once; ``pairs()`` gives every
     (key, value) in order, as grpcio's ``invocation_metadata()`` does.
+    Look-ups ignore case, as HTTP/2 header names do: a key a client sent in
+    upper case (which HTTP/2 forbids, but hosts may pass on) is found under
+    any spelling, and iteration gives keys in lower case.
     """
 
     __slots__ = ("_index", "_pairs")
@@ -39,7 +42,7 @@ class Metadata(Mapping[str, MetadataValue]):
         if self._index is None:
             index: dict[str, list[MetadataValue]] = {}
             for key, value in self._pairs:
-                index.setdefault(key, []).append(value)
+                index.setdefault(key.lower(), []).append(value)
             self._index = index
         return self._index
 
