@@ -57,7 +57,8 @@ def read_result(call: Any, *, payload: bool = True) -> tuple[CallResult, bool]:
     """The answer of a finished call (the payload copied), and whether the
     handler asked for a compressed response."""
     size = ffi.new("size_t *")
-    message = ffi.string(lib.pgf_call_status_message(call, size)).decode("utf-8", "replace")
+    raw = lib.pgf_call_status_message(call, size)
+    message = ffi.unpack(raw, size[0]).decode("utf-8", "replace")  # by length: may hold NULs
     data = ffi.new("const uint8_t **")
     lib.pgf_call_status_details(call, data, size)
     details = ffi.buffer(data[0], size[0])[:] if size[0] else None
