@@ -333,6 +333,9 @@ int pgf_call_set_response(pgf_call *call, const uint8_t *data, size_t len,
     return PGF_OK;
 }
 
+#define DETAILS_KEY "grpc-status-details-bin"
+#define DETAILS_KEY_LEN (sizeof(DETAILS_KEY) - 1)
+
 static int add_response_md(pgf_call *call, pgf_metadata *md,
                            const char *key, size_t key_len,
                            const uint8_t *value, size_t value_len) {
@@ -342,9 +345,15 @@ static int add_response_md(pgf_call *call, pgf_metadata *md,
     if (rc != PGF_OK)
         return rc;
     pthread_mutex_lock(&call->mu);
+    /* Trailers share their budget with the status details. */
+    size_t reserved = md == &call->trailing_md && call->details_len
+                          ? pgf__md_wire_size(DETAILS_KEY, DETAILS_KEY_LEN,
+                                              call->details_len)
+                          : 0;
     rc = call->finished ? PGF_ESTATE
-                        : pgf__metadata_append(md, key, key_len, value,
-                                               value_len);
+                        : pgf__metadata_append_bounded(md, reserved, key,
+                                                       key_len, value,
+                                                       value_len);
     pthread_mutex_unlock(&call->mu);
     return rc;
 }
@@ -379,6 +388,14 @@ int pgf_call_set_status_details(pgf_call *call,
         pthread_mutex_unlock(&call->mu);
         free(copy);
         return PGF_ESTATE;
+    }
+    size_t have = call->trailing_md.wire_size;
+    if (len && (have > PGF_MAX_RESPONSE_METADATA ||
+                pgf__md_wire_size(DETAILS_KEY, DETAILS_KEY_LEN, len) >
+                    PGF_MAX_RESPONSE_METADATA - have)) {
+        pthread_mutex_unlock(&call->mu);
+        free(copy);
+        return PGF_EMETADATA; /* the trailers would not reach the client */
     }
     free(call->details);
     call->details = copy;
@@ -432,6 +449,7 @@ int pgf_call_finish(pgf_call *call, int code, const char *msg, size_t len) {
     /* A valid call always finishes: no message rather than none at all. */
     if (msg == NULL || !pgf__len_ok(len))
         len = 0;
+    len = pgf__status_message_fit(msg, len); /* bounded, as sent */
     if (code < 0 || code > 16)
         code = PGF_STATUS_UNKNOWN;
     /* No allocation for the common OK without a message. */

@@ -58,6 +58,20 @@ int pgf_abi_version(void);
 #define PGF_ESTATE (-6)     /* not allowed in the object's current state */
 #define PGF_EPYTHON (-7)    /* the embedded interpreter reported an error */
 
+/* ---------------------------------------------------------------- limits */
+
+/* What a call sends back is bounded so that a client with gRPC's default
+ * limit (8 KiB of metadata per header block) receives the handler's status
+ * rather than RESOURCE_EXHAUSTED.  Sizes count as gRPC sends and clients
+ * account them (HPACK, RFC 7541 4.1): key + value + 32 per entry, binary
+ * values base64-encoded, the status message percent-encoded.  (Since ABI 1,
+ * this release.) */
+/* Status message: longer messages are truncated (between UTF-8 characters). */
+#define PGF_MAX_STATUS_MESSAGE 2048
+/* Initial metadata, and trailing metadata together with the status details:
+ * an entry that would exceed it is refused with PGF_EMETADATA. */
+#define PGF_MAX_RESPONSE_METADATA 5120
+
 /* A static, human-readable description of an error code. */
 const char *pgf_strerror(int rc);
 
@@ -208,7 +222,8 @@ int pgf_call_set_response(pgf_call *call, const uint8_t *data, size_t len,
                           pgf_release_fn release, void *ctx);
 /* Append response metadata (copied) sent before the payload (initial) or
  * with the status (trailing).  PGF_EMETADATA if pgf_metadata_validate
- * rejects the entry; the call is unchanged then. */
+ * rejects the entry, or if the list would exceed PGF_MAX_RESPONSE_METADATA
+ * (trailing: with the status details); the call is unchanged then. */
 int pgf_call_add_initial_metadata(pgf_call *call,
                                   const char *key, size_t key_len,
                                   const uint8_t *value, size_t value_len);
@@ -216,7 +231,8 @@ int pgf_call_add_trailing_metadata(pgf_call *call,
                                    const char *key, size_t key_len,
                                    const uint8_t *value, size_t value_len);
 /* Serialized google.rpc.Status (copied), sent by the host as the trailer
- * "grpc-status-details-bin". */
+ * "grpc-status-details-bin".  PGF_EMETADATA if it and the trailing metadata
+ * would exceed PGF_MAX_RESPONSE_METADATA; the call is unchanged then. */
 int pgf_call_set_status_details(pgf_call *call,
                                 const uint8_t *data, size_t len);
 /* Asks the host to compress the response payload (enable != 0) with its
@@ -229,7 +245,8 @@ int pgf_call_reset_response(pgf_call *call);
 
 /* Completes the call with a status code and message (copied).  Exactly once
  * per call, from any thread; a second finish returns PGF_ESTATE.  A code
- * outside 0..16 is sent as UNKNOWN.  A valid call always finishes, whatever
+ * outside 0..16 is sent as UNKNOWN.  A message longer than
+ * PGF_MAX_STATUS_MESSAGE (as sent) is truncated.  A valid call always finishes, whatever
  * the other arguments: msg NULL (whatever len) or len > PTRDIFF_MAX means no
  * message, and if the message cannot be copied (out of memory) the call
  * finishes without it; only call NULL is PGF_EINVAL.  Wakes pgf_dispatch, or runs the done

@@ -2160,6 +2160,90 @@ static void test_null_outputs_and_huge_lengths(void) {
     CHECK_LIVE(base);
 }
 
+/* Status message and response metadata are bounded as gRPC sends them. */
+static void test_response_limits(void) {
+    int64_t base[NKINDS];
+    live_snapshot(base);
+    static char big[3 * PGF_MAX_STATUS_MESSAGE];
+    size_t len;
+
+    /* Plain ASCII: cut at the limit. */
+    memset(big, 'a', sizeof(big));
+    pgf_call *c = new_call("/a/b");
+    CHECK_INT(pgf_call_finish(c, PGF_STATUS_NOT_FOUND, big, sizeof(big)), PGF_OK);
+    CHECK_INT(pgf_call_status(c), PGF_STATUS_NOT_FOUND);
+    pgf_call_status_message(c, &len);
+    CHECK_INT(len, PGF_MAX_STATUS_MESSAGE);
+    pgf_call_unref(c);
+
+    /* Bytes gRPC percent-encodes count three times. */
+    memset(big, '%', sizeof(big));
+    c = new_call("/a/b");
+    CHECK_INT(pgf_call_finish(c, PGF_STATUS_ABORTED, big, sizeof(big)), PGF_OK);
+    pgf_call_status_message(c, &len);
+    CHECK_INT(len, PGF_MAX_STATUS_MESSAGE / 3);
+    pgf_call_unref(c);
+
+    /* Never inside a UTF-8 character: "é" is 2 bytes, 6 as sent. */
+    for (size_t i = 0; i + 1 < sizeof(big); i += 2) {
+        big[i] = (char)0xc3;
+        big[i + 1] = (char)0xa9;
+    }
+    big[0] = 'x'; /* the characters now start at odd offsets */
+    c = new_call("/a/b");
+    CHECK_INT(pgf_call_finish(c, PGF_STATUS_ABORTED, big, sizeof(big)), PGF_OK);
+    const char *m = pgf_call_status_message(c, &len);
+    /* 'x' and 682 more bytes fit in 2048 as sent (1 + 3 * 682); they end
+     * inside an "é", so the cut moves back one byte, to 682. */
+    CHECK_INT(PGF_MAX_STATUS_MESSAGE, 2048);
+    CHECK_INT(len, 682);
+    CHECK_INT((unsigned char)m[len - 1], 0xa9);
+    pgf_call_unref(c);
+
+    /* Short messages are untouched. */
+    c = new_call("/a/b");
+    CHECK_INT(pgf_call_finish(c, PGF_STATUS_ABORTED, "100% fine", 9), PGF_OK);
+    CHECK_STR(pgf_call_status_message(c, &len), "100% fine");
+    pgf_call_unref(c);
+
+    /* Trailers: entries up to the budget, then PGF_EMETADATA; the status
+     * details share the budget. */
+    memset(big, 'v', sizeof(big));
+    c = new_call("/a/b");
+    size_t used = 0, entry = 5 + 1000 + 32;
+    while (used + entry <= PGF_MAX_RESPONSE_METADATA) {
+        CHECK_INT(pgf_call_add_trailing_metadata(c, "x-big", 5,
+                                                 (const uint8_t *)big, 1000),
+                  PGF_OK);
+        used += entry;
+    }
+    CHECK_INT(pgf_call_add_trailing_metadata(c, "x-big", 5,
+                                             (const uint8_t *)big, 1000),
+              PGF_EMETADATA);
+    CHECK_INT(pgf_call_set_status_details(c, (const uint8_t *)big, 1000),
+              PGF_EMETADATA);
+    CHECK_INT(pgf_call_set_status_details(c, (const uint8_t *)big, 3), PGF_OK);
+    CHECK_INT(pgf_metadata_count(pgf_call_trailing_metadata(c)), used / entry);
+    /* Initial metadata has a budget of its own. */
+    CHECK_INT(pgf_call_add_initial_metadata(c, "x-big", 5,
+                                            (const uint8_t *)big, 1000),
+              PGF_OK);
+    CHECK_INT(pgf_call_add_initial_metadata(c, "x", 1, (const uint8_t *)big,
+                                            PGF_MAX_RESPONSE_METADATA),
+              PGF_EMETADATA);
+    /* Binary values count base64-encoded; reset gives the budget back. */
+    CHECK_INT(pgf_call_reset_response(c), PGF_OK);
+    CHECK_INT(pgf_call_add_trailing_metadata(c, "x-bin", 5,
+                                             (const uint8_t *)big, 3900),
+              PGF_EMETADATA);
+    CHECK_INT(pgf_call_add_trailing_metadata(c, "x-bin", 5,
+                                             (const uint8_t *)big, 3700),
+              PGF_OK);
+    CHECK_INT(pgf_call_finish(c, 0, NULL, 0), PGF_OK);
+    pgf_call_unref(c);
+    CHECK_LIVE(base);
+}
+
 int main(void) {
     int passed = 0;
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -2184,6 +2268,7 @@ int main(void) {
     RUN_TEST(test_stress, passed);
     RUN_TEST(test_finish_with_null_message_still_finishes, passed);
     RUN_TEST(test_null_outputs_and_huge_lengths, passed);
+    RUN_TEST(test_response_limits, passed);
 
     for (int k = 0; k < NKINDS; k++)
         if (pgf_live_count(k) != 0)
