@@ -9,7 +9,7 @@ from typing import Any
 from . import _runtime
 from ._native import ffi, lib
 from .metadata import Metadata, MetadataValue, request_value_bytes
-from .service import CallResult
+from .service import CallResult, _check
 from .status import StatusCode
 
 
@@ -25,7 +25,7 @@ def new_call(path: str, payload: Any, metadata: Any = (), *, timeout: float | No
         raise ValueError(f"invalid method path {path!r}")
     try:
         buf = ffi.from_buffer(payload)
-        lib.pgf_call_set_request(call, buf, len(buf))
+        _check(lib.pgf_call_set_request(call, buf, len(buf)), "cannot set the request")
         for key, value in metadata or ():
             if isinstance(key, str):
                 key_b = key.encode("latin-1")
@@ -38,10 +38,11 @@ def new_call(path: str, payload: Any, metadata: Any = (), *, timeout: float | No
                                                  len(value_b)) != lib.PGF_OK:
                 raise ValueError(f"invalid request metadata key {key!r}")
         if timeout is not None:
-            lib.pgf_call_set_deadline(call, time.time_ns() + int(timeout * 1e9))
+            _check(lib.pgf_call_set_deadline(call, time.time_ns() + int(timeout * 1e9)),
+                   "cannot set the deadline")
         if peer:
             raw_peer = peer.encode("utf-8", "replace")
-            lib.pgf_call_set_peer(call, raw_peer, len(raw_peer))
+            _check(lib.pgf_call_set_peer(call, raw_peer, len(raw_peer)), "cannot set the peer")
     except BaseException:
         lib.pgf_call_unref(call)
         raise
