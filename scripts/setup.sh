@@ -40,7 +40,8 @@ log=build/setup.log
 mkdir -p build
 : >"$log"
 stamp=.venv/.deps-installed
-if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+# The pip list below is part of this script: a change to it reinstalls too.
+if [[ ! -f $stamp || pyproject.toml -nt $stamp || scripts/setup.sh -nt $stamp ]]; then
     echo "setup: installing Python packages into .venv"
     { $PY -m pip install -q --upgrade pip setuptools wheel &&
       $PY -m pip install -q "cffi>=1.17" "grpcio>=1.80" "grpcio-tools>=1.80" \
