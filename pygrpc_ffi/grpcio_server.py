@@ -75,7 +75,7 @@ def _grpcio_pairs(pairs: Any) -> list[tuple[str, Any]]:
             for k, v in pairs]
 
 
-def _dispatch(registry: Callable[[], Any], path: str, request: bytes,
+def _dispatch(dispatch: Callable[[Any], int], path: str, request: bytes,
               context: Any) -> bytes:
     remaining = context.time_remaining()
     if remaining is not None and remaining >= _NO_DEADLINE_THRESHOLD:
@@ -89,9 +89,9 @@ def _dispatch(registry: Callable[[], Any], path: str, request: bytes,
     try:
         if not context.add_callback(guard.cancel):
             lib.pgf_call_cancel(call)  # the RPC is already over
-        # Releases the GIL while it waits; a closed service's NULL registry
-        # is refused (the call stays unfinished).
-        if lib.pgf_dispatch(registry(), call) != lib.PGF_OK:
+        # Releases the GIL while it waits; a closed service refuses the call
+        # (which stays unfinished).
+        if dispatch(call) != lib.PGF_OK:
             context.abort(grpc.StatusCode.UNAVAILABLE, "the service is closed")
         result, compress = read_result(call)
     finally:
@@ -126,13 +126,10 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
         parts = path.split("/")
         if len(parts) != 3 or parts[0] or not self._service.has_method(parts[1], parts[2]):
             return None
-        service = self._service
-
-        def registry() -> Any:
-            return service._registry
+        dispatch = self._service._dispatch_wait
 
         def behavior(request: bytes, context: Any) -> bytes:
-            return _dispatch(registry, path, request, context)
+            return _dispatch(dispatch, path, request, context)
 
         return grpc.unary_unary_rpc_method_handler(behavior)
 

@@ -372,6 +372,21 @@ class GrpcService:
             self._users += 1
             return self._registry
 
+    def _dispatch_wait(self, call: Any) -> int:
+        """``pgf_dispatch`` into this service's registry, which a racing
+        :meth:`close` cannot free meanwhile (for hosts written in Python: the
+        grpcio engine, the testing kit).  PGF_ESTATE, the call left
+        undispatched, once the service is closed."""
+        with self._lock:
+            if self._closed:
+                return int(lib.PGF_ESTATE)
+            self._users += 1
+            registry = self._registry
+        try:
+            return int(lib.pgf_dispatch(registry, call))
+        finally:
+            self._release()
+
     def _release(self) -> None:
         with self._lock:
             self._users -= 1

@@ -261,7 +261,7 @@ class TestClient:
         return self.default_timeout if timeout is None else timeout
 
     def _dispatch(self, call: Any) -> None:
-        if lib.pgf_dispatch(self.service._registry, call) != lib.PGF_OK:
+        if self.service._dispatch_wait(call) != lib.PGF_OK:
             raise RuntimeError("the service is closed")
 
     def _check_open(self) -> None:
@@ -295,7 +295,7 @@ class TestClient:
 
         def run(request_buffer: Any) -> None:
             try:  # the request buffer lives as long as the dispatch
-                lib.pgf_dispatch(self.service._registry, call)
+                self.service._dispatch_wait(call)
             finally:
                 finished.set()
                 lib.pgf_call_unref(call)  # the worker's reference
