@@ -1447,11 +1447,13 @@ static void test_on_cancel_racing_finish(void) {
 /* Two late on_cancel callbacks at once, and a finish racing them: no
  * callback may run on a finished call (one runs at a time, finish waits). */
 static int slow_cb_running;
+static int slow_cb_started;
 static int slow_cb_saw_finished;
 
 static void slow_cancel_cb(pgf_call *c, void *ud) {
     (void)ud;
     __atomic_fetch_add(&slow_cb_running, 1, __ATOMIC_SEQ_CST);
+    __atomic_fetch_add(&slow_cb_started, 1, __ATOMIC_SEQ_CST);
     sleep_us(300);
     if (pgf_call_is_finished(c))
         __atomic_store_n(&slow_cb_saw_finished, 1, __ATOMIC_SEQ_CST);
@@ -1472,11 +1474,16 @@ static void test_two_late_on_cancels_racing_finish(void) {
     for (int i = 0; i < 50; i++) {
         pgf_call *c = new_call("/a/b");
         pgf_call_cancel(c);
+        int started = __atomic_load_n(&slow_cb_started, __ATOMIC_SEQ_CST);
         pthread_t th[2];
         for (int t = 0; t < 2; t++)
             CHECK_INT(pthread_create(&th[t], NULL, late_slow_on_cancel,
                                      pgf_call_ref(c)), 0);
-        while (__atomic_load_n(&slow_cb_running, __ATOMIC_SEQ_CST) == 0)
+        /* Until a callback has started (the first always runs: the call is
+         * not finished yet).  Not "until one is running": on a loaded
+         * machine both may be over before this thread looks, and it would
+         * wait forever. */
+        while (__atomic_load_n(&slow_cb_started, __ATOMIC_SEQ_CST) == started)
             sleep_us(20);
         finish_str(c, PGF_STATUS_CANCELLED, "cancelled");
         for (int t = 0; t < 2; t++)
