@@ -118,8 +118,14 @@ def finish_error(call: Any, exc: BaseException, binding: Any) -> None:
             lib.pgf_call_reset_response(call)
             finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
             return
-        if details:
-            lib.pgf_call_set_status_details(call, details, len(details))
+        if details and lib.pgf_call_set_status_details(call, details,
+                                                       len(details)) != lib.PGF_OK:
+            _log.error("handler %s raised %r with status details over the trailer budget "
+                       "(%d bytes); the call fails with INTERNAL", binding.name, exc,
+                       len(details))
+            lib.pgf_call_reset_response(call)
+            finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
+            return
         finish(call, code, exc.message)
         return
     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
