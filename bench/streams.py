@@ -144,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=pathlib.Path,
                         default=ROOT / "bench" / "results" / "streams.json")
     args = parser.parse_args(argv)
-    rounds, seconds, streams = (1, 1.0, 4) if args.quick else (3, 3.0, 4)
+    rounds, seconds, streams = (1, 1.0, 16) if args.quick else (3, 3.0, 16)
     memory_messages = 100_000 if args.quick else 1_000_000
     build_client()
     specs = stream_specs(workers=4)
