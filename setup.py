@@ -114,6 +114,16 @@ class BuildShimThenExt(build_ext):
             ext.library_dirs.insert(0, str(out_dir))
         super().run()  # setuptools builds into build_lib, then copies if inplace
 
+    def build_extensions(self) -> None:
+        # An interpreter built with an rpath (pyenv's LDSHARED carries
+        # -Wl,-rpath,<its lib dir>) would bake the build machine's path into
+        # _native; the module needs only $ORIGIN (from ffi_build.py).
+        for attr in ("linker_so", "linker_so_cxx"):
+            command = getattr(self.compiler, attr, None)
+            if command:
+                setattr(self.compiler, attr, [a for a in command if not a.startswith("-Wl,-rpath,")])
+        super().build_extensions()
+
     def write_package_files(self, out_dir: pathlib.Path) -> None:
         include = out_dir / "include"
         include.mkdir(exist_ok=True)
