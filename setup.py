@@ -121,7 +121,8 @@ class BuildShimThenExt(build_ext):
         for attr in ("linker_so", "linker_so_cxx"):
             command = getattr(self.compiler, attr, None)
             if command:
-                setattr(self.compiler, attr, [a for a in command if not a.startswith("-Wl,-rpath,")])
+                kept = [a for a in command if not a.startswith("-Wl,-rpath,")]
+                setattr(self.compiler, attr, kept)
         super().build_extensions()
 
     def write_package_files(self, out_dir: pathlib.Path) -> None:

@@ -22,8 +22,9 @@ def main(argv: list[str]) -> int:
     source_root = pathlib.Path(argv[0]).resolve()
     sys.path[:] = [p for p in sys.path if p and pathlib.Path(p).resolve() != source_root]
 
-    import pygrpc_ffi as pgf
     from pygrpc_ffi._native import lib
+
+    import pygrpc_ffi as pgf
 
     where = pathlib.Path(pgf.__file__).resolve()
     assert source_root not in where.parents, f"imported from the source tree: {where}"
@@ -33,8 +34,8 @@ def main(argv: list[str]) -> int:
 
     version = importlib.metadata.version("pygrpc_ffi")
     number = lib.pgf_version_number()
-    assert pgf.__version__ == version == "%d.%d.%d" % (
-        number // 10000, number // 100 % 100, number % 100), (pgf.__version__, version, number)
+    from_library = f"{number // 10000}.{number // 100 % 100}.{number % 100}"
+    assert pgf.__version__ == version == from_library, (pgf.__version__, version, number)
     assert pgf.ABI_VERSION == lib.pgf_abi_version() == lib.PGF_ABI_VERSION
     assert (pathlib.Path(pgf.get_include()) / "pygrpc_ffi.h").is_file()
     assert (pathlib.Path(pgf.get_library_dir()) / "libpygrpc_ffi.so").is_file()
