@@ -6,10 +6,10 @@ from __future__ import annotations
 import importlib.metadata
 import re
 
-import pygrpc_ffi
+from conftest import TESTS_DIR
 from pygrpc_ffi._native import lib
 
-from conftest import TESTS_DIR
+import pygrpc_ffi
 
 HEADER = TESTS_DIR.parent / "csrc" / "pygrpc_ffi.h"
 
