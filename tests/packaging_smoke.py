@@ -27,7 +27,8 @@ def main(argv: list[str]) -> int:
     import pygrpc_ffi as pgf
 
     where = pathlib.Path(pgf.__file__).resolve()
-    assert source_root not in where.parents, f"imported from the source tree: {where}"
+    assert where.parent != source_root / "pygrpc_ffi", f"imported from the source tree: {where}"
+    assert pathlib.Path(sys.prefix).resolve() in where.parents, (where, sys.prefix)
     if "--no-grpc" in argv:
         assert importlib.util.find_spec("grpc") is None, "grpcio is installed"
         assert importlib.util.find_spec("google") is None, "protobuf is installed"
