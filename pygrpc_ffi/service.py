@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import threading
 import time
 import weakref
@@ -190,6 +191,10 @@ class GrpcService:
         self._registry = registry
         self.expose_exceptions = expose_exceptions
         self._lock = threading.Lock()
+        # Dispatches started from other threads (the testing kit's streams):
+        # close() frees the registry only once none is inside the C lookup.
+        self._dispatching = 0
+        self._idle = threading.Condition(self._lock)
         self._services: dict[str, Any] = {}
         self._methods: dict[tuple[str, str], Any] = {}
 
@@ -383,9 +388,34 @@ class GrpcService:
         """Unregisters everything and frees the registry (not the default one)."""
         self.clear()
         if self._finalizer is not None:
-            self._finalizer()
-            # Never hand the freed registry to C again (the shim rejects NULL).
-            self._registry = ffi.NULL
+            with self._lock:
+                self._idle.wait_for(lambda: not self._dispatching, timeout=10.0)
+                busy = self._dispatching
+                # Never hand the freed registry to C again (the shim rejects NULL).
+                self._registry = ffi.NULL
+            if busy:  # a handler that ignores cancellation: leak, never free in use
+                self._finalizer.detach()
+                logging.getLogger("pygrpc_ffi").error(
+                    "GrpcService.close(): %d dispatch(es) still running after 10 s; "
+                    "the registry is not freed", busy)
+            else:
+                self._finalizer()
+
+    def _dispatch_async(self, call: Any, done: Any, handle: Any) -> int:
+        """``pgf_dispatch_async`` into this service's registry from any thread,
+        safe against a concurrent :meth:`close` (PGF_ESTATE once closed)."""
+        with self._lock:
+            if self._registry == ffi.NULL:
+                return int(lib.PGF_ESTATE)
+            self._dispatching += 1
+            registry = self._registry
+        try:
+            return int(lib.pgf_dispatch_async(registry, call, done, handle))
+        finally:
+            with self._lock:
+                self._dispatching -= 1
+                if not self._dispatching:
+                    self._idle.notify_all()
 
     # --------------------------------------------------------------- calls
 

@@ -101,14 +101,16 @@ class StreamingCall:
             self._timer = threading.Timer(max(timeout, 0.0), self._expire)
             self._timer.daemon = True
             self._timer.start()
-        threading.Thread(target=self._dispatch, args=(service._registry, lib.pgf_call_ref(call)),
+        # The thread holds the service, not only its registry pointer: the
+        # test may close the service (free the registry) while it dispatches.
+        threading.Thread(target=self._dispatch, args=(service, lib.pgf_call_ref(call)),
                          name="pygrpc_ffi-teststream", daemon=True).start()
 
     # ------------------------------------------------------------ host side
 
-    def _dispatch(self, registry: Any, call: Any) -> None:
+    def _dispatch(self, service: GrpcService, call: Any) -> None:
         try:
-            rc = lib.pgf_dispatch_async(registry, call, lib._pgf_py_call_done, self._handle)
+            rc = service._dispatch_async(call, lib._pgf_py_call_done, self._handle)
             if rc != lib.PGF_OK:
                 lib.pgf_call_finish(call, int(StatusCode.INTERNAL), b"dispatch failed", 15)
                 self.done(call)
