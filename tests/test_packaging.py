@@ -20,8 +20,8 @@ import zipfile
 from collections.abc import Iterator
 
 import pytest
-from conftest import TESTS_DIR
 
+TESTS_DIR = pathlib.Path(__file__).resolve().parent
 ROOT = TESTS_DIR.parent
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -4,13 +4,14 @@ the loaded C library, the Python package and its distribution metadata."""
 from __future__ import annotations
 
 import importlib.metadata
+import pathlib
 import re
 
-from conftest import TESTS_DIR
 from pygrpc_ffi._native import lib
 
 import pygrpc_ffi
 
+TESTS_DIR = pathlib.Path(__file__).resolve().parent
 HEADER = TESTS_DIR.parent / "csrc" / "pygrpc_ffi.h"
 
 
@@ -39,6 +40,5 @@ def test_include_and_library_dirs() -> None:
     include = pygrpc_ffi.get_include()
     assert (TESTS_DIR.parent / "csrc" / "pygrpc_ffi.h").read_bytes() == \
         open(f"{include}/pygrpc_ffi.h", "rb").read()
-    import pathlib
 
     assert (pathlib.Path(pygrpc_ffi.get_library_dir()) / "libpygrpc_ffi.so").is_file()
