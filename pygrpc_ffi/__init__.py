@@ -38,7 +38,7 @@ from .handler import GrpcHandler
 from .metadata import Metadata
 from .request import GrpcRequest
 from .response import GrpcResponse
-from .service import CallResult, GrpcService, default_service
+from .service import CallResult, GrpcService, HandlerNotFound, default_service
 from .status import StatusCode
 
 if TYPE_CHECKING:
@@ -92,6 +92,7 @@ __all__ = [
     "GrpcRequest",
     "GrpcResponse",
     "GrpcService",
+    "HandlerNotFound",
     "Internal",
     "InvalidArgument",
     "Metadata",
