@@ -73,13 +73,18 @@ def _run(session: nox.Session, tmp: pathlib.Path) -> None:
     session.chdir(ROOT)
     if not list((ROOT / "tests" / "protos").glob("*_pb2.py")):
         session.install("grpcio-tools>=1.80")
-        protos = [str(p) for p in (ROOT / "tests" / "protos").glob("*.proto")]
+        protos = [f"tests/protos/{p.name}" for p in (ROOT / "tests" / "protos").glob("*.proto")]
         session.run("python", "-m", "grpc_tools.protoc", "-Itests/protos",
                     "--python_out=tests/protos", "--grpc_python_out=tests/protos",
                     "--pyi_out=tests/protos", *protos)
-    args = session.posargs
+    # Test paths are relative to the repository; pytest runs from the scratch
+    # directory, with its own script (not `python -m pytest`), so neither it
+    # nor the `python -c` children of tests find the source tree's package:
+    # everything imports the installed wheel.
+    args = [str(ROOT / a) if not a.startswith("-") and (ROOT / a).exists() else a
+            for a in session.posargs]
     if not any(not a.startswith("-") for a in args):  # no test paths given
-        args = [*args, "tests", "--ignore=tests/e2e", "--ignore=tests/test_packaging.py"]
-    # pytest's own script, not `python -m pytest`: the cwd (the source tree)
-    # stays off sys.path, so the tests import the installed wheel.
-    session.run("pytest", "-q", "-p", "no:cacheprovider", *args)
+        args += [str(ROOT / "tests"), f"--ignore={ROOT / 'tests' / 'e2e'}",
+                 f"--ignore={ROOT / 'tests' / 'test_packaging.py'}"]
+    session.chdir(tmp)
+    session.run("pytest", "-q", "-p", "no:cacheprovider", f"--rootdir={ROOT}", *args)
