@@ -1,6 +1,6 @@
 """Wires the C shim (csrc/) into the cffi extension module pygrpc_ffi._native.
 
-The shim itself is built by csrc/Makefile as pygrpc_ffi/libpygrpc_ffi.so, the
+The shim itself is built first by setup.py (build_ext) as libpygrpc_ffi.so, the
 one shared library that both this module and C/C++ hosts link, so a process
 has exactly one registry.  The cdef is derived from the public header.
 """

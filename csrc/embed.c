@@ -64,18 +64,128 @@ static int fail(int rc, const char *fmt, ...) {
 
 const char *pgf_python_error(void) { return error_text; }
 
-static int load_symbols(void) {
+/* Reads `key = value` from VENV/pyvenv.cfg into out; 1 if found. */
+static int venv_cfg(const char *venv, const char *key, char *out, size_t n) {
+    char path[4096];
+    if (snprintf(path, sizeof(path), "%s/pyvenv.cfg", venv) >= (int)sizeof(path))
+        return 0;
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    char line[4096];
+    size_t klen = strlen(key);
+    int found = 0;
+    while (!found && fgets(line, sizeof(line), f)) {
+        char *p = line;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (strncmp(p, key, klen) != 0)
+            continue;
+        p += klen;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (*p++ != '=')
+            continue;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        size_t len = strcspn(p, "\r\n");
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        if (len > 0 && len < n) {
+            memcpy(out, p, len);
+            out[len] = '\0';
+            found = 1;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+/* The venv this library is installed in, when it is: pip puts it at
+ * VENV/lib/pythonX.Y/site-packages/pygrpc_ffi/libpygrpc_ffi.so. */
+static int own_venv(char *out, size_t n) {
+    Dl_info info;
+    if (dladdr((const void *)&embed_lock, &info) == 0 || info.dli_fname == NULL)
+        return 0;
+    char path[4096];
+    if (snprintf(path, sizeof(path), "%s", info.dli_fname) >= (int)sizeof(path))
+        return 0;
+    for (int up = 0; up < 5; up++) {
+        char *slash = strrchr(path, '/');
+        if (slash == NULL || slash == path)
+            return 0;
+        *slash = '\0';
+    }
+    char cfg[64];
+    if (!venv_cfg(path, "home", cfg, sizeof(cfg)) && !venv_cfg(path, "version", cfg, sizeof(cfg)))
+        return 0;
+    if (strlen(path) >= n)
+        return 0;
+    memcpy(out, path, strlen(path) + 1);
+    return 1;
+}
+
+/* Appends one tried path to a ", "-separated list (cut if it is long). */
+static void note_tried(char *tried, size_t n, const char *path) {
+    size_t used = strlen(tried); /* < n */
+    if (used > 0 && used + 2 < n) {
+        memcpy(tried + used, ", ", 2);
+        used += 2;
+    }
+    size_t len = strlen(path);
+    if (len > n - 1 - used)
+        len = n - 1 - used;
+    memcpy(tried + used, path, len);
+    tried[used + len] = '\0';
+}
+
+/* Loads libpython, first found of: $PGF_LIBPYTHON; the one of VENV's base
+ * interpreter (pyvenv.cfg's `home` and `version`), in HOME/../lib or on the
+ * loader's path; the build's default (PGF_LIBPYTHON). */
+static void *open_libpython(const char *venv, char *tried, size_t n) {
+    const char *path = getenv("PGF_LIBPYTHON");
+    if (path != NULL && *path != '\0') {
+        snprintf(tried, n, "%s", path);
+        return dlopen(path, RTLD_NOW | RTLD_GLOBAL);
+    }
+    tried[0] = '\0';
+    char home[4096], version[64];
+    int major, minor;
+    if (venv != NULL && *venv != '\0' && venv_cfg(venv, "home", home, sizeof(home)) &&
+        (venv_cfg(venv, "version", version, sizeof(version)) ||
+         venv_cfg(venv, "version_info", version, sizeof(version))) &&
+        sscanf(version, "%d.%d", &major, &minor) == 2) {
+        const char *patterns[] = {"%s/../lib/libpython%d.%d.so.1.0",
+                                  "%s/../lib/libpython%d.%d.so", NULL};
+        char candidate[4300];
+        for (int i = 0; patterns[i]; i++) {
+            snprintf(candidate, sizeof(candidate), patterns[i], home, major, minor);
+            note_tried(tried, n, candidate);
+            void *lib = dlopen(candidate, RTLD_NOW | RTLD_GLOBAL);
+            if (lib)
+                return lib;
+        }
+        snprintf(candidate, sizeof(candidate), "libpython%d.%d.so.1.0", major, minor);
+        note_tried(tried, n, candidate);
+        void *lib = dlopen(candidate, RTLD_NOW | RTLD_GLOBAL);
+        if (lib)
+            return lib;
+    }
+    note_tried(tried, n, PGF_LIBPYTHON);
+    return dlopen(PGF_LIBPYTHON, RTLD_NOW | RTLD_GLOBAL);
+}
+
+static int load_symbols(const char *venv) {
     if (symbols_loaded)
         return PGF_OK;
     void *lib = RTLD_DEFAULT;
     /* A Python process (or a host linking libpython) already has them. */
     if (dlsym(RTLD_DEFAULT, "Py_IsInitialized") == NULL) {
-        const char *path = getenv("PGF_LIBPYTHON");
-        if (path == NULL || *path == '\0')
-            path = PGF_LIBPYTHON;
-        lib = dlopen(path, RTLD_NOW | RTLD_GLOBAL);
+        char tried[1024];
+        lib = open_libpython(venv, tried, sizeof(tried));
         if (lib == NULL)
-            return fail(PGF_EPYTHON, "cannot load libpython: %s", dlerror());
+            return fail(PGF_EPYTHON, "cannot load libpython (tried %s; set PGF_LIBPYTHON): %s",
+                        tried, dlerror());
     }
 #define LOAD(name)                                                      \
     do {                                                                \
@@ -180,7 +290,12 @@ static const char shutdown_package[] =
 int pgf_python_start(const char *venv, const char *sys_path) {
     pthread_mutex_lock(&embed_lock);
     error_text[0] = '\0';
-    int rc = load_symbols();
+    /* No venv given: the one this library is installed in, if any. */
+    static char default_venv[4096];
+    if ((venv == NULL || *venv == '\0') && PGF_PYTHON_EXE[0] == '\0' &&
+        own_venv(default_venv, sizeof(default_venv)))
+        venv = default_venv;
+    int rc = load_symbols(venv);
     if (rc != PGF_OK)
         goto out;
     if (!py.Py_IsInitialized()) {

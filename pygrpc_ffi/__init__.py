@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._native import lib as _lib
 from ._runtime import live_objects
+from .config import get_include, get_library_dir
 from .errors import (
     Aborted,
     AlreadyExists,
@@ -36,7 +38,7 @@ from .handler import GrpcHandler
 from .metadata import Metadata
 from .request import GrpcRequest
 from .response import GrpcResponse
-from .service import CallResult, GrpcService, default_service
+from .service import CallResult, GrpcService, HandlerNotFound, default_service
 from .status import StatusCode
 
 if TYPE_CHECKING:
@@ -44,6 +46,17 @@ if TYPE_CHECKING:
     from .grpcio_server import start as start
     from .servicer import ServicerTarget as ServicerTarget
     from .servicer import add_servicer as add_servicer
+
+
+def _library_version() -> str:
+    number = int(_lib.pgf_version_number())
+    return f"{number // 10000}.{number // 100 % 100}.{number % 100}"
+
+
+# Single-sourced: PGF_VERSION_* in pygrpc_ffi.h give the C library's version,
+# which setup.py also reads for the distribution's version.
+__version__ = _library_version()
+ABI_VERSION = int(_lib.pgf_abi_version())
 
 # grpcio compatibility, imported on first use: grpcio is optional, and hosts
 # that embed Python should not pay for importing it.
@@ -66,6 +79,7 @@ def __getattr__(name: str) -> Any:
     return value
 
 __all__ = [
+    "ABI_VERSION",
     "Aborted",
     "AlreadyExists",
     "CallResult",
@@ -78,6 +92,7 @@ __all__ = [
     "GrpcRequest",
     "GrpcResponse",
     "GrpcService",
+    "HandlerNotFound",
     "Internal",
     "InvalidArgument",
     "Metadata",
@@ -90,7 +105,10 @@ __all__ = [
     "Unavailable",
     "Unimplemented",
     "Unknown",
+    "__version__",
     "default_service",
+    "get_include",
+    "get_library_dir",
     "live_objects",
     "register_exception",
     "status_for_exception",

@@ -1,10 +1,16 @@
 """``pygrpc-ffi`` / ``python -m pygrpc_ffi``: serve a module's handlers.
 
     pygrpc-ffi serve MODULE [--listen ADDR] [--workers N] [--processes N]
-                            [--engine cxx|grpcio] [--max-message-size BYTES]
+                            [--engine auto|cxx|grpcio] [--max-message-size BYTES]
+    pygrpc-ffi build-host [--output PATH] [--build-dir DIR] [--jobs N]
+    pygrpc-ffi config [--cflags] [--libs] [--cmakedir] [--pkgconfigdir] ...
 
-The ``cxx`` engine (default) runs the gRPC C++ host, which embeds Python and
-imports MODULE; the ``grpcio`` engine runs a grpcio server in this process.
+The ``cxx`` engine runs the gRPC C++ host, which embeds Python and imports
+MODULE; the ``grpcio`` engine runs a grpcio server in this process; ``auto``
+(default) is ``cxx`` when the host is built, else ``grpcio``.
+``build-host`` builds the C++ host against this installed package (needs a
+C++ compiler, CMake, pkg-config and libgrpc++-dev) and puts it next to the
+``pygrpc-ffi`` script, where ``serve`` finds it.
 With ``--processes N``, N servers share the port (SO_REUSEPORT) so Python
 handlers use more than one core; each process has its own handlers.
 """
@@ -18,20 +24,30 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import threading
 from collections.abc import Sequence
 
 HOST_BINARY_NAME = "pygrpc_ffi_server"
-BUILD_COMMAND = "bash hosts/grpc_server/build.sh"
+BUILD_COMMAND = "pygrpc-ffi build-host"
+PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
 DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
 
 
+def installed_host_path() -> pathlib.Path:
+    """Where ``build-host`` puts the host: beside this environment's scripts."""
+    return pathlib.Path(sysconfig.get_path("scripts")) / HOST_BINARY_NAME
+
+
 def find_host_binary() -> pathlib.Path | None:
-    """The C++ host: $PGF_HOST_BINARY, the repo's build directory, or PATH."""
+    """The C++ host: $PGF_HOST_BINARY, the repo's build directory, the one
+    ``build-host`` installed, or PATH."""
     override = os.environ.get("PGF_HOST_BINARY")
     candidates = [pathlib.Path(override)] if override else []
-    repo = pathlib.Path(__file__).resolve().parent.parent
+    repo = PACKAGE_DIR.parent
     candidates.append(repo / "build" / "grpc_server" / HOST_BINARY_NAME)
+    candidates.append(installed_host_path())
     found = shutil.which(HOST_BINARY_NAME)
     if found:
         candidates.append(pathlib.Path(found))
@@ -122,11 +138,16 @@ def serve(args: argparse.Namespace) -> int:
     if args.processes > 1 and args.listen.rsplit(":", 1)[-1] == "0":
         print("error: --processes N > 1 needs a fixed port, not 0", file=sys.stderr)
         return 2
+    binary = find_host_binary()
+    if args.engine == "auto":
+        args.engine = "cxx" if binary is not None else "grpcio"
+        if binary is None:
+            print(f"pygrpc-ffi: serving with the grpcio engine (the C++ host is not built: "
+                  f"{BUILD_COMMAND})", file=sys.stderr)
     if args.engine == "grpcio":
         if args.processes == 1:
             return serve_grpcio_here(args)
         return supervise([grpcio_command(args)] * args.processes, args.listen)
-    binary = find_host_binary()
     if binary is None:
         print(f"error: the C++ host ({HOST_BINARY_NAME}) is not built; build it with: "
               f"{BUILD_COMMAND}  (or use --engine grpcio)", file=sys.stderr)
@@ -164,20 +185,78 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-workers", type=int, default=64,
                      help="threads a process may add while handlers block or hang")
     run.add_argument("--processes", type=int, default=1, help="server processes sharing the port")
-    run.add_argument("--engine", choices=("cxx", "grpcio"), default="cxx",
-                     help="cxx: the gRPC C++ host (default); grpcio: pip-only server")
+    run.add_argument("--engine", choices=("auto", "cxx", "grpcio"), default="auto",
+                     help="cxx: the gRPC C++ host; grpcio: pip-only server; "
+                     "auto (default): cxx if the host is built, else grpcio")
     run.add_argument("--max-message-size", type=int, default=DEFAULT_MAX_MESSAGE)
     run.add_argument("--grace", type=float, default=10.0,
                      help="seconds in-flight calls get on shutdown")
     run.add_argument("--reuse-port", action="store_true",
                      help="share the port with other processes (implied by --processes N > 1)")
+    build = commands.add_parser(
+        "build-host", help="build the gRPC C++ host against this installed package")
+    build.add_argument("--output", type=pathlib.Path, default=None,
+                       help=f"where to put the binary (default: {installed_host_path()})")
+    build.add_argument("--build-dir", type=pathlib.Path, default=None,
+                       help="CMake build directory to keep (default: a temporary one)")
+    build.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    commands.add_parser("config", add_help=False,
+                        help="flags and paths for C/C++ builds (config --help)")
     return parser
 
 
+def host_sources() -> pathlib.Path | None:
+    """The C++ host's sources: packaged in the wheel, or the source tree's."""
+    for candidate in (PACKAGE_DIR / "host_src", PACKAGE_DIR.parent / "hosts" / "grpc_server"):
+        if (candidate / "CMakeLists.txt").is_file():
+            return candidate
+    return None
+
+
+def build_host(args: argparse.Namespace) -> int:
+    from .config import get_cmake_dir
+
+    sources = host_sources()
+    if sources is None:
+        print("error: the C++ host's sources are not in this installation", file=sys.stderr)
+        return 2
+    missing = [tool for tool in ("cmake", "pkg-config", "c++") if shutil.which(tool) is None]
+    if not missing and subprocess.run(["pkg-config", "--exists", "grpc++"]).returncode != 0:
+        missing.append("libgrpc++-dev (pkg-config grpc++)")
+    if missing:
+        print(f"error: building the C++ host needs {', '.join(missing)}; on Debian/Ubuntu: "
+              "apt-get install build-essential cmake pkg-config libgrpc++-dev",
+              file=sys.stderr)
+        return 2
+    output: pathlib.Path = args.output or installed_host_path()
+    with tempfile.TemporaryDirectory(prefix="pygrpc-ffi-host-") as scratch:
+        build_dir = args.build_dir or pathlib.Path(scratch)
+        configure = ["cmake", "-S", str(sources), "-B", str(build_dir),
+                     "-DCMAKE_BUILD_TYPE=Release", "-DPGF_FIND_PACKAGE=ON",
+                     f"-Dpygrpc_ffi_DIR={get_cmake_dir()}"]
+        compile_ = ["cmake", "--build", str(build_dir), "-j", str(max(args.jobs, 1))]
+        for command in (configure, compile_):
+            print("+ " + " ".join(command), file=sys.stderr, flush=True)
+            if subprocess.run(command, stdout=sys.stderr).returncode != 0:
+                print("error: building the C++ host failed", file=sys.stderr)
+                return 1
+        output.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(build_dir / HOST_BINARY_NAME, output)
+    print(output)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["config"]:
+        from .config import config_main
+
+        return config_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "build-host":
+        return build_host(args)
     return 2  # pragma: no cover - argparse rejects other commands
 
 

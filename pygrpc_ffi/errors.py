@@ -175,6 +175,8 @@ _DEFAULT_TABLE: dict[type[BaseException], StatusCode] = {
     PermissionError: StatusCode.PERMISSION_DENIED,
     NotImplementedError: StatusCode.UNIMPLEMENTED,
     TimeoutError: StatusCode.DEADLINE_EXCEEDED,
+    # Python 3.10: asyncio's is its own class (an alias of TimeoutError from 3.11).
+    asyncio.TimeoutError: StatusCode.DEADLINE_EXCEEDED,
     FileNotFoundError: StatusCode.NOT_FOUND,
     KeyError: StatusCode.NOT_FOUND,
     FileExistsError: StatusCode.ALREADY_EXISTS,

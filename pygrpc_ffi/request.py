@@ -148,9 +148,15 @@ class GrpcRequest:
         """The method path, ``/package.Service/Method``."""
         return f"/{self.service_name}/{self.method_name}"
 
+    @property
+    def payload_size(self) -> int:
+        """The request payload's size in bytes (0 once released)."""
+        return 0 if self._released() else self.payload.nbytes
+
     def __repr__(self) -> str:
-        return (f"GrpcRequest({self.service_name!r}, {self.method_name!r}, "
-                f"<{self.payload.nbytes if not self._released() else 'released'} bytes>)")
+        size = "<released>" if self._released() else self.payload.nbytes
+        return (f"GrpcRequest(service_name={self.service_name!r}, "
+                f"method_name={self.method_name!r}, payload_size={size})")
 
     def _released(self) -> bool:
         try:

@@ -13,7 +13,8 @@ class GrpcResponse:
     ``payload`` is any bytes-like object (sent without a copy) or a protobuf
     message (serialized for you).  ``metadata`` is sent as initial metadata,
     ``trailers`` as trailing metadata: a mapping or (key, value) pairs, str
-    values, bytes for keys ending in ``-bin``.
+    values, bytes for keys ending in ``-bin``.  Both default to a new empty
+    dict, so ``response.metadata["k"] = "v"`` works (as in Spikard).
     """
 
     __slots__ = ("compress", "metadata", "payload", "trailers")
@@ -27,9 +28,26 @@ class GrpcResponse:
         compress: bool = False,
     ) -> None:
         self.payload = payload
-        self.metadata = metadata
-        self.trailers = trailers
+        # Any: a dict by default (mutable), or whatever mapping or pairs were given.
+        self.metadata: Any = {} if metadata is None else metadata
+        self.trailers: Any = {} if trailers is None else trailers
         self.compress = compress
 
+    @property
+    def payload_size(self) -> int | None:
+        """The payload's size in bytes (None if it is neither bytes-like nor
+        a protobuf message)."""
+        return payload_size(self.payload)
+
     def __repr__(self) -> str:
-        return f"GrpcResponse(payload=<{type(self.payload).__name__}>, metadata={self.metadata!r})"
+        return (f"GrpcResponse(payload_size={self.payload_size}, "
+                f"metadata={self.metadata!r}, trailers={self.trailers!r})")
+
+
+def payload_size(payload: Any) -> int | None:
+    try:
+        return memoryview(payload).nbytes
+    except (TypeError, ValueError):
+        pass
+    size = getattr(payload, "ByteSize", None)
+    return int(size()) if callable(size) else None

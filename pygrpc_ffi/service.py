@@ -15,7 +15,7 @@ from . import _loop, _runtime
 from ._local_host import LocalStream, new_message
 from ._native import ffi, lib
 from ._streams import is_async_handler
-from .errors import GrpcError
+from .errors import GrpcError, Unimplemented
 from .metadata import Metadata, MetadataLike, iter_pairs, request_value_bytes
 from .request import GrpcRequest
 from .response import GrpcResponse
@@ -70,8 +70,14 @@ def _handler_callable(handler: Any) -> tuple[Callable[[GrpcRequest], Any], str]:
     if callable(handler):
         return handler, getattr(handler, "__qualname__", repr(handler))
     raise TypeError(
-        f"handler must have a handle_request method or be callable, not {type(handler).__name__}"
+        "handler must implement the GrpcHandler protocol (a handle_request(request) method) "
+        f"or be callable, not {type(handler).__name__}"
     )
+
+
+class HandlerNotFound(Unimplemented, ValueError):
+    """:meth:`GrpcService.handle_request` for a method nothing is registered
+    for: a ValueError, as in Spikard, and an UNIMPLEMENTED GrpcError."""
 
 
 def _supports(handler: Any, name: str) -> bool:
@@ -215,6 +221,8 @@ class GrpcService:
         self._closed = False
         self._services: dict[str, Any] = {}
         self._methods: dict[tuple[str, str], Any] = {}
+        # Unary untyped handlers as handle_request calls them: (service, method or None).
+        self._direct: dict[tuple[str, str | None], Callable[[GrpcRequest], Any]] = {}
 
     # ------------------------------------------------------------ registry
 
@@ -272,6 +280,8 @@ class GrpcService:
             response_streaming = _supports(handler, "supports_streaming_responses")
         kind = _kind(request_streaming, response_streaming)
         is_async = is_async_handler(fn)
+        direct = fn if kind == lib.PGF_KIND_UNARY and request_type is response_type is None \
+            else None
         fn = self._typed(fn, request_type, response_type, kind)
         raw = _encode(service_name, "service")
         with self._lock:
@@ -280,6 +290,8 @@ class GrpcService:
                 raise ValueError(f"service {service_name!r} is already registered")
             _check(rc, f"cannot register {service_name!r}")
             self._services[service_name] = handler
+            if direct is not None:
+                self._direct[(service_name, None)] = direct
 
     def register_method(self, service_name: str, method_name: str,
                         handler: Callable[..., Any], *,
@@ -299,6 +311,8 @@ class GrpcService:
         fn, name = _handler_callable(handler)
         kind = _kind(request_streaming, response_streaming)
         is_async = is_async_handler(fn)
+        direct = fn if kind == lib.PGF_KIND_UNARY and request_type is response_type is None \
+            else None
         fn = self._typed(fn, request_type, response_type, kind)
         svc = _encode(service_name, "service")
         method = _encode(method_name, "method")
@@ -308,6 +322,8 @@ class GrpcService:
                 raise ValueError(f"method {service_name}/{method_name} is already registered")
             _check(rc, f"cannot register {service_name}/{method_name}")
             self._methods[(service_name, method_name)] = handler
+            if direct is not None:
+                self._direct[(service_name, method_name)] = direct
 
     def method(self, service_name: str, method_name: str | None = None, *,
                request_type: Any = None, response_type: Any = None,
@@ -335,6 +351,7 @@ class GrpcService:
                 raise KeyError(service_name)
             _check(rc, f"cannot unregister {service_name!r}")
             self._services.pop(service_name, None)
+            self._direct.pop((service_name, None), None)
 
     def unregister_method(self, service_name: str, method_name: str) -> None:
         """Removes a method registration.  KeyError if it is not registered."""
@@ -348,6 +365,7 @@ class GrpcService:
                 raise KeyError(f"{service_name}/{method_name}")
             _check(rc, f"cannot unregister {service_name}/{method_name}")
             self._methods.pop((service_name, method_name), None)
+            self._direct.pop((service_name, method_name), None)
 
     def get_handler(self, service_name: str) -> Any | None:
         """The handler registered for the whole service, or None."""
@@ -668,11 +686,50 @@ class GrpcService:
         return result
 
     async def handle_request(self, request: GrpcRequest) -> GrpcResponse:
-        """Dispatches a GrpcRequest through the C path and returns the answer;
-        a non-OK status raises GrpcError."""
-        result = await self.acall(request.service_name, request.method_name, request.payload,
-                                  request.metadata, request.time_remaining())
-        return result.to_response()
+        """Answers a GrpcRequest from Python, as Spikard's router did.
+
+        A unary handler registered through this object is called directly
+        (a sync one on a worker thread): its own exception propagates, with
+        its traceback, and its answer comes back as a GrpcResponse.  Anything
+        else registered for the method (streaming or typed handlers, handlers
+        registered in C or by another GrpcService on this registry) is
+        dispatched through the C path, where a non-OK status raises GrpcError.
+        Nothing registered: :class:`HandlerNotFound`, a ValueError ("No
+        handler registered ...") that is also an UNIMPLEMENTED GrpcError.
+        Hosts and :meth:`call` always see the mapped status."""
+        service_name, method_name = request.service_name, request.method_name
+        with self._lock:
+            direct = self._direct.get((service_name, method_name))
+            if direct is None and (service_name, method_name) not in self._methods:
+                direct = self._direct.get((service_name, None))
+        if direct is None:
+            if not self.has_method(service_name, method_name):
+                raise HandlerNotFound(
+                    f"No handler registered for service {service_name!r}, "
+                    f"method {method_name!r}")
+            result = await self.acall(service_name, method_name, request.payload,
+                                      request.metadata, request.time_remaining())
+            return result.to_response()
+        if is_async_handler(direct):
+            answer = await direct(request)
+        else:
+            answer = await asyncio.to_thread(direct, request)
+            if asyncio.iscoroutine(answer):
+                answer = await answer
+        return _as_response(answer)
+
+
+def _as_response(answer: Any) -> GrpcResponse:
+    """A handler's answer as handle_request returns it."""
+    if isinstance(answer, GrpcResponse):
+        return answer
+    if isinstance(answer, (bytes, bytearray, memoryview)):
+        return GrpcResponse(bytes(answer))
+    serialize = getattr(answer, "SerializeToString", None)
+    if callable(serialize):
+        return GrpcResponse(serialize())
+    raise TypeError(f"handler returned {type(answer).__name__}: expected GrpcResponse, "
+                    "bytes-like or a protobuf message")
 
 
 _default: GrpcService | None = None

@@ -47,18 +47,25 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp || scripts/setup.sh -nt $stamp ]]
       $PY -m pip install -q "cffi>=1.17" "grpcio>=1.80" "grpcio-tools>=1.80" \
         "grpcio-status>=1.80" "grpcio-health-checking>=1.80" "grpcio-reflection>=1.80" \
         "protobuf>=5" "hypothesis>=6" "pytest>=8" "pytest-timeout" "mypy>=1.10" "ruff>=0.5" \
-        "types-protobuf" "h2>=4"; } >>"$log" 2>&1 \
+        "types-protobuf" "h2>=4" "build" "nox" "auditwheel"; } >>"$log" 2>&1 \
         || { cat "$log" >&2; echo "setup: pip install failed" >&2; exit 1; }
     touch "$stamp"
 fi
 
-make -s -C csrc PYTHON="$PWD/$PY"
-# The cffi module: rebuilt when the header, the build script or the shim change.
+# The shim (pygrpc_ffi/libpygrpc_ffi.so) and the cffi module, built in one step
+# by setup.py's build_ext, as `pip install .` does; rebuilt when a source changes.
 native=$(ls pygrpc_ffi/_native*.so 2>/dev/null | head -1 || true)
-if [[ -z $native || csrc/pygrpc_ffi.h -nt $native || ffi_build.py -nt $native \
-      || pygrpc_ffi/libpygrpc_ffi.so -nt $native ]]; then
+stale=0
+if [[ -z $native || ! -f pygrpc_ffi/libpygrpc_ffi.so ]]; then
+    stale=1
+else
+    for src in csrc/*.c csrc/*.h ffi_build.py setup.py pyproject.toml; do
+        if [[ $src -nt $native ]]; then stale=1; fi
+    done
+fi
+if ((stale)); then
     $PY -m pip install --no-build-isolation --no-deps -e . >>"$log" 2>&1 \
-        || { cat "$log" >&2; echo "setup: building the cffi module failed" >&2; exit 1; }
+        || { cat "$log" >&2; echo "setup: building the shim and the cffi module failed" >&2; exit 1; }
 fi
 # Stubs for the test and example protos.
 $PY -m grpc_tools.protoc -Itests/protos --python_out=tests/protos \

@@ -8,7 +8,7 @@ bash scripts/setup.sh
 PY=$PWD/.venv/bin/python
 
 echo "== lint and types"
-$PY -m ruff check pygrpc_ffi tests examples ffi_build.py bench
+$PY -m ruff check pygrpc_ffi tests examples ffi_build.py setup.py noxfile.py bench
 $PY -m mypy
 
 echo "== C tests (shim, embedded host), then again under ASan + UBSan"
@@ -21,8 +21,16 @@ cc -std=c99 -Wall -Wextra -Werror -Icsrc examples/minimal_host.c -Lpygrpc_ffi -l
 build/minimal_host | tee build/minimal_host.out
 grep -q "^status 0: Hello, C host!$" build/minimal_host.out
 
-echo "== Python and end-to-end tests"
+echo "== Python and end-to-end tests (with the packaging tests: sdist, wheel, fresh venv)"
 $PY -m pytest -q -p no:cacheprovider
+
+echo "== the oldest and the newest Python: the wheel in a fresh venv each (nox)"
+# pyenv's interpreters first on PATH, where nox looks for python3.X.
+for v in 3.10 3.13; do
+    dir=$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin 2>/dev/null | sort -V | tail -1 || true)
+    if [[ -n $dir ]]; then PATH="$dir:$PATH"; fi
+done
+PATH="$PATH" $PY -m nox --no-color -s tests-3.10 tests-3.13 -- -x
 
 echo "== end-to-end tests again, the C++ host and shim under ASan + UBSan"
 cmake -S hosts/grpc_server -B build/grpc_server_asan -DCMAKE_BUILD_TYPE=RelWithDebInfo \

@@ -217,7 +217,7 @@ SERVE_SCRIPT = textwrap.dedent("""
 
 def test_serve_prints_serves_and_stops_gracefully_on_sigterm() -> None:
     process = subprocess.Popen([sys.executable, "-c", SERVE_SCRIPT, "127.0.0.1:0"],
-                               cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                               cwd=ROOT / "tests", stdout=subprocess.PIPE, text=True,
                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
     try:
         assert process.stdout is not None
@@ -242,7 +242,7 @@ def test_serve_prints_serves_and_stops_gracefully_on_sigterm() -> None:
 
 def test_serve_stops_on_sigint_and_a_second_signal_cancels_calls() -> None:
     process = subprocess.Popen([sys.executable, "-c", SERVE_SCRIPT, "127.0.0.1:0"],
-                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
+                               cwd=ROOT / "tests", stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
         line = process.stdout.readline()

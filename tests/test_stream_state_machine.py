@@ -187,7 +187,7 @@ class StreamLifecycle(RuleBasedStateMachine):
             lib.pgf_call_finish(self.call, 1, ffi.NULL, 0)
             if self.read_pending:
                 self.expected.append(("read", CANCELLED, None))
-        if self.write_state == "queued":
+        if self.write_state == "queued":  # after the read: the unref completes it
             self.expected.append(("write", CANCELLED, None))
         lib.pgf_call_unref(self.call)  # completes a write left queued
         handles.pop(self.host_handle)

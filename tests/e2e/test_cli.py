@@ -16,10 +16,34 @@ pytestmark = pytest.mark.timeout(60)
 
 def test_missing_host_binary_names_the_build_command() -> None:
     env = dict(os.environ, PGF_HOST_BINARY="/nonexistent/pygrpc_ffi_server")
-    result = subprocess.run([sys.executable, "-m", "pygrpc_ffi", "serve", "interop_handlers"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "pygrpc_ffi", "serve", "interop_handlers", "--engine", "cxx"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
-    assert "hosts/grpc_server/build.sh" in result.stderr
+    assert "pygrpc-ffi build-host" in result.stderr
+
+
+def test_without_a_host_serve_uses_the_grpcio_engine() -> None:
+    import grpc
+
+    env = dict(os.environ, PGF_HOST_BINARY="/nonexistent/pygrpc_ffi_server",
+               PYTHONPATH=os.pathsep.join([str(PROTOS), str(HERE)]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pygrpc_ffi", "serve", "interop_handlers", "--listen",
+         "127.0.0.1:0"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("listening on "), line
+        with grpc.insecure_channel(line.split(" ", 2)[2].strip()) as ch:
+            seen = json.loads(ch.unary_unary("/e2e.Control/Inspect")(b"", timeout=10))
+        assert seen["pid"] == proc.pid  # served in this process: the grpcio engine
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert "grpcio engine" in err
 
 
 def test_module_that_fails_to_import_is_reported() -> None:

@@ -1,0 +1,236 @@
+"""The package as users get it: an sdist and a wheel built from a clean copy of
+the sources, installed into a fresh venv with the source tree out of reach.
+
+The wheel must hold the shim, the cffi module, the header and the build
+files; the core must import with cffi alone; C hosts must build against the
+installed package through ``config``, pkg-config and CMake; the grpcio
+engine must serve after ``pip install``; and, where libgrpc++-dev is
+present, ``pygrpc-ffi build-host`` must build a C++ host that serves.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from collections.abc import Iterator
+
+import pytest
+
+TESTS_DIR = pathlib.Path(__file__).resolve().parent
+ROOT = TESTS_DIR.parent
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def run(*command: str | os.PathLike[str], cwd: pathlib.Path | None = None,
+        env: dict[str, str] | None = None, timeout: float = 300) -> str:
+    result = subprocess.run([str(c) for c in command], cwd=cwd, capture_output=True, text=True,
+                            env=env, timeout=timeout)
+    assert result.returncode == 0, (
+        f"{' '.join(map(str, command))} failed ({result.returncode}):\n"
+        f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def dists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pathlib.Path]:
+    """sdist and wheel, built from a clean copy of the tracked sources (the
+    wheel from the unpacked sdist, which proves the sdist is complete)."""
+    work = tmp_path_factory.mktemp("dist")
+    clean = work / "src"
+    files = run("git", "ls-files", "-z", "--cached", "--others", "--exclude-standard",
+                cwd=ROOT).split("\0")
+    for name in filter(None, files):
+        source = ROOT / name
+        if source.is_file():
+            (clean / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, clean / name)
+    out = work / "out"
+    # --no-isolation: this venv already has setuptools and cffi (the
+    # isolated build, `pip install .`, is the same setup.py).
+    run(sys.executable, "-m", "build", "--no-isolation", "--outdir", out, clean)
+    (sdist,) = out.glob("*.tar.gz")
+    (wheel,) = out.glob("*.whl")
+    return {"sdist": sdist, "wheel": wheel}
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory: pytest.TempPathFactory,
+         dists: dict[str, pathlib.Path]) -> Iterator[pathlib.Path]:
+    """A fresh venv with only the wheel (and cffi) installed."""
+    path = tmp_path_factory.mktemp("venv") / "venv"
+    run(sys.executable, "-m", "venv", path)
+    run(path / "bin" / "python", "-m", "pip", "install", "-q", dists["wheel"])
+    site = run(path / "bin" / "python", "-c", "import pygrpc_ffi; print(pygrpc_ffi.__file__)",
+               cwd=path.parent)
+    assert site.startswith(str(path)), site
+    yield path
+
+
+def installed(venv: pathlib.Path, *args: str) -> str:
+    # Run outside the source tree: `python -m` puts the cwd first on sys.path.
+    return run(venv / "bin" / "python", "-m", "pygrpc_ffi", "config", *args,
+               cwd=venv.parent).strip()
+
+
+def test_wheel_and_sdist_contents(dists: dict[str, pathlib.Path]) -> None:
+    names = set(zipfile.ZipFile(dists["wheel"]).namelist())
+    for required in ("pygrpc_ffi/libpygrpc_ffi.so", "pygrpc_ffi/include/pygrpc_ffi.h",
+                     "pygrpc_ffi/py.typed", "pygrpc_ffi/pkgconfig/pygrpc_ffi.pc",
+                     "pygrpc_ffi/cmake/pygrpc_ffiConfig.cmake",
+                     "pygrpc_ffi/cmake/pygrpc_ffiConfigVersion.cmake",
+                     "pygrpc_ffi/host_src/CMakeLists.txt", "pygrpc_ffi/host_src/main.cc",
+                     "pygrpc_ffi/cli.py"):
+        assert required in names
+    natives = [n for n in names if n.startswith("pygrpc_ffi/_native")]
+    assert natives == ["pygrpc_ffi/_native.abi3.so"]
+    # One shim: the cffi module links it, it does not contain it.
+    assert not any(n.endswith(".c") or "/csrc/" in n for n in names)
+    assert dists["wheel"].name.startswith("pygrpc_ffi-0.2.0-cp310-abi3-linux_")
+
+    with tarfile.open(dists["sdist"]) as sdist:
+        members = {m.split("/", 1)[1] for m in sdist.getnames() if "/" in m}
+    for required in ("setup.py", "pyproject.toml", "ffi_build.py", "README.md", "MANIFEST.in",
+                     "csrc/pygrpc_ffi.h", "csrc/embed.c", "csrc/Makefile",
+                     "hosts/grpc_server/CMakeLists.txt",
+                     "pygrpc_ffi/cmake/pygrpc_ffiConfig.cmake"):
+        assert required in members
+    sources = {p.name for p in (ROOT / "csrc").glob("*.c")}
+    assert sources <= {m.split("/")[-1] for m in members if m.startswith("csrc/")}
+    assert not any(m.endswith(".so") for m in members)
+
+
+def test_shim_needs_only_libc(venv: pathlib.Path) -> None:
+    package = pathlib.Path(installed(venv, "--libdir"))
+    shim = package / "libpygrpc_ffi.so"
+    dynamic = run("readelf", "-d", shim)
+    needed = {line.split("[")[1].rstrip("]") for line in dynamic.splitlines()
+              if "(NEEDED)" in line}
+    allowed = {"libc.so.6", "libdl.so.2", "libpthread.so.0", "ld-linux-x86-64.so.2",
+               "ld-linux-aarch64.so.1"}
+    assert needed and needed <= allowed, needed
+    assert "Library soname: [libpygrpc_ffi.so]" in dynamic
+    assert "RPATH" not in dynamic and "RUNPATH" not in dynamic
+    # Only the ABI is exported.
+    exported = [line.split()[-1] for line in run("nm", "-D", "--defined-only", shim).splitlines()]
+    assert exported and all(name.startswith("pgf_") for name in exported), exported
+    # The cffi module links the shim by SONAME and finds it beside itself;
+    # no build machine's path is baked in.
+    native = run("readelf", "-d", package / "_native.abi3.so")
+    assert "Shared library: [libpygrpc_ffi.so]" in native
+    runpaths = [line for line in native.splitlines() if "RUNPATH" in line or "RPATH" in line]
+    assert runpaths and all(line.endswith("[$ORIGIN]") for line in runpaths), runpaths
+
+
+def test_core_works_with_cffi_only(venv: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    out = run(venv / "bin" / "python", TESTS_DIR / "packaging_smoke.py", ROOT, "--no-grpc",
+              cwd=tmp_path)
+    assert out.startswith("smoke ok: pygrpc_ffi 0.2.0")
+    installed_names = run(venv / "bin" / "python", "-m", "pip", "list", "--format=freeze",
+                          cwd=tmp_path)
+    assert "grpcio" not in installed_names and "protobuf" not in installed_names
+
+
+def _host_dir(venv: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:
+    """A directory laid out as examples/minimal_host.c expects: .venv and
+    examples/greeter.py (copied: no source tree)."""
+    host = tmp_path / "host"
+    (host / "examples").mkdir(parents=True)
+    for name in ("__init__.py", "greeter.py"):
+        shutil.copy2(ROOT / "examples" / name, host / "examples" / name)
+    (host / ".venv").symlink_to(venv)
+    shutil.copy2(ROOT / "examples" / "minimal_host.c", host / "minimal_host.c")
+    return host
+
+
+def _run_minimal_host(binary: pathlib.Path, host: pathlib.Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    assert run(binary, cwd=host, env=env).strip() == "status 0: Hello, C host!"
+
+
+def test_minimal_host_builds_against_the_installed_package(
+        venv: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    host = _host_dir(venv, tmp_path)
+    # python -m pygrpc_ffi config --cflags --libs
+    flags = installed(venv, "--cflags", "--libs").split()
+    assert any(f.startswith("-I") and "site-packages" in f for f in flags)
+    cflags, libs = [f for f in flags if f.startswith("-I")], [f for f in flags
+                                                            if not f.startswith("-I")]
+    run("cc", "-std=c99", "-Wall", "-Wextra", "-Werror", *cflags, "minimal_host.c", *libs,
+        "-o", "host_config", cwd=host)
+    _run_minimal_host(host / "host_config", host)
+
+    # pkg-config
+    env = dict(os.environ, PKG_CONFIG_PATH=installed(venv, "--pkgconfigdir"))
+    assert run("pkg-config", "--modversion", "pygrpc_ffi", env=env).strip() == "0.2.0"
+    pc_flags = run("pkg-config", "--cflags", "--libs", "pygrpc_ffi", env=env).split()
+    run("cc", "-std=c99", "-Wall", "-Werror", "minimal_host.c", *pc_flags, "-o", "host_pc",
+        cwd=host)
+    _run_minimal_host(host / "host_pc", host)
+
+    # CMake: find_package(pygrpc_ffi) and the imported target
+    (host / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.16)\n"
+        "project(minimal_host C)\n"
+        "find_package(pygrpc_ffi 0.2 CONFIG REQUIRED)\n"
+        "add_executable(host_cmake minimal_host.c)\n"
+        "target_link_libraries(host_cmake PRIVATE pygrpc_ffi::pygrpc_ffi)\n")
+    build = host / "build"
+    run("cmake", "-S", host, "-B", build, f"-DCMAKE_PREFIX_PATH={installed(venv, '--prefix')}")
+    run("cmake", "--build", build)
+    _run_minimal_host(build / "host_cmake", host)
+    # Every build links the installed shim, not the source tree's.
+    linked = run("ldd", build / "host_cmake")
+    assert f"{installed(venv, '--libdir')}/libpygrpc_ffi.so" in linked
+
+
+def _serve_and_call(command: list[str], cwd: pathlib.Path, env: dict[str, str]) -> str:
+    import grpc
+
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("listening on "), (line, proc.stderr and proc.stderr.read())
+        with grpc.insecure_channel(line.split(" ", 2)[2].strip()) as channel:
+            answer = channel.unary_unary("/demo.Greeter/SayHello")(b"wheel", timeout=20)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert answer == b"Hello, wheel!"
+    return err
+
+
+def test_pip_install_serves_with_the_grpcio_engine(
+        venv: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    run(venv / "bin" / "python", "-m", "pip", "install", "-q", "grpcio>=1.80", "protobuf>=5",
+        cwd=venv.parent)
+    host = _host_dir(venv, tmp_path)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PGF_HOST_BINARY")}
+    err = _serve_and_call([str(venv / "bin" / "pygrpc-ffi"), "serve", "examples.greeter",
+                           "--listen", "127.0.0.1:0"], host, env)
+    assert "grpcio engine" in err
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None or subprocess.run(
+    ["pkg-config", "--exists", "grpc++"]).returncode != 0, reason="needs libgrpc++-dev and cmake")
+def test_build_host_against_the_installed_package(
+        venv: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    binary = pathlib.Path(run(venv / "bin" / "pygrpc-ffi", "build-host", "--jobs", "2",
+                              cwd=tmp_path, timeout=900).strip())
+    assert binary == venv / "bin" / "pygrpc_ffi_server"
+    linked = run("ldd", binary)
+    assert f"{installed(venv, '--libdir')}/libpygrpc_ffi.so" in linked
+    host = _host_dir(venv, tmp_path)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PGF_HOST_BINARY")}
+    err = _serve_and_call([str(venv / "bin" / "pygrpc-ffi"), "serve", "examples.greeter",
+                           "--listen", "127.0.0.1:0", "--engine", "cxx"], host, env)
+    assert "grpcio engine" not in err
