@@ -95,10 +95,10 @@ def live(channel: grpc.Channel) -> dict[str, int]:
 
 def wait_idle(channel: grpc.Channel, before: dict[str, int]) -> None:
     """The host's live C objects return to their count before the test."""
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20  # generous: the sanitizer run is slow
     while (now := live(channel)) != before and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert now == before
+    assert now == before, f"live objects {now}, before the test {before}"
 
 
 class Requests:
