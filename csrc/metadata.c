@@ -97,7 +97,9 @@ int pgf_metadata_validate(const char *key, size_t key_len,
         return PGF_EMETADATA;
     if (is_reserved(key, key_len))
         return PGF_EMETADATA;
-    if (key_len >= 4 && memcmp(key + key_len - 4, "-bin", 4) == 0)
+    /* gRPC core's rule (grpc_key_is_binary_header): binary only if at least
+     * 5 characters long and ending in "-bin"; "-bin" alone is a text key. */
+    if (key_len >= 5 && memcmp(key + key_len - 4, "-bin", 4) == 0)
         return PGF_OK;
     for (size_t i = 0; i < value_len; i++)
         if (value[i] < 0x20 || value[i] > 0x7e)
