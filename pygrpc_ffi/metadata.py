@@ -9,8 +9,9 @@ MetadataLike = Mapping[str, MetadataValue] | Iterable[tuple[str, MetadataValue]]
 
 
 def is_binary_key(key: str) -> bool:
-    """Whether values of ``key`` are raw bytes (the key ends in ``-bin``)."""
-    return key.endswith("-bin")
+    """Whether values of ``key`` are raw bytes: gRPC core's rule, the key is at
+    least 5 characters long and ends in ``-bin`` (``"-bin"`` alone is not)."""
+    return len(key) >= 5 and key.endswith("-bin")
 
 
 class Metadata(Mapping[str, MetadataValue]):
