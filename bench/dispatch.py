@@ -11,6 +11,10 @@ Rows (all from C threads of bench/native.c, GIL released by the caller):
   sync/async  the full call into a trivial Python handler (def / async def)
               that answers with a prebuilt bytes object of the request's
               size: nothing is copied anywhere, at any size
+  bidi_sync/bidi_async
+              one bidi stream into a Python echo generator (def / async
+              def), served inline by a C host (no network): ns per message,
+              to compare with a unary call's ns per call
 Each configuration is calibrated to ~0.3 s, run `reps` times in interleaved
 order, and reported as the median (and every sample).
 """
@@ -23,7 +27,7 @@ import pathlib
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 import pygrpc_ffi as pgf
@@ -31,6 +35,7 @@ from bench import loops
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SERVICE = "bench.Dispatch"
+STREAM = 2  # a row measured per message of one bidi stream
 SIZES = (16, 64 * 1024, 1024 * 1024, 16 * 1024 * 1024)
 _REPLIES = {size: bytes(size) for size in SIZES}
 
@@ -44,10 +49,25 @@ async def async_reply(request: pgf.GrpcRequest) -> bytes:
     return _REPLIES[request.payload.nbytes]
 
 
+def bidi_reply(requests: Iterator[pgf.GrpcRequest]) -> Iterator[bytes]:
+    """The trivial bidi handler: a prebuilt answer per request message."""
+    for request in requests:
+        yield _REPLIES[request.payload.nbytes]
+
+
+async def async_bidi_reply(requests: AsyncIterator[pgf.GrpcRequest]) -> AsyncIterator[bytes]:
+    async for request in requests:
+        yield _REPLIES[request.payload.nbytes]
+
+
 def register() -> None:
     service = pgf.default_service()
     service.register_method(SERVICE, "Sync", reply)
     service.register_method(SERVICE, "Async", async_reply)
+    service.register_method(SERVICE, "BidiSync", bidi_reply, request_streaming=True,
+                            response_streaming=True)
+    service.register_method(SERVICE, "BidiAsync", async_bidi_reply, request_streaming=True,
+                            response_streaming=True)
     loops.register_c_echo("bench.CEcho", with_callback=False)
     loops.register_c_echo("bench.CEchoCallback", with_callback=True)
 
@@ -74,6 +94,8 @@ PATHS = {
     "c_callback": (loops.DISPATCH, "/bench.CEchoCallback/Echo"),
     "sync": (loops.DISPATCH, f"/{SERVICE}/Sync"),
     "async": (loops.DISPATCH, f"/{SERVICE}/Async"),
+    "bidi_sync": (STREAM, f"/{SERVICE}/BidiSync"),
+    "bidi_async": (STREAM, f"/{SERVICE}/BidiAsync"),
 }
 
 
@@ -82,7 +104,8 @@ def configs() -> list[Config]:
         kind, path = PATHS[label]
         return Config(group, label, kind, path, payload, threads)
 
-    rows = [make("overhead", label) for label in PATHS]
+    rows = [make("overhead", label) for label in PATHS if PATHS[label][0] != STREAM]
+    rows += [make("stream", label) for label in ("bidi_sync", "bidi_async")]
     rows += [make("threads", label, threads=t) for label in ("floor", "sync", "async")
              for t in (2, 4)]
     rows += [make("payload", label, size) for label in ("c_shim", "sync") for size in SIZES[1:]]
@@ -102,16 +125,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     register()
     rows = [c for c in configs() if not args.only or c.label in args.only.split(",")]
     for row in rows:
-        row.calls_per_thread = loops.calibrate(row.kind, row.path, row.payload, seconds,
-                                               row.threads)
+        if row.kind == STREAM:
+            probe = loops.stream(row.path, row.payload, 2000)
+            row.calls_per_thread = max(1000, int(2000 * seconds * 1e9 / probe.wall_ns))
+        else:
+            row.calls_per_thread = loops.calibrate(row.kind, row.path, row.payload, seconds,
+                                                   row.threads)
     for rep in range(reps):
         # Alternate the order so that drift hits every row alike.
         for row in rows if rep % 2 == 0 else reversed(rows):
-            run = loops.run(row.kind, row.path, row.payload, row.calls_per_thread, row.threads)
+            if row.kind == STREAM:
+                run = loops.stream(row.path, row.payload, row.calls_per_thread)
+            else:
+                run = loops.run(row.kind, row.path, row.payload, row.calls_per_thread,
+                                row.threads)
             row.samples_ns.append(run.ns_per_call)
     for row in rows:
+        unit = "ns/message" if row.kind == STREAM else "ns/call"
         print(f"  {row.group:9} {row.label:10} {row.payload:>9} B {row.threads} thr "
-              f"{row.median_ns:9.0f} ns/call", flush=True)
+              f"{row.median_ns:9.0f} {unit}", flush=True)
+    by_label = {(r.group, r.label): r.median_ns for r in rows}
+    unary = by_label.get(("overhead", "sync"))
+    for label in ("bidi_sync", "bidi_async"):
+        if unary and ("stream", label) in by_label:
+            print(f"  {label} per message / sync unary per call: "
+                  f"{by_label[('stream', label)] / unary:.2f}x (target <= 3x)", flush=True)
     report = {
         "config": {"reps": reps, "seconds_per_run": seconds,
                    "finished": time.strftime("%Y-%m-%d %H:%M:%S")},

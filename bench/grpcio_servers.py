@@ -14,7 +14,7 @@ import asyncio
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent import futures
 
 import grpc
@@ -33,14 +33,44 @@ async def async_echo(request: bytes, context: aio.ServicerContext[bytes, bytes])
     return request
 
 
-def _generic(handler: object) -> grpc.GenericRpcHandler:
+MESSAGE = b"0123456789abcdef"
+
+
+def bidi(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+    """The streams of bench/handlers.py, written for grpcio."""
+    yield from requests
+
+
+def server_stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+    for _ in range(int(request)):
+        yield MESSAGE
+
+
+async def async_bidi(requests: AsyncIterator[bytes],
+                     context: aio.ServicerContext[bytes, bytes]) -> AsyncIterator[bytes]:
+    async for request in requests:
+        yield request
+
+
+async def async_server_stream(request: bytes,
+                              context: aio.ServicerContext[bytes, bytes]) -> AsyncIterator[bytes]:
+    for _ in range(int(request)):
+        yield MESSAGE
+
+
+def _generic(handler: object, bidi_fn: object, server_fn: object) -> list[grpc.GenericRpcHandler]:
     rpc = grpc.unary_unary_rpc_method_handler(handler)  # type: ignore[arg-type]
-    return grpc.method_handlers_generic_handler(SERVICE, {METHOD: rpc})
+    streams = {
+        "Bidi": grpc.stream_stream_rpc_method_handler(bidi_fn),  # type: ignore[arg-type]
+        "Server": grpc.unary_stream_rpc_method_handler(server_fn),  # type: ignore[arg-type]
+    }
+    return [grpc.method_handlers_generic_handler(SERVICE, {METHOD: rpc}),
+            grpc.method_handlers_generic_handler("bench.Stream", streams)]
 
 
 def serve_sync(listen: str, workers: int) -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
-    server.add_generic_rpc_handlers((_generic(echo),))
+    server.add_generic_rpc_handlers(_generic(echo, bidi, server_stream))
     port = server.add_insecure_port(listen)
     server.start()
     print(f"listening on {listen.rsplit(':', 1)[0]}:{port}", flush=True)
@@ -52,7 +82,7 @@ def serve_sync(listen: str, workers: int) -> None:
 
 async def serve_aio(listen: str) -> None:
     server = aio.server()
-    server.add_generic_rpc_handlers((_generic(async_echo),))
+    server.add_generic_rpc_handlers(_generic(async_echo, async_bidi, async_server_stream))
     port = server.add_insecure_port(listen)
     await server.start()
     print(f"listening on {listen.rsplit(':', 1)[0]}:{port}", flush=True)

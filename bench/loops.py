@@ -72,6 +72,15 @@ def calibrate(kind: int, path: str, payload: int, seconds: float, threads: int =
         probe *= 4
 
 
+def stream(path: str, payload: int, messages: int) -> Run:
+    """One bidi call of ``messages`` request messages into ``path``, served
+    inline by a C host (bench/native.c); ``calls`` counts messages."""
+    wall = lib.bench_stream(path.encode(), payload, messages)
+    if wall < 0:
+        raise RuntimeError(f"the stream to {path} failed")
+    return Run(messages, 1, int(wall))
+
+
 def register_c_echo(service: str, with_callback: bool) -> None:
     """A C echo handler in the default registry (optionally calling the
     no-op Python callback), to split the cost between shim and Python."""
@@ -82,5 +91,5 @@ def register_c_echo(service: str, with_callback: bool) -> None:
 
 def live_counts() -> dict[str, int]:
     """pgf_live_count for every kind, read through the bench's own module."""
-    names = ("names", "handlers", "calls", "registries", "buffers")
+    names = ("names", "handlers", "calls", "registries", "buffers", "messages")
     return {name: int(lib.pgf_live_count(i)) for i, name in enumerate(names)}

@@ -43,6 +43,7 @@ echo "== 1-2. dispatch overhead";  $PY -m bench.dispatch "${QUICK[@]}" --out "$R
 echo "== 5. memory";               $PY -m bench.memory "${QUICK[@]}" --out "$RESULTS/memory.json"
 echo "== profile";                 $PY -m bench.profile "${QUICK[@]}" --out "$RESULTS/profile.json"
 echo "== 3-4. end to end";         $PY -m bench.e2e "${QUICK[@]}" --out "$RESULTS/e2e.json"
+echo "== 6. streams";              $PY -m bench.streams "${QUICK[@]}" --out "$RESULTS/streams.json"
 echo "== report"
 $PY -m bench.report --results "$RESULTS"
 echo "bench: done in $(( $(date +%s) - started )) s; see $RESULTS/RESULTS.md"

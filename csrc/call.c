@@ -464,9 +464,17 @@ int pgf_call_finish(pgf_call *call, int code, const char *msg, size_t len) {
         free(copy);
         return PGF_ESTATE;
     }
-    while (call->cancel_running &&
-           !pthread_equal(call->cancel_thread, pthread_self()))
+    /* No callback of a cancellation, and no stream_fn call (its host_data
+     * may be freed once done ran), may still run on another thread. */
+    while ((call->cancel_running &&
+            !pthread_equal(call->cancel_thread, pthread_self())) ||
+           pgf__stream_fn_elsewhere(call))
         pthread_cond_wait(&call->cv, &call->mu);
+    if (call->finished) { /* another thread finished it meanwhile */
+        pthread_mutex_unlock(&call->mu);
+        free(copy);
+        return PGF_ESTATE;
+    }
     call->status = code;
     call->message = copy;
     call->message_len = copy ? len : 0;
@@ -575,7 +583,12 @@ int pgf__call_begin_dispatch(pgf_call *call, pgf_done_fn done, void *ud) {
 void pgf__call_set_handler(pgf_call *call, pgf_handler *h) {
     pthread_mutex_lock(&call->mu);
     call->handler = h;
+    __atomic_store_n(&call->nonblocking, h->nonblocking, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&call->mu);
+}
+
+int pgf_call_nonblocking(const pgf_call *call) {
+    return call ? __atomic_load_n(&call->nonblocking, __ATOMIC_ACQUIRE) : 0;
 }
 
 void pgf__call_wait(pgf_call *call) {

@@ -15,7 +15,8 @@ pgf_handler *pgf__handler_new(pgf_handler_fn fn, void *data,
     h->fn = fn;
     h->data = data;
     h->release = release;
-    h->kind = kind;
+    h->kind = kind & ~PGF_FLAG_NONBLOCKING;
+    h->nonblocking = (kind & PGF_FLAG_NONBLOCKING) != 0;
     pgf__live_add(PGF_LIVE_HANDLERS, 1);
     return h;
 }
@@ -51,13 +52,12 @@ static void finish_unimplemented(pgf_call *call, int service_known) {
     pgf_call_finish(call, PGF_STATUS_UNIMPLEMENTED, msg, (size_t)n);
 }
 
-int pgf_dispatch_async(pgf_registry *reg, pgf_call *call, pgf_done_fn done,
-                       void *user_data) {
+/* Dispatches call; with nonblocking_only, only to a PGF_FLAG_NONBLOCKING
+ * handler (or none). */
+static int dispatch(pgf_registry *reg, pgf_call *call, pgf_done_fn done,
+                    void *user_data, int nonblocking_only) {
     if (reg == NULL || call == NULL)
         return PGF_EINVAL;
-    int rc = pgf__call_begin_dispatch(call, done, user_data);
-    if (rc != PGF_OK)
-        return rc;
     const pgf_name *svc = pgf_call_service(call);
     const pgf_name *method = pgf_call_method(call);
     int known = 0;
@@ -65,17 +65,37 @@ int pgf_dispatch_async(pgf_registry *reg, pgf_call *call, pgf_done_fn done,
                                           pgf_name_len(svc),
                                           pgf_name_str(method),
                                           pgf_name_len(method), &known);
+    if (nonblocking_only && h != NULL && !h->nonblocking) {
+        pgf__handler_unref(h);
+        return PGF_EWOULDBLOCK;
+    }
+    int rc = pgf__call_begin_dispatch(call, done, user_data);
+    if (rc != PGF_OK) {
+        pgf__handler_unref(h);
+        return rc;
+    }
     if (h == NULL) {
         finish_unimplemented(call, known);
         return PGF_OK;
     }
-    /* The call drops its reference at finish; this one keeps the handler
-     * data alive until fn has returned, even if fn finishes the call. */
+    /* The call drops its reference (the lookup's) at finish; this one keeps
+     * the handler data alive until fn has returned, even if fn finishes the
+     * call. */
     pgf__handler_ref(h);
     pgf__call_set_handler(call, h);
     h->fn(h->data, call);
     pgf__handler_unref(h);
     return PGF_OK;
+}
+
+int pgf_dispatch_async(pgf_registry *reg, pgf_call *call, pgf_done_fn done,
+                       void *user_data) {
+    return dispatch(reg, call, done, user_data, 0);
+}
+
+int pgf_dispatch_nonblocking(pgf_registry *reg, pgf_call *call,
+                             pgf_done_fn done, void *user_data) {
+    return dispatch(reg, call, done, user_data, 1);
 }
 
 int pgf_dispatch(pgf_registry *reg, pgf_call *call) {

@@ -61,6 +61,7 @@ typedef struct pgf_handler {
     void *data;
     pgf_release_fn release;
     int kind;
+    int nonblocking; /* registered with PGF_FLAG_NONBLOCKING */
 } pgf_handler;
 
 pgf_handler *pgf__handler_new(pgf_handler_fn fn, void *data,
@@ -139,6 +140,8 @@ struct pgf_call {
     pgf_write_fn write_cb;
     void *write_ud;
     int initial_md_ready;       /* also read without mu: atomic */
+    int stream_fn_running;      /* stream_fn calls in progress (finish waits) */
+    int nonblocking;            /* the handler is PGF_FLAG_NONBLOCKING */
 
     /* Response: set by the handler. */
     int status;
@@ -153,6 +156,11 @@ struct pgf_call {
     pgf_owned_buffer *response_owner;
     int compress;
 };
+
+/* With mu held: stream_fn calls in progress on threads other than this one.
+ * pgf_call_finish waits until there is none, so that hosts may free their
+ * host_data once the done callback ran. */
+int pgf__stream_fn_elsewhere(const pgf_call *call);
 
 /* Completes operations left outstanding on a call being freed. */
 void pgf__stream_drop(pgf_call *call);

@@ -29,6 +29,7 @@ const char *pgf_strerror(int rc) {
     case PGF_EPYTHON: return "python error";
     case PGF_EOF: return "end of stream";
     case PGF_ECANCELLED: return "cancelled";
+    case PGF_EWOULDBLOCK: return "the handler may block";
     default: return "unknown error";
     }
 }

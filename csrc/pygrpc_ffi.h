@@ -71,6 +71,8 @@ PGF_API unsigned pgf_version_number(void);
 #define PGF_EPYTHON (-7)    /* the embedded interpreter reported an error */
 #define PGF_EOF (-8)        /* since 2: the request stream has ended */
 #define PGF_ECANCELLED (-9) /* since 2: the call was cancelled or finished */
+#define PGF_EWOULDBLOCK (-10) /* since 2: the handler may block (see
+                                 pgf_dispatch_nonblocking) */
 
 /* A static, human-readable description of an error code. */
 PGF_API const char *pgf_strerror(int rc);
@@ -365,6 +367,15 @@ PGF_API int pgf_call_take_response(pgf_call *call, const uint8_t **data, size_t 
 #define PGF_KIND_SERVER_STREAMING 2 /* one request, response stream */
 #define PGF_KIND_BIDI_STREAMING 3   /* both streams */
 
+/* Or'ed into the kind given to pgf_registry_register (since 2): the handler
+ * and every callback and release function it gives its calls (through
+ * pgf_call_read, pgf_call_write, pgf_call_on_cancel, pgf_call_set_response)
+ * never block and never enter Python, so a host may run them on its event
+ * threads: it dispatches with pgf_dispatch_nonblocking, and completes the
+ * call's operations inline when pgf_call_nonblocking says so.  C handlers
+ * only. */
+#define PGF_FLAG_NONBLOCKING 0x100
+
 /* Writes a handler may have outstanding on one call. */
 #define PGF_MAX_WRITES 1
 
@@ -390,7 +401,12 @@ typedef void (*pgf_write_fn)(pgf_call *call, int result, void *user_data);
 
 /* Makes the call a stream served by fn (before dispatch; PGF_ESTATE after).
  * Without it, reads give the request set with pgf_call_set_request(_message)
- * and writes return PGF_ESTATE. */
+ * and writes return PGF_ESTATE.  host_data must stay valid until the done
+ * callback of pgf_dispatch_async has run: fn is never called once the call
+ * is finished, and pgf_call_finish waits for a call of fn in progress on
+ * another thread to return before it runs the done callback (one on its own
+ * thread -- fn completed an operation whose callback finished the call --
+ * is not waited for). */
 PGF_API int pgf_call_set_stream(pgf_call *call, pgf_stream_fn fn,
                                 void *host_data);
 /* After PGF_EVENT_READ: hands over the next request message (the reference
@@ -412,6 +428,10 @@ PGF_API int pgf_call_take_write(pgf_call *call, const uint8_t **data,
  * sent (ok == 0: the stream is broken).  Completes the handler's write on
  * this thread.  PGF_ESTATE if no write was taken. */
 PGF_API int pgf_call_write_done(pgf_call *call, int ok);
+/* 1 if the call was dispatched to a handler registered with
+ * PGF_FLAG_NONBLOCKING (since 2): the host may then push requests, complete
+ * writes and cancel on any thread, its event threads included. */
+PGF_API int pgf_call_nonblocking(const pgf_call *call);
 /* 1 if the initial metadata is to be sent now (the handler asked for it,
  * queued a write, or finished), else 0.  Hosts read pgf_call_initial_metadata
  * once this is 1: it does not change any more. */
@@ -492,7 +512,8 @@ PGF_API int pgf_registry_register(pgf_registry *reg,
                                   const char *method, size_t method_len,
                                   int kind, pgf_handler_fn fn,
                                   void *handler_data, pgf_release_fn release);
-/* The PGF_KIND_* a call to service/method would be served as, or
+/* The PGF_KIND_* (without PGF_FLAG_NONBLOCKING) a call to service/method
+ * would be served as, or
  * PGF_ENOTFOUND if no handler would take it (since 2).  Hosts ask before
  * reading the request, to know how to drive the call. */
 PGF_API int pgf_registry_method_kind(pgf_registry *reg,
@@ -534,6 +555,14 @@ PGF_API int pgf_dispatch(pgf_registry *reg, pgf_call *call);
  * reference until done returns, so the host may unref its one at any time. */
 PGF_API int pgf_dispatch_async(pgf_registry *reg, pgf_call *call,
                        pgf_done_fn done, void *user_data);
+/* For a host's event thread (since 2): pgf_dispatch_async if the handler
+ * was registered with PGF_FLAG_NONBLOCKING, or if there is none (the call
+ * finishes with UNIMPLEMENTED here, without Python).  Otherwise returns
+ * PGF_EWOULDBLOCK and changes nothing: dispatch the call from a thread that
+ * may block.  The handler is looked up once, so a registration racing with
+ * the call cannot make a blocking handler run here. */
+PGF_API int pgf_dispatch_nonblocking(pgf_registry *reg, pgf_call *call,
+                                     pgf_done_fn done, void *user_data);
 
 /* ---------------------------------------------------------- live objects */
 

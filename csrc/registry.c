@@ -142,7 +142,8 @@ static int add(pgf_registry *reg, const char *svc, size_t svc_len,
     if (svc_len > ((size_t)-1 - 2) / 2 || method_len > ((size_t)-1 - 2) / 2 ||
         reg == NULL || fn == NULL || !valid_part(svc, svc_len) ||
         (method != NULL && !valid_part(method, method_len)) ||
-        kind < PGF_KIND_UNARY || kind > PGF_KIND_BIDI_STREAMING) {
+        (kind & ~PGF_FLAG_NONBLOCKING) < PGF_KIND_UNARY ||
+        (kind & ~PGF_FLAG_NONBLOCKING) > PGF_KIND_BIDI_STREAMING) {
         if (release)
             release(data);
         return PGF_EINVAL;

@@ -6,6 +6,42 @@
 
 static int call_over(const pgf_call *c) { return c->finished || c->cancelled; }
 
+/* The stream_fn calls this thread is inside of, for one call (a host may
+ * complete an operation inside its stream_fn, and the handler may finish
+ * the call from that completion: finish must not wait for itself). */
+static __thread const pgf_call *fn_call;
+static __thread int fn_depth;
+
+/* Runs fn(call, event) counted as in progress; mu is held on entry and
+ * released here.  Holds a reference: what fn completes on this thread may
+ * drop the caller's last one. */
+static void run_stream_fn(pgf_call *call, pgf_stream_fn fn, void *host_data,
+                          int event) {
+    call->stream_fn_running++;
+    pgf_call_ref(call);
+    pthread_mutex_unlock(&call->mu);
+    const pgf_call *saved_call = fn_call;
+    int saved_depth = fn_depth;
+    if (fn_call != call) {
+        fn_call = call;
+        fn_depth = 0;
+    }
+    fn_depth++;
+    fn(call, event, host_data);
+    fn_call = saved_call;
+    fn_depth = saved_depth;
+    pthread_mutex_lock(&call->mu);
+    if (--call->stream_fn_running == 0)
+        pthread_cond_broadcast(&call->cv);
+    pthread_mutex_unlock(&call->mu);
+    pgf_call_unref(call);
+}
+
+int pgf__stream_fn_elsewhere(const pgf_call *call) {
+    int mine = fn_call == call ? fn_depth : 0;
+    return call->stream_fn_running > mine;
+}
+
 int pgf_call_set_stream(pgf_call *call, pgf_stream_fn fn, void *host_data) {
     if (call == NULL || fn == NULL)
         return PGF_EINVAL;
@@ -71,10 +107,7 @@ int pgf_call_read(pgf_call *call, pgf_read_fn cb, void *user_data) {
     call->read_pending = 1;
     call->read_cb = cb;
     call->read_ud = user_data;
-    pgf_stream_fn fn = call->stream_fn;
-    void *host_data = call->stream_data;
-    pthread_mutex_unlock(&call->mu);
-    fn(call, PGF_EVENT_READ, host_data);
+    run_stream_fn(call, call->stream_fn, call->stream_data, PGF_EVENT_READ);
     return PGF_OK;
 }
 
@@ -192,10 +225,7 @@ int pgf_call_write(pgf_call *call, const uint8_t *data, size_t len,
     call->write_cb = cb;
     call->write_ud = user_data;
     __atomic_store_n(&call->initial_md_ready, 1, __ATOMIC_RELEASE);
-    pgf_stream_fn fn = call->stream_fn;
-    void *host_data = call->stream_data;
-    pthread_mutex_unlock(&call->mu);
-    fn(call, PGF_EVENT_WRITE, host_data);
+    run_stream_fn(call, call->stream_fn, call->stream_data, PGF_EVENT_WRITE);
     return PGF_OK;
 }
 
@@ -271,10 +301,11 @@ int pgf_call_send_initial_metadata(pgf_call *call) {
     int already = call->initial_md_ready;
     __atomic_store_n(&call->initial_md_ready, 1, __ATOMIC_RELEASE);
     pgf_stream_fn fn = call->finished ? NULL : call->stream_fn;
-    void *host_data = call->stream_data;
-    pthread_mutex_unlock(&call->mu);
     if (!already && fn)
-        fn(call, PGF_EVENT_INITIAL_METADATA, host_data);
+        run_stream_fn(call, fn, call->stream_data,
+                      PGF_EVENT_INITIAL_METADATA);
+    else
+        pthread_mutex_unlock(&call->mu);
     return PGF_OK;
 }
 

@@ -27,6 +27,10 @@ def main(address: str) -> int:
         call("/demo.Calculator/Divide", json.dumps({"a": 1, "b": 4}).encode())
         call("/demo.Calculator/Divide", json.dumps({"a": 1, "b": 0}).encode())
         call("/demo.Echo/Anything", b"\x00\x01binary", metadata=[("x-echo-note", "kept")])
+        countdown = channel.unary_stream("/demo.Greeter/Countdown")(b"3", timeout=10)
+        print(f"{'/demo.Greeter/Countdown':32} stream   {list(countdown)!r}")
+        chat = channel.stream_stream("/demo.Greeter/Chat")(iter([b"hi", b"bye"]), timeout=10)
+        print(f"{'/demo.Greeter/Chat':32} stream   {list(chat)!r}")
         call("/demo.Greeter/NoSuchMethod", b"")
         call("/no.Such/Service", b"")
     return 0

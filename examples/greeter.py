@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator, Iterator
 
 import pygrpc_ffi as pgf
 
@@ -47,3 +48,18 @@ class Echo:
 
 
 service.register_handler("demo.Echo", Echo())
+
+
+@service.method("demo.Greeter", "Countdown", response_streaming=True)
+def countdown(request: pgf.GrpcRequest) -> Iterator[bytes]:
+    """A server stream: each message is written once the client can take it."""
+    for n in range(int(bytes(request.payload) or b"3"), 0, -1):
+        yield f"{n}...".encode()
+    yield b"liftoff"
+
+
+@service.method("demo.Greeter", "Chat", request_streaming=True, response_streaming=True)
+async def chat(requests: AsyncIterator[pgf.GrpcRequest]) -> AsyncIterator[bytes]:
+    """A bidi stream, async: each message is pulled from the client when asked for."""
+    async for request in requests:
+        yield b"you said: " + bytes(request.payload)

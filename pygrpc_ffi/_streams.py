@@ -42,6 +42,7 @@ _read_wait = lib.pgf_call_read_wait
 _write_wait = lib.pgf_call_write_wait
 _release_buffer = lib._pgf_py_release_buffer
 _from_buffer = ffi.from_buffer
+_running_loop = asyncio._get_running_loop
 
 
 _current: contextvars.ContextVar[_Stream | None] = contextvars.ContextVar(
@@ -199,6 +200,11 @@ class _Pending:
         request = None
         if msg != ffi.NULL and self.info is not None:
             request = message_request(self.info, msg)
+        if _running_loop() is self.loop:
+            # Completed on the loop's own thread (inside the read or write
+            # call, or a host serving it there): no wake-up needed.
+            _resolve(self.future, (result, request))
+            return
         try:
             self.loop.call_soon_threadsafe(_resolve, self.future, (result, request))
         except RuntimeError:  # the loop is closed: nobody waits any more

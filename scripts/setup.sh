@@ -41,13 +41,13 @@ log=build/setup.log
 mkdir -p build
 : >"$log"
 stamp=.venv/.deps-installed
-if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+if [[ ! -f $stamp || pyproject.toml -nt $stamp || scripts/setup.sh -nt $stamp ]]; then
     echo "setup: installing Python packages into .venv"
     { $PY -m pip install -q --upgrade pip setuptools wheel &&
       $PY -m pip install -q "cffi>=1.17" "grpcio>=1.80" "grpcio-tools>=1.80" \
         "grpcio-status>=1.80" "grpcio-health-checking>=1.80" "grpcio-reflection>=1.80" \
         "protobuf>=5" "hypothesis>=6" "pytest>=8" "pytest-timeout" "mypy>=1.10" "ruff>=0.5" \
-        "types-protobuf"; } >>"$log" 2>&1 \
+        "types-protobuf" "h2>=4"; } >>"$log" 2>&1 \
         || { cat "$log" >&2; echo "setup: pip install failed" >&2; exit 1; }
     touch "$stamp"
 fi

@@ -30,12 +30,23 @@ void RunCancel(void* call, void*) {
   pgf_call_unref(static_cast<pgf_call*>(call));
 }
 
-// Runs on the service pool, or inline once it has stopped (late events
-// during shutdown, when no worker holds the GIL any more).
-void Submit(WorkerPool::Fn fn, void* a, void* b) {
-  Host& h = GetHost();
-  if (h.service == nullptr || !h.service->Post(fn, a, b)) fn(a, b);
+void RunPush(void* call, void* msg) {
+  pgf_call_push_request(static_cast<pgf_call*>(call), static_cast<pgf_message*>(msg));
+  pgf_call_unref(static_cast<pgf_call*>(call));
 }
+
+void RunWriteDone(void* call, void* ok) {
+  pgf_call_write_done(static_cast<pgf_call*>(call), ok != nullptr);
+  pgf_call_unref(static_cast<pgf_call*>(call));
+}
+
+// Runs on the pool, or inline once it has stopped (late events during
+// shutdown, when no worker holds the GIL any more).
+void SubmitTo(WorkerPool* pool, WorkerPool::Fn fn, void* a, void* b) {
+  if (pool == nullptr || !pool->Post(fn, a, b)) fn(a, b);
+}
+
+void Submit(WorkerPool::Fn fn, void* a, void* b) { SubmitTo(GetHost().service, fn, a, b); }
 
 }  // namespace
 
@@ -44,6 +55,30 @@ void ReleaseLater(pgf_release_fn release, void* ctx) {
   Submit(RunRelease, reinterpret_cast<void*>(release), ctx);
 }
 
-void CancelLater(pgf_call* call) { Submit(RunCancel, pgf_call_ref(call), nullptr); }
+void CancelLater(pgf_call* call) {
+  if (pgf_call_nonblocking(call)) {
+    pgf_call_cancel(call);
+    return;
+  }
+  Submit(RunCancel, pgf_call_ref(call), nullptr);
+}
+
+void PushLater(pgf_call* call, pgf_message* msg) {
+  if (pgf_call_nonblocking(call)) {
+    pgf_call_push_request(call, msg);
+    return;
+  }
+  SubmitTo(GetHost().streams, RunPush, pgf_call_ref(call), msg);
+}
+
+void WriteDoneLater(pgf_call* call, bool ok, bool may_inline) {
+  if (may_inline && pgf_call_nonblocking(call)) {
+    pgf_call_write_done(call, ok);
+    return;
+  }
+  // ok travels as a non-null pointer: a task is two pointers.
+  SubmitTo(GetHost().streams, RunWriteDone, pgf_call_ref(call),
+           ok ? reinterpret_cast<void*>(1) : nullptr);
+}
 
 }  // namespace pgf_host

@@ -19,6 +19,10 @@ struct Host {
   // `workers` so that cancellation still reaches a handler while every
   // worker is busy in (possibly blocked) handlers.
   WorkerPool* service = nullptr;
+  // Completes stream operations (pgf_call_push_request, pgf_call_write_done):
+  // their callbacks may take the GIL, so never on gRPC's threads, and apart
+  // from `workers` so that a stream is never starved by blocked handlers.
+  WorkerPool* streams = nullptr;
   // Response payloads handed to gRPC and not yet released.
   std::atomic<int64_t> outstanding_buffers{0};
   // Set once Python is stopped: releases arriving later are leaked rather
@@ -32,7 +36,20 @@ Host& GetHost();
 // from any thread, including gRPC's.
 void ReleaseLater(pgf_release_fn release, void* ctx);
 
-// pgf_call_cancel(call) on the service pool; takes its own reference.
+// The completions below may run the handler's callbacks, which may take the
+// GIL: they go to a pool, with their own reference to call.  A call whose
+// handler is PGF_FLAG_NONBLOCKING (pgf_call_nonblocking: C that never
+// blocks) is completed inline on this thread instead, when the caller allows
+// it: from a gRPC reaction, not from a slice's destroy callback.
+
+// pgf_call_cancel(call), on the service pool.
 void CancelLater(pgf_call* call);
+
+// pgf_call_push_request(call, msg), on the stream pool; owns msg (NULL: the
+// end of the request stream).
+void PushLater(pgf_call* call, pgf_message* msg);
+
+// pgf_call_write_done(call, ok), on the stream pool.
+void WriteDoneLater(pgf_call* call, bool ok, bool may_inline);
 
 }  // namespace pgf_host

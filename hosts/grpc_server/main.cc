@@ -95,8 +95,10 @@ int Run(const Options& opts) {
   // stopped pool (which refuses), so the objects must outlive everything.
   WorkerPool& workers = *new WorkerPool(opts.workers, opts.max_workers, "pgf-worker");
   WorkerPool& service = *new WorkerPool(1, 1, "pgf-service");
+  WorkerPool& streams = *new WorkerPool(2, 16, "pgf-stream");
   host.workers = &workers;
   host.service = &service;
+  host.streams = &streams;
 
   GenericService generic;
   grpc::ServerBuilder builder;
@@ -110,10 +112,13 @@ int Run(const Options& opts) {
   // Without --reuse-port a second server on the same port fails to bind
   // instead of silently sharing it.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, opts.reuse_port ? 1 : 0);
+  // Per connection; beyond it the client's new streams wait (or are refused).
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, opts.max_concurrent_streams);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     server.reset();
     workers.Stop();
+    streams.Stop();
     service.Stop();
     return Fail(python, "cannot listen on " + opts.listen);
   }
@@ -135,6 +140,7 @@ int Run(const Options& opts) {
   server.reset();
   // Nothing dispatches any more; finish what is queued.
   workers.Stop();
+  streams.Stop();
   // gRPC may drop its last slice references (and so release payloads)
   // shortly after the server is gone.
   auto buffers_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);

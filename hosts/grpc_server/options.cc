@@ -18,6 +18,9 @@ const char kUsage[] =
     "  --max-workers N          threads added while handlers block or hang\n"
     "                           (default 64; at least --workers)\n"
     "  --max-message-size B     receive and send limit in bytes (default 64 MiB)\n"
+    "  --max-concurrent-streams N\n"
+    "                           streams a client may open on one connection\n"
+    "                           (default 1000)\n"
     "  --module NAME            Python module to import; it registers handlers\n"
     "                           (repeatable)\n"
     "  --venv DIR               virtualenv whose site-packages Python uses\n"
@@ -74,7 +77,7 @@ bool ParseOptions(int argc, char** argv, Options* opts, std::string* message,
     std::string v;
     long n;
     if (arg == "--listen" || arg == "--workers" || arg == "--max-workers" ||
-        arg == "--max-message-size" ||
+        arg == "--max-message-size" || arg == "--max-concurrent-streams" ||
         arg == "--module" || arg == "--venv" || arg == "--sys-path" ||
         arg == "--native-echo" || arg == "--grace-seconds") {
       if (!need(&v)) {
@@ -109,6 +112,12 @@ bool ParseOptions(int argc, char** argv, Options* opts, std::string* message,
         return false;
       }
       opts->max_message_size = static_cast<int>(n);
+    } else if (arg == "--max-concurrent-streams") {
+      if (!ParseLong(v.c_str(), 1, INT_MAX, &n)) {
+        *message = "error: --max-concurrent-streams must be an integer in 1..2147483647\n";
+        return false;
+      }
+      opts->max_concurrent_streams = static_cast<int>(n);
     } else if (arg == "--module") {
       if (v.empty()) {
         *message = "error: --module needs a module name\n";

@@ -11,6 +11,7 @@ struct Options {
   int workers = 4;
   int max_workers = 64;  // the pool grows past `workers` only when stalled
   int max_message_size = 64 * 1024 * 1024;
+  int max_concurrent_streams = 1000;  // per HTTP/2 connection
   std::vector<std::string> modules;
   std::string venv;
   std::string sys_path;

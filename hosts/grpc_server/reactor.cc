@@ -1,18 +1,37 @@
 #include "reactor.h"
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <limits>
 #include <string>
 
 #include "host.h"
-#include "native_echo.h"
 
 namespace pgf_host {
 
+// A write of borrowed bytes (release NULL): the handler may reuse them once
+// pgf_call_write_done ran, so that waits for both OnWriteDone and the
+// destroy callback of the slice that lends them to gRPC.
+struct BorrowedWrite {
+  pgf_call* call;  // own reference
+  std::atomic<int> pending{2};
+  std::atomic<bool> ok{false};
+};
+
 namespace {
 
-// The response payload handed to gRPC; freed by the slice's destroy callback.
+// The last of OnWriteDone (may_inline) and the slice's destroy callback
+// (not: it may run deep inside gRPC) completes the write.
+void ArriveBorrowed(BorrowedWrite* w, bool may_inline) {
+  if (w->pending.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  WriteDoneLater(w->call, w->ok.load(std::memory_order_acquire), may_inline);
+  pgf_call_unref(w->call);  // plain C: WriteDoneLater holds its own
+  delete w;
+}
+
+void DestroyBorrowed(void* p) { ArriveBorrowed(static_cast<BorrowedWrite*>(p), false); }
+
+// Owned bytes handed to gRPC; freed by the slice's destroy callback.
 struct OwnedPayload {
   pgf_release_fn release;
   void* ctx;
@@ -25,6 +44,32 @@ void DestroyPayload(void* p) {
   ReleaseLater(owned->release, owned->ctx);
   delete owned;
   GetHost().outstanding_buffers.fetch_sub(1, std::memory_order_release);
+}
+
+// A slice over owned bytes: release(ctx) runs once gRPC is done with them.
+grpc::Slice OwnedSlice(const uint8_t* data, size_t len, pgf_release_fn release, void* ctx) {
+  if (len == 0) {
+    ReleaseLater(release, ctx);
+    return grpc::Slice();
+  }
+  GetHost().outstanding_buffers.fetch_add(1, std::memory_order_relaxed);
+  return grpc::Slice(const_cast<uint8_t*>(data), len, DestroyPayload,
+                     new OwnedPayload{release, ctx});
+}
+
+// The release of a request message: the received slice it points into.
+void DeleteSlice(void* p) { delete static_cast<grpc::Slice*>(p); }
+
+// The message gRPC delivered into buf, without a copy when it is one slice
+// (small messages); flattened once otherwise.  buf is emptied.  NULL on
+// allocation failure.
+pgf_message* TakeMessage(grpc::ByteBuffer* buf) {
+  auto* slice = new grpc::Slice;
+  if (!buf->TrySingleSlice(slice).ok() && !buf->DumpToSingleSlice(slice).ok()) {
+    *slice = grpc::Slice();
+  }
+  buf->Clear();
+  return pgf_message_new(slice->begin(), slice->size(), DeleteSlice, slice);
 }
 
 int64_t DeadlineUnixNs(std::chrono::system_clock::time_point d) {
@@ -48,103 +93,7 @@ void CopyMetadata(const pgf_metadata* md, AddFn add) {
   }
 }
 
-}  // namespace
-
-CallReactor::CallReactor(grpc::GenericCallbackServerContext* ctx) : ctx_(ctx) {
-  StartRead(&request_);
-}
-
-void CallReactor::OnReadDone(bool ok) {
-  if (!ok) {
-    // Half-close without a message, or the call is already gone.
-    Finish(grpc::Status(grpc::StatusCode::INTERNAL, "missing request message"));
-    return;
-  }
-  const std::string& path = ctx_->method();
-  pgf_call* call = pgf_call_new(path.data(), path.size());
-  if (call == nullptr) {
-    Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                        "malformed method path: " + path));
-    return;
-  }
-  bool filled = FillCall(call);
-  bool cancelled;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    call_ = call;
-    cancelled = cancelled_;
-  }
-  if (!filled) {
-    Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                        "out of memory while reading the request"));
-  } else if (cancelled) {
-    // Gone before it was dispatched: no handler needs to see it.
-    Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
-  } else if (!GetHost().workers->Post(RunDispatch, this, call)) {
-    Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
-  }
-}
-
-bool CallReactor::FillCall(pgf_call* call) {
-  // Zero copy when the message is one slice (small messages); otherwise
-  // flatten it once.  request_slice_ keeps the bytes alive until OnDone.
-  if (!request_.TrySingleSlice(&request_slice_).ok()) {
-    if (!request_.DumpToSingleSlice(&request_slice_).ok()) request_slice_ = grpc::Slice();
-  }
-  request_.Clear();
-  if (pgf_call_set_request(call, request_slice_.begin(), request_slice_.size()) != PGF_OK) {
-    return false;
-  }
-  for (const auto& kv : ctx_->client_metadata()) {
-    if (pgf_call_add_request_metadata(call, kv.first.data(), kv.first.size(),
-                                      reinterpret_cast<const uint8_t*>(kv.second.data()),
-                                      kv.second.size()) == PGF_ENOMEM) {
-      return false;
-    }
-  }
-  std::string peer = ctx_->peer();
-  pgf_call_set_peer(call, peer.data(), peer.size());
-  pgf_call_set_deadline(call, DeadlineUnixNs(ctx_->deadline()));
-  return true;
-}
-
-void CallReactor::RunDispatch(void* self, void* call) {
-  auto* r = static_cast<CallReactor*>(self);
-  auto* c = static_cast<pgf_call*>(call);
-  bool cancelled;
-  {
-    std::lock_guard<std::mutex> lock(r->mu_);
-    cancelled = r->cancelled_;
-  }
-  if (cancelled) {
-    // Expired or abandoned while queued (overload): spend no handler time.
-    r->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
-    return;
-  }
-  // After a successful pgf_dispatch_async the done callback may already have
-  // finished the RPC and OnDone deleted r: touch r only on failure.
-  if (pgf_dispatch_async(GetHost().registry, c, HandlerDone, r) != PGF_OK) {
-    r->Finish(grpc::Status(grpc::StatusCode::INTERNAL, "dispatch failed"));
-  }
-}
-
-void CallReactor::HandlerDone(pgf_call* call, void* self) {
-  static_cast<CallReactor*>(self)->SendAnswer(call);
-}
-
-// Runs on whatever thread finished the handler; must not block.  The last
-// thing it does is start the final gRPC operation: after that, OnDone may
-// delete this reactor at any moment.
-void CallReactor::SendAnswer(pgf_call* call) {
-  CopyMetadata(pgf_call_initial_metadata(call),
-               [this](const std::string& k, const std::string& v) {
-                 ctx_->AddInitialMetadata(k, v);
-               });
-  CopyMetadata(pgf_call_trailing_metadata(call),
-               [this](const std::string& k, const std::string& v) {
-                 ctx_->AddTrailingMetadata(k, v);
-               });
-
+grpc::Status StatusOf(pgf_call* call) {
   int code = pgf_call_status(call);
   if (code < 0 || code > 16) code = PGF_STATUS_UNKNOWN;
   size_t msg_len = 0;
@@ -152,66 +101,400 @@ void CallReactor::SendAnswer(pgf_call* call) {
   const uint8_t* details = nullptr;
   size_t details_len = 0;
   pgf_call_status_details(call, &details, &details_len);
-  grpc::Status status =
-      details_len > 0
-          ? grpc::Status(static_cast<grpc::StatusCode>(code), std::string(msg, msg_len),
-                         std::string(reinterpret_cast<const char*>(details), details_len))
-          : grpc::Status(static_cast<grpc::StatusCode>(code), std::string(msg, msg_len));
+  if (details_len > 0) {
+    return grpc::Status(static_cast<grpc::StatusCode>(code), std::string(msg, msg_len),
+                        std::string(reinterpret_cast<const char*>(details), details_len));
+  }
+  return grpc::Status(static_cast<grpc::StatusCode>(code), std::string(msg, msg_len));
+}
 
-  const uint8_t* data = nullptr;
-  size_t len = 0;
-  pgf_release_fn release = nullptr;
-  void* release_ctx = nullptr;
-  pgf_call_take_response(call, &data, &len, &release, &release_ctx);
+// grpcio's text, so that both engines say the same.
+grpc::Status NotOneRequest(const std::string& path) {
+  return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                      "\"" + path + "\" requires exactly one request message.");
+}
 
-  if (code != PGF_STATUS_OK) {
-    // An error carries no message; the payload, if any, is just released.
-    if (release != nullptr) ReleaseLater(release, release_ctx);
-    Finish(std::move(status));
+bool UnaryRequest(int kind) {
+  return kind == PGF_KIND_UNARY || kind == PGF_KIND_SERVER_STREAMING;
+}
+
+bool UnaryResponse(int kind) {
+  return kind == PGF_KIND_UNARY || kind == PGF_KIND_CLIENT_STREAMING;
+}
+
+}  // namespace
+
+CallReactor::CallReactor(grpc::GenericCallbackServerContext* ctx) : ctx_(ctx) {
+  Host& host = GetHost();
+  const std::string& path = ctx_->method();
+  call_ = pgf_call_new(path.data(), path.size());
+  if (call_ == nullptr) {
+    ended_ = true;
+    Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "malformed method path: " + path));
     return;
   }
-
-  grpc::Slice payload;  // empty message when the handler set none
-  const uint8_t* req = request_slice_.begin();
-  if (release != nullptr && len > 0 && data >= req &&
-      data + len <= req + request_slice_.size()) {
-    // The answer points into the request (an echo): a new reference to the
-    // request's own slice keeps the bytes alive exactly as long as gRPC needs
-    // them, which the reactor alone does not (it may die first).
-    payload = request_slice_.sub(data - req, data - req + len);
-    if (NativeEchoAnswering()) {
-      release(release_ctx);  // pure C, cheap: see native_echo.h
-    } else {
-      ReleaseLater(release, release_ctx);
-    }
-  } else if (release != nullptr) {
-    GetHost().outstanding_buffers.fetch_add(1, std::memory_order_relaxed);
-    payload = grpc::Slice(const_cast<uint8_t*>(data), len, DestroyPayload,
-                          new OwnedPayload{release, release_ctx});
+  const pgf_name* svc = pgf_call_service(call_);
+  const pgf_name* method = pgf_call_method(call_);
+  kind_ = pgf_registry_method_kind(host.registry, pgf_name_str(svc), pgf_name_len(svc),
+                                   pgf_name_str(method), pgf_name_len(method));
+  if (kind_ < 0) {
+    // No handler: the shim answers UNIMPLEMENTED at once, here, without a
+    // worker and without reading the request.
+    if (pgf_dispatch_nonblocking(host.registry, call_, HandlerDone, this) == PGF_OK) return;
+    // Registered meanwhile (PGF_EWOULDBLOCK): served as any other call.
+    kind_ = pgf_registry_method_kind(host.registry, pgf_name_str(svc), pgf_name_len(svc),
+                                     pgf_name_str(method), pgf_name_len(method));
   }
-  response_ = grpc::ByteBuffer(&payload, 1);
+  if (UnaryRequest(kind_)) {
+    // The unary fast path: dispatch as soon as the one message is here.
+    reading_ = Reading::kRequest;
+    StartRead(&read_buf_);
+    return;
+  }
+  // Request streams: the handler pulls every message itself.
+  if (!FillCall() || pgf_call_set_stream(call_, StreamEvent, this) != PGF_OK) {
+    ended_ = true;
+    Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "out of memory"));
+    return;
+  }
+  Dispatch();
+}
 
-  grpc::WriteOptions options;
-  if (pgf_call_compress_response(call)) {
+bool CallReactor::FillCall() {
+  for (const auto& kv : ctx_->client_metadata()) {
+    if (pgf_call_add_request_metadata(call_, kv.first.data(), kv.first.size(),
+                                      reinterpret_cast<const uint8_t*>(kv.second.data()),
+                                      kv.second.size()) == PGF_ENOMEM) {
+      return false;
+    }
+  }
+  std::string peer = ctx_->peer();
+  pgf_call_set_peer(call_, peer.data(), peer.size());
+  pgf_call_set_deadline(call_, DeadlineUnixNs(ctx_->deadline()));
+  return true;
+}
+
+// May be the last thing that touches `this` (the handler may finish at once).
+void CallReactor::Dispatch() {
+  // A PGF_FLAG_NONBLOCKING C handler (the native echo) starts here, on this
+  // gRPC thread; any other on a worker.
+  int rc = pgf_dispatch_nonblocking(GetHost().registry, call_, HandlerDone, this);
+  if (rc == PGF_OK) return;
+  if (rc != PGF_EWOULDBLOCK) {
+    EndWithoutHandler(grpc::Status(grpc::StatusCode::INTERNAL, "dispatch failed"));
+    return;
+  }
+  if (!GetHost().workers->Post(RunDispatch, this, nullptr)) {
+    EndWithoutHandler(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
+  }
+}
+
+void CallReactor::RunDispatch(void* self, void*) {
+  auto* r = static_cast<CallReactor*>(self);
+  bool skip;
+  {
+    std::lock_guard<std::mutex> lock(r->mu_);
+    skip = r->cancelled_ || r->forced_.has_value();
+  }
+  if (skip) {
+    // Expired or abandoned while queued (overload), or already answered:
+    // spend no handler time.
+    r->EndWithoutHandler(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+    return;
+  }
+  // After a successful pgf_dispatch_async the done callback may already have
+  // ended the RPC and OnDone deleted r: touch r only on failure.
+  if (pgf_dispatch_async(GetHost().registry, r->call_, HandlerDone, r) != PGF_OK) {
+    r->EndWithoutHandler(grpc::Status(grpc::StatusCode::INTERNAL, "dispatch failed"));
+  }
+}
+
+// ------------------------------------------------------------------ reads
+
+void CallReactor::OnReadDone(bool ok) {
+  switch (reading_) {
+    case Reading::kRequest:
+      OnRequestRead(ok);
+      return;
+    case Reading::kExtra:
+      OnExtraRead(ok);
+      return;
+    case Reading::kStream: {
+      // Half-close or a broken stream: the end of the request stream.
+      pgf_message* msg = ok ? TakeMessage(&read_buf_) : nullptr;
+      PushLater(call_, msg);
+      return;
+    }
+    case Reading::kNone:
+      return;
+  }
+}
+
+void CallReactor::OnRequestRead(bool ok) {
+  if (!ok) {
+    // Half-close before any message (or the client is gone): never dispatched.
+    ended_ = true;
+    Finish(NotOneRequest(ctx_->method()));
+    return;
+  }
+  pgf_message* msg = TakeMessage(&read_buf_);
+  bool filled = msg != nullptr && pgf_call_set_request_message(call_, msg) == PGF_OK &&
+                FillCall() &&
+                (kind_ != PGF_KIND_SERVER_STREAMING ||
+                 pgf_call_set_stream(call_, StreamEvent, this) == PGF_OK);
+  if (!filled) {
+    ended_ = true;
+    Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        "out of memory while reading the request"));
+    return;
+  }
+  // Look for a second message (or the half-close) while the handler runs;
+  // the RPC ends only once it is known.  Started before the dispatch, after
+  // which `this` must not be touched.
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    extra_pending_ = true;
+  }
+  reading_ = Reading::kExtra;
+  StartRead(&read_buf_);
+  Dispatch();
+}
+
+void CallReactor::OnExtraRead(bool ok) {
+  // A reaction: `this` lives until it returns, whatever other threads do.
+  bool end;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    extra_pending_ = false;
+    if (ok) forced_ = NotOneRequest(ctx_->method());
+    end = ReadyToEndLocked();
+    if (end) ended_ = true;
+  }
+  if (ok) {
+    read_buf_.Clear();
+    // The handler stops; its answer is replaced.
+    if (!end) CancelLater(call_);
+  }
+  if (end) End();
+}
+
+// ---------------------------------------------------------- stream events
+
+// Runs on the handler's thread, inside pgf_call_read / pgf_call_write /
+// pgf_call_send_initial_metadata; never blocks.  The shim never calls it
+// once the call is finished, and finishing waits for it to return.
+void CallReactor::StreamEvent(pgf_call*, int event, void* self) {
+  auto* r = static_cast<CallReactor*>(self);
+  switch (event) {
+    case PGF_EVENT_READ:
+      // One read at a time: the handler asks for the next one only after
+      // this one was pushed.
+      r->reading_ = Reading::kStream;
+      r->StartRead(&r->read_buf_);
+      break;
+    case PGF_EVENT_WRITE:
+      r->OnHandlerWrite();
+      break;
+    case PGF_EVENT_INITIAL_METADATA:
+      r->OnHandlerInitialMetadata();
+      break;
+    default:
+      break;
+  }
+}
+
+void CallReactor::OnHandlerWrite() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    // One write at a time; a write that cannot start now is taken by End().
+    if (write_in_flight_ || ended_) return;
+    write_in_flight_ = true;
+  }
+  const uint8_t* data;
+  size_t len;
+  pgf_release_fn release;
+  void* release_ctx;
+  if (pgf_call_take_write(call_, &data, &len, &release, &release_ctx, nullptr) != PGF_OK) {
+    // Cancelled meanwhile: the shim completed it.  The handler is still
+    // running (the shim waits for this function before finishing).
+    std::lock_guard<std::mutex> lock(mu_);
+    write_in_flight_ = false;
+    return;
+  }
+  StartMessageWrite(data, len, release, release_ctx);
+}
+
+void CallReactor::CopyInitialMetadataLocked() {
+  if (md_copied_) return;
+  md_copied_ = true;
+  CopyMetadata(pgf_call_initial_metadata(call_),
+               [this](const std::string& k, const std::string& v) {
+                 ctx_->AddInitialMetadata(k, v);
+               });
+  if (pgf_call_compress_response(call_)) {
     // A level, not set_compression_algorithm(GZIP): gRPC then picks gzip
     // (else deflate, else none) among what the client accepts, whereas a
     // forced algorithm is sent even to a client that cannot decode it.
     ctx_->set_compression_level(GRPC_COMPRESS_LEVEL_LOW);
-  } else {
-    options.set_no_compression();
   }
-  StartWriteAndFinish(&response_, options, std::move(status));
+}
+
+void CallReactor::OnHandlerInitialMetadata() {
+  std::lock_guard<std::recursive_mutex> lock(send_mu_);
+  if (md_copied_) return;  // already on its way with a write
+  CopyInitialMetadataLocked();
+  StartSendInitialMetadata();
+}
+
+// ----------------------------------------------------------------- writes
+
+void CallReactor::StartMessageWrite(const uint8_t* data, size_t len, pgf_release_fn release,
+                                    void* release_ctx) {
+  {
+    std::lock_guard<std::recursive_mutex> lock(send_mu_);
+    CopyInitialMetadataLocked();
+  }
+  grpc::Slice slice;
+  if (release != nullptr) {
+    slice = OwnedSlice(data, len, release, release_ctx);
+  } else {
+    auto* w = new BorrowedWrite{pgf_call_ref(call_)};
+    borrowed_ = w;
+    if (len == 0) {
+      w->pending.store(1, std::memory_order_relaxed);  // no slice to wait for
+    } else {
+      slice = grpc::Slice(const_cast<uint8_t*>(data), len, DestroyBorrowed, w);
+    }
+  }
+  write_buf_ = grpc::ByteBuffer(&slice, 1);
+  grpc::WriteOptions options;
+  if (!pgf_call_compress_response(call_)) options.set_no_compression();
+  StartWrite(&write_buf_, options);
+}
+
+void CallReactor::OnWriteDone(bool ok) {
+  // A reaction: `this` lives until it returns.
+  write_buf_.Clear();  // gRPC's own references may outlive this one
+  BorrowedWrite* borrowed = borrowed_;
+  borrowed_ = nullptr;
+  bool end;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    write_in_flight_ = false;
+    end = ReadyToEndLocked();
+    if (end) ended_ = true;
+  }
+  // Cleared first: the handler's next write may come at once.
+  if (borrowed != nullptr) {
+    borrowed->ok.store(ok, std::memory_order_release);
+    ArriveBorrowed(borrowed, true);
+  } else {
+    WriteDoneLater(call_, ok, true);
+  }
+  if (end) End();
+}
+
+// ------------------------------------------------------------- completion
+
+void CallReactor::HandlerDone(pgf_call*, void* self) {
+  static_cast<CallReactor*>(self)->OnHandlerDone();
+}
+
+// Runs on whatever thread finished the handler; must not block.
+void CallReactor::OnHandlerDone() {
+  bool end;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    handler_done_ = true;
+    end = ReadyToEndLocked();
+    if (end) ended_ = true;
+  }
+  if (end) End();
+}
+
+void CallReactor::EndWithoutHandler(grpc::Status status) {
+  bool end;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    handler_done_ = true;
+    if (!forced_) forced_ = std::move(status);
+    end = ReadyToEndLocked();
+    if (end) ended_ = true;
+  }
+  if (end) End();
+}
+
+void CallReactor::End() {
+  std::optional<grpc::Status> forced;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    forced = forced_;
+  }
+  const uint8_t* data = nullptr;
+  size_t len = 0;
+  pgf_release_fn release = nullptr;
+  void* release_ctx = nullptr;
+
+  // A write the handler queued just before it finished goes first (before
+  // the status, as the shim promises); OnWriteDone ends the RPC after it.
+  if (pgf_call_take_write(call_, &data, &len, &release, &release_ctx, nullptr) == PGF_OK) {
+    if (!forced) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        write_in_flight_ = true;
+        ended_ = false;
+      }
+      StartMessageWrite(data, len, release, release_ctx);
+      return;
+    }
+    if (release != nullptr) ReleaseLater(release, release_ctx);
+    WriteDoneLater(call_, false, false);
+  }
+
+  if (forced) {
+    // Answered by the host (two request messages, never dispatched): none of
+    // the handler's answer is sent.
+    pgf_call_take_response(call_, &data, &len, &release, &release_ctx);
+    if (release != nullptr) ReleaseLater(release, release_ctx);
+    Finish(std::move(*forced));
+    return;
+  }
+
+  grpc::Status status = StatusOf(call_);
+  {
+    std::lock_guard<std::recursive_mutex> lock(send_mu_);
+    CopyInitialMetadataLocked();
+  }
+  CopyMetadata(pgf_call_trailing_metadata(call_),
+               [this](const std::string& k, const std::string& v) {
+                 ctx_->AddTrailingMetadata(k, v);
+               });
+  pgf_call_take_response(call_, &data, &len, &release, &release_ctx);
+  bool has_response = release != nullptr || len > 0;
+  if (!status.ok() || !(has_response || UnaryResponse(kind_))) {
+    // An error carries no response message; streams end without one unless
+    // the handler set it.
+    if (release != nullptr) ReleaseLater(release, release_ctx);
+    Finish(std::move(status));
+    return;
+  }
+  // The unary answer (an empty message when the handler set none).
+  grpc::Slice payload;
+  if (release != nullptr) payload = OwnedSlice(data, len, release, release_ctx);
+  write_buf_ = grpc::ByteBuffer(&payload, 1);
+  grpc::WriteOptions options;
+  if (!pgf_call_compress_response(call_)) options.set_no_compression();
+  StartWriteAndFinish(&write_buf_, options, std::move(status));
 }
 
 void CallReactor::OnCancel() {
-  pgf_call* call;
   {
     std::lock_guard<std::mutex> lock(mu_);
     cancelled_ = true;
-    call = call_;
   }
   // The cancel callback is Python's (it takes the GIL): not on this thread.
-  if (call != nullptr) CancelLater(call);
+  // It also completes a read or write the handler waits for.
+  if (call_ != nullptr) CancelLater(call_);
 }
 
 void CallReactor::OnDone() {

@@ -1,4 +1,5 @@
-// One unary call served through the generic callback API.
+// One RPC of any kind, served through the generic callback API and driven by
+// the pgf_call's stream (csrc/pygrpc_ffi.h, "streams").
 #pragma once
 
 #include <grpcpp/generic/async_generic_service.h>
@@ -6,42 +7,89 @@
 #include <grpcpp/support/slice.h>
 
 #include <mutex>
+#include <optional>
 
 #include "pygrpc_ffi.h"
 
 namespace pgf_host {
 
+struct BorrowedWrite;
+
 // Lifetime: created by CreateReactor, deleted by OnDone.  OnDone comes only
 // after Finish (or StartWriteAndFinish) completed, and those are issued only
-// once the handler finished (or the call was never dispatched), so the
-// reactor -- and the request bytes the handler borrows -- outlive the
-// handler.  The reactor holds one pgf_call reference, dropped in OnDone.
+// once the handler finished (its done callback ran) or the call was never
+// dispatched; the shim calls the stream function never after that, so the
+// reactor outlives every use the handler makes of it.  Reactions (OnReadDone,
+// OnWriteDone, OnCancel) run before OnDone.  Code on other threads (workers,
+// the handler's) issues Finish as the very last thing it does with `this`.
+// The reactor holds one pgf_call reference, dropped in OnDone.
+//
+// At most one read and one write are in flight (gRPC's rule): the handler
+// pulls each read (PGF_EVENT_READ) and has at most one write outstanding.
 class CallReactor final : public grpc::ServerGenericBidiReactor {
  public:
   explicit CallReactor(grpc::GenericCallbackServerContext* ctx);
 
   void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override;
   void OnCancel() override;
   void OnDone() override;
 
  private:
-  static void RunDispatch(void* self, void* call);
+  // What the read in flight is for.
+  enum class Reading { kNone, kRequest, kExtra, kStream };
+
+  static void RunDispatch(void* self, void* unused);
   static void HandlerDone(pgf_call* call, void* self);
-  bool FillCall(pgf_call* call);
-  void SendAnswer(pgf_call* call);
+  static void StreamEvent(pgf_call* call, int event, void* self);
+
+  bool FillCall();
+  void Dispatch();
+  void OnRequestRead(bool ok);
+  void OnExtraRead(bool ok);
+  void OnHandlerWrite();
+  void OnHandlerInitialMetadata();
+  void OnHandlerDone();
+  void EndWithoutHandler(grpc::Status status);
+  // Starts the write of a message taken from the call; write_in_flight_ is
+  // already set.
+  void StartMessageWrite(const uint8_t* data, size_t len, pgf_release_fn release,
+                         void* release_ctx);
+  // With send_mu_ held: the initial metadata (and the compression level)
+  // goes into the context before anything is sent, once.
+  void CopyInitialMetadataLocked();
+  // Sends a write the handler queued just before finishing, else the status
+  // (after the unary response, if any).  Runs when ReadyToEndLocked() was
+  // true; may be the last thing that touches `this`.
+  void End();
+  bool ReadyToEndLocked() const {
+    return handler_done_ && !write_in_flight_ && !extra_pending_ && !ended_;
+  }
 
   grpc::GenericCallbackServerContext* const ctx_;
-  grpc::ByteBuffer request_;
-  // The request bytes the handler sees: the received slice itself, or the
-  // one flat copy when the message arrived in several slices.
-  grpc::Slice request_slice_;
-  grpc::ByteBuffer response_;
-
-  // Guards call_ and cancelled_ between OnReadDone and OnCancel, which gRPC
-  // may run concurrently on different threads.
-  std::mutex mu_;
   pgf_call* call_ = nullptr;
+  int kind_ = -1;
+  grpc::ByteBuffer read_buf_;
+  grpc::ByteBuffer write_buf_;
+  // Touched only by whoever starts the one read in flight and its OnReadDone.
+  Reading reading_ = Reading::kNone;
+  // The in-flight write's completion when its bytes are borrowed.
+  BorrowedWrite* borrowed_ = nullptr;
+
+  std::mutex mu_;
   bool cancelled_ = false;
+  bool handler_done_ = false;    // the done callback ran (or no handler will)
+  bool write_in_flight_ = false;
+  bool extra_pending_ = false;   // unary request: waiting for the half-close
+  bool ended_ = false;           // End() is running or ran
+  std::optional<grpc::Status> forced_;  // sent instead of the handler's
+
+  // Orders StartSendInitialMetadata against writes issued from other
+  // handler threads: held while the initial metadata is copied and sent.
+  // Recursive: gRPC may run a reaction inline in StartSendInitialMetadata,
+  // and a nonblocking handler completed there may write at once.
+  std::recursive_mutex send_mu_;
+  bool md_copied_ = false;
 };
 
 class GenericService final : public grpc::CallbackGenericService {
