@@ -52,6 +52,8 @@ typedef struct state {
     void *taken_ctx[MAX_OPS];
     size_t ntaken;
     int extra_refs;
+    int finishing;               /* inside pgf_call_finish or a dispatch */
+    int teardown;                /* the last references are being dropped */
     int handler_refs;            /* references the fake handler holds */
     int dispatched, finished, cancelled;
     int done_calls;
@@ -106,6 +108,20 @@ static void keep_or_drop(pgf_message *msg) {
 
 /* ---------------------------------------------------------- callbacks */
 
+/* A handler may finish its call from a read or write callback. */
+static void maybe_finish_in_callback(void) {
+    if (S.teardown || S.finishing || (fuzz_byte(S.in) & 7) != 0)
+        return;
+    S.finishing = 1;
+    int rc = pgf_call_finish(S.call, PGF_STATUS_OK, "cb", 2);
+    S.finishing = 0;
+    FUZZ_CHECK(rc == (S.finished ? PGF_ESTATE : PGF_OK));
+    if (rc == PGF_OK) {
+        S.finished = 1;
+        S.cancel_armed = 0;
+    }
+}
+
 static void on_read(pgf_call *call, int result, pgf_message *msg, void *ud) {
     (void)call;
     op_track *r = ud;
@@ -118,6 +134,7 @@ static void on_read(pgf_call *call, int result, pgf_message *msg, void *ud) {
     if (S.reads_out > 0 && r->accepted)
         S.reads_out--;
     keep_or_drop(msg);
+    maybe_finish_in_callback();
 }
 
 static void on_write(pgf_call *call, int result, void *ud) {
@@ -129,6 +146,7 @@ static void on_write(pgf_call *call, int result, void *ud) {
     FUZZ_CHECK(result == PGF_OK || result == PGF_ECANCELLED);
     if (S.writes_out > 0 && w->accepted)
         S.writes_out--;
+    maybe_finish_in_callback();
 }
 
 static void on_done(pgf_call *call, void *ud) {
@@ -209,11 +227,12 @@ static void op_read(void) {
         return;
     op_track *r = &S.reads[S.nreads++];
     int had_out = S.reads_out;
+    int was_over = S.finished || S.cancelled;
     int rc = pgf_call_read(S.call, on_read, r);
     FUZZ_CHECK(rc == PGF_OK || rc == PGF_ESTATE || rc == PGF_ECANCELLED);
     if (rc == PGF_OK) {
         FUZZ_CHECK(!had_out); /* at most one read outstanding */
-        FUZZ_CHECK(!S.finished && !S.cancelled);
+        FUZZ_CHECK(!was_over);
         r->accepted = 1;
         if (r->callbacks == 0)
             S.reads_out++;
@@ -258,12 +277,13 @@ static void op_write(int owned, int wait) {
     }
     op_track *w = &S.writes[S.nwrites++];
     int had_out = S.writes_out;
+    int was_over = S.finished || S.cancelled;
     int rc = pgf_call_write(S.call, p, len, t ? token_release : NULL, t,
                             on_write, w);
     FUZZ_CHECK(rc == PGF_OK || rc == PGF_ESTATE || rc == PGF_ECANCELLED);
     if (rc == PGF_OK) {
         FUZZ_CHECK(had_out < PGF_MAX_WRITES);
-        FUZZ_CHECK(S.stream && !S.finished && !S.cancelled);
+        FUZZ_CHECK(S.stream && !was_over);
         w->accepted = 1;
         if (w->callbacks == 0)
             S.writes_out++;
@@ -278,7 +298,9 @@ static void op_finish(void) {
     size_t len;
     const uint8_t *msg = fuzz_slice(S.in, 24, &len);
     int code = (int)(int8_t)fuzz_byte(S.in);
+    S.finishing = 1;
     int rc = pgf_call_finish(S.call, code, (const char *)msg, len);
+    S.finishing = 0;
     FUZZ_CHECK(rc == (S.finished ? PGF_ESTATE : PGF_OK));
     if (rc == PGF_OK) {
         S.finished = 1;
@@ -477,16 +499,25 @@ static void step(uint8_t op) {
     case 24: {
         pgf_registry *reg = pgf_registry_new();
         FUZZ_CHECK(reg != NULL);
-        int known = fuzz_byte(S.in) & 1;
+        uint8_t how = fuzz_byte(S.in);
+        int known = how & 1;
+        int flag = (how & 2) ? PGF_FLAG_NONBLOCKING : 0;
         if (known)
-            FUZZ_CHECK(pgf_registry_register_service(reg, "fuzz.Call", 9,
-                                                     handler, &S, NULL) == PGF_OK);
-        int rc = pgf_dispatch_async(reg, S.call, on_done, NULL);
-        if (S.dispatched || S.finished) {
+            FUZZ_CHECK(pgf_registry_register(reg, "fuzz.Call", 9, NULL, 0,
+                                             PGF_KIND_BIDI_STREAMING | flag,
+                                             handler, &S, NULL) == PGF_OK);
+        S.finishing = 1;
+        int rc = (how & 4) ? pgf_dispatch_nonblocking(reg, S.call, on_done, NULL)
+                           : pgf_dispatch_async(reg, S.call, on_done, NULL);
+        S.finishing = 0;
+        if ((how & 4) && known && !flag) {
+            FUZZ_CHECK(rc == PGF_EWOULDBLOCK); /* a blocking handler */
+        } else if (S.dispatched || S.finished) {
             FUZZ_CHECK(rc == PGF_ESTATE);
         } else {
             FUZZ_CHECK(rc == PGF_OK);
             S.dispatched = 1;
+            FUZZ_CHECK(pgf_call_nonblocking(S.call) == (known && flag));
             if (!known) {
                 /* Finished at once with UNIMPLEMENTED. */
                 S.finished = 1;
@@ -537,6 +568,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     /* The end: the handler finishes, the host completes what it took,
      * releases what it holds and drops every reference. */
     S.inline_host = 0;
+    S.teardown = 1;
     if (S.dispatched && !S.finished) {
         FUZZ_CHECK(pgf_call_finish(S.call, PGF_STATUS_OK, NULL, 0) == PGF_OK);
         S.finished = 1;

@@ -3,8 +3,10 @@
  * Opcodes register and unregister services and methods (arbitrary names
  * from a small alphabet that includes '/', NUL and the empty name, and
  * arbitrary kinds), look them up (has_service, has_method, method_kind),
- * list the services, and dispatch calls into the registry; a handler may
- * unregister its own registration while it runs.  After each step the
+ * list the services, and dispatch calls into the registry (pgf_dispatch and
+ * pgf_dispatch_nonblocking, registrations with and without
+ * PGF_FLAG_NONBLOCKING); a handler may unregister its own registration
+ * while it runs.  After each step the
  * registry must agree with a plain list of what is registered: return
  * codes, kinds, the listing (sorted, unique), which handler a dispatch
  * reaches (a method registration wins over its service's) and UNIMPLEMENTED
@@ -25,7 +27,8 @@ typedef struct reg_entry {
     int live;            /* registered */
     name svc, method;
     int has_method;
-    int kind;
+    int kind;            /* without PGF_FLAG_NONBLOCKING */
+    int nonblocking;
     int released;        /* release callbacks run */
     int in_handler;      /* its handler is running */
 } reg_entry;
@@ -111,10 +114,14 @@ static void op_register(void) {
     name svc = read_name();
     int with_method = fuzz_byte(IN) & 1;
     name method = read_name();
-    int kind = (int)(fuzz_byte(IN) % 7) - 1;
+    uint8_t kb = fuzz_byte(IN);
+    int kind = (int)(kb % 7) - 1;
+    int flag = (kb & 0x80) ? PGF_FLAG_NONBLOCKING : 0;
     int api = fuzz_byte(IN) % 3; /* register / register_service|method */
-    if (api)
+    if (api) {
         kind = PGF_KIND_UNARY;
+        flag = 0;
+    }
     int expect;
     if (!valid(&svc) || (with_method && !valid(&method)) || kind < 0 ||
         kind > PGF_KIND_BIDI_STREAMING)
@@ -131,11 +138,12 @@ static void op_register(void) {
     e->method = method;
     e->has_method = with_method;
     e->kind = kind;
+    e->nonblocking = flag != 0;
     int rc;
     if (api == 0)
         rc = pgf_registry_register(R, svc.s, svc.len,
                                    with_method ? method.s : NULL, method.len,
-                                   kind, handler, e, release_entry);
+                                   kind | flag, handler, e, release_entry);
     else if (with_method)
         rc = pgf_registry_register_method(R, svc.s, svc.len, method.s,
                                           method.len, handler, e,
@@ -229,8 +237,26 @@ static void op_dispatch(void) {
         return;
     reg_entry *e = model_route(&svc, &method);
     int known = model_has_service(&svc);
-    FUZZ_CHECK(pgf_dispatch(R, call) == PGF_OK);
+    if (fuzz_byte(IN) & 1) {
+        /* Only to a handler that never blocks (or none); else nothing
+         * happens and the call can still be dispatched. */
+        int rc = pgf_dispatch_nonblocking(R, call, NULL, NULL);
+        if (e && !e->nonblocking) {
+            FUZZ_CHECK(rc == PGF_EWOULDBLOCK);
+            FUZZ_CHECK(!pgf_call_is_finished(call));
+            FUZZ_CHECK(pgf_dispatch(R, call) == PGF_OK);
+        } else {
+            FUZZ_CHECK(rc == PGF_OK);
+            FUZZ_CHECK(pgf_call_is_finished(call)); /* the handler finished it */
+        }
+    } else {
+        FUZZ_CHECK(pgf_dispatch(R, call) == PGF_OK);
+    }
+    FUZZ_CHECK(pgf_call_nonblocking(call) == (e && e->nonblocking));
     FUZZ_CHECK(pgf_dispatch(R, call) == PGF_ESTATE);
+    reg_entry *now = model_route(&svc, &method); /* e may be gone */
+    FUZZ_CHECK(pgf_dispatch_nonblocking(R, call, NULL, NULL) ==
+               (now && !now->nonblocking ? PGF_EWOULDBLOCK : PGF_ESTATE));
     size_t mlen;
     const char *msg = pgf_call_status_message(call, &mlen);
     if (e) {
