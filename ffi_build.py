@@ -18,7 +18,7 @@ PACKAGE = ROOT / "pygrpc_ffi"
 
 # Python trampolines called from C (no ffi.callback per call).
 TRAMPOLINES = """
-extern "Python" void _pgf_py_handle(void *, pgf_call *);
+extern "Python" int _pgf_py_handle(void *, pgf_call *);
 extern "Python" void _pgf_py_release_handler(void *);
 extern "Python" void _pgf_py_release_buffer(void *);
 extern "Python" void _pgf_py_call_done(pgf_call *, void *);
@@ -61,6 +61,7 @@ _pgf_bytes _pgf_message_bytes(const pgf_message *msg);
 void _pgf_message_unref_with(pgf_message *msg, void *unused);
 int _pgf_finish_ok(pgf_call *call, const uint8_t *data, size_t len,
                    pgf_release_fn release, void *ctx);
+void _pgf_handle(void *handler_data, pgf_call *call);
 """
 HELPERS_SOURCE = """
 #include "pygrpc_ffi.h"
@@ -104,6 +105,19 @@ static int _pgf_finish_ok(pgf_call *call, const uint8_t *data, size_t len,
         }
     }
     return pgf_call_finish(call, PGF_STATUS_OK, NULL, 0);
+}
+/* The handler function of every Python registration.  The trampoline returns
+ * 1 once the call is finished or in Python's hands (async); if Python fails
+ * anywhere, even before the trampoline's first line (a RecursionError when
+ * handlers nest calls without bound), cffi returns 0 and the call still
+ * ends, here, with INTERNAL: pgf_dispatch never waits forever. */
+static int _pgf_py_handle(void *, pgf_call *);
+static void _pgf_handle(void *handler_data, pgf_call *call) {
+    if (_pgf_py_handle(handler_data, call) != 1 && !pgf_call_is_finished(call)) {
+        static const char msg[] = "Internal server error";
+        pgf_call_reset_response(call);
+        pgf_call_finish(call, PGF_STATUS_INTERNAL, msg, sizeof(msg) - 1);
+    }
 }
 """
 

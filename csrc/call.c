@@ -30,7 +30,7 @@ static void owned_buffer_release(void *p) { pgf__owned_buffer_release(p); }
 
 pgf_call *pgf_call_new(const char *path, size_t path_len) {
     /* "/service/method": both parts non-empty, no further '/'. */
-    if (path == NULL || path_len < 4 || path[0] != '/')
+    if (path == NULL || path_len < 4 || !pgf__len_ok(path_len) || path[0] != '/')
         return NULL;
     const char *slash = memchr(path + 1, '/', path_len - 1);
     if (slash == NULL || slash == path + 1 || slash == path + path_len - 1)
@@ -122,7 +122,7 @@ static int is_finished(const pgf_call *c) {
 /* Request setters run before dispatch, under the lock like everything else
  * (a host may fill a call from several threads). */
 int pgf_call_set_request(pgf_call *call, const uint8_t *data, size_t len) {
-    if (call == NULL || (data == NULL && len != 0))
+    if (call == NULL || (data == NULL && len != 0) || !pgf__len_ok(len))
         return PGF_EINVAL;
     pthread_mutex_lock(&call->mu);
     if (call->dispatched) {
@@ -191,7 +191,7 @@ int pgf_call_set_deadline(pgf_call *call, int64_t deadline_unix_ns) {
 }
 
 int pgf_call_set_peer(pgf_call *call, const char *peer, size_t len) {
-    if (call == NULL || (peer == NULL && len != 0) || len == (size_t)-1)
+    if (call == NULL || (peer == NULL && len != 0) || !pgf__len_ok(len))
         return PGF_EINVAL;
     char *p = malloc(len + 1);
     if (p == NULL)
@@ -324,7 +324,7 @@ int pgf_call_on_cancel(pgf_call *call, pgf_cancel_fn fn, void *user_data) {
 
 int pgf_call_set_response(pgf_call *call, const uint8_t *data, size_t len,
                           pgf_release_fn release, void *ctx) {
-    if (call == NULL || (data == NULL && len != 0)) {
+    if (call == NULL || (data == NULL && len != 0) || !pgf__len_ok(len)) {
         if (release)
             release(ctx);
         return PGF_EINVAL;
@@ -348,6 +348,9 @@ int pgf_call_set_response(pgf_call *call, const uint8_t *data, size_t len,
     return PGF_OK;
 }
 
+#define DETAILS_KEY "grpc-status-details-bin"
+#define DETAILS_KEY_LEN (sizeof(DETAILS_KEY) - 1)
+
 static int add_response_md(pgf_call *call, pgf_metadata *md,
                            const char *key, size_t key_len,
                            const uint8_t *value, size_t value_len) {
@@ -360,8 +363,14 @@ static int add_response_md(pgf_call *call, pgf_metadata *md,
     /* Initial metadata is frozen once the host may be sending it. */
     int frozen = call->finished ||
                  (md == &call->initial_md && call->initial_md_ready);
+    /* Trailers share their budget with the status details. */
+    size_t reserved = md == &call->trailing_md && call->details_len
+                          ? pgf__md_wire_size(DETAILS_KEY, DETAILS_KEY_LEN,
+                                              call->details_len)
+                          : 0;
     rc = frozen ? PGF_ESTATE
-                : pgf__metadata_append(md, key, key_len, value, value_len);
+                : pgf__metadata_append_bounded(md, reserved, key, key_len,
+                                               value, value_len);
     pthread_mutex_unlock(&call->mu);
     return rc;
 }
@@ -382,7 +391,7 @@ int pgf_call_add_trailing_metadata(pgf_call *call,
 
 int pgf_call_set_status_details(pgf_call *call,
                                 const uint8_t *data, size_t len) {
-    if (call == NULL || (data == NULL && len != 0))
+    if (call == NULL || (data == NULL && len != 0) || !pgf__len_ok(len))
         return PGF_EINVAL;
     uint8_t *copy = NULL;
     if (len) {
@@ -396,6 +405,14 @@ int pgf_call_set_status_details(pgf_call *call,
         pthread_mutex_unlock(&call->mu);
         free(copy);
         return PGF_ESTATE;
+    }
+    size_t have = call->trailing_md.wire_size;
+    if (len && (have > PGF_MAX_RESPONSE_METADATA ||
+                pgf__md_wire_size(DETAILS_KEY, DETAILS_KEY_LEN, len) >
+                    PGF_MAX_RESPONSE_METADATA - have)) {
+        pthread_mutex_unlock(&call->mu);
+        free(copy);
+        return PGF_EMETADATA; /* the trailers would not reach the client */
     }
     free(call->details);
     call->details = copy;
@@ -449,8 +466,12 @@ int pgf_call_reset_response(pgf_call *call) {
 /* ---------------------------------------------------------- completion */
 
 int pgf_call_finish(pgf_call *call, int code, const char *msg, size_t len) {
-    if (call == NULL || (msg == NULL && len != 0))
+    if (call == NULL)
         return PGF_EINVAL;
+    /* A valid call always finishes: no message rather than none at all. */
+    if (msg == NULL || !pgf__len_ok(len))
+        len = 0;
+    len = pgf__status_message_fit(msg, len); /* bounded, as sent */
     if (code < 0 || code > 16)
         code = PGF_STATUS_UNKNOWN;
     /* No allocation for the common OK without a message. */

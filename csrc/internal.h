@@ -12,6 +12,11 @@
 
 #define PGF_LIVE_KINDS 6
 
+/* No object is larger than PTRDIFF_MAX bytes: a longer (pointer, length)
+ * argument is rejected before any size arithmetic or memory access, so
+ * len + 1 and the like never wrap around. */
+static inline int pgf__len_ok(size_t len) { return len <= (size_t)PTRDIFF_MAX; }
+
 void pgf__live_add(int kind, int64_t delta);
 
 /* Atomic refcount helpers (GCC/Clang builtins keep the code C99). */
@@ -45,12 +50,25 @@ struct pgf_metadata {
     pgf_md_entry *entries;
     size_t count;
     size_t cap;
+    size_t wire_size;   /* HPACK size as sent, see pgf__md_wire_size */
 };
 
 void pgf__metadata_init(pgf_metadata *md);
 void pgf__metadata_clear(pgf_metadata *md);
 int pgf__metadata_append(pgf_metadata *md, const char *key, size_t key_len,
                          const uint8_t *value, size_t value_len);
+/* The HPACK size (RFC 7541 4.1) of an entry as gRPC sends it: key, value
+ * (base64 for a binary key), 32 bytes of overhead.  Lengths <= PTRDIFF_MAX. */
+size_t pgf__md_wire_size(const char *key, size_t key_len, size_t value_len);
+/* pgf__metadata_append for response metadata: PGF_EMETADATA if the list's
+ * wire size plus `reserved` would exceed PGF_MAX_RESPONSE_METADATA. */
+int pgf__metadata_append_bounded(pgf_metadata *md, size_t reserved,
+                                 const char *key, size_t key_len,
+                                 const uint8_t *value, size_t value_len);
+/* The length of the longest prefix of msg[0..len) whose percent-encoded form
+ * (grpc-message) fits PGF_MAX_STATUS_MESSAGE bytes, cut between UTF-8
+ * characters. */
+size_t pgf__status_message_fit(const char *msg, size_t len);
 
 /* ------------------------------------------------------------ handlers */
 

@@ -8,6 +8,7 @@ void pgf__metadata_init(pgf_metadata *md) {
     md->entries = NULL;
     md->count = 0;
     md->cap = 0;
+    md->wire_size = 0;
 }
 
 void pgf__metadata_clear(pgf_metadata *md) {
@@ -19,9 +20,16 @@ void pgf__metadata_clear(pgf_metadata *md) {
 
 int pgf__metadata_append(pgf_metadata *md, const char *key, size_t key_len,
                          const uint8_t *value, size_t value_len) {
-    if (key == NULL || key_len == 0 || (value == NULL && value_len != 0))
+    if (key == NULL || key_len == 0 || (value == NULL && value_len != 0) ||
+        !pgf__len_ok(key_len) || !pgf__len_ok(value_len))
         return PGF_EINVAL;
+    /* The block below holds key_len + value_len + 2 bytes: no wrap-around. */
+    if (key_len > (size_t)PTRDIFF_MAX - 2 ||
+        value_len > (size_t)PTRDIFF_MAX - 2 - key_len)
+        return PGF_ENOMEM;
     if (md->count == md->cap) {
+        if (md->cap > ((size_t)PTRDIFF_MAX / sizeof(pgf_md_entry)) / 2)
+            return PGF_ENOMEM;
         size_t cap = md->cap ? md->cap * 2 : 4;
         pgf_md_entry *e = realloc(md->entries, cap * sizeof(*e));
         if (e == NULL)
@@ -44,7 +52,48 @@ int pgf__metadata_append(pgf_metadata *md, const char *key, size_t key_len,
     e->key_len = key_len;
     e->value = v;
     e->value_len = value_len;
+    size_t w = pgf__md_wire_size(key, key_len, value_len);
+    md->wire_size = md->wire_size > SIZE_MAX - w ? SIZE_MAX : md->wire_size + w;
     return PGF_OK;
+}
+
+static int is_binary_key(const char *key, size_t key_len) {
+    /* gRPC core's rule (grpc_key_is_binary_header): binary only if at least
+     * 5 characters long and ending in "-bin"; "-bin" alone is a text key. */
+    return key_len >= 5 && memcmp(key + key_len - 4, "-bin", 4) == 0;
+}
+
+size_t pgf__md_wire_size(const char *key, size_t key_len, size_t value_len) {
+    size_t value = is_binary_key(key, key_len) ? value_len / 3 * 4 + 4 : value_len;
+    return key_len + value + 32; /* each at most PTRDIFF_MAX * 4/3: no wrap */
+}
+
+int pgf__metadata_append_bounded(pgf_metadata *md, size_t reserved,
+                                 const char *key, size_t key_len,
+                                 const uint8_t *value, size_t value_len) {
+    if (key == NULL || !pgf__len_ok(key_len) || !pgf__len_ok(value_len))
+        return PGF_EMETADATA;
+    size_t w = pgf__md_wire_size(key, key_len, value_len);
+    if (w > PGF_MAX_RESPONSE_METADATA ||
+        reserved > PGF_MAX_RESPONSE_METADATA - w ||
+        md->wire_size > PGF_MAX_RESPONSE_METADATA - w - reserved)
+        return PGF_EMETADATA;
+    return pgf__metadata_append(md, key, key_len, value, value_len);
+}
+
+size_t pgf__status_message_fit(const char *msg, size_t len) {
+    size_t sent = 0, i = 0;
+    for (; i < len; i++) {
+        unsigned char c = (unsigned char)msg[i];
+        size_t n = (c < 0x20 || c > 0x7e || c == '%') ? 3 : 1;
+        if (sent + n > PGF_MAX_STATUS_MESSAGE)
+            break;
+        sent += n;
+    }
+    if (i < len) /* cut: never inside a UTF-8 character */
+        while (i > 0 && ((unsigned char)msg[i] & 0xC0) == 0x80)
+            i--;
+    return i;
 }
 
 size_t pgf_metadata_count(const pgf_metadata *md) { return md ? md->count : 0; }
@@ -88,7 +137,8 @@ static int is_reserved(const char *key, size_t key_len) {
 
 int pgf_metadata_validate(const char *key, size_t key_len,
                           const uint8_t *value, size_t value_len) {
-    if (key == NULL || key_len == 0 || (value == NULL && value_len != 0))
+    if (key == NULL || key_len == 0 || (value == NULL && value_len != 0) ||
+        !pgf__len_ok(key_len) || !pgf__len_ok(value_len))
         return PGF_EMETADATA;
     for (size_t i = 0; i < key_len; i++)
         if (!is_key_char((unsigned char)key[i]))
@@ -97,9 +147,7 @@ int pgf_metadata_validate(const char *key, size_t key_len,
         return PGF_EMETADATA;
     if (is_reserved(key, key_len))
         return PGF_EMETADATA;
-    /* gRPC core's rule (grpc_key_is_binary_header): binary only if at least
-     * 5 characters long and ending in "-bin"; "-bin" alone is a text key. */
-    if (key_len >= 5 && memcmp(key + key_len - 4, "-bin", 4) == 0)
+    if (is_binary_key(key, key_len))
         return PGF_OK;
     for (size_t i = 0; i < value_len; i++)
         if (value[i] < 0x20 || value[i] > 0x7e)

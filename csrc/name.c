@@ -11,7 +11,7 @@ struct pgf_name {
 };
 
 pgf_name *pgf_name_new(const char *s, size_t len) {
-    if (s == NULL && len != 0)
+    if ((s == NULL && len != 0) || !pgf__len_ok(len))
         return NULL;
     pgf_name *n = malloc(sizeof(*n) + len + 1);
     if (n == NULL)

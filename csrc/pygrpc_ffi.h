@@ -21,6 +21,15 @@
  *     fast functions (pgf_call_set_request / pgf_call_set_response).  See
  *     "streams" below for reads, writes, flow control and half-close.
  *   - "since N" marks what version N of the ABI added.
+ *   - Every argument has defined behaviour.  A NULL object (call, registry,
+ *     name, metadata) gives PGF_EINVAL, NULL, 0 or "" and changes nothing;
+ *     a NULL output pointer is skipped (the other outputs are still set);
+ *     a NULL data pointer with a non-zero length is PGF_EINVAL (except in
+ *     pgf_call_finish, see there).  A length above PTRDIFF_MAX (no object is
+ *     that large) is PGF_EINVAL (PGF_EMETADATA for metadata, NULL for
+ *     constructors) before any memory is read or size computed; sizes are
+ *     computed without overflow, and an allocation that cannot be made is
+ *     PGF_ENOMEM.  (Since ABI 1, this release.)
  *
  * C99.  Includes no Python header.  All names start with pgf_ / PGF_.
  */
@@ -74,6 +83,20 @@ PGF_API unsigned pgf_version_number(void);
 #define PGF_EWOULDBLOCK (-10) /* since 2: the handler may block (see
                                  pgf_dispatch_nonblocking) */
 
+/* ---------------------------------------------------------------- limits */
+
+/* What a call sends back is bounded so that a client with gRPC's default
+ * limit (8 KiB of metadata per header block) receives the handler's status
+ * rather than RESOURCE_EXHAUSTED.  Sizes count as gRPC sends and clients
+ * account them (HPACK, RFC 7541 4.1): key + value + 32 per entry, binary
+ * values base64-encoded, the status message percent-encoded.  (Since ABI 1,
+ * this release.) */
+/* Status message: longer messages are truncated (between UTF-8 characters). */
+#define PGF_MAX_STATUS_MESSAGE 2048
+/* Initial metadata, and trailing metadata together with the status details:
+ * an entry that would exceed it is refused with PGF_EMETADATA. */
+#define PGF_MAX_RESPONSE_METADATA 5120
+
 /* A static, human-readable description of an error code. */
 PGF_API const char *pgf_strerror(int rc);
 
@@ -103,7 +126,8 @@ PGF_API const char *pgf_strerror(int rc);
 /* An immutable, refcounted string (service or method name). */
 typedef struct pgf_name pgf_name;
 
-/* OWNED: a new name holding a copy of s[0..len); NULL on allocation failure.
+/* OWNED: a new name holding a copy of s[0..len); NULL on allocation failure,
+ * if s is NULL with len > 0, or if len > PTRDIFF_MAX.
  * Release with pgf_name_unref. */
 PGF_API pgf_name *pgf_name_new(const char *s, size_t len);
 /* Adds a reference; returns name.  Each reference needs one pgf_name_unref. */
@@ -117,7 +141,9 @@ PGF_API size_t pgf_name_len(const pgf_name *name);
 /* -------------------------------------------------------------- metadata */
 
 /* An ordered, multi-valued list of (key, value) entries owned by a call.
- * Keys are lowercase; values of keys ending in "-bin" are raw bytes. */
+ * Keys are lowercase; values of binary keys (at least 5 characters, ending in
+ * "-bin", as in gRPC core: the key "-bin" alone is not binary) are raw
+ * bytes. */
 typedef struct pgf_metadata pgf_metadata;
 
 PGF_API size_t pgf_metadata_count(const pgf_metadata *md);
@@ -132,7 +158,8 @@ PGF_API int pgf_metadata_get(const pgf_metadata *md, size_t i,
  * key matches [0-9a-z_.-]+, does not start with "grpc-", and is not one that
  * HTTP/2 or gRPC's framing reserves (connection, content-length,
  * content-type, keep-alive, proxy-connection, te, transfer-encoding,
- * upgrade); unless the key ends in "-bin", value is printable ASCII
+ * upgrade); unless the key is binary (5 or more characters ending in "-bin",
+ * gRPC core's rule), value is printable ASCII
  * (0x20-0x7e) with no leading or trailing space.  Every entry of a call's
  * initial and trailing metadata passed this, so hosts can send them as is. */
 PGF_API int pgf_metadata_validate(const char *key, size_t key_len,
@@ -225,7 +252,8 @@ PGF_API int pgf_call_set_peer(pgf_call *call, const char *peer, size_t len);
 /* --- request side: read by the handler ---------------------------------- */
 
 /* BORROWED request payload (as set by the host), valid until the call is
- * finished; *len may be 0.  NULL outputs are skipped. */
+ * finished; *len may be 0.  Either output may be NULL; a NULL call gives
+ * NULL, 0. */
 PGF_API void pgf_call_request(const pgf_call *call, const uint8_t **data, size_t *len);
 /* OWNED: a new reference to the request set with
  * pgf_call_set_request_message (since 2), or NULL if there is none or the
@@ -261,7 +289,8 @@ PGF_API int pgf_call_set_response(pgf_call *call, const uint8_t *data, size_t le
                           pgf_release_fn release, void *ctx);
 /* Append response metadata (copied) sent before the payload (initial) or
  * with the status (trailing).  PGF_EMETADATA if pgf_metadata_validate
- * rejects the entry; the call is unchanged then. */
+ * rejects the entry, or if the list would exceed PGF_MAX_RESPONSE_METADATA
+ * (trailing: with the status details); the call is unchanged then. */
 PGF_API int pgf_call_add_initial_metadata(pgf_call *call,
                                   const char *key, size_t key_len,
                                   const uint8_t *value, size_t value_len);
@@ -269,7 +298,8 @@ PGF_API int pgf_call_add_trailing_metadata(pgf_call *call,
                                    const char *key, size_t key_len,
                                    const uint8_t *value, size_t value_len);
 /* Serialized google.rpc.Status (copied), sent by the host as the trailer
- * "grpc-status-details-bin". */
+ * "grpc-status-details-bin".  PGF_EMETADATA if it and the trailing metadata
+ * would exceed PGF_MAX_RESPONSE_METADATA; the call is unchanged then. */
 PGF_API int pgf_call_set_status_details(pgf_call *call,
                                 const uint8_t *data, size_t len);
 /* Asks the host to compress the response payload (enable != 0) with its
@@ -282,7 +312,11 @@ PGF_API int pgf_call_reset_response(pgf_call *call);
 
 /* Completes the call with a status code and message (copied).  Exactly once
  * per call, from any thread; a second finish returns PGF_ESTATE.  A code
- * outside 0..16 is sent as UNKNOWN.  Wakes pgf_dispatch, or runs the done
+ * outside 0..16 is sent as UNKNOWN.  A message longer than
+ * PGF_MAX_STATUS_MESSAGE (as sent) is truncated.  A valid call always finishes, whatever
+ * the other arguments: msg NULL (whatever len) or len > PTRDIFF_MAX means no
+ * message, and if the message cannot be copied (out of memory) the call
+ * finishes without it; only call NULL is PGF_EINVAL.  Wakes pgf_dispatch, or runs the done
  * callback of pgf_dispatch_async, on this thread; then drops the call's
  * reference to its registration (which may release the handler data).  If a
  * cancellation callback is running on another thread, waits for it first, so
@@ -295,13 +329,14 @@ PGF_API int pgf_call_is_finished(const pgf_call *call);
 PGF_API int pgf_call_status(const pgf_call *call);
 /* BORROWED, NUL-terminated message; "" if none. */
 PGF_API const char *pgf_call_status_message(const pgf_call *call, size_t *len);
-/* BORROWED serialized google.rpc.Status; *len 0 if none. */
+/* BORROWED serialized google.rpc.Status; *len 0 if none.  Either output may
+ * be NULL. */
 PGF_API void pgf_call_status_details(const pgf_call *call,
                              const uint8_t **data, size_t *len);
 PGF_API const pgf_metadata *pgf_call_initial_metadata(const pgf_call *call);
 PGF_API const pgf_metadata *pgf_call_trailing_metadata(const pgf_call *call);
 /* BORROWED view of the response payload, valid until the payload is taken or
- * the call is freed; *len 0 if none. */
+ * the call is freed; *len 0 if none.  Either output may be NULL. */
 PGF_API void pgf_call_response(const pgf_call *call, const uint8_t **data, size_t *len);
 /* Takes ownership of the response payload: afterwards the host must call
  * release(ctx) exactly once (from any thread) when it is done with data.

@@ -78,7 +78,8 @@ static int grow(pgf_registry *reg) {
 }
 
 static int valid_part(const char *s, size_t len) {
-    return s != NULL && len > 0 && memchr(s, '/', len) == NULL &&
+    return s != NULL && len > 0 && pgf__len_ok(len) &&
+           memchr(s, '/', len) == NULL &&
            memchr(s, '\0', len) == NULL;
 }
 

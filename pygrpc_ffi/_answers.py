@@ -9,7 +9,7 @@ from typing import Any
 
 from ._handles import handles
 from ._native import ffi, lib
-from .errors import GrpcError, status_for_exception
+from .errors import GrpcError, client_message, status_for_exception
 from .metadata import MetadataLike, encode_entry, iter_pairs
 from .response import GrpcResponse
 from .status import StatusCode
@@ -118,8 +118,14 @@ def finish_error(call: Any, exc: BaseException, binding: Any) -> None:
             lib.pgf_call_reset_response(call)
             finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
             return
-        if details:
-            lib.pgf_call_set_status_details(call, details, len(details))
+        if details and lib.pgf_call_set_status_details(call, details,
+                                                       len(details)) != lib.PGF_OK:
+            _log.error("handler %s raised %r with status details over the trailer budget "
+                       "(%d bytes); the call fails with INTERNAL", binding.name, exc,
+                       len(details))
+            lib.pgf_call_reset_response(call)
+            finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
+            return
         finish(call, code, exc.message)
         return
     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -132,7 +138,7 @@ def finish_error(call: Any, exc: BaseException, binding: Any) -> None:
         message = f"{type(exc).__name__}: {exc}" if binding.expose_exceptions else INTERNAL_MESSAGE
     else:
         _log.debug("handler %s raised %r, sent as %s", binding.name, exc, code.name)
-        message = str(exc)
+        message = client_message(exc, code, binding.expose_exceptions)
     finish(call, code, message)
 
 

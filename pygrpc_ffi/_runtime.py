@@ -170,16 +170,35 @@ def _extern(fn: _Fn) -> _Fn:
 
 
 
-@_extern
-def _pgf_py_handle(handler_data: Any, call: Any) -> None:
+_INTERNAL_RAW = INTERNAL_MESSAGE.encode()
+
+
+def _handle_failed(exc_type: Any, exc_value: Any, tb: Any) -> int:
+    """cffi's onerror for _pgf_py_handle: the trampoline itself failed (say,
+    a RecursionError from handlers that nest calls without bound).  Returns
+    0: the C caller (_pgf_handle in ffi_build.py) then finishes the call."""
+    _log.error("pygrpc_ffi could not run a handler (%s); the call fails with INTERNAL",
+               getattr(exc_type, "__name__", exc_type))
+    return 0
+
+
+def _pgf_py_handle(handler_data: Any, call: Any) -> int:
     binding = ffi.from_handle(handler_data)
     try:
         run(binding, call)
     except BaseException:
-        _log.exception("pygrpc_ffi failed to run handler %s", getattr(binding, "name", "?"))
-        if not lib.pgf_call_is_finished(call):
-            lib.pgf_call_reset_response(call)  # nothing half-written reaches the client
-            _finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
+        try:
+            _log.exception("pygrpc_ffi failed to run handler %s", getattr(binding, "name", "?"))
+        finally:
+            # C calls only, with a ready message: this part cannot recurse.
+            if not lib.pgf_call_is_finished(call):
+                lib.pgf_call_reset_response(call)  # nothing half-written reaches the client
+                lib.pgf_call_finish(call, StatusCode.INTERNAL.value, _INTERNAL_RAW,
+                                    len(_INTERNAL_RAW))
+    return 1
+
+
+ffi.def_extern(onerror=_handle_failed)(_pgf_py_handle)
 
 
 @_extern

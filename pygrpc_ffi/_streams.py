@@ -343,7 +343,12 @@ async def _drive(pending: _AsyncStream) -> None:
     except BaseException as exc:
         error = exc
     finally:
-        _end_async(pending, error)
+        try:
+            _end_async(pending, error)
+        finally:
+            # The exception's traceback holds this frame (and the handler's,
+            # with its last request): no cycle may keep those alive.
+            error = None
 
 
 def _end_async(pending: _AsyncStream, exc: BaseException | None) -> None:

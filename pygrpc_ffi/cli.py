@@ -56,6 +56,8 @@ def host_command(args: argparse.Namespace, binary: pathlib.Path) -> list[str]:
         "--max-workers", str(max(args.max_workers, args.workers)),
         "--max-message-size", str(args.max_message_size), "--module", args.module,
         "--sys-path", _python_path(), "--grace-seconds", str(args.grace),
+        # The host stops when this supervisor dies, even by SIGKILL.
+        "--die-with-parent", str(os.getpid()),
     ]
     if sys.prefix != sys.base_prefix:
         command += ["--venv", sys.prefix]

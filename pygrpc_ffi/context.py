@@ -79,7 +79,7 @@ from . import _runtime
 from ._answers import add_metadata
 from ._native import lib
 from ._streams import StreamCancelled
-from .errors import GrpcError, status_for_exception
+from .errors import GrpcError, client_message, status_for_exception
 from .metadata import MetadataValue, is_binary_key
 from .request import GrpcRequest
 from .response import GrpcResponse
@@ -130,9 +130,7 @@ def _user_code(code: Any) -> Any:
 
 
 def _exception_message(exc: BaseException, code: StatusCode, expose: bool) -> str:
-    if code is StatusCode.INTERNAL:
-        return f"{type(exc).__name__}: {exc}" if expose else _runtime.INTERNAL_MESSAGE
-    return str(exc)
+    return client_message(exc, code, expose)
 
 
 def _normalize_pairs(metadata: Any) -> list[tuple[str, MetadataValue]]:

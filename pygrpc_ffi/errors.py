@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Iterable
 from typing import Any, ClassVar
@@ -11,6 +12,8 @@ from .status import StatusCode
 
 MetadataPairs = Iterable[tuple[str, "str | bytes"]]
 
+_log = logging.getLogger("pygrpc_ffi")
+
 
 class GrpcError(Exception):
     """Raised by a handler to end its call with ``code`` and ``message``.
@@ -18,7 +21,9 @@ class GrpcError(Exception):
     ``details`` (a ``google.rpc.Status`` message or its serialized bytes) is
     sent as ``grpc-status-details-bin``; ``trailers`` are extra trailing
     metadata.  ``GrpcError(StatusCode.NOT_FOUND)`` is a :class:`NotFound`.
-    An OK code is sent as UNKNOWN, as grpcio does.
+    An OK code is sent as UNKNOWN, as grpcio does.  A code that is not a
+    gRPC status (17, -1, None, "abc") is the server's own bug, not the
+    client's: it is sent as INTERNAL and logged.
     """
 
     code: StatusCode
@@ -43,7 +48,12 @@ class GrpcError(Exception):
         details: Any = None,
         trailers: MetadataPairs = (),
     ) -> None:
-        code = StatusCode(code)
+        try:
+            code = StatusCode(code)
+        except (ValueError, TypeError):
+            _log.error("GrpcError raised with %r, which is not a gRPC status code; "
+                       "sent as INTERNAL", code)
+            code = StatusCode.INTERNAL
         if code is StatusCode.OK:
             code = StatusCode.UNKNOWN
         super().__init__(code, message)
@@ -179,14 +189,38 @@ _DEFAULT_TABLE: dict[type[BaseException], StatusCode] = {
 _table: dict[type[BaseException], StatusCode] = dict(_DEFAULT_TABLE)
 _table_lock = threading.Lock()
 
+# Whether a mapped exception's text reaches the client (expose_exceptions=False).
+# Texts of OSError's family (file paths: "No such file or directory:
+# '/etc/myapp/db-credentials.yaml'") and KeyError (the key) reveal server
+# internals: they are replaced by a generic message for their code.  Other
+# mapped exceptions (ValueError, IndexError, NotImplementedError, ...) send
+# their text, which handlers usually write for the client.
+_DEFAULT_SEND_MESSAGE: dict[type[BaseException], bool] = {
+    OSError: False,
+    KeyError: False,
+}
+_send_message: dict[type[BaseException], bool] = dict(_DEFAULT_SEND_MESSAGE)
 
-def register_exception(exc_type: type[BaseException], code: StatusCode | int) -> None:
+#: What INTERNAL carries unless the service exposes exceptions.
+INTERNAL_MESSAGE = "Internal server error"
+
+
+def register_exception(exc_type: type[BaseException], code: StatusCode | int, *,
+                       send_message: bool | None = None) -> None:
     """Maps ``exc_type`` (and its subclasses without an entry of their own) to
-    ``code``, adding to or overriding the built-in table."""
+    ``code``, adding to or overriding the built-in table.
+
+    ``send_message``: whether the exception's text is sent to the client
+    (True) or replaced by a generic message for its code (False); None keeps
+    what the class inherits (by default texts are sent, except those of
+    OSError and its subclasses and of KeyError).  INTERNAL never sends the
+    text; ``GrpcService(expose_exceptions=True)`` sends every text."""
     if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
         raise TypeError("exc_type must be an exception class")
     with _table_lock:
         _table[exc_type] = StatusCode(code)
+        if send_message is not None:
+            _send_message[exc_type] = bool(send_message)
 
 
 def unregister_exception(exc_type: type[BaseException]) -> None:
@@ -196,6 +230,35 @@ def unregister_exception(exc_type: type[BaseException]) -> None:
             _table[exc_type] = _DEFAULT_TABLE[exc_type]
         else:
             _table.pop(exc_type, None)
+        if exc_type in _DEFAULT_SEND_MESSAGE:
+            _send_message[exc_type] = _DEFAULT_SEND_MESSAGE[exc_type]
+        else:
+            _send_message.pop(exc_type, None)
+
+
+def generic_message(code: StatusCode) -> str:
+    """The message sent in place of an exception text that stays private."""
+    if code is StatusCode.INTERNAL:
+        return INTERNAL_MESSAGE
+    return code.name.replace("_", " ").capitalize()  # "Not found"
+
+
+def client_message(exc: BaseException, code: StatusCode, expose: bool) -> str:
+    """The status message a client gets for ``exc`` mapped to ``code``:
+    a GrpcError's own message; with ``expose``, the exception's text; else
+    INTERNAL's generic message, or the text unless its class keeps it
+    private (see :func:`register_exception`)."""
+    if isinstance(exc, GrpcError):
+        return exc.message
+    if code is StatusCode.INTERNAL:
+        return f"{type(exc).__name__}: {exc}" if expose else INTERNAL_MESSAGE
+    if expose:
+        return str(exc)
+    for klass in type(exc).__mro__:
+        send = _send_message.get(klass)
+        if send is not None:
+            return str(exc) if send else generic_message(code)
+    return str(exc)
 
 
 def status_for_exception(exc: BaseException) -> StatusCode:

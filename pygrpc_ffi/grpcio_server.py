@@ -36,7 +36,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent import futures
 from typing import Any
 
@@ -77,6 +77,14 @@ class _CallGuard:
     def close(self) -> None:
         with self.lock:
             self.call = None
+
+
+def _grpcio_pairs(pairs: Any) -> list[tuple[str, Any]]:
+    """Metadata as grpcio takes it.  grpcio wants bytes for every key ending in
+    "-bin", while gRPC core (and the shim) treat the 4-character key "-bin" as
+    a text key: its value, already checked printable ASCII, goes as bytes."""
+    return [(k, v.encode("latin-1") if isinstance(v, str) and k.endswith("-bin") else v)
+            for k, v in pairs]
 
 
 _EVENT_DONE = 0  # the handler finished the call
@@ -169,7 +177,7 @@ class _Call:
     """One RPC served through the C path: the pgf_call, its host stream, and
     grpcio's context."""
 
-    def __init__(self, registry: Callable[[], Any], path: str, kind: int,
+    def __init__(self, service: GrpcService, path: str, kind: int,
                  requests: Iterator[bytes], context: Any) -> None:
         self.context = context
         self.kind = kind
@@ -187,7 +195,7 @@ class _Call:
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
         self.guard = _CallGuard(self.call)
         self.stream.handle = _runtime.handles.add(self.stream)
-        self.registry = registry
+        self.service = service
 
     def run(self) -> Iterator[bytes]:
         """Dispatches the call and yields each response message as grpcio
@@ -231,7 +239,7 @@ class _Call:
             lib.pgf_call_unref(call)
         if not self.initial_sent and result.ok:
             self._send_pairs(result.initial_metadata.pairs())
-        trailing = list(result.trailing_metadata.pairs())
+        trailing = _grpcio_pairs(result.trailing_metadata.pairs())
         if result.details is not None:
             trailing.append((_STATUS_DETAILS_KEY, result.details))
         if trailing:
@@ -244,8 +252,18 @@ class _Call:
             yield result.payload
 
     def _dispatch(self) -> None:
-        rc = lib.pgf_dispatch_async(self.registry(), self.call, lib._pgf_py_call_done,
-                                    self.stream.handle)
+        # The registry is read only until the handler starts: a racing
+        # close() frees it after that (see GrpcService._acquire).
+        try:
+            registry = self.service._acquire()
+        except RuntimeError:
+            rc = lib.PGF_ESTATE
+        else:
+            try:
+                rc = lib.pgf_dispatch_async(registry, self.call, lib._pgf_py_call_done,
+                                            self.stream.handle)
+            finally:
+                self.service._release()
         if rc != lib.PGF_OK:  # a closed service: refused before any handler ran
             raw = b"the service is closed"
             lib.pgf_call_finish(self.call, int(grpc.StatusCode.UNAVAILABLE.value[0]), raw,
@@ -262,7 +280,7 @@ class _Call:
     def _send_pairs(self, pairs: Any) -> None:
         self.initial_sent = True
         if pairs:
-            self.context.send_initial_metadata(pairs)
+            self.context.send_initial_metadata(_grpcio_pairs(pairs))
 
 
 class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
@@ -279,23 +297,18 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
         if len(parts) != 3 or parts[0] or not parts[1] or not parts[2]:
             return None
         service = self._service
-        svc, method = parts[1].encode(), parts[2].encode()
-        kind = lib.pgf_registry_method_kind(service._registry, svc, len(svc), method,
-                                            len(method))
+        kind = service._method_kind(parts[1], parts[2])
         if kind < 0:
             return None
 
-        def registry() -> Any:
-            return service._registry
-
         if kind & lib.PGF_KIND_SERVER_STREAMING:
             def stream_behavior(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
-                yield from _Call(registry, path, kind, requests, context).run()
+                yield from _Call(service, path, kind, requests, context).run()
 
             return grpc.stream_stream_rpc_method_handler(stream_behavior)
 
         def unary_behavior(requests: Iterator[bytes], context: Any) -> bytes:
-            answers = list(_Call(registry, path, kind, requests, context).run())
+            answers = list(_Call(service, path, kind, requests, context).run())
             return answers[-1] if answers else b""
 
         return grpc.stream_unary_rpc_method_handler(unary_behavior)

@@ -20,6 +20,9 @@ class Metadata(Mapping[str, MetadataValue]):
     ``md[key]`` and ``md.get(key)`` give the first value; ``get_all(key)``
     gives every value; iterating gives each key once; ``pairs()`` gives every
     (key, value) in order, as grpcio's ``invocation_metadata()`` does.
+    Look-ups ignore case, as HTTP/2 header names do: a key a client sent in
+    upper case (which HTTP/2 forbids, but hosts may pass on) is found under
+    any spelling, and iteration gives keys in lower case.
     """
 
     __slots__ = ("_index", "_pairs")
@@ -39,7 +42,7 @@ class Metadata(Mapping[str, MetadataValue]):
         if self._index is None:
             index: dict[str, list[MetadataValue]] = {}
             for key, value in self._pairs:
-                index.setdefault(key, []).append(value)
+                index.setdefault(key.lower(), []).append(value)
             self._index = index
         return self._index
 
@@ -83,6 +86,22 @@ def iter_pairs(metadata: MetadataLike) -> Iterator[tuple[str, MetadataValue]]:
     if isinstance(metadata, Mapping):
         return iter(metadata.items())
     return iter(metadata)
+
+
+def request_value_bytes(key: object, value: object) -> bytes:
+    """The wire form of a request metadata value a caller passes (as a client
+    would): str (latin-1, else UTF-8) or bytes-like; anything else, such as
+    an int (``bytes(5)`` would be five NUL bytes), is a TypeError."""
+    if isinstance(value, str):
+        try:
+            return value.encode("latin-1")
+        except UnicodeEncodeError:
+            return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(
+        f"value of metadata key {key!r} must be str or bytes, not {type(value).__name__}"
+    )
 
 
 def encode_entry(key: object, value: object) -> tuple[bytes, bytes]:

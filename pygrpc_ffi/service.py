@@ -16,7 +16,7 @@ from ._local_host import LocalStream, new_message
 from ._native import ffi, lib
 from ._streams import is_async_handler
 from .errors import GrpcError
-from .metadata import Metadata, MetadataLike, iter_pairs
+from .metadata import Metadata, MetadataLike, iter_pairs, request_value_bytes
 from .request import GrpcRequest
 from .response import GrpcResponse
 from .status import StatusCode
@@ -95,7 +95,8 @@ class _Waiter:
     """Completion of one call dispatched from Python.  The caller keeps its own
     reference to the call until it returns, so it can always cancel or read it."""
 
-    __slots__ = ("call", "event", "future", "handle", "keep", "loop", "stream_handle")
+    __slots__ = ("call", "event", "finished_at", "future", "handle", "keep", "loop",
+                 "stream_handle")
 
     def __init__(self, call: Any, keep: Any) -> None:
         self.call = call
@@ -105,8 +106,10 @@ class _Waiter:
         self.stream_handle: Any = None  # the call's LocalStream, if it streams
         self.loop: asyncio.AbstractEventLoop | None = None
         self.future: asyncio.Future[CallResult] | None = None
+        self.finished_at = 0.0  # time.monotonic() when the call finished
 
     def done(self, call: Any) -> None:
+        self.finished_at = time.monotonic()
         _runtime.handles.pop(self.handle)
         self.handle = None  # a handle keeps its object: no cycle
         if self.stream_handle is not None:
@@ -132,14 +135,30 @@ def _cancel_late(call: Any) -> bool:
     return bool(lib.pgf_call_is_cancelled(call))
 
 
-def _dispatch_on_thread(registry: Any, call: Any, waiter: _Waiter) -> None:
-    """Dispatches a call (reference owned) and wakes its waiter on failure."""
+DEADLINE_EXCEEDED = CallResult(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+
+def _start(registry: Any, call: Any, waiter: _Waiter) -> None:
+    """pgf_dispatch_async with the waiter as its completion; raises (and
+    forgets the waiter) if the dispatch did not start."""
+    rc = lib.pgf_dispatch_async(registry, call, lib._pgf_py_call_done, waiter.handle)
+    if rc != lib.PGF_OK:
+        _runtime.handles.pop(waiter.handle)
+        waiter.keep = None
+        _check(rc, "cannot dispatch the call")
+
+
+def _dispatch_on_thread(service: GrpcService, registry: Any, call: Any,
+                        waiter: _Waiter) -> None:
+    """Dispatches a call (reference owned) into a registry the caller
+    acquired (released here), and wakes its waiter if it did not start."""
     try:
         rc = lib.pgf_dispatch_async(registry, call, lib._pgf_py_call_done, waiter.handle)
         if rc != lib.PGF_OK:
             lib.pgf_call_finish(call, int(StatusCode.INTERNAL), b"dispatch failed", 15)
             waiter.done(call)
     finally:
+        service._release()
         lib.pgf_call_unref(call)
 
 
@@ -190,6 +209,10 @@ class GrpcService:
         self._registry = registry
         self.expose_exceptions = expose_exceptions
         self._lock = threading.Lock()
+        # Calls using the registry right now; close() leaves the freeing to
+        # the last of them, so no lookup ever reads a freed registry.
+        self._users = 0
+        self._closed = False
         self._services: dict[str, Any] = {}
         self._methods: dict[tuple[str, str], Any] = {}
 
@@ -217,15 +240,15 @@ class GrpcService:
                   name: str, is_async: bool) -> int:
         if kind == lib.PGF_KIND_UNARY and method is not None:
             return int(lib.pgf_registry_register_method(
-                self._registry, svc, len(svc), method, len(method), lib._pgf_py_handle,
+                self._registry, svc, len(svc), method, len(method), lib._pgf_handle,
                 self._binding(fn, name), lib._pgf_py_release_handler))
         if kind == lib.PGF_KIND_UNARY:
             return int(lib.pgf_registry_register_service(
-                self._registry, svc, len(svc), lib._pgf_py_handle, self._binding(fn, name),
+                self._registry, svc, len(svc), lib._pgf_handle, self._binding(fn, name),
                 lib._pgf_py_release_handler))
         return int(lib.pgf_registry_register(
             self._registry, svc, len(svc), method if method is not None else ffi.NULL,
-            len(method) if method is not None else 0, kind, lib._pgf_py_handle,
+            len(method) if method is not None else 0, kind, lib._pgf_handle,
             self._binding(fn, name, kind, is_async), lib._pgf_py_release_handler))
 
     def register_handler(self, service_name: str, handler: Any, *,
@@ -340,7 +363,14 @@ class GrpcService:
             raw = _encode(service_name, "service")
         except ValueError:
             return False
-        return bool(lib.pgf_registry_has_service(self._registry, raw, len(raw)))
+        try:
+            registry = self._acquire()
+        except RuntimeError:  # closed
+            return False
+        try:
+            return bool(lib.pgf_registry_has_service(registry, raw, len(raw)))
+        finally:
+            self._release()
 
     def has_method(self, service_name: str, method_name: str) -> bool:
         """Whether a call to ``/service_name/method_name`` finds a handler."""
@@ -349,20 +379,34 @@ class GrpcService:
             method = _encode(method_name, "method")
         except ValueError:
             return False
-        return bool(lib.pgf_registry_has_method(self._registry, svc, len(svc), method,
-                                                len(method)))
+        try:
+            registry = self._acquire()
+        except RuntimeError:  # closed
+            return False
+        try:
+            return bool(lib.pgf_registry_has_method(registry, svc, len(svc), method,
+                                                    len(method)))
+        finally:
+            self._release()
 
     def list_services(self) -> list[str]:
         """Registered service names, sorted."""
-        while True:
-            count = lib.pgf_registry_list_services(self._registry, ffi.NULL, 0)
-            names = ffi.new("pgf_name *[]", max(count, 1))
-            total = lib.pgf_registry_list_services(self._registry, names, count)
-            result = [_runtime._decode_name(names[i]) for i in range(min(total, count))]
-            for i in range(min(total, count)):
-                lib.pgf_name_unref(names[i])
-            if total <= count:
-                return result
+        try:
+            registry = self._acquire()
+        except RuntimeError:  # closed
+            return []
+        try:
+            while True:
+                count = lib.pgf_registry_list_services(registry, ffi.NULL, 0)
+                names = ffi.new("pgf_name *[]", max(count, 1))
+                total = lib.pgf_registry_list_services(registry, names, count)
+                result = [_runtime._decode_name(names[i]) for i in range(min(total, count))]
+                for i in range(min(total, count)):
+                    lib.pgf_name_unref(names[i])
+                if total <= count:
+                    return result
+        finally:
+            self._release()
 
     def clear(self) -> None:
         """Unregisters every handler registered through this object."""
@@ -380,20 +424,72 @@ class GrpcService:
                 pass
 
     def close(self) -> None:
-        """Unregisters everything and frees the registry (not the default one)."""
+        """Unregisters everything and frees the registry (not the default one).
+
+        A call racing close either runs on the live registry (which is freed
+        when the last such call is done) or raises RuntimeError."""
         self.clear()
-        if self._finalizer is not None:
-            self._finalizer()
-            # Never hand the freed registry to C again (the shim rejects NULL).
+        if self._finalizer is None:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            # Never hand the registry to C again (the shim rejects NULL).
             self._registry = ffi.NULL
+            free = self._users == 0
+        if free:
+            self._finalizer()
+
+    def _acquire(self) -> Any:
+        """The registry, kept alive until the matching :meth:`_release`."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the service is closed")
+            self._users += 1
+            return self._registry
+
+    def _dispatch_wait(self, call: Any) -> int:
+        """``pgf_dispatch`` into this service's registry, which a racing
+        :meth:`close` cannot free meanwhile (for hosts written in Python: the
+        grpcio engine, the testing kit).  PGF_ESTATE, the call left
+        undispatched, once the service is closed."""
+        with self._lock:
+            if self._closed:
+                return int(lib.PGF_ESTATE)
+            self._users += 1
+            registry = self._registry
+        try:
+            return int(lib.pgf_dispatch(registry, call))
+        finally:
+            self._release()
+
+    def _method_kind(self, service_name: str, method_name: str) -> int:
+        """The PGF_KIND_* a call to the method is served as; negative if no
+        handler would take it (or the service is closed)."""
+        try:
+            svc, method = _encode(service_name, "service"), _encode(method_name, "method")
+            registry = self._acquire()
+        except (RuntimeError, ValueError):
+            return int(lib.PGF_ENOTFOUND)
+        try:
+            return int(lib.pgf_registry_method_kind(registry, svc, len(svc), method,
+                                                    len(method)))
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            free = self._closed and self._users == 0
+        if free and self._finalizer is not None:
+            self._finalizer()
 
     # --------------------------------------------------------------- calls
 
     def _new_call(self, service_name: str, method_name: str, payload: Any,
                   metadata: MetadataLike, timeout: float | None) -> tuple[Any, Any]:
         """A new call; ``payload`` None: no request set (a request stream)."""
-        if self._registry == ffi.NULL:
-            raise RuntimeError("the service is closed")
         path = f"/{service_name}/{method_name}".encode()
         call = lib.pgf_call_new(path, len(path))
         if call == ffi.NULL:
@@ -405,14 +501,17 @@ class GrpcService:
                 _check(lib.pgf_call_set_request_message(call, new_message(payload)),
                        "cannot set the request")
             for key, value in iter_pairs(metadata):
+                if not isinstance(key, str):
+                    raise TypeError(f"metadata key must be str, not {type(key).__name__}")
                 key_b = key.lower().encode("ascii")
-                value_b = value.encode("latin-1") if isinstance(value, str) else bytes(value)
+                value_b = request_value_bytes(key, value)
                 _check(lib.pgf_call_add_request_metadata(call, key_b, len(key_b), value_b,
                                                          len(value_b)),
                        f"invalid request metadata {key!r}")
             if timeout is not None:
-                lib.pgf_call_set_deadline(call, time.time_ns() + int(timeout * 1e9))
-            lib.pgf_call_set_peer(call, b"local", 5)
+                _check(lib.pgf_call_set_deadline(call, time.time_ns() + int(timeout * 1e9)),
+                       "cannot set the deadline")
+            _check(lib.pgf_call_set_peer(call, b"local", 5), "cannot set the peer")
         except BaseException:
             lib.pgf_call_unref(call)
             raise
@@ -431,18 +530,36 @@ class GrpcService:
             raise RuntimeError("GrpcService.call() would block the event loop of async "
                                "handlers; use 'await service.acall(...)' there")
         call, keep = self._new_call(service_name, method_name, payload, metadata, timeout)
+        try:
+            registry = self._acquire()
+        except BaseException:
+            lib.pgf_call_unref(call)
+            raise
         if timeout is None:
             try:
-                lib.pgf_dispatch(self._registry, call)
+                _check(lib.pgf_dispatch(registry, call), "cannot dispatch the call")
                 return _read_result(call)
             finally:
                 lib.pgf_call_unref(call)
+                self._release()
         waiter = _Waiter(call, keep)
         waiter.handle = _runtime.handles.add(waiter)
+        deadline = time.monotonic() + timeout
         try:
-            lib.pgf_dispatch_async(self._registry, call, lib._pgf_py_call_done, waiter.handle)
-            if not waiter.event.wait(max(timeout, 0.0)) and _cancel_late(call):
-                return CallResult(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            try:
+                # The registry is read until the handler started (or, for a
+                # sync handler, returned: it runs on this thread), not while
+                # the call waits.
+                _start(registry, call, waiter)
+            finally:
+                self._release()
+            if not waiter.event.wait(max(deadline - time.monotonic(), 0.0)):
+                if _cancel_late(call):
+                    return DEADLINE_EXCEEDED
+                waiter.event.wait()
+            # A client's deadline passes whether or not the handler blocks it.
+            if waiter.finished_at > deadline:
+                return DEADLINE_EXCEEDED
             return _read_result(call)
         finally:
             # The dispatch holds its own reference until the call is finished.
@@ -460,19 +577,26 @@ class GrpcService:
             raise RuntimeError("GrpcService.call_stream() would block the event loop of async "
                                "handlers")
         svc, method = _encode(service_name, "service"), _encode(method_name, "method")
-        kind = lib.pgf_registry_method_kind(self._registry, svc, len(svc), method, len(method))
-        stream = LocalStream(())
-        payload: Any = None
-        if kind >= 0 and not kind & lib.PGF_KIND_CLIENT_STREAMING:
-            items = list(requests)
-            if len(items) != 1:
-                return CallResult(StatusCode.UNIMPLEMENTED,
-                                  f'"/{service_name}/{method_name}" requires exactly one '
-                                  "request message.")
-            payload = items[0]
-        else:
-            stream = LocalStream(requests)
-        call, keep = self._new_call(service_name, method_name, payload, metadata, timeout)
+        registry = self._acquire()
+        try:
+            kind = lib.pgf_registry_method_kind(registry, svc, len(svc), method, len(method))
+            stream = LocalStream(())
+            payload: Any = None
+            if kind >= 0 and not kind & lib.PGF_KIND_CLIENT_STREAMING:
+                items = list(requests)
+                if len(items) != 1:
+                    self._release()
+                    return CallResult(StatusCode.UNIMPLEMENTED,
+                                      f'"/{service_name}/{method_name}" requires exactly one '
+                                      "request message.")
+                payload = items[0]
+            else:
+                stream = LocalStream(requests)
+            call, keep = self._new_call(service_name, method_name, payload, metadata, timeout)
+        except BaseException:
+            self._release()
+            raise
+        dispatched = False
         try:
             waiter = _Waiter(call, keep)
             if kind >= 0 and kind != lib.PGF_KIND_UNARY:
@@ -481,14 +605,15 @@ class GrpcService:
                                              waiter.stream_handle)
                 if rc != lib.PGF_OK:
                     _runtime.handles.pop(waiter.stream_handle)
+                    waiter.stream_handle = None
                     _check(rc, "cannot make a stream")
             waiter.handle = _runtime.handles.add(waiter)
             # A sync handler runs on the dispatching thread: not this one, so
             # that the deadline holds whatever the handler does.
-            dispatched = threading.Thread(target=_dispatch_on_thread,
-                                          args=(self._registry, lib.pgf_call_ref(call), waiter),
-                                          name="pygrpc_ffi-call", daemon=True)
-            dispatched.start()
+            threading.Thread(target=_dispatch_on_thread,
+                             args=(self, registry, lib.pgf_call_ref(call), waiter),
+                             name="pygrpc_ffi-call", daemon=True).start()
+            dispatched = True
             if not waiter.event.wait(None if timeout is None else max(timeout, 0.0)) \
                     and _cancel_late(call):
                 return CallResult(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded",
@@ -500,6 +625,8 @@ class GrpcService:
                 messages = (result.payload,)
             return dataclasses.replace(result, messages=messages)
         finally:
+            if not dispatched:
+                self._release()
             stream.close()
             lib.pgf_call_unref(call)
 
@@ -508,23 +635,37 @@ class GrpcService:
         """Like :meth:`call`, without blocking the running event loop."""
         loop = asyncio.get_running_loop()
         call, keep = self._new_call(service_name, method_name, payload, metadata, timeout)
+        try:
+            registry = self._acquire()
+        except BaseException:
+            lib.pgf_call_unref(call)
+            raise
         waiter = _Waiter(call, keep)
         waiter.loop = loop
         future: asyncio.Future[CallResult] = loop.create_future()
         waiter.future = future
         waiter.handle = _runtime.handles.add(waiter)
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            lib.pgf_dispatch_async(self._registry, call, lib._pgf_py_call_done, waiter.handle)
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
+            try:
+                _start(registry, call, waiter)
+            finally:
+                self._release()
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            result = await asyncio.wait_for(asyncio.shield(future), remaining)
         except asyncio.TimeoutError:
             if _cancel_late(call):
-                return CallResult(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
-            return _read_result(call)
+                return DEADLINE_EXCEEDED
+            result = await future
         except asyncio.CancelledError:  # the caller went away: so does its call
             lib.pgf_call_cancel(call)
             raise
         finally:
             lib.pgf_call_unref(call)
+        # A sync handler ran on this thread: its lateness shows only now.
+        if deadline is not None and waiter.finished_at > deadline:
+            return DEADLINE_EXCEEDED
+        return result
 
     async def handle_request(self, request: GrpcRequest) -> GrpcResponse:
         """Dispatches a GrpcRequest through the C path and returns the answer;

@@ -41,6 +41,7 @@ log=build/setup.log
 mkdir -p build
 : >"$log"
 stamp=.venv/.deps-installed
+# The pip list below is part of this script: a change to it reinstalls too.
 if [[ ! -f $stamp || pyproject.toml -nt $stamp || scripts/setup.sh -nt $stamp ]]; then
     echo "setup: installing Python packages into .venv"
     { $PY -m pip install -q --upgrade pip setuptools wheel &&

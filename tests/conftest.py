@@ -102,12 +102,15 @@ def restore_exception_table() -> Iterator[None]:
     from pygrpc_ffi import errors
 
     saved = dict(errors._table)
+    saved_send = dict(errors._send_message)
     try:
         yield
     finally:
         with errors._table_lock:
             errors._table.clear()
             errors._table.update(saved)
+            errors._send_message.clear()
+            errors._send_message.update(saved_send)
 
 
 @pytest.fixture

@@ -425,3 +425,33 @@ def test_many_failing_calls_leak_nothing(service: GrpcService) -> None:
         logging.getLogger(LOGGER).disabled = False
     assert live_objects()["calls"] == 0
     assert live_objects()["buffers"] == 0
+
+
+NESTED_CALLS_WITHOUT_BOUND = """
+import logging, sys
+logging.basicConfig(level=logging.WARNING)
+from pygrpc_ffi import GrpcError, GrpcService
+svc = GrpcService()
+def handler(request):
+    result = svc.call("pkg.Svc", "M")
+    if not result.ok:
+        raise GrpcError(result.code, result.message)
+    return result.payload
+svc.register_method("pkg.Svc", "M", handler)
+for _ in range(3):
+    result = svc.call("pkg.Svc", "M")
+    print(result.code.name, flush=True)
+"""
+
+
+def test_unbounded_nested_calls_end_with_internal_instead_of_hanging() -> None:
+    # RecursionError strikes inside the trampoline's own error handling (the
+    # traceback it logs) or before its first line: the call must end anyway.
+    # A subprocess, so that the old hang fails the test instead of stalling it.
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", NESTED_CALLS_WITHOUT_BOUND],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["INTERNAL"] * 3

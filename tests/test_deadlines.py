@@ -341,3 +341,18 @@ def test_blocking_call_from_an_async_handler_is_refused_not_deadlocked(
     service.register_method("pkg.Svc", "Outer", outer)
     result = service.call("pkg.Svc", "Outer", timeout=10)
     assert result.code is StatusCode.OK and result.payload == b"refused,inner"
+
+
+def test_call_timeout_on_a_slow_sync_handler_is_deadline_exceeded(service: GrpcService) -> None:
+    def slow(request: GrpcRequest) -> bytes:
+        time.sleep(0.5)
+        return b"too late"
+
+    service.register_method("pkg.Svc", "Slow", slow)
+    result = service.call("pkg.Svc", "Slow", timeout=0.1)
+    assert (result.code, result.payload) == (StatusCode.DEADLINE_EXCEEDED, b"")
+    assert asyncio.run(service.acall("pkg.Svc", "Slow", timeout=0.1)).code \
+        is StatusCode.DEADLINE_EXCEEDED
+    # In time, the same handler's answer stands.
+    assert service.call("pkg.Svc", "Slow", timeout=5).payload == b"too late"
+    assert asyncio.run(service.acall("pkg.Svc", "Slow", timeout=5)).payload == b"too late"

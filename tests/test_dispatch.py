@@ -176,6 +176,40 @@ def test_request_metadata_accepts_a_mapping(service: GrpcService) -> None:
     assert seen[0]["metadata"] == (("a", "1"), ("b-bin", b"\x02"))
 
 
+def test_request_header_names_http2_forbids_can_be_looked_up(service: GrpcService) -> None:
+    """A host passes on what the transport delivered, upper case included."""
+    from pygrpc_ffi.testing import TestClient
+
+    seen: list[Any] = []
+    service.register_method("pkg.Svc", "M", lambda request: seen.append(request.metadata) or b"")
+    TestClient(service).call_raw("/pkg.Svc/M", b"", metadata=[
+        ("X-Upper", "1"), (":foo", "2"), ("x-upper", "3"), ("raw-bin", b"\x00")])
+    md = seen[0]
+    assert md.pairs() == (("X-Upper", "1"), (":foo", "2"), ("x-upper", "3"),
+                          ("raw-bin", b"\x00"))
+    assert md["X-Upper"] == md["x-upper"] == md.get("X-UPPER") == "1"
+    assert md.get_all("X-Upper") == ["1", "3"]
+    assert "X-Upper" in md and md[":foo"] == "2" and md.get(":FOO") == "2"
+    assert md["raw-bin"] == b"\x00"
+    assert list(md) == ["x-upper", ":foo", "raw-bin"]
+
+
+@pytest.mark.parametrize("value", [5, 30_000_000, 1.5, None, ["a"]])
+def test_request_metadata_value_of_a_wrong_type_raises_type_error(
+    service: GrpcService, value: Any
+) -> None:
+    from pygrpc_ffi.testing import TestClient
+
+    seen = capture(service)
+    with pytest.raises(TypeError, match="x-n"):
+        service.call("pkg.Svc", "M", b"", {"x-n": value})
+    with pytest.raises(TypeError, match="x-n"):
+        TestClient(service).call_raw("/pkg.Svc/M", b"", metadata={"x-n": value})
+    with pytest.raises(TypeError):
+        service.call("pkg.Svc", "M", b"", [(5, "v")])
+    assert seen == []  # nothing was sent, not even b"\0" * 5
+
+
 def test_no_timeout_means_no_deadline(service: GrpcService) -> None:
     seen = capture(service)
     service.call("pkg.Svc", "M")

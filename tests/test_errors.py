@@ -217,6 +217,8 @@ def test_exception_maps_to_status(service: GrpcService, exc: BaseException,
         assert result.code is code, method
         if code is StatusCode.INTERNAL:
             assert result.message == "Internal server error"
+        elif isinstance(exc, (OSError, KeyError)):  # texts that reveal internals
+            assert result.message == code.name.replace("_", " ").capitalize()
         else:
             assert result.message == str(exc)
 
@@ -382,3 +384,75 @@ def test_error_then_success_on_the_same_handler(service: GrpcService) -> None:
     state["fail"] = False
     result = service.call("pkg.Svc", "M")
     assert (result.code, result.payload) == (StatusCode.OK, b"fine")
+
+
+@pytest.mark.parametrize("bad_code", [17, -1, None, "abc", 2.5])
+def test_grpc_error_with_an_invalid_code_is_sent_as_internal_and_logged(
+    service: GrpcService, caplog: pytest.LogCaptureFixture, bad_code: Any
+) -> None:
+    service.register_method("pkg.Svc", "Sync", raising(GrpcError(bad_code, "my message")))
+    service.register_method("pkg.Svc", "Async", async_raising(GrpcError(bad_code, "msg")))
+    with caplog.at_level(logging.ERROR, logger=LOGGER):
+        sync = service.call("pkg.Svc", "Sync")
+        asyn = service.call("pkg.Svc", "Async")
+    assert sync.code is StatusCode.INTERNAL and asyn.code is StatusCode.INTERNAL
+    assert "is not a valid StatusCode" not in sync.message + asyn.message
+    assert "not a gRPC status code" in caplog.text
+
+
+PRIVATE_TEXTS = [
+    (FileNotFoundError(2, "No such file or directory", "/etc/myapp/db-credentials.yaml"),
+     StatusCode.NOT_FOUND, "Not found"),
+    (PermissionError(13, "Permission denied", "/srv/secret/key.pem"),
+     StatusCode.PERMISSION_DENIED, "Permission denied"),
+    (KeyError("user:42:password-hash"), StatusCode.NOT_FOUND, "Not found"),
+    (ConnectionRefusedError("db.internal.example:5432 refused"), StatusCode.UNAVAILABLE,
+     "Unavailable"),
+    (TimeoutError("waiting for /var/run/app.sock"), StatusCode.DEADLINE_EXCEEDED,
+     "Deadline exceeded"),
+]
+
+
+@pytest.mark.parametrize(("exc", "code", "sent"), PRIVATE_TEXTS,
+                         ids=[type(e).__name__ for e, _, _ in PRIVATE_TEXTS])
+def test_mapped_os_and_key_errors_do_not_leak_their_text_by_default(
+    exc: BaseException, code: StatusCode, sent: str
+) -> None:
+    for expose in (False, True):
+        svc = GrpcService(expose_exceptions=expose)
+        try:
+            svc.register_method("pkg.Svc", "Sync", raising(exc))
+            svc.register_method("pkg.Svc", "Async", async_raising(exc))
+            for method in ("Sync", "Async"):
+                result = svc.call("pkg.Svc", method)
+                assert result.code is code
+                # expose_exceptions=True is the opt-in to every text.
+                assert result.message == (str(exc) if expose else sent)
+        finally:
+            svc.close()
+
+
+def test_grpc_error_and_value_error_messages_are_still_sent(service: GrpcService) -> None:
+    service.register_method("pkg.Svc", "G", raising(pygrpc_ffi.NotFound("no user 'bob'")))
+    service.register_method("pkg.Svc", "V", raising(ValueError("age must be positive")))
+    assert service.call("pkg.Svc", "G").message == "no user 'bob'"
+    assert service.call("pkg.Svc", "V").message == "age must be positive"
+
+
+def test_register_exception_chooses_whether_a_class_sends_its_text(
+    service: GrpcService, restore_exception_table: None
+) -> None:
+    class PublicLookup(KeyError):
+        pass
+
+    register_exception(PublicLookup, StatusCode.NOT_FOUND, send_message=True)
+    register_exception(ValueError, StatusCode.INVALID_ARGUMENT, send_message=False)
+    service.register_method("pkg.Svc", "P", raising(PublicLookup("order 7")))
+    service.register_method("pkg.Svc", "K", raising(KeyError("secret key")))
+    service.register_method("pkg.Svc", "V", raising(ValueError("internal detail")))
+    assert service.call("pkg.Svc", "P").message == "'order 7'"
+    assert service.call("pkg.Svc", "K").message == "Not found"
+    assert service.call("pkg.Svc", "V").message == "Invalid argument"
+    unregister_exception(ValueError)
+    unregister_exception(PublicLookup)
+    assert service.call("pkg.Svc", "V").message == "internal detail"

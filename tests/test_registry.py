@@ -5,6 +5,8 @@ handler shapes it accepts, default_service() and live_objects()."""
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -19,6 +21,7 @@ from pygrpc_ffi import (
     StatusCode,
     live_objects,
 )
+from pygrpc_ffi.testing import TestClient
 
 pytestmark = pytest.mark.timeout(20, method="thread")
 
@@ -375,3 +378,67 @@ def test_a_closed_service_refuses_work_instead_of_crashing() -> None:
     with pytest.raises(ValueError):
         svc.register_method("pkg.Svc", "M", answer(b""))
     assert live_objects() == dict.fromkeys(live_objects(), 0)
+
+
+@pytest.mark.parametrize("timeout", [None, 5.0])
+def test_a_call_racing_close_raises_instead_of_using_the_freed_registry(
+    timeout: float | None,
+) -> None:
+    svc = GrpcService()
+    svc.register_handler("pkg.Svc", answer(b"ok"))
+    started, closed = threading.Event(), threading.Event()
+
+    def metadata() -> Iterator[tuple[str, str]]:
+        # Runs inside call(), after it checked that the service is open.
+        started.set()
+        assert closed.wait(5)
+        yield ("k", "v")
+
+    def close_when_started() -> None:
+        assert started.wait(5)
+        svc.close()
+        closed.set()
+
+    closer = threading.Thread(target=close_when_started)
+    closer.start()
+    try:
+        with pytest.raises(RuntimeError, match="closed"):
+            svc.call("pkg.Svc", "M", b"", metadata(), timeout=timeout)
+    finally:
+        closer.join()
+    assert live_objects() == dict.fromkeys(live_objects(), 0)
+
+
+def test_calls_from_threads_racing_close_run_on_a_live_registry_or_raise() -> None:
+    for _ in range(20):
+        svc = GrpcService()
+        svc.register_handler("pkg.Svc", answer(b"ok"))
+        outcomes: list[object] = []
+        go = threading.Barrier(5)
+
+        def caller(svc: GrpcService = svc, go: threading.Barrier = go,
+                   outcomes: list[object] = outcomes) -> None:
+            kit = TestClient(svc)
+            go.wait()
+            for i in range(50):
+                try:
+                    if i % 3 == 2:  # the testing kit dispatches like a host
+                        result = kit.call_raw("/pkg.Svc/M")
+                    else:
+                        result = svc.call("pkg.Svc", "M", timeout=5.0 if i % 2 else None)
+                except RuntimeError as exc:
+                    assert "closed" in str(exc)
+                    outcomes.append("closed")
+                    return
+                outcomes.append(result.code)
+
+        threads = [threading.Thread(target=caller) for _ in range(4)]
+        for t in threads:
+            t.start()
+        go.wait()
+        svc.close()
+        for t in threads:
+            t.join()
+        # Cleared before it is freed: a racing call may find no handler.
+        assert set(outcomes) <= {StatusCode.OK, StatusCode.UNIMPLEMENTED, "closed"}
+        assert live_objects() == dict.fromkeys(live_objects(), 0)

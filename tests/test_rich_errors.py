@@ -141,3 +141,16 @@ def test_status_details_are_dropped_on_success(service: GrpcService) -> None:
     result = TestClient(service).call_raw(f"/{SERVICE}/Ok")
     assert result.ok and result.payload == b"fine"
     assert result.details is None and result.trailing_metadata.pairs() == ()
+
+
+def test_status_details_over_the_trailer_budget_fail_the_call_with_internal(
+        service: GrpcService) -> None:
+    big = status_pb2.Status(code=5, message="x" * 10_000)  # far over 5 KiB
+
+    def handler(request: Any) -> bytes:
+        raise GrpcError(StatusCode.NOT_FOUND, "gone", details=big)
+
+    service.register_method("pkg.Rich", "Big", handler)
+    result = service.call("pkg.Rich", "Big")
+    assert result.code is StatusCode.INTERNAL
+    assert result.details is None

@@ -238,3 +238,17 @@ def test_unknown_paths() -> None:
         assert result.code is StatusCode.UNIMPLEMENTED
     finally:
         service.close()
+
+
+def test_status_message_with_a_nul_arrives_whole_as_through_service_call() -> None:
+    service = GrpcService()
+    try:
+        def fail(request: GrpcRequest) -> bytes:
+            raise GrpcError(StatusCode.ABORTED, "before\0after")
+
+        service.register_method("pkg.Svc", "M", fail)
+        via_kit = TestClient(service).call_raw("/pkg.Svc/M")
+        via_service = service.call("pkg.Svc", "M")
+        assert via_kit.message == via_service.message == "before\0after"
+    finally:
+        service.close()

@@ -1,6 +1,8 @@
 #include "host.h"
 
+#include <chrono>
 #include <cstdio>
+#include <thread>
 
 namespace pgf_host {
 
@@ -9,13 +11,29 @@ Host& GetHost() {
   return host;
 }
 
+bool RunUnlessPythonStopped(void (*fn)(void*, void*), void* a, void* b) {
+  Host& h = GetHost();
+  h.python_users.fetch_add(1, std::memory_order_seq_cst);
+  bool run = !h.python_stopped.load(std::memory_order_seq_cst);
+  if (run) fn(a, b);
+  h.python_users.fetch_sub(1, std::memory_order_seq_cst);
+  return run;
+}
+
+void StopPythonUsers() {
+  Host& h = GetHost();
+  h.python_stopped.store(true, std::memory_order_seq_cst);
+  while (h.python_users.load(std::memory_order_seq_cst) > 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
 namespace {
 
+void CallRelease(void* fn, void* ctx) { reinterpret_cast<pgf_release_fn>(fn)(ctx); }
+
 void RunRelease(void* fn, void* ctx) {
-  Host& h = GetHost();
-  if (!h.python_stopped.load(std::memory_order_acquire)) {
-    reinterpret_cast<pgf_release_fn>(fn)(ctx);
-  } else {
+  if (!RunUnlessPythonStopped(CallRelease, fn, ctx)) {
     static std::atomic<bool> warned{false};
     if (!warned.exchange(true)) {
       std::fprintf(stderr,
@@ -25,8 +43,11 @@ void RunRelease(void* fn, void* ctx) {
   }
 }
 
+void CallCancel(void* call, void*) { pgf_call_cancel(static_cast<pgf_call*>(call)); }
+
+// A cancellation callback may be Python's: never once Python is stopping.
 void RunCancel(void* call, void*) {
-  pgf_call_cancel(static_cast<pgf_call*>(call));
+  RunUnlessPythonStopped(CallCancel, call, nullptr);
   pgf_call_unref(static_cast<pgf_call*>(call));
 }
 

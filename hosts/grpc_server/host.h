@@ -25,10 +25,22 @@ struct Host {
   WorkerPool* streams = nullptr;
   // Response payloads handed to gRPC and not yet released.
   std::atomic<int64_t> outstanding_buffers{0};
-  // Set once Python is stopped: releases arriving later are leaked rather
-  // than run into a finalized interpreter.
+  // Set before Python stops: releases and cancellations arriving later are
+  // leaked rather than run into a finalizing or finalized interpreter.
   std::atomic<bool> python_stopped{false};
+  // Releases and cancellations that passed the python_stopped check and may
+  // be in Python now.  Shutdown sets python_stopped, then waits for this to
+  // reach 0 before it finalizes Python (both sequentially consistent: either
+  // the late event sees the flag, or shutdown sees it running).
+  std::atomic<int64_t> python_users{0};
 };
+
+// Runs fn(a, b) unless Python is stopping; returns false if it did not run.
+bool RunUnlessPythonStopped(void (*fn)(void*, void*), void* a, void* b);
+
+// Marks Python as stopping and waits until no release or cancellation can
+// still be running in it.  Call before pgf_python_stop.
+void StopPythonUsers();
 
 Host& GetHost();
 

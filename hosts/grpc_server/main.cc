@@ -2,6 +2,7 @@
 // pygrpc_ffi default registry.  Options, startup and shutdown live here.
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -65,6 +66,17 @@ int Run(const Options& opts) {
   sigaddset(&sigs, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
+
+  if (opts.parent_pid != 0) {
+    // The supervisor's death (even SIGKILL) sends us SIGTERM: a graceful
+    // stop, so the port is free for its successor.  If it died before the
+    // prctl, we were already reparented: stop now.
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 ||
+        getppid() != static_cast<pid_t>(opts.parent_pid)) {
+      std::fprintf(stderr, "error: the parent process %ld is gone\n", opts.parent_pid);
+      return 2;
+    }
+  }
 
   if (pgf_abi_version() < PGF_ABI_VERSION) {
     return Fail(false, "libpygrpc_ffi implements ABI " + std::to_string(pgf_abi_version()) +
@@ -151,7 +163,9 @@ int Run(const Options& opts) {
   service.Stop();
 
   if (python) {
-    host.python_stopped.store(true, std::memory_order_release);
+    // A late release (gRPC may drop a slice at any time) must not take the
+    // GIL while, or after, Py_FinalizeEx runs.
+    StopPythonUsers();
     pgf_python_stop();
   }
   stopped.store(true);

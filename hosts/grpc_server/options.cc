@@ -29,6 +29,8 @@ const char kUsage[] =
     "                           handler (repeatable)\n"
     "  --grace-seconds S        shutdown grace for in-flight calls (default 10)\n"
     "  --reuse-port             share the port with other processes (SO_REUSEPORT)\n"
+    "  --die-with-parent PID    stop (as on SIGTERM) when the parent process, which\n"
+    "                           must be PID, dies (for supervisors)\n"
     "Prints 'listening on ADDR' once serving; SIGINT/SIGTERM stop it.\n";
 
 bool ParseLong(const char* s, long min, long max, long* out) {
@@ -79,7 +81,7 @@ bool ParseOptions(int argc, char** argv, Options* opts, std::string* message,
     if (arg == "--listen" || arg == "--workers" || arg == "--max-workers" ||
         arg == "--max-message-size" || arg == "--max-concurrent-streams" ||
         arg == "--module" || arg == "--venv" || arg == "--sys-path" ||
-        arg == "--native-echo" || arg == "--grace-seconds") {
+        arg == "--native-echo" || arg == "--grace-seconds" || arg == "--die-with-parent") {
       if (!need(&v)) {
         *message = "error: " + arg + " needs a value\n" + kUsage;
         return false;
@@ -144,6 +146,12 @@ bool ParseOptions(int argc, char** argv, Options* opts, std::string* message,
         return false;
       }
       opts->grace_seconds = g;
+    } else if (arg == "--die-with-parent") {
+      if (!ParseLong(v.c_str(), 1, INT_MAX, &n)) {
+        *message = "error: --die-with-parent needs a process id\n";
+        return false;
+      }
+      opts->parent_pid = n;
     }
   }
   return true;

@@ -18,6 +18,7 @@ struct Options {
   std::vector<std::string> native_echo;
   double grace_seconds = 10.0;
   bool reuse_port = false;  // let several processes share the port
+  long parent_pid = 0;  // --die-with-parent: stop when this process is gone
 };
 
 // Parses argv into opts.  On a bad or missing value, or --help, returns false

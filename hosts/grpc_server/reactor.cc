@@ -1,6 +1,8 @@
 #include "reactor.h"
 
 #include <atomic>
+#include <grpc/support/time.h>
+
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -72,11 +74,20 @@ pgf_message* TakeMessage(grpc::ByteBuffer* buf) {
   return pgf_message_new(slice->begin(), slice->size(), DeleteSlice, slice);
 }
 
-int64_t DeadlineUnixNs(std::chrono::system_clock::time_point d) {
-  // gRPC reports "no deadline" (gpr_inf_future) as time_point::max().
-  if (d == std::chrono::system_clock::time_point::max()) return INT64_MAX;
-  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d.time_since_epoch());
-  return ns.count();
+// The call's deadline in ns since the Unix epoch; INT64_MAX for none.  Read
+// from the raw gpr_timespec: ServerContext::deadline() converts it to a
+// nanosecond time_point, which overflows past 2262, so a grpc-timeout of
+// ~236 years or more ("2777778H", what Go and Java clients send for no
+// deadline) came out as a deadline in the past.  Such deadlines, and any
+// beyond INT64_MAX ns, mean no deadline.
+int64_t DeadlineUnixNs(gpr_timespec raw) {
+  if (gpr_time_cmp(raw, gpr_inf_future(raw.clock_type)) == 0) return INT64_MAX;
+  gpr_timespec t = gpr_convert_clock_type(raw, GPR_CLOCK_REALTIME);
+  if (gpr_time_cmp(t, gpr_inf_future(GPR_CLOCK_REALTIME)) == 0) return INT64_MAX;
+  constexpr int64_t kNsPerSec = 1000000000;
+  if (t.tv_sec >= INT64_MAX / kNsPerSec - 1) return INT64_MAX;
+  if (t.tv_sec < 0) return 0;  // before the epoch: long expired
+  return t.tv_sec * kNsPerSec + t.tv_nsec;
 }
 
 template <typename AddFn>
@@ -170,7 +181,7 @@ bool CallReactor::FillCall() {
   }
   std::string peer = ctx_->peer();
   pgf_call_set_peer(call_, peer.data(), peer.size());
-  pgf_call_set_deadline(call_, DeadlineUnixNs(ctx_->deadline()));
+  pgf_call_set_deadline(call_, DeadlineUnixNs(ctx_->raw_deadline()));
   return true;
 }
 

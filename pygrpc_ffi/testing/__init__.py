@@ -362,14 +362,12 @@ class TestClient:
         return self.default_timeout if timeout is None else timeout
 
     def _dispatch(self, call: Any) -> None:
-        if lib.pgf_dispatch(self.service._registry, call) != lib.PGF_OK:
+        if self.service._dispatch_wait(call) != lib.PGF_OK:
             raise RuntimeError("the service is closed")
 
     def _kind(self, service_name: str, method_name: str) -> int:
         """The method's PGF_KIND_*, or a negative number if nothing serves it."""
-        svc, method = service_name.encode(), method_name.encode()
-        return int(lib.pgf_registry_method_kind(self.service._registry, svc, len(svc), method,
-                                                len(method)))
+        return self.service._method_kind(service_name, method_name)
 
     def _check_open(self) -> None:
         if self.service._registry == ffi.NULL:
@@ -405,7 +403,7 @@ class TestClient:
 
         def run(request_buffer: Any) -> None:
             try:  # the request buffer lives as long as the dispatch
-                lib.pgf_dispatch(self.service._registry, call)
+                self.service._dispatch_wait(call)
             finally:
                 finished.set()
                 lib.pgf_call_unref(call)  # the worker's reference

@@ -76,9 +76,7 @@ class StreamingCall:
         self._stream_handle: Any = None
         self._timer: threading.Timer | None = None
         service_name, _, method_name = path.strip("/").partition("/")
-        svc, method = service_name.encode(), method_name.encode()
-        kind = lib.pgf_registry_method_kind(service._registry, svc, len(svc), method,
-                                            len(method))
+        kind = service._method_kind(service_name, method_name)
         self._kind = kind if kind >= 0 else 0
         payload: Any = None
         if kind >= 0 and not kind & lib.PGF_KIND_CLIENT_STREAMING:
@@ -101,14 +99,25 @@ class StreamingCall:
             self._timer = threading.Timer(max(timeout, 0.0), self._expire)
             self._timer.daemon = True
             self._timer.start()
-        threading.Thread(target=self._dispatch, args=(service._registry, lib.pgf_call_ref(call)),
+        threading.Thread(target=self._dispatch, args=(service, lib.pgf_call_ref(call)),
                          name="pygrpc_ffi-teststream", daemon=True).start()
 
     # ------------------------------------------------------------ host side
 
-    def _dispatch(self, registry: Any, call: Any) -> None:
+    def _dispatch(self, service: GrpcService, call: Any) -> None:
+        # The service is held (and its registry acquired) while the dispatch
+        # reads the registry: a racing close() or collection cannot free it.
         try:
-            rc = lib.pgf_dispatch_async(registry, call, lib._pgf_py_call_done, self._handle)
+            try:
+                registry = service._acquire()
+            except RuntimeError:
+                rc = lib.PGF_ESTATE
+            else:
+                try:
+                    rc = lib.pgf_dispatch_async(registry, call, lib._pgf_py_call_done,
+                                                self._handle)
+                finally:
+                    service._release()
             if rc != lib.PGF_OK:
                 lib.pgf_call_finish(call, int(StatusCode.INTERNAL), b"dispatch failed", 15)
                 self.done(call)

@@ -706,9 +706,9 @@ static void test_call_basics(void) {
         pgf_call_unref(c);
     }
     c = new_call("/a/b");
-    CHECK_INT(pgf_call_finish(c, 0, NULL, 3), PGF_EINVAL);
-    CHECK_INT(pgf_call_is_finished(c), 0);
-    CHECK_INT(pgf_call_finish(c, 0, NULL, 0), PGF_OK);
+    /* A NULL message with a length is no message: the call still ends. */
+    CHECK_INT(pgf_call_finish(c, 0, NULL, 3), PGF_OK);
+    CHECK_INT(pgf_call_is_finished(c), 1);
     CHECK_STR(status_message(c), "");
     pgf_call_unref(c);
     CHECK_INT(pgf_call_finish(NULL, 0, NULL, 0), PGF_EINVAL);
@@ -1469,11 +1469,13 @@ static void test_on_cancel_racing_finish(void) {
 /* Two late on_cancel callbacks at once, and a finish racing them: no
  * callback may run on a finished call (one runs at a time, finish waits). */
 static int slow_cb_running;
+static int slow_cb_started;
 static int slow_cb_saw_finished;
 
 static void slow_cancel_cb(pgf_call *c, void *ud) {
     (void)ud;
     __atomic_fetch_add(&slow_cb_running, 1, __ATOMIC_SEQ_CST);
+    __atomic_fetch_add(&slow_cb_started, 1, __ATOMIC_SEQ_CST);
     sleep_us(300);
     if (pgf_call_is_finished(c))
         __atomic_store_n(&slow_cb_saw_finished, 1, __ATOMIC_SEQ_CST);
@@ -1494,11 +1496,16 @@ static void test_two_late_on_cancels_racing_finish(void) {
     for (int i = 0; i < 50; i++) {
         pgf_call *c = new_call("/a/b");
         pgf_call_cancel(c);
+        int started = __atomic_load_n(&slow_cb_started, __ATOMIC_SEQ_CST);
         pthread_t th[2];
         for (int t = 0; t < 2; t++)
             CHECK_INT(pthread_create(&th[t], NULL, late_slow_on_cancel,
                                      pgf_call_ref(c)), 0);
-        while (__atomic_load_n(&slow_cb_running, __ATOMIC_SEQ_CST) == 0)
+        /* Until a callback has started (the first always runs: the call is
+         * not finished yet).  Not "until one is running": on a loaded
+         * machine both may be over before this thread looks, and it would
+         * wait forever. */
+        while (__atomic_load_n(&slow_cb_started, __ATOMIC_SEQ_CST) == started)
             sleep_us(20);
         finish_str(c, PGF_STATUS_CANCELLED, "cancelled");
         for (int t = 0; t < 2; t++)
@@ -2072,6 +2079,200 @@ static void test_stress(void) {
     CHECK_LIVE(base);
 }
 
+/* A C handler whose only finish passes a NULL message with a length. */
+static void finish_null_message_handler(void *data, pgf_call *call) {
+    (void)data;
+    CHECK_INT(pgf_call_finish(call, PGF_STATUS_NOT_FOUND, NULL, 5), PGF_OK);
+}
+
+static void test_finish_with_null_message_still_finishes(void) {
+    int64_t base[NKINDS];
+    live_snapshot(base);
+    pgf_registry *reg = pgf_registry_new();
+    CHECK(reg != NULL);
+    CHECK_INT(pgf_registry_register_service(reg, "pkg.Svc", 7,
+                                            finish_null_message_handler, NULL,
+                                            NULL),
+              PGF_OK);
+    pgf_call *c = new_call("/pkg.Svc/M");
+    /* Before the fix, the finish failed with EINVAL and this never returned. */
+    CHECK_INT(pgf_dispatch(reg, c), PGF_OK);
+    CHECK(pgf_call_is_finished(c));
+    CHECK_INT(pgf_call_status(c), PGF_STATUS_NOT_FOUND);
+    size_t len = 99;
+    CHECK_STR(pgf_call_status_message(c, &len), "");
+    CHECK_INT(len, 0);
+    pgf_call_unref(c);
+    pgf_registry_free(reg);
+    CHECK_LIVE(base);
+}
+
+/* Every public function with NULL outputs and lengths near SIZE_MAX: defined
+ * results (PGF_EINVAL / NULL / no effect), never a crash or a wrapped size. */
+static void test_null_outputs_and_huge_lengths(void) {
+    int64_t base[NKINDS];
+    live_snapshot(base);
+    static const size_t huge[] = {SIZE_MAX, SIZE_MAX - 1, (size_t)PTRDIFF_MAX + 1};
+    static const char bytes[8] = "abcdefg";
+    pgf_call *c = new_call("/pkg.Svc/M");
+
+    /* NULL output pointers are skipped, whichever of the pair is NULL. */
+    const uint8_t *data = (const uint8_t *)"x";
+    size_t len = 42;
+    pgf_call_request(c, NULL, NULL);
+    pgf_call_request(c, &data, NULL);
+    CHECK(data == NULL);
+    pgf_call_request(c, NULL, &len);
+    CHECK_INT(len, 0);
+    pgf_call_response(c, NULL, NULL);
+    pgf_call_response(c, NULL, &len);
+    pgf_call_status_details(c, NULL, NULL);
+    pgf_call_status_details(c, &data, NULL);
+    pgf_call_status_details(NULL, NULL, NULL);
+    pgf_call_response(NULL, NULL, NULL);
+    pgf_call_request(NULL, NULL, NULL);
+
+    for (size_t i = 0; i < sizeof(huge) / sizeof(huge[0]); i++) {
+        size_t n = huge[i];
+        CHECK(pgf_name_new(bytes, n) == NULL);
+        CHECK(pgf_call_new("/a/b", n) == NULL);
+        CHECK_INT(pgf_call_set_peer(c, bytes, n), PGF_EINVAL);
+        CHECK_INT(pgf_call_set_request(c, (const uint8_t *)bytes, n), PGF_EINVAL);
+        CHECK_INT(pgf_call_add_request_metadata(c, "k", 1,
+                                                (const uint8_t *)bytes, n),
+                  PGF_EINVAL);
+        CHECK_INT(pgf_call_add_request_metadata(c, bytes, n,
+                                                (const uint8_t *)"v", 1),
+                  PGF_EINVAL);
+        CHECK_INT(pgf_metadata_validate("k-bin", 5, (const uint8_t *)bytes, n),
+                  PGF_EMETADATA);
+        CHECK_INT(pgf_metadata_validate(bytes, n, (const uint8_t *)"v", 1),
+                  PGF_EMETADATA);
+        CHECK_INT(pgf_call_add_trailing_metadata(c, "k-bin", 5,
+                                                 (const uint8_t *)bytes, n),
+                  PGF_EMETADATA);
+        CHECK_INT(pgf_call_set_status_details(c, (const uint8_t *)bytes, n),
+                  PGF_EINVAL);
+        CHECK_INT(pgf_call_set_response(c, (const uint8_t *)bytes, n, NULL,
+                                        NULL),
+                  PGF_EINVAL);
+        CHECK_INT(pgf_registry_has_service(pgf_default_registry(), bytes, n), 0);
+        CHECK_INT(pgf_registry_has_method(pgf_default_registry(), "s", 1, bytes,
+                                          n),
+                  0);
+    }
+    CHECK_INT(pgf_metadata_count(pgf_call_request_metadata(c)), 0);
+    CHECK_INT(pgf_metadata_count(pgf_call_trailing_metadata(c)), 0);
+    size_t peer_len = 1;
+    CHECK_STR(pgf_call_peer(c, &peer_len), "");
+    CHECK_INT(peer_len, 0);
+
+    /* A huge message length on finish: the call finishes, without message. */
+    CHECK_INT(pgf_call_finish(c, PGF_STATUS_ABORTED, bytes, SIZE_MAX), PGF_OK);
+    CHECK_INT(pgf_call_status(c), PGF_STATUS_ABORTED);
+    CHECK_STR(pgf_call_status_message(c, &len), "");
+    CHECK_INT(len, 0);
+    pgf_call_unref(c);
+
+    pgf_registry *reg = pgf_registry_new();
+    CHECK(reg != NULL);
+    CHECK_INT(pgf_registry_register_service(reg, bytes, SIZE_MAX,
+                                            finish_null_message_handler, NULL,
+                                            NULL),
+              PGF_EINVAL);
+    CHECK_INT(pgf_registry_register_method(reg, "s", 1, bytes, SIZE_MAX - 1,
+                                           finish_null_message_handler, NULL,
+                                           NULL),
+              PGF_EINVAL);
+    CHECK_INT(pgf_registry_unregister_service(reg, bytes, SIZE_MAX), PGF_EINVAL);
+    pgf_registry_free(reg);
+    CHECK_LIVE(base);
+}
+
+/* Status message and response metadata are bounded as gRPC sends them. */
+static void test_response_limits(void) {
+    int64_t base[NKINDS];
+    live_snapshot(base);
+    static char big[3 * PGF_MAX_STATUS_MESSAGE];
+    size_t len;
+
+    /* Plain ASCII: cut at the limit. */
+    memset(big, 'a', sizeof(big));
+    pgf_call *c = new_call("/a/b");
+    CHECK_INT(pgf_call_finish(c, PGF_STATUS_NOT_FOUND, big, sizeof(big)), PGF_OK);
+    CHECK_INT(pgf_call_status(c), PGF_STATUS_NOT_FOUND);
+    pgf_call_status_message(c, &len);
+    CHECK_INT(len, PGF_MAX_STATUS_MESSAGE);
+    pgf_call_unref(c);
+
+    /* Bytes gRPC percent-encodes count three times. */
+    memset(big, '%', sizeof(big));
+    c = new_call("/a/b");
+    CHECK_INT(pgf_call_finish(c, PGF_STATUS_ABORTED, big, sizeof(big)), PGF_OK);
+    pgf_call_status_message(c, &len);
+    CHECK_INT(len, PGF_MAX_STATUS_MESSAGE / 3);
+    pgf_call_unref(c);
+
+    /* Never inside a UTF-8 character: "é" is 2 bytes, 6 as sent. */
+    for (size_t i = 0; i + 1 < sizeof(big); i += 2) {
+        big[i] = (char)0xc3;
+        big[i + 1] = (char)0xa9;
+    }
+    big[0] = 'x'; /* the characters now start at odd offsets */
+    c = new_call("/a/b");
+    CHECK_INT(pgf_call_finish(c, PGF_STATUS_ABORTED, big, sizeof(big)), PGF_OK);
+    const char *m = pgf_call_status_message(c, &len);
+    /* 'x' and 682 more bytes fit in 2048 as sent (1 + 3 * 682); they end
+     * inside an "é", so the cut moves back one byte, to 682. */
+    CHECK_INT(PGF_MAX_STATUS_MESSAGE, 2048);
+    CHECK_INT(len, 682);
+    CHECK_INT((unsigned char)m[len - 1], 0xa9);
+    pgf_call_unref(c);
+
+    /* Short messages are untouched. */
+    c = new_call("/a/b");
+    CHECK_INT(pgf_call_finish(c, PGF_STATUS_ABORTED, "100% fine", 9), PGF_OK);
+    CHECK_STR(pgf_call_status_message(c, &len), "100% fine");
+    pgf_call_unref(c);
+
+    /* Trailers: entries up to the budget, then PGF_EMETADATA; the status
+     * details share the budget. */
+    memset(big, 'v', sizeof(big));
+    c = new_call("/a/b");
+    size_t used = 0, entry = 5 + 1000 + 32;
+    while (used + entry <= PGF_MAX_RESPONSE_METADATA) {
+        CHECK_INT(pgf_call_add_trailing_metadata(c, "x-big", 5,
+                                                 (const uint8_t *)big, 1000),
+                  PGF_OK);
+        used += entry;
+    }
+    CHECK_INT(pgf_call_add_trailing_metadata(c, "x-big", 5,
+                                             (const uint8_t *)big, 1000),
+              PGF_EMETADATA);
+    CHECK_INT(pgf_call_set_status_details(c, (const uint8_t *)big, 1000),
+              PGF_EMETADATA);
+    CHECK_INT(pgf_call_set_status_details(c, (const uint8_t *)big, 3), PGF_OK);
+    CHECK_INT(pgf_metadata_count(pgf_call_trailing_metadata(c)), used / entry);
+    /* Initial metadata has a budget of its own. */
+    CHECK_INT(pgf_call_add_initial_metadata(c, "x-big", 5,
+                                            (const uint8_t *)big, 1000),
+              PGF_OK);
+    CHECK_INT(pgf_call_add_initial_metadata(c, "x", 1, (const uint8_t *)big,
+                                            PGF_MAX_RESPONSE_METADATA),
+              PGF_EMETADATA);
+    /* Binary values count base64-encoded; reset gives the budget back. */
+    CHECK_INT(pgf_call_reset_response(c), PGF_OK);
+    CHECK_INT(pgf_call_add_trailing_metadata(c, "x-bin", 5,
+                                             (const uint8_t *)big, 3900),
+              PGF_EMETADATA);
+    CHECK_INT(pgf_call_add_trailing_metadata(c, "x-bin", 5,
+                                             (const uint8_t *)big, 3700),
+              PGF_OK);
+    CHECK_INT(pgf_call_finish(c, 0, NULL, 0), PGF_OK);
+    pgf_call_unref(c);
+    CHECK_LIVE(base);
+}
+
 int main(void) {
     int passed = 0;
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -2094,6 +2295,9 @@ int main(void) {
     RUN_TEST(test_unregister_from_handler, passed);
     RUN_TEST(test_registry_free_in_flight, passed);
     RUN_TEST(test_stress, passed);
+    RUN_TEST(test_finish_with_null_message_still_finishes, passed);
+    RUN_TEST(test_null_outputs_and_huge_lengths, passed);
+    RUN_TEST(test_response_limits, passed);
 
     for (int k = 0; k < NKINDS; k++)
         if (pgf_live_count(k) != 0)

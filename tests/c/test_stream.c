@@ -491,6 +491,10 @@ static void test_initial_metadata_event(void) {
     CHECK_LIVE(base);
 }
 
+static void noop_handler(void *data, pgf_call *call) {
+    (void)data, (void)call;
+}
+
 static void test_kinds(void) {
     int64_t base[NKINDS];
     live_snapshot(base);
@@ -503,23 +507,23 @@ static void test_kinds(void) {
               PGF_EINVAL);
     released = 0;
     CHECK_INT(pgf_registry_register(reg, "s.S", 3, NULL, 0, 7,
-                                    (pgf_handler_fn)on_write, NULL,
+                                    noop_handler, NULL,
                                     count_release),
               PGF_EINVAL);
     CHECK_INT(released, 1);
     CHECK_INT(pgf_registry_register(reg, "s.S", 3, NULL, 0,
                                     PGF_KIND_BIDI_STREAMING,
-                                    (pgf_handler_fn)on_write, NULL, NULL),
+                                    noop_handler, NULL, NULL),
               PGF_OK);
     CHECK_INT(pgf_registry_register(reg, "s.S", 3, "U", 1, PGF_KIND_UNARY,
-                                    (pgf_handler_fn)on_write, NULL, NULL),
+                                    noop_handler, NULL, NULL),
               PGF_OK);
     CHECK_INT(pgf_registry_register(reg, "s.S", 3, "C", 1,
                                     PGF_KIND_CLIENT_STREAMING,
-                                    (pgf_handler_fn)on_write, NULL, NULL),
+                                    noop_handler, NULL, NULL),
               PGF_OK);
     CHECK_INT(pgf_registry_register_method(reg, "s.S", 3, "L", 1,
-                                           (pgf_handler_fn)on_write, NULL,
+                                           noop_handler, NULL,
                                            NULL),
               PGF_OK);
     CHECK_INT(pgf_registry_method_kind(reg, "s.S", 3, "Any", 3),
@@ -532,7 +536,7 @@ static void test_kinds(void) {
     CHECK_INT(pgf_registry_method_kind(NULL, "s.S", 3, "U", 1), PGF_ENOTFOUND);
     CHECK_INT(pgf_registry_method_kind(reg, "s.S", 3, NULL, 5), PGF_ENOTFOUND);
     CHECK_INT(pgf_registry_register(reg, "s.S", (size_t)-1, NULL, 0,
-                                    PGF_KIND_UNARY, (pgf_handler_fn)on_write,
+                                    PGF_KIND_UNARY, noop_handler,
                                     NULL, NULL),
               PGF_EINVAL);
     pgf_registry_free(reg);

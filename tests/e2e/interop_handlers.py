@@ -161,6 +161,13 @@ def send_metadata(request: pgf.GrpcRequest) -> pgf.GrpcResponse:
     return pgf.GrpcResponse(b"sent", metadata=initial, trailers=trailing)
 
 
+@service.method("e2e.Control", "FailWith")
+def fail_with(request: pgf.GrpcRequest) -> bytes:
+    """Raises GrpcError(code, message): JSON [code, message]."""
+    code, message = json.loads(bytes(request.payload))
+    raise pgf.GrpcError(code, message)
+
+
 @service.method("e2e.Control", "Hang")
 def hang(request: pgf.GrpcRequest) -> bytes:
     """Blocks its thread for the payload's seconds, ignoring cancellation."""

@@ -12,8 +12,9 @@ import pytest
 from conftest import Server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pygrpc_ffi._native import lib
 
-from pygrpc_ffi.metadata import MetadataValue
+from pygrpc_ffi.metadata import MetadataValue, encode_entry, is_binary_key
 from pygrpc_ffi.testing import strategies as gs
 
 pytestmark = pytest.mark.timeout(300)
@@ -77,4 +78,61 @@ def test_handler_metadata_is_sent_exactly_or_fails_only_that_call(
         with pytest.raises(grpc.RpcError) as info:
             send(request, timeout=20)
         assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert fuzz_channel.unary_unary("/e2e.Control/Echo")(b"alive", timeout=20) == b"alive"
+
+
+# Keys near gRPC core's binary rule (5+ characters ending in "-bin"), and
+# around its other rules: legal characters, reserved prefixes and names.
+_KEY_PARTS = st.text("ab09-_.Bx:/ ", max_size=5)
+_KEYS = st.one_of(
+    st.sampled_from(["-bin", "a-bin", "--bin", "bin", "-bi", "x-bin", "x-BIN", "grpc-x-bin",
+                     "te", "content-type", ":path", "x"]),
+    st.builds(lambda k, s: k + s, _KEY_PARTS, st.sampled_from(["", "-bin", "bin", "-b"])),
+)
+_VALUES = st.one_of(st.binary(max_size=12),
+                    st.sampled_from([b"\x80", b"\x00", b"text", b" x", b"x ", b"a\r\nb", b""]))
+
+
+@FUZZ
+@given(key=_KEYS, value=_VALUES, where=st.sampled_from(["initial", "trailing"]))
+def test_metadata_our_validator_accepts_never_aborts_the_host(
+        fuzz_channel: grpc.Channel, key: str, value: bytes, where: str) -> None:
+    """The shim's rule against gRPC's own: what pgf_metadata_validate accepts
+    (through the Python layer's typing) the real host sends; what it refuses
+    fails that call with INTERNAL.  Either way the host keeps serving."""
+    sent: MetadataValue = value if is_binary_key(key) else value.decode("latin-1")
+    try:
+        key_b, value_b = encode_entry(key, sent)
+        accepted = lib.pgf_metadata_validate(key_b, len(key_b), value_b, len(value_b)) == 0
+    except (TypeError, ValueError):
+        accepted = False
+    request = json.dumps([[where, key, value.hex() if isinstance(sent, bytes) else sent,
+                           isinstance(sent, bytes)]]).encode()
+    send = fuzz_channel.unary_unary("/e2e.Control/SendMetadata")
+    if accepted:
+        answer, call = send.with_call(request, timeout=20)
+        assert answer == b"sent"
+        got = call.initial_metadata() if where == "initial" else call.trailing_metadata()
+        # grpcio's client gives bytes for every key ending in "-bin" ("-bin" too).
+        assert (key, value) in [(k, v if isinstance(v, bytes) else v.encode("latin-1"))
+                                for k, v in got]
+    else:
+        with pytest.raises(grpc.RpcError) as info:
+            send(request, timeout=20)
+        assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert fuzz_channel.unary_unary("/e2e.Control/Echo")(b"alive", timeout=20) == b"alive"
+
+
+@pytest.mark.parametrize("where", ["initial", "trailing"])
+def test_the_key_dash_bin_alone_is_text_and_its_binary_value_fails_only_that_call(
+        fuzz_channel: grpc.Channel, where: str) -> None:
+    send = fuzz_channel.unary_unary("/e2e.Control/SendMetadata")
+    with pytest.raises(grpc.RpcError) as info:
+        send(json.dumps([[where, "-bin", "80", True]]).encode(), timeout=20)
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    answer, call = send.with_call(json.dumps([[where, "-bin", "text", False]]).encode(),
+                                  timeout=20)
+    got = call.initial_metadata() if where == "initial" else call.trailing_metadata()
+    # grpcio's client gives bytes for every key ending in "-bin" ("-bin" too).
+    assert answer == b"sent" and dict(got).get("-bin") in ("text", b"text")
     assert fuzz_channel.unary_unary("/e2e.Control/Echo")(b"alive", timeout=20) == b"alive"

@@ -141,3 +141,26 @@ def test_graceful_shutdown_lets_in_flight_calls_finish(server: Server) -> None:
         stopper.start()
         assert future.result() == b"slept"
     assert srv.process.wait(30) == 0
+
+
+@pytest.mark.parametrize("message", ["x" * 100_000, "é" * 50_000, "%" * 10_000])
+def test_an_oversized_status_message_arrives_truncated_with_its_code(
+        channel: grpc.Channel, message: str) -> None:
+    err = _expect(channel, "FailWith", grpc.StatusCode.NOT_FOUND,
+                  json.dumps([5, message]).encode())
+    details = err.details() or ""
+    assert details and message.startswith(details)
+    assert len(details.encode()) <= 2048
+    _server_still_answers(channel)
+
+
+def test_oversized_trailers_fail_the_call_with_internal(channel: grpc.Channel) -> None:
+    for value in ("v" * 6000, "v" * 2600):
+        entries = [["trailing", "x-big", value, False], ["trailing", "x-big2", value, False]]
+        _expect(channel, "SendMetadata", grpc.StatusCode.INTERNAL, json.dumps(entries).encode())
+    # Within the budget, trailers arrive whole.
+    entries = [["trailing", "x-big", "v" * 2000, False]]
+    answer, call = channel.unary_unary("/e2e.Control/SendMetadata").with_call(
+        json.dumps(entries).encode(), timeout=20)
+    assert answer == b"sent" and dict(call.trailing_metadata())["x-big"] == "v" * 2000
+    _server_still_answers(channel)
