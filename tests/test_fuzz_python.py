@@ -401,7 +401,7 @@ def make_handler(script: list[tuple[str, Any]], req_stream: bool, resp_stream: b
     return unary
 
 
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=250)
 @given(script=scripts, reqs=requests, req_stream=st.booleans(), resp_stream=st.booleans(),
        use_async=st.booleans())
 def test_any_stream_ends_with_a_status(svc: GrpcService, script: list[tuple[str, Any]],

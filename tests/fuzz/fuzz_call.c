@@ -52,6 +52,7 @@ typedef struct state {
     void *taken_ctx[MAX_OPS];
     size_t ntaken;
     int extra_refs;
+    size_t init_wire, trail_wire, details_len; /* the metadata budget */
     int finishing;               /* inside pgf_call_finish or a dispatch */
     int teardown;                /* the last references are being dropped */
     int handler_refs;            /* references the fake handler holds */
@@ -368,14 +369,30 @@ static void op_metadata(int which) {
         break;
     case 1: {
         int frozen = pgf_call_initial_metadata_ready(S.call) || S.finished;
+        size_t w = fuzz_md_wire(k, kn, vn);
+        int fits = S.init_wire + w <= PGF_MAX_RESPONSE_METADATA;
         rc = pgf_call_add_initial_metadata(S.call, (const char *)k, kn, v, vn);
-        FUZZ_CHECK(rc == (!ok ? PGF_EMETADATA : frozen ? PGF_ESTATE : PGF_OK));
+        FUZZ_CHECK(rc == (!ok       ? PGF_EMETADATA
+                          : frozen  ? PGF_ESTATE
+                          : !fits   ? PGF_EMETADATA
+                                    : PGF_OK));
+        if (rc == PGF_OK)
+            S.init_wire += w;
         break;
     }
-    default:
+    default: {
+        size_t w = fuzz_md_wire(k, kn, vn);
+        int fits = S.trail_wire + fuzz_details_wire(S.details_len) + w <=
+                   PGF_MAX_RESPONSE_METADATA;
         rc = pgf_call_add_trailing_metadata(S.call, (const char *)k, kn, v, vn);
-        FUZZ_CHECK(rc == (!ok ? PGF_EMETADATA : S.finished ? PGF_ESTATE : PGF_OK));
+        FUZZ_CHECK(rc == (!ok          ? PGF_EMETADATA
+                          : S.finished ? PGF_ESTATE
+                          : !fits      ? PGF_EMETADATA
+                                       : PGF_OK));
+        if (rc == PGF_OK)
+            S.trail_wire += w;
         break;
+    }
     }
 }
 
@@ -463,6 +480,11 @@ static void step(uint8_t op) {
     case 17: {
         int rc = pgf_call_reset_response(S.call);
         FUZZ_CHECK(rc == (S.finished ? PGF_ESTATE : PGF_OK));
+        if (rc == PGF_OK) {
+            if (!pgf_call_initial_metadata_ready(S.call))
+                S.init_wire = 0; /* else it is on its way already */
+            S.trail_wire = S.details_len = 0;
+        }
         break;
     }
     case 18: {
@@ -538,8 +560,14 @@ static void step(uint8_t op) {
     case 28: {
         size_t len;
         const uint8_t *p = fuzz_slice(S.in, 16, &len);
+        int fits = S.trail_wire + fuzz_details_wire(len) <=
+                   PGF_MAX_RESPONSE_METADATA;
         int rc = pgf_call_set_status_details(S.call, p, len);
-        FUZZ_CHECK(rc == (S.finished ? PGF_ESTATE : PGF_OK));
+        FUZZ_CHECK(rc == (S.finished ? PGF_ESTATE
+                          : !fits    ? PGF_EMETADATA
+                                     : PGF_OK));
+        if (rc == PGF_OK)
+            S.details_len = len;
         rc = pgf_call_set_peer(S.call, (const char *)p, len);
         FUZZ_CHECK(rc == (S.dispatched ? PGF_ESTATE : PGF_OK));
         rc = pgf_call_set_deadline(S.call, (int64_t)len << 40);

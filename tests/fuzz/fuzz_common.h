@@ -39,6 +39,22 @@ static inline void fuzz_check_live(const int64_t base[FUZZ_LIVE_KINDS]) {
     }
 }
 
+/* The size the shim counts for one response metadata entry against
+ * PGF_MAX_RESPONSE_METADATA: key + value + 32 (HPACK), a binary value
+ * (5+ byte key ending in "-bin") at its base64 bound n / 3 * 4 + 4. */
+static inline size_t fuzz_md_wire(const uint8_t *key, size_t key_len,
+                                  size_t value_len) {
+    int binary = key_len >= 5 && memcmp(key + key_len - 4, "-bin", 4) == 0;
+    return key_len + (binary ? value_len / 3 * 4 + 4 : value_len) + 32;
+}
+
+/* The status details count as the trailer grpc-status-details-bin. */
+static inline size_t fuzz_details_wire(size_t details_len) {
+    return details_len ? fuzz_md_wire((const uint8_t *)"grpc-status-details-bin",
+                                      23, details_len)
+                       : 0;
+}
+
 /* Reads the input as a stream of bytes; past the end everything is 0. */
 typedef struct fuzz_input {
     const uint8_t *data;

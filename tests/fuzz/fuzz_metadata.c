@@ -10,8 +10,8 @@
  * Then every entry goes through a call: request metadata takes any
  * non-empty key; initial and trailing metadata take exactly what validate
  * accepts; pgf_metadata_get gives the same bytes back, NUL-terminated; a
- * reset clears the response side; the live counters return to their
- * start. */
+ * reset clears the response side; each list stays within
+ * PGF_MAX_RESPONSE_METADATA; the live counters return to their start. */
 #include "fuzz_common.h"
 
 /* gRPC core: a key is legal if it is non-empty and every byte is in
@@ -79,6 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     pgf_call *call = pgf_call_new("/fuzz.Md/Check", 14);
     FUZZ_CHECK(call != NULL);
     size_t n_req = 0, n_init = 0, n_trail = 0;
+    size_t init_wire = 0, trail_wire = 0; /* against PGF_MAX_RESPONSE_METADATA */
 
     while (!fuzz_done(&in)) {
         size_t kn, vn;
@@ -107,23 +108,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (rc == PGF_OK)
             check_entry(pgf_call_request_metadata(call), n_req++, k, kn, v, vn);
 
-        /* Response metadata: only what validate accepts. */
+        /* Response metadata: only what validate accepts, within the
+         * response metadata budget. */
+        size_t w = fuzz_md_wire(k, kn, vn);
         if (where & 1) {
+            int fits = trail_wire + w <= PGF_MAX_RESPONSE_METADATA;
             rc = pgf_call_add_trailing_metadata(call, (const char *)k, kn, v, vn);
-            FUZZ_CHECK((rc == PGF_OK) == expect);
-            if (rc == PGF_OK)
+            FUZZ_CHECK(rc == (expect && fits ? PGF_OK : PGF_EMETADATA));
+            if (rc == PGF_OK) {
                 check_entry(pgf_call_trailing_metadata(call), n_trail++, k,
                             kn, v, vn);
+                trail_wire += w;
+            }
         } else {
+            int fits = init_wire + w <= PGF_MAX_RESPONSE_METADATA;
             rc = pgf_call_add_initial_metadata(call, (const char *)k, kn, v, vn);
-            FUZZ_CHECK((rc == PGF_OK) == expect);
-            if (rc == PGF_OK)
+            FUZZ_CHECK(rc == (expect && fits ? PGF_OK : PGF_EMETADATA));
+            if (rc == PGF_OK) {
                 check_entry(pgf_call_initial_metadata(call), n_init++, k, kn,
                             v, vn);
+                init_wire += w;
+            }
         }
         if ((where & 0x3e) == 0x3e) {
             FUZZ_CHECK(pgf_call_reset_response(call) == PGF_OK);
             n_init = n_trail = 0;
+            init_wire = trail_wire = 0;
         }
         FUZZ_CHECK(pgf_metadata_count(pgf_call_request_metadata(call)) == n_req);
         FUZZ_CHECK(pgf_metadata_count(pgf_call_initial_metadata(call)) == n_init);
