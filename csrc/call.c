@@ -264,7 +264,11 @@ void pgf_call_cancel(pgf_call *call) {
     pthread_mutex_unlock(&call->mu);
     pgf__stream_cancel_run(call, &ops);
     if (fn) {
-        fn(call, data);
+        /* A read or write callback just run may have finished the call (on
+         * this thread: a finish elsewhere waits for cancel_running), and no
+         * cancellation callback runs after the finish. */
+        if (!is_finished(call))
+            fn(call, data);
         pthread_mutex_lock(&call->mu);
         call->cancel_running = 0;
         pthread_cond_broadcast(&call->cv);

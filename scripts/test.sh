@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every test: lint and types, the C shim's tests (plain and under ASan/UBSan),
+# Every test: lint and types, the C shim's tests (plain, under ASan/UBSan and
+# under TSan), fuzzing of the shim (libFuzzer, bounded time),
 # the embedded C hosts, the Python suite, and the end-to-end suite against
 # real servers.  Installs and builds what it needs first.
 set -euo pipefail
@@ -14,6 +15,12 @@ $PY -m mypy
 echo "== C tests (shim, embedded host), then again under ASan + UBSan"
 make -s -C csrc test PYTHON="$PY"
 make -s -C csrc test-asan PYTHON="$PY"
+
+echo "== C tests under ThreadSanitizer"
+make -s -C csrc test-tsan PYTHON="$PY"
+
+echo "== fuzzing the C shim (libFuzzer, ASan + UBSan, about 15 s per harness)"
+bash tests/fuzz/run.sh "${PGF_FUZZ_SECONDS:-15}"
 
 echo "== the README's minimal C host"
 cc -std=c99 -Wall -Wextra -Werror -Icsrc examples/minimal_host.c -Lpygrpc_ffi -lpygrpc_ffi \

@@ -710,6 +710,53 @@ static void test_c_streaming_handler(void) {
     CHECK_LIVE(base);
 }
 
+/* A handler that finishes its call from the read callback that a cancel
+ * completes: its cancellation callback must not run after that finish (it
+ * may have freed what the callback uses).  Found by tests/fuzz/fuzz_call. */
+typedef struct finish_in_read {
+    int reads, cancels;
+} finish_in_read;
+
+static void read_then_finish(pgf_call *call, int result, pgf_message *msg,
+                             void *ud) {
+    finish_in_read *f = ud;
+    f->reads++;
+    CHECK_INT(result, PGF_ECANCELLED);
+    CHECK(msg == NULL);
+    CHECK_INT(pgf_call_finish(call, PGF_STATUS_CANCELLED, NULL, 0), PGF_OK);
+}
+
+static void cancel_seen(pgf_call *call, void *ud) {
+    finish_in_read *f = ud;
+    f->cancels++;
+    (void)call;
+}
+
+static void test_cancel_cb_not_after_finish(void) {
+    int64_t base[NKINDS];
+    live_snapshot(base);
+    for (int with_write = 0; with_write < 2; with_write++) {
+        host h = {0, 0, 0};
+        pgf_call *c = new_call("/s.S/M");
+        CHECK_INT(pgf_call_set_stream(c, host_events, &h), PGF_OK);
+        finish_in_read f = {0, 0};
+        outcome w = {0, 0, NULL};
+        CHECK_INT(pgf_call_on_cancel(c, cancel_seen, &f), PGF_OK);
+        CHECK_INT(pgf_call_read(c, read_then_finish, &f), PGF_OK);
+        if (with_write)
+            CHECK_INT(pgf_call_write(c, (const uint8_t *)"q", 1, NULL, NULL,
+                                     on_write, &w),
+                      PGF_OK);
+        pgf_call_cancel(c);
+        CHECK_INT(f.reads, 1);
+        CHECK(pgf_call_is_finished(c));
+        CHECK_INT(f.cancels, 0); /* never after the finish */
+        CHECK_INT(w.calls, with_write);
+        pgf_call_unref(c);
+    }
+    CHECK_LIVE(base);
+}
+
 int main(void) {
     int passed = 0;
     printf("test_stream: ABI %d, version %u\n", pgf_abi_version(),
@@ -729,6 +776,7 @@ int main(void) {
     RUN_TEST(test_blocking_bidi_across_threads, passed);
     RUN_TEST(test_cancel_unblocks_waiters, passed);
     RUN_TEST(test_c_streaming_handler, passed);
+    RUN_TEST(test_cancel_cb_not_after_finish, passed);
     printf("test_stream: %d passed (%ld checks)\n", passed, check_count);
     return 0;
 }
