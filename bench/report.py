@@ -343,6 +343,58 @@ def section_memory(rep: Report, memory: dict[str, Any] | None) -> None:
     rep.figure(fig, "memory.png", "memory")
 
 
+def section_streams(rep: Report, streams: dict[str, Any] | None,
+                    dispatch: dict[str, Any] | None) -> None:
+    rep.add("## 6. Streams", "")
+    if streams is None:
+        rep.add("Not run.", "")
+        return
+    cfg = streams["config"]
+    rep.add(f"bench/stream_client.cc (gRPC C++ callback API) opens {cfg['streams']} streams "
+            f"of {cfg['payload']} B messages for {cfg['seconds']} s; messages received per "
+            f"second, median of {cfg['rounds']} interleaved rounds.  bidi: the client writes "
+            "back to back, the server echoes; server: one request, the server streams.", "",
+            "| server | bidi msg/s | server-stream msg/s | note |", "|---|---:|---:|---|")
+    for server in streams["servers"]:
+        med = server["medians"]
+        note = server.get("error", "")
+        rep.add(f"| ({server['key']}) {server['label']} | {med.get('bidi', 0):,.0f} | "
+                f"{med.get('server', 0):,.0f} | {note} |")
+    rep.add("")
+    ratios = streams.get("ratios", {})
+    for name, value in ratios.items():
+        rep.add(f"- {name}: {value:.2f}x")
+    rep.add("")
+    goals = {"bidi: host+Python / best grpcio": ">= 10x",
+             "server: host+Python / best grpcio": ">= 10x",
+             "bidi: host+Python / native bidi echo": ">= 0.5x"}
+    for name, goal in goals.items():
+        if name in ratios:
+            need = float(goal.split()[1].rstrip("x"))
+            rep.targets.append((f"streams, {name}", goal, f"{ratios[name]:.2f}x",
+                                "met" if ratios[name] >= need else "missed"))
+    memory = streams.get("memory", {})
+    if "rss_kb_start" in memory:
+        growth = (memory["rss_kb_peak"] - memory["rss_kb_start"]) / 1024
+        rep.add(f"A {memory['messages']:,}-message server stream from a Python generator: "
+                f"host RSS {memory['rss_kb_start'] / 1024:.1f} MiB at the start, peak "
+                f"{memory['rss_kb_peak'] / 1024:.1f} MiB ({growth:+.1f} MiB) over "
+                f"{memory['seconds']:.1f} s.", "")
+        rep.targets.append((f"{memory['messages']:,}-message stream, host RSS growth",
+                            "flat", f"{growth:+.1f} MiB", "met" if growth < 16 else "missed"))
+    if dispatch is not None:
+        rows = rows_by(dispatch)
+        unary = rows.get(("sync", 16, 1))
+        bidi = rows.get(("bidi_sync", 16, 1))
+        if unary and bidi:
+            ratio = median_ratio(bidi["samples_ns"], unary["samples_ns"])
+            rep.add(f"Dispatch benchmark (C host inline, no network): a Python bidi echo "
+                    f"costs {fmt_ns(bidi['median_ns'])} per message against "
+                    f"{fmt_ns(unary['median_ns'])} per unary call ({ratio:.2f}x).", "")
+            rep.targets.append(("bidi per message / unary per call (dispatch)", "<= 3x",
+                                f"{ratio:.2f}x", "met" if ratio <= 3 else "missed"))
+
+
 def section_profile(rep: Report, profile: dict[str, Any] | None) -> None:
     rep.add("## Profile of the dispatch path", "")
     if profile is None:
@@ -385,6 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     section_e2e(rep, e2e)
     section_processes(rep, e2e)
     section_memory(rep, load(args.results, "memory"))
+    section_streams(rep, load(args.results, "streams"), dispatch)
     section_profile(rep, load(args.results, "profile"))
     notes = args.results / "NOTES.md"
     head = ["# pygrpc_ffi benchmark results", "",
