@@ -65,6 +65,7 @@ int pgf_dispatch_async(pgf_registry *reg, pgf_call *call, pgf_done_fn done,
                                           pgf_name_len(svc),
                                           pgf_name_str(method),
                                           pgf_name_len(method), &known);
+    pgf__metrics_begin(call, h ? h->kind : -1);
     if (h == NULL) {
         finish_unimplemented(call, known);
         return PGF_OK;
