@@ -395,8 +395,10 @@ class InterceptorChain:
         kind = (_KIND_REQUEST_STREAM if request_streaming else 0) | (
             _KIND_RESPONSE_STREAM if response_streaming else 0)
         if kind != binding.kind:
-            raise GrpcError(StatusCode.INTERNAL,
-                            f"an interceptor changed {info.full_method}'s kind")
+            if kind != 0:
+                raise GrpcError(StatusCode.INTERNAL,
+                                f"an interceptor changed {info.full_method}'s kind")
+            return _rejecter(handler, info.full_method, binding)
         fn = method_handler(handler, info.full_method,
                             expose_exceptions=binding.expose_exceptions)
         return fn, _streams.is_async_handler(fn)
@@ -496,6 +498,45 @@ class InterceptorChain:
             return result
 
         return unary
+
+
+def _rejecter(handler: Any, path: str, binding: Any) -> tuple[Callable[[Any], Any], bool]:
+    """A unary-unary handler an interceptor returned for a streaming method
+    (what auth interceptors do to abort any call): its behaviour runs with
+    no request, to set the status; an answer it gives is not sent."""
+    from .context import AioServicerContext, ServicerContext
+    from .servicer import is_coroutine_function
+
+    behavior = handler.unary_unary
+    expose = binding.expose_exceptions
+
+    def request_of(arg: Any) -> Any:
+        from .request import GrpcRequest
+        from .servicer import _stream_request
+
+        stream = _streams.current_stream()
+        if isinstance(arg, GrpcRequest) or stream is None:
+            return arg
+        return _stream_request(stream)
+
+    def refused(path: str) -> GrpcError:
+        return GrpcError(StatusCode.INTERNAL,
+                         f"{path}: an interceptor answered a stream with a unary handler")
+
+    if is_coroutine_function(behavior):
+        async def reject_async(arg: Any) -> Any:
+            context = AioServicerContext(request_of(arg), expose_exceptions=expose)
+            await context._arun(behavior, None, None)
+            raise refused(path)
+
+        return reject_async, True
+
+    def reject(arg: Any) -> Any:
+        context = ServicerContext(request_of(arg), expose_exceptions=expose)
+        context._run(behavior, None, None)
+        raise refused(path)
+
+    return reject, False
 
 
 def _rpc_handler(binding: Any) -> Any:
