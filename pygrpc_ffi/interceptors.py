@@ -61,6 +61,7 @@ _KIND_REQUEST_STREAM = 1
 _KIND_RESPONSE_STREAM = 2
 _NO_DEADLINE = (1 << 63) - 1
 _ids = itertools.count(1)
+_CODES = tuple(StatusCode)
 _tasks: set[asyncio.Future[Any]] = set()  # async after hooks running on the loop
 _pid = os.getpid()
 _current_call: contextvars.ContextVar[ServerCall | None] = contextvars.ContextVar(
@@ -103,25 +104,48 @@ class ServerCall:
     interceptor asks for sizes or sees messages).  After the call:
     ``code``, ``message``, ``trailers``, ``duration`` (seconds)."""
 
-    __slots__ = ("_call", "_done", "_metadata", "_trailers", "bytes_in", "bytes_out",
-                 "call_id", "code", "duration", "kind", "message", "messages_in",
-                 "messages_out", "method", "service", "start", "state")
+    __slots__ = ("_call", "_done", "_id", "_message", "_metadata", "_state", "_trailers",
+                 "bytes_in", "bytes_out", "code", "duration", "kind", "messages_in",
+                 "messages_out", "method", "service", "start")
 
     def __init__(self, call: Any, kind: int) -> None:
         self._call: Any = call  # None once the after hooks ran
         self.service = decode_name(lib.pgf_call_service(call))
         self.method = decode_name(lib.pgf_call_method(call))
         self.kind = kind
-        self.call_id = f"{_pid:x}-{next(_ids)}"
+        self._id = next(_ids)
         self.start = time.perf_counter()
         self._metadata: Metadata | None = None
         self._trailers: Metadata | None = None
-        self._done = threading.Lock()
-        self.state: dict[str, Any] = {}
+        self._message: str | None = None
+        self._done = [True]  # popped once: the outcome is read exactly once
+        self._state: dict[str, Any] | None = None
         self.messages_in = self.messages_out = self.bytes_in = self.bytes_out = 0
         self.code: StatusCode | None = None
-        self.message = ""
         self.duration = 0.0
+
+    @property
+    def call_id(self) -> str:
+        """Unique in the process (and across processes: it starts with the pid)."""
+        return f"{_pid:x}-{self._id}"
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """A dict for the interceptors' own use, for the call's lifetime."""
+        if self._state is None:
+            self._state = {}
+        return self._state
+
+    @property
+    def message(self) -> str:
+        """The status message (after the call; read during the after hooks)."""
+        if self._message is None:
+            if self.code is None or self._call is None:
+                return ""
+            size = ffi.new("size_t *")
+            raw = lib.pgf_call_status_message(self._call, size)
+            self._message = ffi.unpack(raw, size[0]).decode("utf-8", "replace")
+        return self._message
 
     @property
     def full_method(self) -> str:
@@ -132,6 +156,8 @@ class ServerCall:
     def metadata(self) -> Metadata:
         """The request metadata (read from the call on first use)."""
         if self._metadata is None:
+            if self._call is None:
+                return Metadata()
             self._metadata = read_metadata(lib.pgf_call_request_metadata(self._call))
         return self._metadata
 
@@ -156,21 +182,19 @@ class ServerCall:
     def trailers(self) -> Metadata:
         """The trailing metadata sent with the status (after the call)."""
         if self._trailers is None:
-            if self.code is None:
+            if self.code is None or self._call is None:
                 return Metadata()
             self._trailers = read_metadata(lib.pgf_call_trailing_metadata(self._call))
         return self._trailers
 
     def _finished(self) -> bool:
         """Reads the outcome; False if it was already read (runs once)."""
-        if not self._done.acquire(blocking=False):
+        try:
+            self._done.pop()  # atomic: a sync finish and an async one may race
+        except IndexError:
             return False
-        call = self._call
         self.duration = time.perf_counter() - self.start
-        self.code = StatusCode(lib.pgf_call_status(call))
-        size = ffi.new("size_t *")
-        raw = lib.pgf_call_status_message(call, size)
-        self.message = ffi.unpack(raw, size[0]).decode("utf-8", "replace")
+        self.code = _CODES[lib.pgf_call_status(self._call)]
         return True
 
 
@@ -209,7 +233,7 @@ def _overrides(obj: Any, name: str) -> bool:
 
 def _wait(result: Any) -> None:
     """Runs an async hook's awaitable to completion."""
-    if not inspect.isawaitable(result):
+    if result is None or not inspect.isawaitable(result):
         return
     if _loop.is_loop_thread():
         _drive(result)
@@ -315,7 +339,9 @@ class InterceptorChain:
                                  binding.kind, binding.is_async)
         try:
             for hook in self._before:
-                _wait(hook(info))
+                result = hook(info)
+                if result is not None:
+                    _wait(result)
             fn, is_async = binding.fn, binding.is_async
             if self.grpc:
                 resolved = self._resolve(binding, info, named)
@@ -359,10 +385,6 @@ class InterceptorChain:
                 except Exception:
                     _log.exception("interceptor %r failed after %s", hook, info.full_method)
         finally:
-            if info._trailers is None:
-                info._trailers = Metadata()  # nobody asked: the call is going
-            if info._metadata is None:
-                info._metadata = Metadata()
             call, info._call = info._call, None
             lib.pgf_call_unref(call)
 
