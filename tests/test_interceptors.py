@@ -362,3 +362,18 @@ def test_interceptor_option_loading() -> None:
     with pytest.raises(TypeError):
         load_interceptor("json:dumps")
     assert json  # imported for the spans kit's users
+
+
+def test_pip_only_engine_takes_interceptors(make_service: Any) -> None:
+    service = make_service(servicer=False)
+    server = pgf.start(service, "127.0.0.1:0", interceptors=[observed.Auth()])
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            unary = channel.unary_unary(f"/{S}/Unary")
+            with pytest.raises(grpc.RpcError) as err:
+                unary(b"x", timeout=10)
+            assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
+            assert unary(b"x", metadata=AUTH, timeout=10) == b"u:x"
+    finally:
+        server.stop(0)
+    assert service.interceptors and isinstance(service.interceptors[0], observed.Auth)
