@@ -144,14 +144,25 @@ def test_grpc_interceptor_package_and_native_rejection(channel: grpc.Channel) ->
         call(channel, "unary", "Unary", b"x", metadata=(*AUTH, ("x-deny", "1")))
     assert (err.value.code(), err.value.details()) == (grpc.StatusCode.PERMISSION_DENIED,
                                                       "denied by native")
-    after = ran(channel)
+    denied = "after:Unary:PERMISSION_DENIED"
+    after = settled(channel, denied, before["seen"].get(denied, 0) + 1)
     assert after["ran"] == before["ran"]
-    assert after["seen"].get("after:Unary:PERMISSION_DENIED", 0) == \
-        before["seen"].get("after:Unary:PERMISSION_DENIED", 0) + 1
     call(channel, "unary", "Unary", b"x")
-    seen = ran(channel)["seen"]
+    seen = settled(channel, "after:Unary:OK", after["seen"].get("after:Unary:OK", 0) + 1)["seen"]
     assert seen["in:Unary"] == after["seen"].get("in:Unary", 0) + 1
     assert seen["out:Unary"] == after["seen"].get("out:Unary", 0) + 1
+
+
+def settled(channel: grpc.Channel, key: str, count: int) -> dict[str, Any]:
+    """ran() once SEEN[key] reached count: after hooks run once a call is
+    finished, maybe just after its client got the answer."""
+    deadline = time.monotonic() + 10
+    while True:
+        state = ran(channel)
+        if state["seen"].get(key, 0) >= count or time.monotonic() > deadline:
+            assert state["seen"].get(key, 0) == count
+            return state
+        time.sleep(0.02)
 
 
 def _spans(path: pathlib.Path, name: str, count: int) -> list[dict[str, Any]]:
