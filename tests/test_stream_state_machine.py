@@ -183,12 +183,12 @@ class StreamLifecycle(RuleBasedStateMachine):
             assert lib.pgf_call_write_done(self.call, 0) == OK
             self.expected.append(("write", CANCELLED, None))
             self.release_taken()
-        elif self.write_state == "queued":
-            self.expected.append(("write", CANCELLED, None))
         if not self.finished:
             lib.pgf_call_finish(self.call, 1, ffi.NULL, 0)
             if self.read_pending:
                 self.expected.append(("read", CANCELLED, None))
+        if self.write_state == "queued":  # completed by the unref, after the finish
+            self.expected.append(("write", CANCELLED, None))
         lib.pgf_call_unref(self.call)  # completes a write left queued
         handles.pop(self.host_handle)
         assert self.log == self.expected
