@@ -11,6 +11,10 @@ Rows (all from C threads of bench/native.c, GIL released by the caller):
   sync/async  the full call into a trivial Python handler (def / async def)
               that answers with a prebuilt bytes object of the request's
               size: nothing is copied anywhere, at any size
+  sync_native_icpt/sync_grpc_icpt
+              the sync row through one no-op interceptor: a native
+              Interceptor with a before hook, or a grpc.ServerInterceptor
+              that returns continuation(details)
   bidi_sync/bidi_async
               one bidi stream into a Python echo generator (def / async
               def), served inline by a C host (no network): ns per message,
@@ -29,9 +33,13 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import grpc
 
 import pygrpc_ffi as pgf
 from bench import loops
+from pygrpc_ffi.interceptors import Interceptor, ServerCall
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SERVICE = "bench.Dispatch"
@@ -60,7 +68,27 @@ async def async_bidi_reply(requests: AsyncIterator[pgf.GrpcRequest]) -> AsyncIte
         yield _REPLIES[request.payload.nbytes]
 
 
+class NoopNative(Interceptor):
+    """One native hook that does nothing."""
+
+    def before(self, call: ServerCall) -> None:
+        pass
+
+
+class NoopGrpc(grpc.ServerInterceptor):  # type: ignore[misc]
+    """grpcio's no-op interceptor."""
+
+    def intercept_service(self, continuation: Any, details: Any) -> Any:
+        return continuation(details)
+
+
 def register() -> None:
+    # Services of their own over the default registry: their interceptors
+    # apply to their handlers only.
+    for method, interceptor in (("SyncNativeIcpt", NoopNative()), ("SyncGrpcIcpt", NoopGrpc())):
+        intercepted = pgf.GrpcService(_registry=pgf.default_service()._registry,
+                                      interceptors=[interceptor])
+        intercepted.register_method(SERVICE, method, reply)
     service = pgf.default_service()
     service.register_method(SERVICE, "Sync", reply)
     service.register_method(SERVICE, "Async", async_reply)
@@ -94,6 +122,8 @@ PATHS = {
     "c_callback": (loops.DISPATCH, "/bench.CEchoCallback/Echo"),
     "sync": (loops.DISPATCH, f"/{SERVICE}/Sync"),
     "async": (loops.DISPATCH, f"/{SERVICE}/Async"),
+    "sync_native_icpt": (loops.DISPATCH, f"/{SERVICE}/SyncNativeIcpt"),
+    "sync_grpc_icpt": (loops.DISPATCH, f"/{SERVICE}/SyncGrpcIcpt"),
     "bidi_sync": (STREAM, f"/{SERVICE}/BidiSync"),
     "bidi_async": (STREAM, f"/{SERVICE}/BidiAsync"),
 }

@@ -510,12 +510,14 @@ int pgf_call_finish(pgf_call *call, int code, const char *msg, size_t len) {
     pgf_done_fn done = call->done;
     void *done_data = call->done_data;
     int dispatched = call->dispatched;
+    int response_set = call->response_owner != NULL;
     pgf_handler *h = call->handler;
     call->handler = NULL;
     __atomic_store_n(&call->finished, 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&call->cv);
     pthread_mutex_unlock(&call->mu);
 
+    pgf__metrics_finish(call, code, response_set);
     if (read_cb)
         read_cb(call, PGF_ECANCELLED, NULL, read_ud);
     if (done)

@@ -74,6 +74,7 @@ static int dispatch(pgf_registry *reg, pgf_call *call, pgf_done_fn done,
         pgf__handler_unref(h);
         return rc;
     }
+    pgf__metrics_begin(call, h ? h->kind : -1);
     if (h == NULL) {
         finish_unimplemented(call, known);
         return PGF_OK;

@@ -173,6 +173,11 @@ struct pgf_call {
     size_t response_len;
     pgf_owned_buffer *response_owner;
     int compress;
+
+    /* Metrics (metrics.c): the table entry counting this call, once
+     * dispatched (NULL: not counted), and when it was dispatched. */
+    void *metrics_entry;
+    int64_t metrics_start_ns;
 };
 
 /* With mu held: stream_fn calls in progress on threads other than this one.
@@ -197,6 +202,13 @@ void pgf__stream_cancel_run(pgf_call *call, pgf__cancelled_ops *ops);
 /* With mu held: takes an outstanding read to complete it with
  * PGF_ECANCELLED; returns its callback (NULL: none). */
 pgf_read_fn pgf__stream_take_read(pgf_call *call, void **ud);
+
+/* Metrics (metrics.c): a dispatched call starts being counted (kind -1: no
+ * handler), finishes, and delivers a request (sent 0) or sends a response
+ * message (sent 1). */
+void pgf__metrics_begin(pgf_call *call, int kind);
+void pgf__metrics_finish(pgf_call *call, int code, int response_set);
+void pgf__metrics_message(pgf_call *call, int sent);
 
 /* Dispatch (dispatch.c) asks the call to start and to wait. */
 int pgf__call_begin_dispatch(pgf_call *call, pgf_done_fn done, void *ud);

@@ -612,6 +612,82 @@ PGF_API int pgf_dispatch_nonblocking(pgf_registry *reg, pgf_call *call,
  * kind.  Tests use it to prove that nothing leaks. */
 PGF_API int64_t pgf_live_count(int kind);
 
+/* --------------------------------------------------------------- metrics */
+
+/* Per-method call statistics (since 2), counted by the shim itself as calls
+ * pass through it -- without the GIL, for C and Python handlers alike --
+ * with the names go-grpc-prometheus exports:
+ *   started       pgf_dispatch / pgf_dispatch_async began the call
+ *   handled[c]    the call finished with status c (pgf_call_finish)
+ *   msg_received  request messages delivered (the unary request at
+ *                 dispatch, then each message pgf_call_push_request hands
+ *                 to a waiting read)
+ *   msg_sent      response messages sent (pgf_call_set_response of a call
+ *                 that finished OK, each pgf_call_write_done with ok != 0)
+ *   in_flight     started and not yet finished
+ *   duration      seconds from dispatch to finish, as a histogram
+ *
+ * The table is bounded (PGF_METRICS_MAX_METHODS entries, keyed by method
+ * path): calls to unknown methods (UNIMPLEMENTED), paths longer than
+ * PGF_METRICS_PATH_MAX - 1 bytes, and methods beyond the bound are counted
+ * in one overflow entry whose path is "" and kind -1, so clients cannot grow
+ * it.  Entries are never removed.
+ *
+ * If the environment variable PGF_METRICS_FILE names a file when the first
+ * call is counted, the table lives in that file (shared mapping), so that a
+ * supervisor can read the numbers of several server processes with
+ * pgf_metrics_snapshot_file.  PGF_METRICS=0 in the environment starts with
+ * counting off. */
+
+#define PGF_METRICS_MAX_METHODS 512
+#define PGF_METRICS_PATH_MAX 192
+/* Upper bounds (seconds) of the duration histogram's finite buckets:
+ * 0.005 0.01 0.025 0.05 0.1 0.25 0.5 1 2.5 5 10 (Prometheus' defaults). */
+#define PGF_METRICS_BUCKETS 11
+
+/* One method's numbers, copied out of the table.  (Array sizes are
+ * literals so that binding generators such as cffi can parse them.) */
+typedef struct pgf_method_stats {
+    char path[192];                  /* PGF_METRICS_PATH_MAX bytes:
+                                        "/pkg.Service/Method", NUL-ended;
+                                        "" for the overflow entry */
+    int kind;                        /* PGF_KIND_*, -1 for the overflow */
+    uint64_t started;
+    uint64_t handled[17];            /* by status code */
+    uint64_t msg_received;
+    uint64_t msg_sent;
+    int64_t in_flight;
+    uint64_t duration_buckets[12];   /* PGF_METRICS_BUCKETS + 1: per
+                                        bucket, not cumulative; the last
+                                        is +Inf */
+    uint64_t duration_sum_ns;
+} pgf_method_stats;
+
+/* BORROWED, static: the PGF_METRICS_BUCKETS finite upper bounds, seconds. */
+PGF_API const double *pgf_metrics_bucket_bounds(void);
+/* Counting on (enable != 0, the default) or off.  A call counts as a whole
+ * or not at all: the switch applies to calls dispatched afterwards. */
+PGF_API void pgf_metrics_set_enabled(int enable);
+PGF_API int pgf_metrics_enabled(void);
+/* Copies this process's entries into out[0..min(*n, cap)), the overflow
+ * entry first, and sets *n to the number of entries.  stats_size is
+ * sizeof(pgf_method_stats) as the caller knows it (a smaller, older struct
+ * gets its prefix).  out may be NULL with cap 0 to ask for *n.  PGF_EINVAL
+ * if n is NULL or stats_size is 0 or larger than this library's struct. */
+PGF_API int pgf_metrics_snapshot(pgf_method_stats *out, size_t cap,
+                                 size_t stats_size, size_t *n);
+/* The same for the table in a PGF_METRICS_FILE of another process (or this
+ * one).  PGF_ENOTFOUND if the file cannot be opened, PGF_EINVAL if it holds
+ * no table. */
+PGF_API int pgf_metrics_snapshot_file(const char *file, pgf_method_stats *out,
+                                      size_t cap, size_t stats_size,
+                                      size_t *n);
+/* Counts a call that the host answered itself, without dispatching it
+ * (refused by a limit, cancelled while queued): started and handled with
+ * code, duration 0.  kind is the PGF_KIND_* or -1. */
+PGF_API void pgf_metrics_count_refused(const char *path, size_t path_len,
+                                       int kind, int code);
+
 /* ---------------------------------------------------- embedded Python */
 
 /* Starts the Python interpreter in this process (loading libpython at run

@@ -126,6 +126,8 @@ int pgf_call_push_request(pgf_call *call, pgf_message *msg) {
         pgf_message_unref(msg);
         return PGF_ESTATE;
     }
+    if (msg != NULL)
+        pgf__metrics_message(call, 0);
     cb(call, msg ? PGF_OK : PGF_EOF, msg, ud);
     return PGF_OK;
 }
@@ -274,6 +276,8 @@ int pgf_call_write_done(pgf_call *call, int ok) {
     call->write_data = NULL;
     call->write_len = 0;
     pthread_mutex_unlock(&call->mu);
+    if (ok)
+        pgf__metrics_message(call, 1);
     cb(call, ok ? PGF_OK : PGF_ECANCELLED, ud);
     return PGF_OK;
 }

@@ -44,14 +44,22 @@ _BYTES_LIKE = (bytes, bytearray, memoryview)
 class Binding:
     """A handler as registered: what C's handler data points at.  ``kind``
     is the method's PGF_KIND_*; ``is_async`` says whether a streaming handler
-    runs on the event loop (unary ones are told by what they return)."""
+    runs on the event loop (unary ones are told by what they return).
+    ``chain`` is the service's InterceptorChain (None: none); ``on_finish``
+    runs once an async handler's call is finished (interceptors' after
+    hooks); ``rpc_handler`` caches the RpcMethodHandler grpcio interceptors
+    see."""
 
-    __slots__ = ("expose_exceptions", "fn", "is_async", "kind", "name")
+    __slots__ = ("chain", "expose_exceptions", "fn", "is_async", "kind", "name", "on_finish",
+                 "rpc_handler")
 
     def __init__(
         self, fn: Callable[[Any], Any], name: str, expose_exceptions: bool,
-        kind: int = 0, is_async: bool = False,
+        kind: int = 0, is_async: bool = False, chain: Any = None,
     ) -> None:
+        self.chain = chain
+        self.on_finish: Callable[[], None] | None = None
+        self.rpc_handler: Any = None
         self.fn = fn
         self.name = name
         self.expose_exceptions = expose_exceptions
@@ -156,6 +164,8 @@ def _end_async(pending: _AsyncCall, exc: BaseException | None, result: Any) -> N
         handles.pop(pending.handle)
         pending.handle = None  # a handle keeps its object: no cycle
         lib.pgf_call_unref(call)
+        if binding.on_finish is not None:
+            binding.on_finish()
 
 
 # -------------------------------------------------------------- trampolines
@@ -185,7 +195,11 @@ def _handle_failed(exc_type: Any, exc_value: Any, tb: Any) -> int:
 def _pgf_py_handle(handler_data: Any, call: Any) -> int:
     binding = ffi.from_handle(handler_data)
     try:
-        run(binding, call)
+        chain = binding.chain
+        if chain is not None and chain.active:
+            chain.run(binding, call)
+        else:
+            run(binding, call)
     except BaseException:
         try:
             _log.exception("pygrpc_ffi failed to run handler %s", getattr(binding, "name", "?"))

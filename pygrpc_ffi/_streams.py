@@ -366,3 +366,6 @@ def _end_async(pending: _AsyncStream, exc: BaseException | None) -> None:
         handles.pop(pending.handle)
         pending.handle = None  # a handle keeps its object: no cycle
         stream.release()
+        on_finish = stream.binding.on_finish
+        if on_finish is not None:
+            on_finish()

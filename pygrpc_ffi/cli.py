@@ -29,6 +29,8 @@ import tempfile
 import threading
 from collections.abc import Sequence
 
+from . import serve_options
+
 HOST_BINARY_NAME = "pygrpc_ffi_server"
 BUILD_COMMAND = "pygrpc-ffi build-host"
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
@@ -70,7 +72,8 @@ def host_command(args: argparse.Namespace, binary: pathlib.Path) -> list[str]:
     command = [
         str(binary), "--listen", args.listen, "--workers", str(args.workers),
         "--max-workers", str(max(args.max_workers, args.workers)),
-        "--max-message-size", str(args.max_message_size), "--module", args.module,
+        "--max-message-size", str(args.max_message_size),
+        "--module", serve_options.host_module(args),
         "--sys-path", _python_path(), "--grace-seconds", str(args.grace),
         # The host stops when this supervisor dies, even by SIGKILL.
         "--die-with-parent", str(os.getpid()),
@@ -88,13 +91,15 @@ def grpcio_command(args: argparse.Namespace) -> list[str]:
         "--listen", args.listen, "--workers", str(args.workers), "--processes", "1",
         "--max-workers", str(args.max_workers),
         "--max-message-size", str(args.max_message_size), "--grace", str(args.grace),
-        "--reuse-port",
+        "--reuse-port", *serve_options.child_flags(args),
     ]
 
 
-def supervise(commands: Sequence[list[str]], listen: str) -> int:
-    """Runs the servers, prints one ``listening on`` line once all serve,
-    forwards SIGINT/SIGTERM to them, and returns the worst exit code."""
+def supervise(commands: Sequence[list[str]], listen: str,
+              envs: Sequence[dict[str, str]] | None = None) -> int:
+    """Runs the servers (``envs``: each one's environment), prints one
+    ``listening on`` line once all serve, forwards SIGINT/SIGTERM to them,
+    and returns the worst exit code."""
     children: list[subprocess.Popen[str]] = []
     stop = threading.Event()
 
@@ -107,8 +112,9 @@ def supervise(commands: Sequence[list[str]], listen: str) -> int:
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
     bound = None
-    for command in commands:
-        child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    for index, command in enumerate(commands):
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
+                                 env=envs[index] if envs else None)
         children.append(child)
         assert child.stdout is not None
         line = child.stdout.readline()
@@ -147,12 +153,22 @@ def serve(args: argparse.Namespace) -> int:
     if args.engine == "grpcio":
         if args.processes == 1:
             return serve_grpcio_here(args)
-        return supervise([grpcio_command(args)] * args.processes, args.listen)
+        return _supervise_observed(args, [grpcio_command(args)] * args.processes, cxx=False)
     if binary is None:
         print(f"error: the C++ host ({HOST_BINARY_NAME}) is not built; build it with: "
               f"{BUILD_COMMAND}  (or use --engine grpcio)", file=sys.stderr)
         return 2
-    return supervise([host_command(args, binary)] * args.processes, args.listen)
+    return _supervise_observed(args, [host_command(args, binary)] * args.processes, cxx=True)
+
+
+def _supervise_observed(args: argparse.Namespace, commands: list[list[str]], cxx: bool) -> int:
+    """supervise() with the observability options (serve_options.py)."""
+    observed = serve_options.Supervision(args, len(commands), cxx)
+    try:
+        observed.start_metrics()
+        return supervise(commands, args.listen, observed.child_envs())
+    finally:
+        observed.close()
 
 
 def serve_grpcio_here(args: argparse.Namespace) -> int:
@@ -166,6 +182,11 @@ def serve_grpcio_here(args: argparse.Namespace) -> int:
         importlib.import_module(args.module)
     except Exception as exc:
         print(f"error: cannot import {args.module}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        serve_options.serve_here(args, default_service())
+    except Exception as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     grpcio_serve(default_service(), args.listen, max_workers=max(args.max_workers, args.workers),
                  max_message_size=args.max_message_size, grace=args.grace,
@@ -193,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds in-flight calls get on shutdown")
     run.add_argument("--reuse-port", action="store_true",
                      help="share the port with other processes (implied by --processes N > 1)")
+    serve_options.add_arguments(run)
     build = commands.add_parser(
         "build-host", help="build the gRPC C++ host against this installed package")
     build.add_argument("--output", type=pathlib.Path, default=None,

@@ -283,6 +283,12 @@ class _Call:
             self.context.send_initial_metadata(_grpcio_pairs(pairs))
 
 
+def _count_unimplemented() -> None:
+    """Counts a call to an unknown method in the shim's metrics (overflow
+    entry), as the C++ host's calls are counted at dispatch."""
+    lib.pgf_metrics_count_refused(ffi.NULL, 0, -1, int(grpc.StatusCode.UNIMPLEMENTED.value[0]))
+
+
 class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
     """Every method registered in the service, as raw bytes."""
 
@@ -295,10 +301,12 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
             path = path.decode("utf-8", "replace")
         parts = path.split("/")
         if len(parts) != 3 or parts[0] or not parts[1] or not parts[2]:
+            _count_unimplemented()
             return None
         service = self._service
         kind = service._method_kind(parts[1], parts[2])
         if kind < 0:
+            _count_unimplemented()  # grpcio answers it: the shim never sees the call
             return None
 
         if kind & lib.PGF_KIND_SERVER_STREAMING:
@@ -359,17 +367,22 @@ def start(service: GrpcService | None = None, address: str = "127.0.0.1:50051", 
           max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
           grace: float | None = 10.0,
           reuse_port: bool = False,
-          options: Sequence[tuple[str, Any]] = ()) -> GrpcioServer:
+          options: Sequence[tuple[str, Any]] = (),
+          interceptors: Sequence[Any] = ()) -> GrpcioServer:
     """Starts a grpcio server that serves ``service`` (default:
     :func:`~pygrpc_ffi.default_service`) on ``address`` (port 0: any free
     port, see ``.port``) and returns at once.  ``max_message_size`` bounds
     requests and responses; ``grace`` is the default of ``stop()``;
     ``options`` are extra grpcio channel arguments.  OSError if the address
     cannot be bound: a port in use is not shared unless ``reuse_port`` (for
-    several server processes on one port, SO_REUSEPORT)."""
+    several server processes on one port, SO_REUSEPORT).  ``interceptors``
+    are added to the service (see :meth:`GrpcService.add_interceptor`): they
+    run on every host that serves it."""
     if max_workers < 1:
         raise ValueError("max_workers must be at least 1")
     service = service if service is not None else default_service()
+    for interceptor in interceptors:
+        service.add_interceptor(interceptor)
     host, _ = _split_address(address)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers,
@@ -396,7 +409,8 @@ def serve(service: GrpcService | None = None, address: str = "127.0.0.1:50051", 
           max_workers: int = DEFAULT_MAX_WORKERS,
           max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
           grace: float = 10.0,
-          reuse_port: bool = False) -> None:
+          reuse_port: bool = False,
+          interceptors: Sequence[Any] = ()) -> None:
     """Serves ``service`` until SIGINT or SIGTERM, then stops gracefully.
 
     Prints ``listening on HOST:PORT`` (the bound port) to stdout once it
@@ -404,12 +418,13 @@ def serve(service: GrpcService | None = None, address: str = "127.0.0.1:50051", 
     calls in flight ``grace`` seconds; a second signal cancels them at once.
     Returns when the server has stopped.  Must run in the main thread (it
     installs the signal handlers, and restores the previous ones).
-    ``reuse_port``: see :func:`start`.
+    ``reuse_port``, ``interceptors``: see :func:`start`.
     """
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("serve() must run in the main thread; use start() elsewhere")
     server = start(service, address, max_workers=max_workers,
-                   max_message_size=max_message_size, grace=grace, reuse_port=reuse_port)
+                   max_message_size=max_message_size, grace=grace, reuse_port=reuse_port,
+                   interceptors=interceptors)
     signals: list[int] = []
 
     def on_signal(signum: int, frame: Any) -> None:

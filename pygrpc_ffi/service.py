@@ -16,6 +16,7 @@ from ._local_host import LocalStream, new_message
 from ._native import ffi, lib
 from ._streams import is_async_handler
 from .errors import GrpcError, Unimplemented
+from .interceptors import InterceptorChain
 from .metadata import Metadata, MetadataLike, iter_pairs, request_value_bytes
 from .request import GrpcRequest
 from .response import GrpcResponse
@@ -199,9 +200,15 @@ class GrpcService:
     services are for tests and for embedding several registries.  With
     ``expose_exceptions=True``, INTERNAL errors carry the exception's text to
     the client; by default they carry a generic message.
+
+    ``interceptors``: grpcio ``ServerInterceptor`` / ``grpc.aio.ServerInterceptor``
+    objects and native :class:`~pygrpc_ffi.interceptors.Interceptor` objects
+    that run around every call of every handler of the service, on any host
+    (see :mod:`pygrpc_ffi.interceptors`); more with :meth:`add_interceptor`.
     """
 
-    def __init__(self, *, expose_exceptions: bool = False, _registry: Any = None) -> None:
+    def __init__(self, *, expose_exceptions: bool = False, interceptors: Any = (),
+                 _registry: Any = None) -> None:
         if _registry is None:
             registry = lib.pgf_registry_new()
             if registry == ffi.NULL:
@@ -223,6 +230,20 @@ class GrpcService:
         self._methods: dict[tuple[str, str], Any] = {}
         # Unary untyped handlers as handle_request calls them: (service, method or None).
         self._direct: dict[tuple[str, str | None], Callable[[GrpcRequest], Any]] = {}
+        self._chain = InterceptorChain()
+        for interceptor in interceptors:
+            self.add_interceptor(interceptor)
+
+    def add_interceptor(self, interceptor: Any) -> None:
+        """Appends an interceptor (innermost so far) for every call of the
+        service, also of handlers registered before.  TypeError if it is
+        neither a grpcio interceptor nor a native one."""
+        self._chain.add(interceptor)
+
+    @property
+    def interceptors(self) -> tuple[Any, ...]:
+        """The native interceptors, then the grpcio ones, in order."""
+        return self._chain.native + self._chain.grpc
 
     # ------------------------------------------------------------ registry
 
@@ -241,7 +262,8 @@ class GrpcService:
 
     def _binding(self, fn: Callable[[Any], Any], name: str, kind: int = 0,
                  is_async: bool = False) -> Any:
-        binding = _runtime.Binding(fn, name, self.expose_exceptions, kind, is_async)
+        binding = _runtime.Binding(fn, name, self.expose_exceptions, kind, is_async,
+                                   self._chain)
         return _runtime.handles.add(binding)
 
     def _register(self, svc: bytes, method: bytes | None, kind: int, fn: Callable[..., Any],

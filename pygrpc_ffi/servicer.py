@@ -43,6 +43,7 @@ from typing import Any
 from ._streams import current_stream
 from .context import DESERIALIZE_FAILED, AioServicerContext, ServicerContext
 from .errors import GrpcError
+from .interceptors import keep_request
 from .request import GrpcRequest
 from .service import GrpcService, default_service
 from .status import StatusCode
@@ -81,6 +82,8 @@ def payload_reader(deserializer: Callable[[Any], Any] | None) -> Callable[[GrpcR
     the zero-copy view; any other deserializer, or none, gets bytes."""
     if deserializer is None:
         return lambda request: bytes(request.payload)
+    if deserializer is keep_request:  # a native handler seen through an interceptor
+        return lambda request: request
     if is_protobuf_parser(deserializer):
         return lambda request: deserializer(request.payload)
     return lambda request: deserializer(bytes(request.payload))
@@ -219,6 +222,7 @@ class ServicerTarget:
                 return  # the same method, from the other registration call
             fn = method_handler(handler, f"/{service_name}/{method_name}",
                                 expose_exceptions=self.service.expose_exceptions)
+            fn.rpc_method_handler = handler  # type: ignore[attr-defined]  # for interceptors
             request_streaming, response_streaming = _flags(handler)
             self.service.register_method(service_name, method_name, fn,
                                          request_streaming=request_streaming,

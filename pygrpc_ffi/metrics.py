@@ -1,0 +1,224 @@
+"""Prometheus metrics of every call, read from the C shim's table.
+
+The shim counts each call where every call passes -- dispatch, finish, each
+request message delivered and response message sent -- without the GIL, for
+C and Python handlers alike, UNIMPLEMENTED included (see "metrics" in
+``csrc/pygrpc_ffi.h``).  This module exports those numbers through
+``prometheus_client`` (the ``metrics`` extra) with go-grpc-prometheus's names
+and labels (``grpc_type``, ``grpc_service``, ``grpc_method``)::
+
+    grpc_server_started_total           counter
+    grpc_server_handled_total           counter, + grpc_code ("OK", "NOT_FOUND", ...)
+    grpc_server_msg_received_total      counter
+    grpc_server_msg_sent_total          counter
+    grpc_server_handling_seconds        histogram (Prometheus' default buckets)
+    grpc_server_in_flight               gauge (pygrpc_ffi's own: started, not finished)
+
+Calls to methods nobody registered, and methods beyond the table's bound
+(``PGF_METRICS_MAX_METHODS``), are counted under ``grpc_service="unknown"``,
+``grpc_method="unknown"``, ``grpc_type="unknown"``: clients cannot grow the
+number of series.
+
+Several processes (``pygrpc-ffi serve --processes N``): each server process
+keeps its table in a file (``PGF_METRICS_FILE``, a shared mapping the shim
+updates in place); the supervisor's collector (:class:`ShimCollector` with
+``files=``) reads every child's file at each scrape and adds them up, so
+one scrape sees every process's calls, exactly and current.
+
+    from pygrpc_ffi.metrics import start_metrics_server
+    start_metrics_server(9100)          # /metrics of this process
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._native import ffi, lib
+from .status import StatusCode
+
+__all__ = ["MethodStats", "ShimCollector", "collect_stats", "set_enabled",
+           "start_metrics_server"]
+
+KIND_NAMES = {0: "unary", 1: "client_stream", 2: "server_stream", 3: "bidi_stream"}
+UNKNOWN = "unknown"
+
+
+@dataclass
+class MethodStats:
+    """One method's numbers (summed over processes when read from files)."""
+
+    path: str
+    kind: int
+    started: int = 0
+    handled: list[int] = field(default_factory=lambda: [0] * 17)
+    msg_received: int = 0
+    msg_sent: int = 0
+    in_flight: int = 0
+    buckets: list[int] = field(default_factory=list)  # per bucket; the last is +Inf
+    sum_seconds: float = 0.0
+
+    @property
+    def service(self) -> str:
+        return self.path[1:].partition("/")[0] if self.path else UNKNOWN
+
+    @property
+    def method(self) -> str:
+        return self.path[1:].partition("/")[2] if self.path else UNKNOWN
+
+    @property
+    def grpc_type(self) -> str:
+        return KIND_NAMES.get(self.kind, UNKNOWN)
+
+    def add(self, other: MethodStats) -> None:
+        self.started += other.started
+        self.handled = [a + b for a, b in zip(self.handled, other.handled, strict=True)]
+        self.msg_received += other.msg_received
+        self.msg_sent += other.msg_sent
+        self.in_flight += other.in_flight
+        self.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
+        self.sum_seconds += other.sum_seconds
+
+
+def bucket_bounds() -> list[float]:
+    """The histogram's finite upper bounds, seconds."""
+    bounds = lib.pgf_metrics_bucket_bounds()
+    return [float(bounds[i]) for i in range(lib.PGF_METRICS_BUCKETS)]
+
+
+def set_enabled(enabled: bool) -> None:
+    """Turns the shim's counting on or off (on by default; ``PGF_METRICS=0``
+    in the environment starts with it off)."""
+    lib.pgf_metrics_set_enabled(1 if enabled else 0)
+
+
+def _convert(raw: Any) -> MethodStats:
+    return MethodStats(
+        path=ffi.string(raw.path).decode("utf-8", "replace"),
+        kind=int(raw.kind),
+        started=int(raw.started),
+        handled=[int(raw.handled[c]) for c in range(17)],
+        msg_received=int(raw.msg_received),
+        msg_sent=int(raw.msg_sent),
+        in_flight=int(raw.in_flight),
+        buckets=[int(raw.duration_buckets[b]) for b in range(lib.PGF_METRICS_BUCKETS + 1)],
+        sum_seconds=int(raw.duration_sum_ns) / 1e9,
+    )
+
+
+def _snapshot(file: str | None) -> list[MethodStats]:
+    size = ffi.new("size_t *")
+    stats_size = ffi.sizeof("pgf_method_stats")
+    cap = 64
+    while True:
+        out = ffi.new("pgf_method_stats[]", cap)
+        if file is None:
+            rc = lib.pgf_metrics_snapshot(out, cap, stats_size, size)
+        else:
+            rc = lib.pgf_metrics_snapshot_file(file.encode(), out, cap, stats_size, size)
+        if rc != lib.PGF_OK:
+            return []  # a child that has not counted a call yet
+        if size[0] <= cap:
+            return [_convert(out[i]) for i in range(size[0])]
+        cap = size[0] + 16
+
+
+def collect_stats(files: Iterable[str] | None = None) -> list[MethodStats]:
+    """Every method's numbers: this process's table, or the sum of the
+    tables in ``files`` (other processes' ``PGF_METRICS_FILE``)."""
+    if files is None:
+        return _snapshot(None)
+    merged: dict[tuple[str, int], MethodStats] = {}
+    for file in files:
+        for stats in _snapshot(file):
+            key = (stats.path, stats.kind)
+            if key in merged:
+                merged[key].add(stats)
+            else:
+                merged[key] = stats
+    return list(merged.values())
+
+
+class ShimCollector:
+    """A ``prometheus_client`` collector of the shim's call metrics: this
+    process's (default), or the sum of the table files matched by
+    ``files`` (glob patterns) at each scrape."""
+
+    def __init__(self, files: Sequence[str] | None = None) -> None:
+        self.files = list(files) if files is not None else None
+
+    def _stats(self) -> list[MethodStats]:
+        if self.files is None:
+            return collect_stats()
+        paths = sorted({p for pattern in self.files for p in glob.glob(pattern)})
+        return collect_stats(paths)
+
+    def describe(self) -> list[Any]:
+        return []  # collected at each scrape; nothing to check at registration
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        labels = ["grpc_type", "grpc_service", "grpc_method"]
+        started = CounterMetricFamily("grpc_server_started_total",
+                                      "Total number of RPCs started on the server.",
+                                      labels=labels)
+        handled = CounterMetricFamily("grpc_server_handled_total",
+                                      "Total number of RPCs completed on the server, "
+                                      "regardless of success or failure.",
+                                      labels=[*labels, "grpc_code"])
+        received = CounterMetricFamily("grpc_server_msg_received_total",
+                                       "Total number of RPC stream messages received on "
+                                       "the server.", labels=labels)
+        sent = CounterMetricFamily("grpc_server_msg_sent_total",
+                                   "Total number of gRPC stream messages sent by the server.",
+                                   labels=labels)
+        seconds = HistogramMetricFamily("grpc_server_handling_seconds",
+                                        "Histogram of response latency (seconds) of gRPC "
+                                        "that had been application-level handled by the "
+                                        "server.", labels=labels)
+        in_flight = GaugeMetricFamily("grpc_server_in_flight",
+                                      "RPCs started on the server and not yet finished.",
+                                      labels=labels)
+        bounds = [str(b) for b in bucket_bounds()] + ["+Inf"]
+        for stats in self._stats():
+            values = [stats.grpc_type, stats.service, stats.method]
+            started.add_metric(values, stats.started)
+            for code in StatusCode:
+                count = stats.handled[int(code)]
+                if count:
+                    handled.add_metric([*values, code.name], count)
+            received.add_metric(values, stats.msg_received)
+            sent.add_metric(values, stats.msg_sent)
+            cumulative, total = [], 0
+            for bound, count in zip(bounds, stats.buckets, strict=True):
+                total += count
+                cumulative.append((bound, total))
+            seconds.add_metric(values, cumulative, stats.sum_seconds)
+            in_flight.add_metric(values, stats.in_flight)
+        yield from (started, handled, received, sent, seconds, in_flight)
+
+
+def metrics_dir_files(directory: str) -> list[str]:
+    """The glob pattern of the table files server processes keep in ``directory``."""
+    return [os.path.join(directory, "pgf-metrics-*.bin")]
+
+
+def start_metrics_server(port: int, addr: str = "0.0.0.0",
+                         files: Sequence[str] | None = None) -> Any:
+    """Serves ``/metrics`` on ``addr:port`` from a thread: the shim's call
+    metrics (of this process, or of the table ``files``) in a registry of
+    their own.  Returns what ``prometheus_client.start_http_server`` returns
+    (the server and its thread, in recent versions)."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ShimCollector(files))
+    return start_http_server(port, addr=addr, registry=registry)

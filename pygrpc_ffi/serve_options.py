@@ -1,0 +1,169 @@
+"""The observability options of ``pygrpc-ffi serve``, and how each engine
+gets them.
+
+    --interceptor MODULE:ATTRIBUTE   (repeatable) an interceptor for every call
+    --access-log                     one line per RPC on stderr (pygrpc_ffi.access)
+    --metrics-port PORT              serve Prometheus /metrics on PORT
+    --metrics-host HOST              ... on HOST (default: the --listen host)
+
+``MODULE:ATTRIBUTE`` names an interceptor object (grpcio or native), a class
+to instantiate without arguments, or a factory function to call without
+arguments (``opentelemetry.instrumentation.grpc:server_interceptor``).
+
+The C++ host embeds Python and imports one module: with any of these
+options, the CLI has it import :mod:`pygrpc_ffi.serve_setup` instead, which
+imports the user's module and then adds the interceptors (given through the
+environment), so the interceptors run inside the host.
+
+Metrics with several processes: each server process keeps the shim's
+metrics table in a file of a private directory (``PGF_METRICS_FILE``); the
+supervising CLI process serves ``/metrics`` and sums every process's table
+at each scrape (see :mod:`pygrpc_ffi.metrics`).  With the C++ host a single
+process works the same way (the host is a child of the CLI); the grpcio
+engine in one process serves its own table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+from .interceptors import Interceptor, is_grpc_interceptor
+
+__all__ = ["Supervision", "add_arguments", "apply", "load_interceptor"]
+
+ENV_MODULE = "PGF_SERVE_MODULE"
+ENV_INTERCEPTORS = "PGF_SERVE_INTERCEPTORS"
+ENV_ACCESS_LOG = "PGF_SERVE_ACCESS_LOG"
+SETUP_MODULE = "pygrpc_ffi.serve_setup"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the options to the ``serve`` subcommand's parser."""
+    parser.add_argument("--interceptor", action="append", default=[], metavar="MODULE:ATTR",
+                        help="an interceptor (grpcio or native) for every call; repeatable, "
+                             "outermost first")
+    parser.add_argument("--access-log", action="store_true",
+                        help="log one line per RPC to stderr (logger pygrpc_ffi.access)")
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="serve Prometheus metrics on this port (/metrics)")
+    parser.add_argument("--metrics-host", default=None,
+                        help="address of the metrics server (default: the --listen host)")
+
+
+def load_interceptor(spec: str) -> Any:
+    """The interceptor named by ``module:attribute``: the object, an
+    instance of the class, or what the factory function returns.
+    ValueError for a malformed spec; ImportError/AttributeError if absent."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"--interceptor takes MODULE:ATTRIBUTE, not {spec!r}")
+    target: Any = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        target = getattr(target, part)
+    if inspect.isclass(target) or (not _is_interceptor(target) and callable(target)):
+        target = target()
+    if not _is_interceptor(target):
+        raise TypeError(f"{spec} is not an interceptor (grpcio or pygrpc_ffi)")
+    return target
+
+
+def _is_interceptor(obj: Any) -> bool:
+    return not inspect.isclass(obj) and (is_grpc_interceptor(obj) or isinstance(obj, Interceptor))
+
+
+def apply(service: Any, interceptors: Sequence[str], access_log: bool) -> None:
+    """Adds the named interceptors and, if asked, the access log to a service."""
+    if access_log:
+        from .access_log import enable_access_log
+
+        enable_access_log(service)
+    for spec in interceptors:
+        service.add_interceptor(load_interceptor(spec))
+
+
+def wanted(args: argparse.Namespace) -> bool:
+    """Whether any observability option was given."""
+    return bool(args.interceptor or args.access_log or args.metrics_port is not None)
+
+
+def host_module(args: argparse.Namespace) -> str:
+    """The module the C++ host is to import."""
+    return SETUP_MODULE if args.interceptor or args.access_log else str(args.module)
+
+
+def child_flags(args: argparse.Namespace) -> list[str]:
+    """Options a grpcio child process gets (metrics are the supervisor's)."""
+    flags: list[str] = []
+    for spec in args.interceptor:
+        flags += ["--interceptor", spec]
+    if args.access_log:
+        flags.append("--access-log")
+    return flags
+
+
+class Supervision:
+    """The supervisor's side: the children's environment (their metrics
+    files, the host's setup) and the metrics server summing them."""
+
+    def __init__(self, args: argparse.Namespace, processes: int, cxx: bool) -> None:
+        self.args = args
+        self.processes = processes
+        self.cxx = cxx
+        self.directory: str | None = None
+        self.server: Any = None
+        if args.metrics_port is not None:
+            self.directory = tempfile.mkdtemp(prefix="pgf-metrics-")
+
+    def child_envs(self) -> list[dict[str, str]] | None:
+        """One environment per child, or None if nothing is to be passed."""
+        if not wanted(self.args):
+            return None
+        envs = []
+        for index in range(self.processes):
+            env = dict(os.environ)
+            if self.directory is not None:
+                env["PGF_METRICS_FILE"] = os.path.join(self.directory,
+                                                       f"pgf-metrics-{index}.bin")
+            if self.cxx:
+                env[ENV_MODULE] = self.args.module
+                env[ENV_INTERCEPTORS] = "\n".join(self.args.interceptor)
+                env[ENV_ACCESS_LOG] = "1" if self.args.access_log else ""
+            envs.append(env)
+        return envs
+
+    def start_metrics(self) -> None:
+        """Serves /metrics: the sum of every child's table."""
+        if self.directory is None:
+            return
+        from .metrics import metrics_dir_files, start_metrics_server
+
+        host = self.args.metrics_host or self.args.listen.rpartition(":")[0] or "0.0.0.0"
+        self.server = start_metrics_server(self.args.metrics_port, host.strip("[]"),
+                                           files=metrics_dir_files(self.directory))
+        print(f"metrics on {host}:{self.args.metrics_port}/metrics", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        server = self.server[0] if isinstance(self.server, tuple) else None
+        if server is not None:
+            server.shutdown()
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def serve_here(args: argparse.Namespace, service: Any) -> None:
+    """In a grpcio engine process: interceptors, access log, and (when it is
+    the only process) its own metrics server."""
+    apply(service, args.interceptor, args.access_log)
+    if args.metrics_port is not None:
+        from .metrics import start_metrics_server
+
+        host = args.metrics_host or args.listen.rpartition(":")[0] or "0.0.0.0"
+        start_metrics_server(args.metrics_port, host.strip("[]"))
