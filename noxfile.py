@@ -25,7 +25,9 @@ ROOT = pathlib.Path(__file__).resolve().parent
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 TEST_DEPS = ["grpcio>=1.80", "grpcio-status>=1.80", "grpcio-health-checking>=1.80",
              "grpcio-reflection>=1.80", "protobuf>=5", "hypothesis>=6", "pytest>=8",
-             "pytest-timeout"]
+             "pytest-timeout", "prometheus_client>=0.17", "opentelemetry-api>=1.20",
+             "opentelemetry-sdk>=1.20", "opentelemetry-instrumentation-grpc",
+             "grpc-interceptor>=0.15"]
 
 nox.options.sessions = ["tests"]
 
