@@ -84,6 +84,7 @@ int Run(const Options& opts) {
   }
   Host& host = GetHost();
   host.registry = pgf_default_registry();
+  host.max_metadata_bytes = static_cast<size_t>(opts.max_metadata_bytes);
 
   for (const std::string& svc : opts.native_echo) {
     int rc = RegisterNativeEcho(host.registry, svc);
@@ -126,6 +127,9 @@ int Run(const Options& opts) {
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, opts.reuse_port ? 1 : 0);
   // Per connection; beyond it the client's new streams wait (or are refused).
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, opts.max_concurrent_streams);
+  // gRPC 1.51 enforces this only once the client has ACKed our SETTINGS;
+  // the reactor enforces it again for every call (reactor.cc).
+  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, opts.max_metadata_bytes);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     server.reset();

@@ -21,6 +21,9 @@ const char kUsage[] =
     "  --max-concurrent-streams N\n"
     "                           streams a client may open on one connection\n"
     "                           (default 1000)\n"
+    "  --max-metadata-bytes B   request metadata a call may carry, counted as\n"
+    "                           HPACK does (key + value + 32 per entry); beyond\n"
+    "                           it RESOURCE_EXHAUSTED (default 16384)\n"
     "  --module NAME            Python module to import; it registers handlers\n"
     "                           (repeatable)\n"
     "  --venv DIR               virtualenv whose site-packages Python uses\n"
@@ -80,6 +83,7 @@ bool ParseOptions(int argc, char** argv, Options* opts, std::string* message,
     long n;
     if (arg == "--listen" || arg == "--workers" || arg == "--max-workers" ||
         arg == "--max-message-size" || arg == "--max-concurrent-streams" ||
+        arg == "--max-metadata-bytes" ||
         arg == "--module" || arg == "--venv" || arg == "--sys-path" ||
         arg == "--native-echo" || arg == "--grace-seconds" || arg == "--die-with-parent") {
       if (!need(&v)) {
@@ -120,6 +124,13 @@ bool ParseOptions(int argc, char** argv, Options* opts, std::string* message,
         return false;
       }
       opts->max_concurrent_streams = static_cast<int>(n);
+    } else if (arg == "--max-metadata-bytes") {
+      // At least what any client sends unasked (:path, user-agent, te...).
+      if (!ParseLong(v.c_str(), 1024, INT_MAX, &n)) {
+        *message = "error: --max-metadata-bytes must be an integer in 1024..2147483647\n";
+        return false;
+      }
+      opts->max_metadata_bytes = static_cast<int>(n);
     } else if (arg == "--module") {
       if (v.empty()) {
         *message = "error: --module needs a module name\n";

@@ -12,6 +12,9 @@ struct Options {
   int max_workers = 64;  // the pool grows past `workers` only when stalled
   int max_message_size = 64 * 1024 * 1024;
   int max_concurrent_streams = 1000;  // per HTTP/2 connection
+  // Request metadata per call, counted as HPACK does (key + value + 32 per
+  // entry): gRPC's GRPC_ARG_MAX_METADATA_SIZE, and the host's own bound.
+  int max_metadata_bytes = 16 * 1024;
   std::vector<std::string> modules;
   std::string venv;
   std::string sys_path;

@@ -5,7 +5,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <string>
+#include <vector>
 
 #include "host.h"
 
@@ -104,6 +106,19 @@ void CopyMetadata(const pgf_metadata* md, AddFn add) {
   }
 }
 
+// Whether the request metadata fits `limit` bytes, counted as HPACK counts
+// a header list (RFC 7541 4.1: key + value + 32 per entry) and as gRPC's
+// GRPC_ARG_MAX_METADATA_SIZE does.  Stops at the first entry past it.
+bool MetadataWithin(const std::multimap<grpc::string_ref, grpc::string_ref>& md,
+                    size_t limit) {
+  size_t total = 0;
+  for (const auto& kv : md) {
+    total += kv.first.size() + kv.second.size() + 32;  // each < 2^31: no wrap
+    if (total > limit) return false;
+  }
+  return true;
+}
+
 grpc::Status StatusOf(pgf_call* call) {
   int code = pgf_call_status(call);
   if (code < 0 || code > 16) code = PGF_STATUS_UNKNOWN;
@@ -137,6 +152,15 @@ bool UnaryResponse(int kind) {
 
 CallReactor::CallReactor(grpc::GenericCallbackServerContext* ctx) : ctx_(ctx) {
   Host& host = GetHost();
+  if (!MetadataWithin(ctx_->client_metadata(), host.max_metadata_bytes)) {
+    // Before anything is copied, looked up or read: a client that never
+    // ACKs SETTINGS gets past gRPC's own limit (see FillCall).
+    ended_ = true;
+    Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        "request metadata exceeds " +
+                            std::to_string(host.max_metadata_bytes) + " bytes"));
+    return;
+  }
   const std::string& path = ctx_->method();
   call_ = pgf_call_new(path.data(), path.size());
   if (call_ == nullptr) {
@@ -171,13 +195,23 @@ CallReactor::CallReactor(grpc::GenericCallbackServerContext* ctx) : ctx_(ctx) {
   Dispatch();
 }
 
+// The request metadata goes into the call in one block (one allocation, not
+// one per entry), and only after the constructor checked its total against
+// --max-metadata-bytes: gRPC 1.51 applies its own limit only once the client
+// ACKed SETTINGS, so a client that never does could send thousands of
+// references to one HPACK-indexed 4 KiB header per stream, each of which
+// used to become a 4 KiB copy here.
 bool CallReactor::FillCall() {
-  for (const auto& kv : ctx_->client_metadata()) {
-    if (pgf_call_add_request_metadata(call_, kv.first.data(), kv.first.size(),
-                                      reinterpret_cast<const uint8_t*>(kv.second.data()),
-                                      kv.second.size()) == PGF_ENOMEM) {
-      return false;
-    }
+  const auto& md = ctx_->client_metadata();
+  std::vector<pgf_metadata_entry> entries;
+  entries.reserve(md.size());
+  for (const auto& kv : md) {
+    entries.push_back(pgf_metadata_entry{
+        kv.first.data(), kv.first.size(),
+        reinterpret_cast<const uint8_t*>(kv.second.data()), kv.second.size()});
+  }
+  if (pgf_call_add_request_metadata_list(call_, entries.data(), entries.size()) != PGF_OK) {
+    return false;
   }
   std::string peer = ctx_->peer();
   pgf_call_set_peer(call_, peer.data(), peer.size());

@@ -1,0 +1,188 @@
+"""What a remote client can make the C++ host hold is bounded: request
+metadata (header amplification through HPACK), half-open streams and idle
+connections, calls queued behind blocked handlers.  Each attack is made
+with a raw HTTP/2 client (hpack + hyperframe) or grpcio against the host
+process itself, and measured in its /proc/PID/status."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+import hpack
+import hyperframe.frame as hf
+import pytest
+from streams_kit import ECHO, UNARY_PY, Host
+
+# ASan's redzones and quarantine make every allocation cost more.
+SANITIZER_FACTOR = 3 if "asan" in os.environ.get("PGF_HOST_BINARY", "") else 1
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+class RawClient:
+    """An HTTP/2 client that never ACKs the server's SETTINGS (so gRPC 1.51
+    applies none of the limits it announces there) and never reads a
+    response unless asked: a background thread drains the socket and
+    decodes what the host answers (grpc-status per stream, GOAWAY)."""
+
+    def __init__(self, address: str) -> None:
+        hostname, port = address.rsplit(":", 1)
+        self.address = address
+        self.sock = socket.create_connection((hostname, int(port)), timeout=30)
+        self.sock.sendall(PREFACE + hf.SettingsFrame(0).serialize())
+        self.encoder = hpack.Encoder()
+        self.decoder = hpack.Decoder()
+        self.decoder.max_header_list_size = 1 << 24
+        self.next_id = 1
+        self.status: dict[int, str] = {}
+        self.goaway = threading.Event()
+        self.closed = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def headers(self, path: str, extra: list[tuple[str, str]] | None = None
+                ) -> list[tuple[str, str]]:
+        return [(":method", "POST"), (":scheme", "http"), (":path", path),
+                (":authority", self.address), ("content-type", "application/grpc"),
+                ("te", "trailers"), *(extra or [])]
+
+    def open(self, headers: list[tuple[str, str]], count: int,
+             end_stream: bool = False) -> list[int]:
+        """Opens count streams with the same header list; the HPACK encoder
+        indexes each header the first time, so later blocks are one byte per
+        header."""
+        ids = []
+        out = bytearray()
+        block = b""
+        for i in range(count):
+            if i < 2:  # the second block references the table only
+                block = self.encoder.encode(headers)
+                assert len(block) <= 16384
+            frame = hf.HeadersFrame(self.next_id, data=block)
+            frame.flags.add("END_HEADERS")
+            if end_stream:
+                frame.flags.add("END_STREAM")
+            out += frame.serialize()
+            ids.append(self.next_id)
+            self.next_id += 2
+            if len(out) > 1 << 16:
+                self.sock.sendall(out)
+                out.clear()
+        self.sock.sendall(out)
+        return ids
+
+    def _read(self) -> None:
+        buf = b""
+        block: dict[int, bytes] = {}
+        try:
+            while True:
+                data = self.sock.recv(1 << 16)
+                if not data:
+                    break
+                buf += data
+                while len(buf) >= 9:
+                    length = int.from_bytes(buf[:3], "big")
+                    if len(buf) < 9 + length:
+                        break
+                    frame, _ = hf.Frame.parse_frame_header(memoryview(buf[:9]))
+                    frame.parse_body(memoryview(buf[9:9 + length]))
+                    buf = buf[9 + length:]
+                    if isinstance(frame, (hf.HeadersFrame, hf.ContinuationFrame)):
+                        block[frame.stream_id] = block.get(frame.stream_id, b"") + frame.data
+                        if "END_HEADERS" in frame.flags:
+                            for k, v in self.decoder.decode(block.pop(frame.stream_id)):
+                                if k == "grpc-status":
+                                    self.status[frame.stream_id] = v
+                    elif isinstance(frame, hf.GoAwayFrame):
+                        self.goaway.set()
+        except OSError:
+            pass
+        self.closed.set()
+
+    def wait_statuses(self, ids: list[int], timeout: float) -> dict[int, str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not all(i in self.status for i in ids):
+            time.sleep(0.05)
+        return {i: self.status[i] for i in ids if i in self.status}
+
+    def close(self) -> None:
+        self.sock.close()
+        self._reader.join(5)
+
+
+@pytest.fixture()
+def host_factory() -> Iterator[type[Host]]:
+    started: list[Host] = []
+
+    def start(*extra: str) -> Host:
+        h = Host(*extra)
+        started.append(h)
+        return h
+
+    yield start  # type: ignore[misc]
+    for h in started:
+        assert h.stop() == 0
+
+
+def serves(host: Host) -> bool:
+    with host.channel() as ch:
+        return ch.unary_unary(ECHO)(b"still here", timeout=10) == b"still here"
+
+
+# ------------------------------------------------------------ metadata (7)
+
+def amplify(host: Host, streams: int, refs: int, path: str = ECHO
+            ) -> tuple[int, int, dict[int, str]]:
+    """streams x refs references to one HPACK-indexed 4 KiB header from a
+    client that never ACKs SETTINGS, held open (no message, no half-close) on
+    a request-streaming method (whose call is filled at once).  Returns the host's peak RSS growth in KiB,
+    the bytes sent, and the grpc-status of each stream."""
+    client = RawClient(host.address)
+    try:
+        time.sleep(0.2)
+        hwm_before = host.status("VmHWM")
+        headers = client.headers(path, [("x-amp", "a" * 4000)] * refs)
+        ids = client.open(headers, streams)
+        statuses = client.wait_statuses(ids, 30)
+        time.sleep(0.5)
+        grown = host.status("VmHWM") - hwm_before
+        sent = len(client.encoder.encode(headers)) * streams  # upper bound
+        return grown, sent, statuses
+    finally:
+        client.close()
+
+
+def test_header_amplification_is_refused_without_copying_and_memory_stays_flat(
+        host_factory) -> None:
+    host = host_factory()
+    # gRPC's own parse of the headers costs ~0.45 MiB per such stream before
+    # the host sees it (~130 MiB for 400 streams); copied by the host, each
+    # was 8 MiB more (3.2 GiB).
+    grown, sent, statuses = amplify(host, streams=300, refs=2000)
+    print(f"amplification 300 x 2000 refs (~{sent >> 10} KiB sent): "
+          f"host peak RSS +{grown >> 10} MiB")
+    assert len(statuses) == 300
+    assert set(statuses.values()) == {str(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])}
+    assert grown < 200 * 1024 * SANITIZER_FACTOR
+    assert serves(host)
+    # And on a unary method (filled once its message arrives): refused at once.
+    grown, sent, statuses = amplify(host, streams=50, refs=2000, path=UNARY_PY)
+    assert set(statuses.values()) == {str(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])}
+    assert serves(host)
+
+
+def test_metadata_within_the_limit_reaches_the_handler(host_factory) -> None:
+    host = host_factory("--max-metadata-bytes", "4096")
+    with host.channel() as ch:
+        echo = ch.unary_unary(ECHO)
+        # Just under: 3000 bytes of value plus what grpcio adds itself.
+        assert echo(b"x", metadata=[("x-big", "v" * 3000)], timeout=10) == b"x"
+        with pytest.raises(grpc.RpcError) as err:
+            echo(b"x", metadata=[("x-big", "v" * 5000)], timeout=10)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert echo(b"y", timeout=10) == b"y"
