@@ -85,6 +85,7 @@ int Run(const Options& opts) {
   Host& host = GetHost();
   host.registry = pgf_default_registry();
   host.max_metadata_bytes = static_cast<size_t>(opts.max_metadata_bytes);
+  host.max_queued_calls = static_cast<size_t>(opts.max_queued_calls);
 
   for (const std::string& svc : opts.native_echo) {
     int rc = RegisterNativeEcho(host.registry, svc);

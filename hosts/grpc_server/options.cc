@@ -17,6 +17,8 @@ const char kUsage[] =
     "  --workers N              handler threads (default 4)\n"
     "  --max-workers N          threads added while handlers block or hang\n"
     "                           (default 64; at least --workers)\n"
+    "  --max-queued-calls N     calls that may wait for a handler thread; more\n"
+    "                           are answered RESOURCE_EXHAUSTED (default 1000)\n"
     "  --max-message-size B     receive and send limit in bytes (default 64 MiB)\n"
     "  --max-concurrent-streams N\n"
     "                           streams a client may open on one connection\n"
@@ -83,7 +85,7 @@ bool ParseOptions(int argc, char** argv, Options* opts, std::string* message,
     long n;
     if (arg == "--listen" || arg == "--workers" || arg == "--max-workers" ||
         arg == "--max-message-size" || arg == "--max-concurrent-streams" ||
-        arg == "--max-metadata-bytes" ||
+        arg == "--max-metadata-bytes" || arg == "--max-queued-calls" ||
         arg == "--module" || arg == "--venv" || arg == "--sys-path" ||
         arg == "--native-echo" || arg == "--grace-seconds" || arg == "--die-with-parent") {
       if (!need(&v)) {
@@ -131,6 +133,12 @@ bool ParseOptions(int argc, char** argv, Options* opts, std::string* message,
         return false;
       }
       opts->max_metadata_bytes = static_cast<int>(n);
+    } else if (arg == "--max-queued-calls") {
+      if (!ParseLong(v.c_str(), 0, INT_MAX, &n)) {
+        *message = "error: --max-queued-calls must be an integer in 0..2147483647\n";
+        return false;
+      }
+      opts->max_queued_calls = static_cast<int>(n);
     } else if (arg == "--module") {
       if (v.empty()) {
         *message = "error: --module needs a module name\n";

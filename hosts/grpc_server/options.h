@@ -15,6 +15,7 @@ struct Options {
   // Request metadata per call, counted as HPACK does (key + value + 32 per
   // entry): gRPC's GRPC_ARG_MAX_METADATA_SIZE, and the host's own bound.
   int max_metadata_bytes = 16 * 1024;
+  int max_queued_calls = 1000;  // waiting for a worker; beyond: RESOURCE_EXHAUSTED
   std::vector<std::string> modules;
   std::string venv;
   std::string sys_path;

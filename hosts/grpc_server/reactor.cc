@@ -229,8 +229,21 @@ void CallReactor::Dispatch() {
     EndWithoutHandler(grpc::Status(grpc::StatusCode::INTERNAL, "dispatch failed"));
     return;
   }
-  if (!GetHost().workers->Post(RunDispatch, this, nullptr)) {
-    EndWithoutHandler(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
+  // Bounded: when every worker is busy (handlers that block) and the queue is
+  // full, the call is answered here instead of waiting without limit.
+  Host& host = GetHost();
+  switch (host.workers->PostBounded(RunDispatch, this, nullptr, host.max_queued_calls)) {
+    case WorkerPool::PostResult::kQueued:
+      return;
+    case WorkerPool::PostResult::kFull:
+      EndWithoutHandler(grpc::Status(
+          grpc::StatusCode::RESOURCE_EXHAUSTED,
+          "server overloaded: " + std::to_string(host.max_queued_calls) +
+              " calls already wait for a handler thread"));
+      return;
+    case WorkerPool::PostResult::kStopped:
+      EndWithoutHandler(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
+      return;
   }
 }
 

@@ -7,6 +7,7 @@ process itself, and measured in its /proc/PID/status."""
 from __future__ import annotations
 
 import os
+import pathlib
 import socket
 import threading
 import time
@@ -140,8 +141,9 @@ def amplify(host: Host, streams: int, refs: int, path: str = ECHO
             ) -> tuple[int, int, dict[int, str]]:
     """streams x refs references to one HPACK-indexed 4 KiB header from a
     client that never ACKs SETTINGS, held open (no message, no half-close) on
-    a request-streaming method (whose call is filled at once).  Returns the host's peak RSS growth in KiB,
-    the bytes sent, and the grpc-status of each stream."""
+    a request-streaming method (whose call is filled at once).  Returns the
+    host's peak RSS growth in KiB, the bytes sent, and the grpc-status of
+    each stream."""
     client = RawClient(host.address)
     try:
         time.sleep(0.2)
@@ -186,3 +188,65 @@ def test_metadata_within_the_limit_reaches_the_handler(host_factory) -> None:
             echo(b"x", metadata=[("x-big", "v" * 5000)], timeout=10)
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert echo(b"y", timeout=10) == b"y"
+
+
+# ------------------------------------------------------------ overload (9)
+
+BLOCK = "/e2e.Limits/Block"
+
+
+def started(where: pathlib.Path) -> int:
+    return len(list(where.glob("started-*")))
+
+
+def wait_for(cond, timeout: float = 10) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return bool(cond())
+
+
+def test_calls_beyond_the_queue_are_refused_at_once_while_workers_block(
+        host_factory, tmp_path: pathlib.Path) -> None:
+    host = host_factory("--module", "limits_handlers", "--workers", "2", "--max-workers", "2",
+                        "--max-queued-calls", "4")
+    arg = str(tmp_path).encode()
+    with host.channel() as ch:
+        block = ch.unary_unary(BLOCK)
+        # Both workers held, then the queue filled: three calls that will
+        # run, and one whose deadline passes while it waits.
+        holding = [block.future(arg, timeout=60) for _ in range(2)]
+        assert wait_for(lambda: started(tmp_path) == 2)
+        queued = [block.future(arg, timeout=60) for _ in range(3)]
+        expiring = block.future(arg, timeout=0.5)
+        time.sleep(0.3)
+
+        # Beyond the queue: RESOURCE_EXHAUSTED, quickly, for sync and async
+        # handlers alike.
+        for method in (BLOCK, "/e2e.Limits/AFast", UNARY_PY):
+            t0 = time.monotonic()
+            with pytest.raises(grpc.RpcError) as err:
+                ch.unary_unary(method)(arg, timeout=10)
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, method
+            assert time.monotonic() - t0 < 2
+        # What needs no Python is still answered: unknown methods, the C echo.
+        with pytest.raises(grpc.RpcError) as err:
+            ch.unary_unary("/e2e.Limits/NoSuchMethod")(b"", timeout=5)
+        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        with pytest.raises(grpc.RpcError) as err:
+            ch.unary_unary("/no.Such/Service")(b"", timeout=5)
+        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert ch.unary_unary(ECHO)(b"native", timeout=5) == b"native"
+
+        # The queued call whose deadline passed ends without running.
+        with pytest.raises(grpc.RpcError) as err:
+            expiring.result()
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+        (tmp_path / "release").touch()
+        assert [f.result() for f in holding + queued] == [b"released"] * 5
+        assert started(tmp_path) == 5  # not the expired one
+        # Everything serves again.
+        assert ch.unary_unary("/e2e.Limits/AFast")(b"async", timeout=10) == b"async"
+        assert block(arg, timeout=10) == b"released"
+        assert len(ch.unary_unary(UNARY_PY)(b"", timeout=10)) >= 0
