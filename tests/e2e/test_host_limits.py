@@ -31,7 +31,9 @@ class RawClient:
     response unless asked: a background thread drains the socket and
     decodes what the host answers (grpc-status per stream, GOAWAY)."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, ack_settings: bool = False) -> None:
+        self.ack_settings = ack_settings
+        self.refused: set[int] = set()
         hostname, port = address.rsplit(":", 1)
         self.address = address
         self.sock = socket.create_connection((hostname, int(port)), timeout=30)
@@ -53,7 +55,7 @@ class RawClient:
                 ("te", "trailers"), *(extra or [])]
 
     def open(self, headers: list[tuple[str, str]], count: int,
-             end_stream: bool = False) -> list[int]:
+             end_stream: bool = False, data: bytes = b"") -> list[int]:
         """Opens count streams with the same header list; the HPACK encoder
         indexes each header the first time, so later blocks are one byte per
         header."""
@@ -69,6 +71,8 @@ class RawClient:
             if end_stream:
                 frame.flags.add("END_STREAM")
             out += frame.serialize()
+            if data:
+                out += hf.DataFrame(self.next_id, data=data).serialize()
             ids.append(self.next_id)
             self.next_id += 2
             if len(out) > 1 << 16:
@@ -101,9 +105,15 @@ class RawClient:
                                     self.status[frame.stream_id] = v
                     elif isinstance(frame, hf.GoAwayFrame):
                         self.goaway.set()
+                    elif isinstance(frame, hf.RstStreamFrame):
+                        self.refused.add(frame.stream_id)
+                    elif (isinstance(frame, hf.SettingsFrame) and self.ack_settings
+                          and "ACK" not in frame.flags):
+                        self.sock.sendall(hf.SettingsFrame(0, flags=["ACK"]).serialize())
         except OSError:
             pass
-        self.closed.set()
+        finally:
+            self.closed.set()
 
     def wait_statuses(self, ids: list[int], timeout: float) -> dict[int, str]:
         deadline = time.monotonic() + timeout
@@ -250,3 +260,94 @@ def test_calls_beyond_the_queue_are_refused_at_once_while_workers_block(
         assert ch.unary_unary("/e2e.Limits/AFast")(b"async", timeout=10) == b"async"
         assert block(arg, timeout=10) == b"released"
         assert len(ch.unary_unary(UNARY_PY)(b"", timeout=10)) >= 0
+
+
+# ------------------------------------------------- half-open streams (8)
+
+UNFINISHED = b"\x00\x00\x00\x03\xe8" + b"x" * 10  # 10 of 1000 announced bytes
+
+
+def hold_half_open(client: RawClient, count: int) -> None:
+    """count streams, each with an unfinished request message and no
+    deadline, on a Python unary method; sending stops if the host closes
+    the connection."""
+    try:
+        client.open(client.headers(UNARY_PY), count, data=UNFINISHED)
+    except OSError:  # closed by the host
+        client.closed.wait(10)
+
+
+def test_half_open_streams_are_bounded_by_the_concurrent_streams_limit(host_factory) -> None:
+    host = host_factory("--max-concurrent-streams", "100")
+    client = RawClient(host.address, ack_settings=True)
+    try:
+        time.sleep(0.3)  # SETTINGS exchanged: the limit applies
+        rss_before = host.status("VmRSS")
+        hold_half_open(client, 2000)
+        assert wait_for(lambda: len(client.refused) >= 1900 or client.closed.is_set())
+        time.sleep(0.5)
+        grown = host.status("VmRSS") - rss_before
+        print(f"2000 half-open streams, limit 100: {len(client.refused)} reset, "
+              f"connection closed: {client.closed.is_set()}, host RSS +{grown >> 10} MiB")
+        # gRPC 1.51 treats a stream past the ACKed limit as a connection
+        # error: it closes the connection, resetting the streams it held.
+        assert len(client.refused) >= 1900 or client.closed.is_set()
+        # At most the limit ever became calls; they end UNAVAILABLE.
+        assert len(client.status) <= 100
+        assert set(client.status.values()) <= {str(grpc.StatusCode.UNAVAILABLE.value[0])}
+        assert grown < 64 * 1024 * SANITIZER_FACTOR
+        assert serves(host)
+    finally:
+        client.close()
+
+
+def test_half_open_streams_of_clients_that_never_ack_meet_the_memory_quota(
+        host_factory) -> None:
+    # Before a client ACKs SETTINGS gRPC 1.51 enforces no stream limit; the
+    # resource quota (--max-memory-bytes) is what pushes back: under its
+    # pressure gRPC resets new streams and closes connections.
+    host = host_factory("--max-memory-bytes", str(32 << 20))
+    clients = [RawClient(host.address) for _ in range(10)]
+    try:
+        time.sleep(0.2)
+        rss_before = host.status("VmRSS")
+        for client in clients:
+            hold_half_open(client, 2000)
+        time.sleep(2)
+        refused = sum(len(c.refused) for c in clients)
+        closed = sum(c.closed.is_set() for c in clients)
+        grown = host.status("VmRSS") - rss_before
+        print(f"20,000 half-open streams on 10 connections, no SETTINGS ACK, quota "
+              f"32 MiB: {refused} reset, {closed} connections closed, host RSS "
+              f"+{grown >> 10} MiB")
+        assert refused > 0 or closed > 0
+        assert grown < 400 * 1024 * SANITIZER_FACTOR
+        assert serves(host)
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_connection_idle_past_the_limit_gets_goaway(host_factory) -> None:
+    host = host_factory("--max-connection-idle-ms", "500")
+    client = RawClient(host.address, ack_settings=True)
+    try:
+        t0 = time.monotonic()
+        assert client.goaway.wait(10)
+        print(f"idle connection: GOAWAY after {time.monotonic() - t0:.2f} s")
+        assert serves(host)
+    finally:
+        client.close()
+
+
+def test_connection_older_than_max_age_gets_goaway_then_is_closed(host_factory) -> None:
+    host = host_factory("--max-connection-age-ms", "500",
+                        "--max-connection-age-grace-ms", "500")
+    client = RawClient(host.address, ack_settings=True)
+    try:
+        hold_half_open(client, 10)  # not idle: only the age ends it
+        assert client.goaway.wait(10)
+        assert wait_for(client.closed.is_set, 10)
+        assert serves(host)
+    finally:
+        client.close()
