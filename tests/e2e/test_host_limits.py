@@ -356,3 +356,17 @@ def test_connection_older_than_max_age_gets_goaway_then_is_closed(host_factory) 
         assert serves(host)
     finally:
         client.close()
+
+
+def test_serve_passes_the_host_limits_through() -> None:
+    from pygrpc_ffi.cli import build_parser, host_command
+
+    args = build_parser().parse_args(
+        ["serve", "m", "--max-queued-calls", "5", "--max-metadata-bytes", "8192",
+         "--max-connection-idle-ms", "1000", "--keepalive-permit-without-calls"])
+    command = host_command(args, pathlib.Path("pygrpc_ffi_server"))
+    for flag, value in [("--max-queued-calls", "5"), ("--max-metadata-bytes", "8192"),
+                        ("--max-connection-idle-ms", "1000")]:
+        assert command[command.index(flag) + 1] == value
+    assert "--keepalive-permit-without-calls" in command
+    assert "--max-memory-bytes" not in command  # the host's default
