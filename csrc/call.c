@@ -177,6 +177,19 @@ int pgf_call_add_request_metadata(pgf_call *call,
     return rc;
 }
 
+int pgf_call_add_request_metadata_list(pgf_call *call,
+                                       const pgf_metadata_entry *entries,
+                                       size_t count) {
+    if (call == NULL)
+        return PGF_EINVAL;
+    pthread_mutex_lock(&call->mu);
+    int rc = call->dispatched ? PGF_ESTATE
+                              : pgf__metadata_append_list(&call->request_md,
+                                                          entries, count);
+    pthread_mutex_unlock(&call->mu);
+    return rc;
+}
+
 int pgf_call_set_deadline(pgf_call *call, int64_t deadline_unix_ns) {
     if (call == NULL)
         return PGF_EINVAL;

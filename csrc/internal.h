@@ -44,6 +44,8 @@ typedef struct pgf_md_entry {
     size_t key_len;
     uint8_t *value;     /* NUL-terminated for convenience, may hold NULs */
     size_t value_len;
+    int owns_block;     /* key points at a block to free with the list: its
+                           own, or that of a list copied at once */
 } pgf_md_entry;
 
 struct pgf_metadata {
@@ -57,6 +59,10 @@ void pgf__metadata_init(pgf_metadata *md);
 void pgf__metadata_clear(pgf_metadata *md);
 int pgf__metadata_append(pgf_metadata *md, const char *key, size_t key_len,
                          const uint8_t *value, size_t value_len);
+/* Appends count entries copied into one block (owned by the first entry):
+ * all or nothing.  PGF_EINVAL for an invalid entry or count, PGF_ENOMEM. */
+int pgf__metadata_append_list(pgf_metadata *md,
+                              const pgf_metadata_entry *entries, size_t count);
 /* The HPACK size (RFC 7541 4.1) of an entry as gRPC sends it: key, value
  * (base64 for a binary key), 32 bytes of overhead.  Lengths <= PTRDIFF_MAX. */
 size_t pgf__md_wire_size(const char *key, size_t key_len, size_t value_len);

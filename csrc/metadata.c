@@ -13,7 +13,8 @@ void pgf__metadata_init(pgf_metadata *md) {
 
 void pgf__metadata_clear(pgf_metadata *md) {
     for (size_t i = 0; i < md->count; i++)
-        free(md->entries[i].key);
+        if (md->entries[i].owns_block)
+            free(md->entries[i].key);
     free(md->entries);
     pgf__metadata_init(md);
 }
@@ -52,8 +53,80 @@ int pgf__metadata_append(pgf_metadata *md, const char *key, size_t key_len,
     e->key_len = key_len;
     e->value = v;
     e->value_len = value_len;
+    e->owns_block = 1;
     size_t w = pgf__md_wire_size(key, key_len, value_len);
     md->wire_size = md->wire_size > SIZE_MAX - w ? SIZE_MAX : md->wire_size + w;
+    return PGF_OK;
+}
+
+/* Room for n more entries: PGF_OK or PGF_ENOMEM, md unchanged on failure. */
+static int reserve(pgf_metadata *md, size_t n) {
+    if (n > (size_t)PTRDIFF_MAX / sizeof(pgf_md_entry) - md->count)
+        return PGF_ENOMEM;
+    size_t need = md->count + n;
+    if (need <= md->cap)
+        return PGF_OK;
+    size_t cap = md->cap ? md->cap : 4;
+    while (cap < need)
+        cap = cap > (size_t)PTRDIFF_MAX / sizeof(pgf_md_entry) / 2
+                  ? need : cap * 2;
+    pgf_md_entry *e = realloc(md->entries, cap * sizeof(*e));
+    if (e == NULL)
+        return PGF_ENOMEM;
+    md->entries = e;
+    md->cap = cap;
+    return PGF_OK;
+}
+
+int pgf__metadata_append_list(pgf_metadata *md,
+                              const pgf_metadata_entry *entries, size_t count) {
+    if (count == 0)
+        return PGF_OK;
+    if (entries == NULL || count > (size_t)PTRDIFF_MAX / sizeof(*entries))
+        return PGF_EINVAL;
+    /* Every entry is checked, and the block's size summed without
+     * wrap-around, before anything is allocated or copied. */
+    size_t total = 0;
+    for (size_t i = 0; i < count; i++) {
+        const pgf_metadata_entry *in = &entries[i];
+        if (in->key == NULL || in->key_len == 0 ||
+            (in->value == NULL && in->value_len != 0) ||
+            !pgf__len_ok(in->key_len) || !pgf__len_ok(in->value_len))
+            return PGF_EINVAL;
+        size_t room = (size_t)PTRDIFF_MAX - total;
+        if (in->key_len > room || in->value_len > room - in->key_len ||
+            2 > room - in->key_len - in->value_len)
+            return PGF_ENOMEM;
+        total += in->key_len + in->value_len + 2;
+    }
+    if (reserve(md, count) != PGF_OK)
+        return PGF_ENOMEM;
+    char *block = malloc(total);
+    if (block == NULL)
+        return PGF_ENOMEM;
+    /* Each entry: key NUL value NUL, one after the other. */
+    char *p = block;
+    size_t wire = md->wire_size;
+    for (size_t i = 0; i < count; i++) {
+        const pgf_metadata_entry *in = &entries[i];
+        pgf_md_entry *e = &md->entries[md->count + i];
+        memcpy(p, in->key, in->key_len);
+        p[in->key_len] = '\0';
+        e->key = p;
+        e->key_len = in->key_len;
+        e->owns_block = i == 0;
+        p += in->key_len + 1;
+        if (in->value_len)
+            memcpy(p, in->value, in->value_len);
+        p[in->value_len] = '\0';
+        e->value = (uint8_t *)p;
+        e->value_len = in->value_len;
+        p += in->value_len + 1;
+        size_t w = pgf__md_wire_size(in->key, in->key_len, in->value_len);
+        wire = wire > SIZE_MAX - w ? SIZE_MAX : wire + w;
+    }
+    md->count += count;
+    md->wire_size = wire;
     return PGF_OK;
 }
 

@@ -243,6 +243,24 @@ PGF_API int pgf_call_set_request_message(pgf_call *call, pgf_message *msg);
 PGF_API int pgf_call_add_request_metadata(pgf_call *call,
                                   const char *key, size_t key_len,
                                   const uint8_t *value, size_t value_len);
+/* One request metadata entry as a host received it (since 2). */
+typedef struct pgf_metadata_entry {
+    const char *key;
+    size_t key_len;
+    const uint8_t *value;
+    size_t value_len;
+} pgf_metadata_entry;
+/* Appends count request metadata entries (since 2), copied together into
+ * one allocation: a host that copies a whole header list this way makes one
+ * malloc per call, not one per entry.  All or nothing: PGF_EINVAL (nothing
+ * appended) if an entry breaks the rule of pgf_call_add_request_metadata, if
+ * entries is NULL with count > 0, or if count exceeds what memory can hold;
+ * PGF_ENOMEM; PGF_ESTATE once dispatched.  count 0 appends nothing (PGF_OK).
+ * entries is BORROWED for the duration of the call only.  Bounding what a
+ * client may send is the host's job: this copies whatever it is given. */
+PGF_API int pgf_call_add_request_metadata_list(pgf_call *call,
+                                  const pgf_metadata_entry *entries,
+                                  size_t count);
 /* Absolute deadline, nanoseconds since the Unix epoch (CLOCK_REALTIME);
  * INT64_MAX (the default) means none. */
 PGF_API int pgf_call_set_deadline(pgf_call *call, int64_t deadline_unix_ns);

@@ -68,6 +68,27 @@ def _python_path() -> str:
     return ":".join(dict.fromkeys(entries))
 
 
+# The C++ host's limits, passed through as given (its own defaults
+# otherwise; see hosts/grpc_server/README.md).  The grpcio engine ignores them.
+HOST_LIMIT_FLAGS = (
+    "--max-concurrent-streams", "--max-metadata-bytes", "--max-queued-calls",
+    "--max-memory-bytes", "--keepalive-time-ms", "--keepalive-timeout-ms",
+    "--min-ping-interval-ms", "--max-ping-strikes", "--max-connection-idle-ms",
+    "--max-connection-age-ms", "--max-connection-age-grace-ms",
+)
+
+
+def _host_limits(args: argparse.Namespace) -> list[str]:
+    out = []
+    for flag in HOST_LIMIT_FLAGS:
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        if value is not None:
+            out += [flag, str(value)]
+    if getattr(args, "keepalive_permit_without_calls", False):
+        out.append("--keepalive-permit-without-calls")
+    return out
+
+
 def host_command(args: argparse.Namespace, binary: pathlib.Path) -> list[str]:
     command = [
         str(binary), "--listen", args.listen, "--workers", str(args.workers),
@@ -77,6 +98,7 @@ def host_command(args: argparse.Namespace, binary: pathlib.Path) -> list[str]:
         "--sys-path", _python_path(), "--grace-seconds", str(args.grace),
         # The host stops when this supervisor dies, even by SIGKILL.
         "--die-with-parent", str(os.getpid()),
+        *_host_limits(args),
     ]
     if sys.prefix != sys.base_prefix:
         command += ["--venv", sys.prefix]
@@ -214,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds in-flight calls get on shutdown")
     run.add_argument("--reuse-port", action="store_true",
                      help="share the port with other processes (implied by --processes N > 1)")
+    limits = run.add_argument_group("limits of the cxx engine (passed to the host; defaults "
+                                    "in hosts/grpc_server/README.md)")
+    for flag in HOST_LIMIT_FLAGS:
+        limits.add_argument(flag, type=int, default=None)
+    limits.add_argument("--keepalive-permit-without-calls", action="store_true")
     serve_options.add_arguments(run)
     build = commands.add_parser(
         "build-host", help="build the gRPC C++ host against this installed package")

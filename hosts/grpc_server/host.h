@@ -12,6 +12,12 @@ namespace pgf_host {
 
 struct Host {
   pgf_registry* registry = nullptr;
+  // --max-metadata-bytes: beyond it a call ends RESOURCE_EXHAUSTED before
+  // anything is copied or dispatched.
+  size_t max_metadata_bytes = 16 * 1024;
+  // --max-queued-calls: calls waiting for a worker; beyond it new calls are
+  // answered RESOURCE_EXHAUSTED at once, on the gRPC thread.
+  size_t max_queued_calls = 1000;
   // Runs pgf_dispatch_async: the handlers, sync ones included, so a handler
   // that blocks holds one of these threads and nothing else.
   WorkerPool* workers = nullptr;

@@ -1,6 +1,7 @@
 // pygrpc_ffi_server: a gRPC C++ server that routes every method to the
 // pygrpc_ffi default registry.  Options, startup and shutdown live here.
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/resource_quota.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -84,6 +85,8 @@ int Run(const Options& opts) {
   }
   Host& host = GetHost();
   host.registry = pgf_default_registry();
+  host.max_metadata_bytes = static_cast<size_t>(opts.max_metadata_bytes);
+  host.max_queued_calls = static_cast<size_t>(opts.max_queued_calls);
 
   for (const std::string& svc : opts.native_echo) {
     int rc = RegisterNativeEcho(host.registry, svc);
@@ -126,6 +129,27 @@ int Run(const Options& opts) {
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, opts.reuse_port ? 1 : 0);
   // Per connection; beyond it the client's new streams wait (or are refused).
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, opts.max_concurrent_streams);
+  // gRPC 1.51 enforces this only once the client has ACKed our SETTINGS;
+  // the reactor enforces it again for every call (reactor.cc).
+  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, opts.max_metadata_bytes);
+  // Connections: keepalive finds dead peers; pings are policed; idle and old
+  // connections are closed, so nothing a client opens (half-open streams
+  // included) is held forever.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, opts.keepalive_time_ms);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, opts.keepalive_timeout_ms);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS,
+                             opts.keepalive_permit_without_calls ? 1 : 0);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                             opts.min_ping_interval_ms);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, opts.max_ping_strikes);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, opts.max_connection_idle_ms);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, opts.max_connection_age_ms);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                             opts.max_connection_age_grace_ms);
+  // What gRPC may allocate for connections and calls (buffers, streams).
+  grpc::ResourceQuota quota("pygrpc_ffi_server");
+  quota.Resize(static_cast<size_t>(opts.max_memory_bytes));
+  builder.SetResourceQuota(quota);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     server.reset();

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 namespace pgf_host {
 
@@ -17,10 +18,37 @@ const char kUsage[] =
     "  --workers N              handler threads (default 4)\n"
     "  --max-workers N          threads added while handlers block or hang\n"
     "                           (default 64; at least --workers)\n"
+    "  --max-queued-calls N     calls that may wait for a handler thread; more\n"
+    "                           are answered RESOURCE_EXHAUSTED (default 1000)\n"
     "  --max-message-size B     receive and send limit in bytes (default 64 MiB)\n"
     "  --max-concurrent-streams N\n"
     "                           streams a client may open on one connection\n"
     "                           (default 1000)\n"
+    "  --max-metadata-bytes B   request metadata a call may carry, counted as\n"
+    "                           HPACK does (key + value + 32 per entry); beyond\n"
+    "                           it RESOURCE_EXHAUSTED (default 16384)\n"
+"  --keepalive-time-ms MS   ping a connection idle this long (default 7200000)\n"
+    "  --keepalive-timeout-ms MS\n"
+    "                           close it if the ping is not answered in time\n"
+    "                           (default 20000)\n"
+    "  --keepalive-permit-without-calls\n"
+    "                           let clients ping while they have no call\n"
+    "                           (default: such pings count as strikes)\n"
+    "  --min-ping-interval-ms MS\n"
+    "                           client pings closer than this without data are\n"
+    "                           strikes (default 300000)\n"
+    "  --max-ping-strikes N     strikes before GOAWAY (default 2; 0: no limit)\n"
+    "  --max-connection-idle-ms MS\n"
+    "                           GOAWAY to a connection without calls for this\n"
+    "                           long (default 1800000)\n"
+    "  --max-connection-age-ms MS\n"
+    "                           GOAWAY to a connection this old (default 7200000)\n"
+    "  --max-connection-age-grace-ms MS\n"
+    "                           then its calls get this long before the\n"
+    "                           connection is closed (default 600000)\n"
+    "                           (2147483647 for any of these: no limit)\n"
+    "  --max-memory-bytes B     memory gRPC may use for connections and calls\n"
+    "                           (grpc::ResourceQuota; default 1073741824)\n"
     "  --module NAME            Python module to import; it registers handlers\n"
     "                           (repeatable)\n"
     "  --venv DIR               virtualenv whose site-packages Python uses\n"
@@ -42,6 +70,18 @@ bool ParseLong(const char* s, long min, long max, long* out) {
   return true;
 }
 
+// The integer connection options, by flag; nullptr for any other flag.
+int* IntOption(Options* opts, const std::string& arg) {
+  if (arg == "--keepalive-time-ms") return &opts->keepalive_time_ms;
+  if (arg == "--keepalive-timeout-ms") return &opts->keepalive_timeout_ms;
+  if (arg == "--min-ping-interval-ms") return &opts->min_ping_interval_ms;
+  if (arg == "--max-ping-strikes") return &opts->max_ping_strikes;
+  if (arg == "--max-connection-idle-ms") return &opts->max_connection_idle_ms;
+  if (arg == "--max-connection-age-ms") return &opts->max_connection_age_ms;
+  if (arg == "--max-connection-age-grace-ms") return &opts->max_connection_age_grace_ms;
+  return nullptr;
+}
+
 }  // namespace
 
 bool ParseOptions(int argc, char** argv, Options* opts, std::string* message,
@@ -56,6 +96,10 @@ bool ParseOptions(int argc, char** argv, Options* opts, std::string* message,
     }
     if (arg == "--reuse-port") {
       opts->reuse_port = true;
+      continue;
+    }
+    if (arg == "--keepalive-permit-without-calls") {
+      opts->keepalive_permit_without_calls = true;
       continue;
     }
     // Both "--opt value" and "--opt=value".
@@ -80,6 +124,8 @@ bool ParseOptions(int argc, char** argv, Options* opts, std::string* message,
     long n;
     if (arg == "--listen" || arg == "--workers" || arg == "--max-workers" ||
         arg == "--max-message-size" || arg == "--max-concurrent-streams" ||
+        arg == "--max-metadata-bytes" || arg == "--max-queued-calls" ||
+        IntOption(opts, arg) != nullptr || arg == "--max-memory-bytes" ||
         arg == "--module" || arg == "--venv" || arg == "--sys-path" ||
         arg == "--native-echo" || arg == "--grace-seconds" || arg == "--die-with-parent") {
       if (!need(&v)) {
@@ -90,7 +136,21 @@ bool ParseOptions(int argc, char** argv, Options* opts, std::string* message,
       *message = "error: unknown option " + arg + "\n" + kUsage;
       return false;
     }
-    if (arg == "--listen") {
+    if (int* field = IntOption(opts, arg)) {
+      long min = arg == "--max-ping-strikes" ? 0 : 1;
+      if (!ParseLong(v.c_str(), min, INT_MAX, &n)) {
+        *message = "error: " + arg + " must be an integer in " + std::to_string(min) +
+                   "..2147483647\n";
+        return false;
+      }
+      *field = static_cast<int>(n);
+    } else if (arg == "--max-memory-bytes") {
+      if (!ParseLong(v.c_str(), 16L << 20, LONG_MAX, &n)) {
+        *message = "error: --max-memory-bytes must be at least 16777216\n";
+        return false;
+      }
+      opts->max_memory_bytes = n;
+    } else if (arg == "--listen") {
       if (v.empty()) {
         *message = "error: --listen needs an address\n";
         return false;
@@ -120,6 +180,19 @@ bool ParseOptions(int argc, char** argv, Options* opts, std::string* message,
         return false;
       }
       opts->max_concurrent_streams = static_cast<int>(n);
+    } else if (arg == "--max-metadata-bytes") {
+      // At least what any client sends unasked (:path, user-agent, te...).
+      if (!ParseLong(v.c_str(), 1024, INT_MAX, &n)) {
+        *message = "error: --max-metadata-bytes must be an integer in 1024..2147483647\n";
+        return false;
+      }
+      opts->max_metadata_bytes = static_cast<int>(n);
+    } else if (arg == "--max-queued-calls") {
+      if (!ParseLong(v.c_str(), 0, INT_MAX, &n)) {
+        *message = "error: --max-queued-calls must be an integer in 0..2147483647\n";
+        return false;
+      }
+      opts->max_queued_calls = static_cast<int>(n);
     } else if (arg == "--module") {
       if (v.empty()) {
         *message = "error: --module needs a module name\n";

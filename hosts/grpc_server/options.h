@@ -12,6 +12,20 @@ struct Options {
   int max_workers = 64;  // the pool grows past `workers` only when stalled
   int max_message_size = 64 * 1024 * 1024;
   int max_concurrent_streams = 1000;  // per HTTP/2 connection
+  // Request metadata per call, counted as HPACK does (key + value + 32 per
+  // entry): gRPC's GRPC_ARG_MAX_METADATA_SIZE, and the host's own bound.
+  int max_metadata_bytes = 16 * 1024;
+  // Connections (gRPC channel arguments; milliseconds, INT_MAX for none).
+  int keepalive_time_ms = 2 * 3600 * 1000;        // ping an idle transport
+  int keepalive_timeout_ms = 20 * 1000;           // close if unanswered
+  bool keepalive_permit_without_calls = false;    // client pings with no call
+  int min_ping_interval_ms = 5 * 60 * 1000;       // client pings closer: strike
+  int max_ping_strikes = 2;                       // then GOAWAY
+  int max_connection_idle_ms = 30 * 60 * 1000;    // no call for this long: GOAWAY
+  int max_connection_age_ms = 2 * 3600 * 1000;    // GOAWAY after this long
+  int max_connection_age_grace_ms = 10 * 60 * 1000;  // then calls are cut
+  long max_memory_bytes = 1L << 30;             // grpc::ResourceQuota
+  int max_queued_calls = 1000;  // waiting for a worker; beyond: RESOURCE_EXHAUSTED
   std::vector<std::string> modules;
   std::string venv;
   std::string sys_path;

@@ -5,7 +5,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <string>
+#include <vector>
 
 #include "host.h"
 
@@ -104,6 +106,19 @@ void CopyMetadata(const pgf_metadata* md, AddFn add) {
   }
 }
 
+// Whether the request metadata fits `limit` bytes, counted as HPACK counts
+// a header list (RFC 7541 4.1: key + value + 32 per entry) and as gRPC's
+// GRPC_ARG_MAX_METADATA_SIZE does.  Stops at the first entry past it.
+bool MetadataWithin(const std::multimap<grpc::string_ref, grpc::string_ref>& md,
+                    size_t limit) {
+  size_t total = 0;
+  for (const auto& kv : md) {
+    total += kv.first.size() + kv.second.size() + 32;  // each < 2^31: no wrap
+    if (total > limit) return false;
+  }
+  return true;
+}
+
 grpc::Status StatusOf(pgf_call* call) {
   int code = pgf_call_status(call);
   if (code < 0 || code > 16) code = PGF_STATUS_UNKNOWN;
@@ -125,6 +140,14 @@ grpc::Status NotOneRequest(const std::string& path) {
                       "\"" + path + "\" requires exactly one request message.");
 }
 
+// A call the host answers itself, without a handler (a limit, a wrong
+// number of request messages, a call cancelled while queued) still counts in
+// the shim's metrics, as every call does.
+void CountRefused(const std::string& path, int kind, const grpc::Status& status) {
+  pgf_metrics_count_refused(path.data(), path.size(), kind,
+                            static_cast<int>(status.error_code()));
+}
+
 bool UnaryRequest(int kind) {
   return kind == PGF_KIND_UNARY || kind == PGF_KIND_SERVER_STREAMING;
 }
@@ -137,6 +160,17 @@ bool UnaryResponse(int kind) {
 
 CallReactor::CallReactor(grpc::GenericCallbackServerContext* ctx) : ctx_(ctx) {
   Host& host = GetHost();
+  if (!MetadataWithin(ctx_->client_metadata(), host.max_metadata_bytes)) {
+    // Before anything is copied, looked up or read: a client that never
+    // ACKs SETTINGS gets past gRPC's own limit (see FillCall).
+    ended_ = true;
+    grpc::Status refused(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                         "request metadata exceeds " +
+                             std::to_string(host.max_metadata_bytes) + " bytes");
+    CountRefused(ctx_->method(), -1, refused);
+    Finish(std::move(refused));
+    return;
+  }
   const std::string& path = ctx_->method();
   call_ = pgf_call_new(path.data(), path.size());
   if (call_ == nullptr) {
@@ -171,13 +205,23 @@ CallReactor::CallReactor(grpc::GenericCallbackServerContext* ctx) : ctx_(ctx) {
   Dispatch();
 }
 
+// The request metadata goes into the call in one block (one allocation, not
+// one per entry), and only after the constructor checked its total against
+// --max-metadata-bytes: gRPC 1.51 applies its own limit only once the client
+// ACKed SETTINGS, so a client that never does could send thousands of
+// references to one HPACK-indexed 4 KiB header per stream, each of which
+// used to become a 4 KiB copy here.
 bool CallReactor::FillCall() {
-  for (const auto& kv : ctx_->client_metadata()) {
-    if (pgf_call_add_request_metadata(call_, kv.first.data(), kv.first.size(),
-                                      reinterpret_cast<const uint8_t*>(kv.second.data()),
-                                      kv.second.size()) == PGF_ENOMEM) {
-      return false;
-    }
+  const auto& md = ctx_->client_metadata();
+  std::vector<pgf_metadata_entry> entries;
+  entries.reserve(md.size());
+  for (const auto& kv : md) {
+    entries.push_back(pgf_metadata_entry{
+        kv.first.data(), kv.first.size(),
+        reinterpret_cast<const uint8_t*>(kv.second.data()), kv.second.size()});
+  }
+  if (pgf_call_add_request_metadata_list(call_, entries.data(), entries.size()) != PGF_OK) {
+    return false;
   }
   std::string peer = ctx_->peer();
   pgf_call_set_peer(call_, peer.data(), peer.size());
@@ -195,8 +239,21 @@ void CallReactor::Dispatch() {
     EndWithoutHandler(grpc::Status(grpc::StatusCode::INTERNAL, "dispatch failed"));
     return;
   }
-  if (!GetHost().workers->Post(RunDispatch, this, nullptr)) {
-    EndWithoutHandler(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
+  // Bounded: when every worker is busy (handlers that block) and the queue is
+  // full, the call is answered here instead of waiting without limit.
+  Host& host = GetHost();
+  switch (host.workers->PostBounded(RunDispatch, this, nullptr, host.max_queued_calls)) {
+    case WorkerPool::PostResult::kQueued:
+      return;
+    case WorkerPool::PostResult::kFull:
+      EndWithoutHandler(grpc::Status(
+          grpc::StatusCode::RESOURCE_EXHAUSTED,
+          "server overloaded: " + std::to_string(host.max_queued_calls) +
+              " calls already wait for a handler thread"));
+      return;
+    case WorkerPool::PostResult::kStopped:
+      EndWithoutHandler(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
+      return;
   }
 }
 
@@ -245,7 +302,9 @@ void CallReactor::OnRequestRead(bool ok) {
   if (!ok) {
     // Half-close before any message (or the client is gone): never dispatched.
     ended_ = true;
-    Finish(NotOneRequest(ctx_->method()));
+    grpc::Status refused = NotOneRequest(ctx_->method());
+    CountRefused(ctx_->method(), kind_, refused);
+    Finish(std::move(refused));
     return;
   }
   pgf_message* msg = TakeMessage(&read_buf_);
@@ -424,6 +483,7 @@ void CallReactor::OnHandlerDone() {
 }
 
 void CallReactor::EndWithoutHandler(grpc::Status status) {
+  CountRefused(ctx_->method(), kind_, status);
   bool end;
   {
     std::lock_guard<std::mutex> lock(mu_);

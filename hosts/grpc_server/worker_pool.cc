@@ -50,6 +50,22 @@ bool WorkerPool::Post(Fn fn, void* a, void* b) {
   return true;
 }
 
+WorkerPool::PostResult WorkerPool::PostBounded(Fn fn, void* a, void* b, size_t max_queued) {
+  bool wake;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return PostResult::kStopped;
+    // Tasks a sleeping thread is about to take do not wait.
+    size_t waiting = queue_.size() > static_cast<size_t>(idle_)
+                         ? queue_.size() - static_cast<size_t>(idle_) : 0;
+    if (waiting >= max_queued) return PostResult::kFull;
+    queue_.push_back(Task{fn, a, b, Clock::now()});
+    wake = idle_ > 0;
+  }
+  if (wake) cv_.notify_one();
+  return PostResult::kQueued;
+}
+
 void WorkerPool::Watch() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {

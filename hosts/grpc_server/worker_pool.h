@@ -30,6 +30,11 @@ class WorkerPool {
   // the caller decides what to do with the task then.
   bool Post(Fn fn, void* a, void* b);
 
+  // Post, unless max_queued tasks already wait for a thread: then kFull and
+  // nothing is queued (the caller answers instead of queueing without end).
+  enum class PostResult { kQueued, kFull, kStopped };
+  PostResult PostBounded(Fn fn, void* a, void* b, size_t max_queued);
+
   // Refuses new tasks, runs every task already queued, joins the threads.
   // Idempotent.  Must not be called from one of the pool's threads.
   void Stop();
