@@ -358,8 +358,8 @@ def section_streams(rep: Report, streams: dict[str, Any] | None,
     for server in streams["servers"]:
         med = server["medians"]
         note = server.get("error", "")
-        rep.add(f"| ({server['key']}) {server['label']} | {med.get('bidi', 0):,.0f} | "
-                f"{med.get('server', 0):,.0f} | {note} |")
+        cells = [f"{med[m]:,.0f}" if med.get(m) else "-" for m in ("bidi", "server")]
+        rep.add(f"| ({server['key']}) {server['label']} | {cells[0]} | {cells[1]} | {note} |")
     rep.add("")
     ratios = streams.get("ratios", {})
     for name, value in ratios.items():
