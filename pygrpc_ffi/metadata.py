@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 
 MetadataValue = str | bytes
 MetadataLike = Mapping[str, MetadataValue] | Iterable[tuple[str, MetadataValue]] | None
@@ -14,15 +14,18 @@ def is_binary_key(key: str) -> bool:
     return len(key) >= 5 and key.endswith("-bin")
 
 
-class Metadata(Mapping[str, MetadataValue]):
-    """An ordered, multi-valued, read-only mapping of metadata.
+class Metadata(MutableMapping[str, MetadataValue]):
+    """An ordered, multi-valued mapping of metadata.
 
     ``md[key]`` and ``md.get(key)`` give the first value; ``get_all(key)``
     gives every value; iterating gives each key once; ``pairs()`` gives every
     (key, value) in order, as grpcio's ``invocation_metadata()`` does.
     Look-ups ignore case, as HTTP/2 header names do: a key a client sent in
     upper case (which HTTP/2 forbids, but hosts may pass on) is found under
-    any spelling, and iteration gives keys in lower case.
+    any spelling, and iteration gives keys in lower case.  ``md[key] = v``
+    replaces every value of ``key`` with ``v`` (where its first value was, or
+    at the end); ``del md[key]`` removes them all; ``add(key, v)`` appends
+    one more.  Changing a request's metadata changes only this Python copy.
     """
 
     __slots__ = ("_index", "_pairs")
@@ -57,6 +60,40 @@ class Metadata(Mapping[str, MetadataValue]):
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and key.lower() in self._lookup()
+
+    def __setitem__(self, key: str, value: MetadataValue) -> None:
+        if not isinstance(key, str):
+            raise TypeError(f"metadata key must be str, not {type(key).__name__}")
+        if not isinstance(value, (str, bytes)):
+            raise TypeError(f"metadata value must be str or bytes, not {type(value).__name__}")
+        lowered = key.lower()
+        pairs: list[tuple[str, MetadataValue]] = []
+        placed = False
+        for k, v in self._pairs:
+            if k.lower() == lowered:
+                if not placed:
+                    pairs.append((lowered, value))
+                    placed = True
+                continue
+            pairs.append((k, v))
+        if not placed:
+            pairs.append((lowered, value))
+        self._pairs = tuple(pairs)
+        self._index = None
+
+    def __delitem__(self, key: str) -> None:
+        lowered = key.lower()
+        if lowered not in self._lookup():
+            raise KeyError(key)
+        self._pairs = tuple((k, v) for k, v in self._pairs if k.lower() != lowered)
+        self._index = None
+
+    def add(self, key: str, value: MetadataValue) -> None:
+        """Appends one more value of ``key``."""
+        if not isinstance(key, str) or not isinstance(value, (str, bytes)):
+            raise TypeError("metadata keys are str and values str or bytes")
+        self._pairs = (*self._pairs, (key.lower(), value))
+        self._index = None
 
     def get_all(self, key: str) -> list[MetadataValue]:
         """Every value of ``key``, in the order received."""

@@ -410,3 +410,25 @@ def test_invalid_request_metadata_key_is_refused_by_call(service: GrpcService) -
     with pytest.raises(ValueError):
         service.call("", "M")
     assert live_objects()["calls"] == 0
+
+
+def test_request_metadata_is_a_mutable_multi_valued_mapping(service: GrpcService) -> None:
+    seen: list[Any] = []
+
+    def handler(request: GrpcRequest) -> bytes:
+        md = request.metadata
+        md["x-added"] = "1"
+        md["X-Multi"] = "replaced"
+        md.add("x-multi", "again")
+        del md["x-gone"]
+        seen.append(md.pairs())
+        return b""
+
+    service.register_handler("pkg.Svc", handler)
+    service.call("pkg.Svc", "M", metadata=[("x-multi", "a"), ("x-gone", "b"), ("x-multi", "c")])
+    assert seen == [(("x-multi", "replaced"), ("x-added", "1"), ("x-multi", "again"))]
+    built = GrpcRequest("pkg.Svc", "M", b"")
+    built.metadata["k"] = "v"
+    assert built.metadata["K"] == "v"
+    with pytest.raises(TypeError):
+        built.metadata["k"] = 5  # type: ignore[assignment]
