@@ -34,6 +34,23 @@ def new_message(payload: Any) -> Any:
     return msg
 
 
+def take_write_copy(call: Any) -> bytes | None:
+    """The queued response message, copied, its bytes released and its write
+    completed (for hosts that send copies: grpcio sends only bytes); None if
+    no write is queued."""
+    data = ffi.new("const uint8_t **")
+    size = ffi.new("size_t *")
+    release = ffi.new("pgf_release_fn *")
+    ctx = ffi.new("void **")
+    if lib.pgf_call_take_write(call, data, size, release, ctx, ffi.NULL) != lib.PGF_OK:
+        return None
+    message = ffi.buffer(data[0], size[0])[:] if size[0] else b""
+    if release[0] != ffi.NULL:
+        release[0](ctx[0])
+    lib.pgf_call_write_done(call, 1)
+    return message
+
+
 class LocalStream:
     """Serves a call's stream events as a host does: each read takes the next
     item of ``requests`` on a reader thread of its own (the iterator may
@@ -85,14 +102,8 @@ class LocalStream:
 
     def take_write(self, call: Any) -> bool:
         """Takes, copies and completes the queued write; False if none."""
-        data = ffi.new("const uint8_t **")
-        size = ffi.new("size_t *")
-        release = ffi.new("pgf_release_fn *")
-        ctx = ffi.new("void **")
-        if lib.pgf_call_take_write(call, data, size, release, ctx, ffi.NULL) != lib.PGF_OK:
+        message = take_write_copy(call)
+        if message is None:
             return False
-        self.responses.append(ffi.buffer(data[0], size[0])[:] if size[0] else b"")
-        if release[0] != ffi.NULL:
-            release[0](ctx[0])
-        lib.pgf_call_write_done(call, 1)
+        self.responses.append(message)
         return True

@@ -44,7 +44,7 @@ import grpc
 
 from . import _runtime
 from ._calls import new_call, read_result
-from ._local_host import new_message
+from ._local_host import new_message, take_write_copy
 from ._native import ffi, lib
 from .service import GrpcService, default_service
 
@@ -141,20 +141,10 @@ class _EngineStream:
 
 
 def _take_write(call: Any) -> bytes | None:
-    """The queued response message, copied (grpcio sends only bytes) and its
-    write completed: the handler may queue the next one, which waits until
-    grpcio has sent this one and asks for more (two in flight at most)."""
-    data = ffi.new("const uint8_t **")
-    size = ffi.new("size_t *")
-    release = ffi.new("pgf_release_fn *")
-    ctx = ffi.new("void **")
-    if lib.pgf_call_take_write(call, data, size, release, ctx, ffi.NULL) != lib.PGF_OK:
-        return None
-    message = ffi.buffer(data[0], size[0])[:] if size[0] else b""
-    if release[0] != ffi.NULL:
-        release[0](ctx[0])
-    lib.pgf_call_write_done(call, 1)
-    return message
+    """The queued response message, copied and its write completed: the
+    handler may queue the next one, which waits until grpcio has sent this
+    one and asks for more (two in flight at most)."""
+    return take_write_copy(call)
 
 
 def _one_request(path: str, requests: Iterator[bytes], context: Any) -> bytes:
