@@ -144,8 +144,20 @@ def host_factory() -> Iterator[type[Host]]:
 
 
 def serves(host: Host) -> bool:
-    with host.channel() as ch:
-        return ch.unary_unary(ECHO)(b"still here", timeout=10) == b"still here"
+    """A new connection is served.  Its own subchannel (grpcio otherwise
+    shares one with an earlier channel to the same address, which the host
+    may be closing), retried while a closing connection still answers
+    UNAVAILABLE."""
+    deadline = time.monotonic() + 10
+    while True:
+        with grpc.insecure_channel(host.address,
+                                   options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+            try:
+                return ch.unary_unary(ECHO)(b"still here", timeout=10) == b"still here"
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                    raise
+        time.sleep(0.1)
 
 
 def serves_now(host: Host) -> bool:
