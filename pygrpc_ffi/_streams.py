@@ -282,16 +282,25 @@ def _finish_failed(stream: _Stream, exc: BaseException) -> None:
 class _AsyncStream:
     """The task of an async streaming handler, which C may cancel."""
 
-    __slots__ = ("cancelled", "handle", "stream", "task")
+    __slots__ = ("cancelled", "handle", "loop_task", "stream", "task")
 
     def __init__(self, stream: _Stream) -> None:
         self.stream = stream
         self.task: concurrent.futures.Future[None] | None = None
+        self.loop_task: asyncio.Task[Any] | None = None  # set by _drive, first thing
         self.cancelled = False
         self.handle: Any = None
 
     def cancel(self) -> None:
+        # _drive records its task before it checks `cancelled`: whichever of
+        # the two runs first, the handler is cancelled.
         self.cancelled = True
+        loop_task = self.loop_task
+        if loop_task is not None:
+            try:
+                loop_task.get_loop().call_soon_threadsafe(loop_task.cancel)
+            except RuntimeError:  # the loop is closed
+                pass
         task = self.task
         if task is not None:
             task.cancel()
@@ -312,6 +321,7 @@ async def _drive(pending: _AsyncStream) -> None:
     binding = stream.binding
     kind = binding.kind
     error: BaseException | None = None
+    pending.loop_task = asyncio.current_task()
     try:
         if pending.cancelled:
             raise asyncio.CancelledError()
@@ -365,6 +375,7 @@ def _end_async(pending: _AsyncStream, exc: BaseException | None) -> None:
     finally:
         handles.pop(pending.handle)
         pending.handle = None  # a handle keeps its object: no cycle
+        pending.loop_task = None
         stream.release()
         on_finish = stream.binding.on_finish
         if on_finish is not None:
