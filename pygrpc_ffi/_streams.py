@@ -29,6 +29,7 @@ from ._answers import (
     finish_ok,
 )
 from ._handles import handles
+from ._local_host import new_message
 from ._native import ffi, lib
 from ._requests import CallInfo, message_request, read_call_info
 from .errors import Cancelled
@@ -115,14 +116,14 @@ class _Stream:
                 raise RuntimeError(f"reading the request stream failed ({rc})")
 
     def first_request(self) -> Any:
-        """The one request of a unary-request call."""
-        msg_p = ffi.new("pgf_message **")
-        rc = _read_wait(self.call, msg_p)
-        if rc == lib.PGF_OK:
-            return message_request(self.info, msg_p[0])
-        if rc == lib.PGF_ECANCELLED:
-            raise StreamCancelled()
-        raise RuntimeError(f"the call has no request message ({rc})")
+        """The one request of a unary-request call (set before dispatch).  Bytes
+        the host only lent (pgf_call_set_request) are copied: a view of them
+        could outlive the call."""
+        raw = lib._pgf_request_of(self.call)
+        msg = raw.msg
+        if msg == ffi.NULL:
+            msg = new_message(ffi.buffer(raw.data, raw.len)[:] if raw.len else b"")
+        return message_request(self.info, msg)
 
     def write(self, answer: Any) -> None:
         payload = self.responder.message_payload(answer)
@@ -325,9 +326,7 @@ async def _drive(pending: _AsyncStream) -> None:
     try:
         if pending.cancelled:
             raise asyncio.CancelledError()
-        arg = stream.arequests() if kind & _KIND_REQUEST_STREAM else await stream.aread()
-        if arg is None:
-            raise RuntimeError("the call has no request message")
+        arg = stream.arequests() if kind & _KIND_REQUEST_STREAM else stream.first_request()
         _current.set(stream)  # this task's context only
         result = binding.fn(arg)
         if not kind & _KIND_RESPONSE_STREAM:

@@ -293,3 +293,35 @@ def test_many_concurrent_bidi_streams_all_complete(streams: GrpcService) -> None
         t.join(30)
     assert len(results) == 40
     assert all(r.code is StatusCode.OK and len(r.messages) == 50 for r in results)
+
+
+def test_lent_request_bytes_of_a_stream_call_are_copied_for_python(
+        service: GrpcService) -> None:
+    """A host may lend the request (pgf_call_set_request): a view the handler
+    keeps must not see those bytes change (or be freed) after the call."""
+    from pygrpc_ffi._handles import handles
+    from pygrpc_ffi._local_host import LocalStream
+    from pygrpc_ffi._native import ffi, lib
+
+    kept: list[memoryview] = []
+
+    @service.method(SVC, "Keep", response_streaming=True)
+    def keep(request: GrpcRequest) -> Iterator[bytes]:
+        kept.append(request.payload)
+        yield b"ok"
+
+    lent = ffi.new("uint8_t[]", b"lent")
+    path = f"/{SVC}/Keep".encode()
+    call = lib.pgf_call_new(path, len(path))
+    assert lib.pgf_call_set_request(call, lent, 4) == lib.PGF_OK
+    host = LocalStream(())
+    handle = handles.add(host)
+    assert lib.pgf_call_set_stream(call, lib._pgf_py_stream_event, handle) == lib.PGF_OK
+    assert lib.pgf_dispatch(service._registry, call) == lib.PGF_OK
+    assert lib.pgf_call_status(call) == 0
+    assert host.responses == [b"ok"]
+    lib.pgf_call_unref(call)
+    handles.pop(handle)
+    lent[0:4] = b"XXXX"  # the host reuses its buffer
+    assert bytes(kept[0]) == b"lent"
+    kept.clear()
