@@ -299,9 +299,10 @@ def test_lent_request_bytes_of_a_stream_call_are_copied_for_python(
         service: GrpcService) -> None:
     """A host may lend the request (pgf_call_set_request): a view the handler
     keeps must not see those bytes change (or be freed) after the call."""
+    from pygrpc_ffi._native import ffi, lib
+
     from pygrpc_ffi._handles import handles
     from pygrpc_ffi._local_host import LocalStream
-    from pygrpc_ffi._native import ffi, lib
 
     kept: list[memoryview] = []
 
