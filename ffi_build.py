@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import pathlib
 import re
+import sys
 
 from cffi import FFI
 
 ROOT = pathlib.Path(__file__).resolve().parent
 CSRC = ROOT / "csrc"
+PYSRC = ROOT / "pysrc"  # C compiled into this module, with the CPython API
 PACKAGE = ROOT / "pygrpc_ffi"
 
 # Python trampolines called from C (no ffi.callback per call).
@@ -26,6 +28,7 @@ extern "Python" void _pgf_py_cancel(pgf_call *, void *);
 extern "Python" void _pgf_py_stream_event(pgf_call *, int, void *);
 extern "Python" void _pgf_py_read_done(pgf_call *, int, pgf_message *, void *);
 extern "Python" void _pgf_py_write_done(pgf_call *, int, void *);
+extern "Python" void _pgf_py_enter_thread(void);
 """
 
 
@@ -45,7 +48,7 @@ def cdef_from_header(text: str) -> str:
         elif stripped.startswith("#") or stripped in ('extern "C" {', "}"):
             continue
         else:
-            lines.append(re.sub(r"\bPGF_API\s+", "", line))
+            lines.append(re.sub(r"\b(PGF_API|static)\s+", "", line))
     return "\n".join(lines)
 
 
@@ -119,19 +122,33 @@ static void _pgf_handle(void *handler_data, pgf_call *call) {
         pgf_call_finish(call, PGF_STATUS_INTERNAL, msg, sizeof(msg) - 1);
     }
 }
+static void _pgf_py_release_handler(void *);
+static void _pgf_py_enter_thread(void);
+#include "unary.c"
 """
+
+# The unary fast path needs the buffer protocol of the limited API, which
+# Python 3.11 added: an abi3 module for 3.11 and later, a version-specific one
+# for 3.10 (setup.py tags the wheel to match).
+if sys.version_info >= (3, 11):
+    LIMITED_API: dict[str, object] = {"define_macros": [("Py_LIMITED_API", "0x030B0000")]}
+else:
+    LIMITED_API = {"py_limited_api": False}
 
 ffibuilder = FFI()
 ffibuilder.cdef(cdef_from_header((CSRC / "pygrpc_ffi.h").read_text()))
 ffibuilder.cdef(TRAMPOLINES)
 ffibuilder.cdef(HELPERS_CDEF)
+ffibuilder.cdef(cdef_from_header((PYSRC / "unary.h").read_text()))
 ffibuilder.set_source(
     "pygrpc_ffi._native",
     HELPERS_SOURCE,
-    include_dirs=[str(CSRC)],
+    include_dirs=[str(CSRC), str(PYSRC)],
+    depends=[str(PYSRC / "unary.c"), str(PYSRC / "unary.h")],
     library_dirs=[str(PACKAGE)],
     libraries=["pygrpc_ffi"],
     extra_link_args=["-Wl,-rpath,$ORIGIN"],
+    **LIMITED_API,  # type: ignore[arg-type]
 )
 
 if __name__ == "__main__":

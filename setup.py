@@ -20,6 +20,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import sysconfig
 
 from setuptools import setup
@@ -173,6 +174,7 @@ setup(
     version=VERSION,
     cffi_modules=["ffi_build.py:ffibuilder"],
     cmdclass={"build_ext": BuildShimThenExt},
-    # cffi builds _native against the limited API: one wheel for 3.10 and later.
-    options={"bdist_wheel": {"py_limited_api": "cp310"}},
+    # _native is built against the limited API of 3.11 (ffi_build.py): one
+    # wheel for 3.11 and later; on 3.10, a wheel for 3.10 only.
+    options={"bdist_wheel": {"py_limited_api": "cp311"}} if sys.version_info >= (3, 11) else {},
 )

@@ -25,6 +25,10 @@ class Handles:
     def pop(self, ptr: Any) -> Any:
         return ffi.from_handle(self._items.pop(ptr))
 
+    def get(self, ptr: Any) -> Any:
+        """The object of a handle still held by C."""
+        return ffi.from_handle(self._items[ptr])
+
     def __len__(self) -> int:
         return len(self._items)
 

@@ -92,8 +92,59 @@ class _CallReader:
         return ffi.string(peer).decode("utf-8", "replace") if peer[0] != b"\0" else ""
 
 
+class _AddressReader(_CallReader):
+    """Reads lazy fields of a request that holds its call as an address
+    (the unary fast path, pysrc/unary.c, passes it so)."""
+
+    @staticmethod
+    def metadata(call: Any) -> Metadata:
+        return _CallReader.metadata(call_at(call))
+
+    @staticmethod
+    def service_name(call: Any) -> str:
+        return _CallReader.service_name(call_at(call))
+
+    @staticmethod
+    def method_name(call: Any) -> str:
+        return _CallReader.method_name(call_at(call))
+
+    @staticmethod
+    def deadline(call: Any) -> float | None:
+        return _CallReader.deadline(call_at(call))
+
+    @staticmethod
+    def peer(call: Any) -> str:
+        return _CallReader.peer(call_at(call))
+
+
+def call_at(call: Any) -> Any:
+    """The ``pgf_call *`` of a call given as a pointer or as an address."""
+    return _cast("pgf_call *", call) if type(call) is int else call
+
+
+def call_of(request: GrpcRequest) -> Any:
+    """The ``pgf_call *`` a request reads its fields from, or None once it
+    was released from its call."""
+    return call_at(request._call) if request._call is not None else None
+
+
+_cast = ffi.cast
 _reader = _CallReader()
+_address_reader = _AddressReader()
 _new_request = GrpcRequest.__new__
+
+
+def request_at(address: int, payload: memoryview) -> GrpcRequest:
+    """A GrpcRequest of the call at ``address`` with its payload view made
+    in C (pysrc/unary.c); fields read from the call when first used."""
+    request = _new_request(GrpcRequest)
+    request._service_name = request._method_name = request._deadline = request._peer = _LAZY
+    request.payload = payload
+    request._metadata = None
+    request._call = address
+    request._reader = _address_reader
+    request._stream = None
+    return request
 
 
 def make_request(call: Any) -> GrpcRequest:

@@ -27,7 +27,14 @@ from ._answers import (
 )
 from ._handles import handles
 from ._native import ffi, lib
-from ._requests import decode_name, make_request, read_metadata, release_request
+from ._requests import (
+    call_at,
+    decode_name,
+    make_request,
+    read_metadata,
+    release_request,
+    request_at,
+)
 from .request import GrpcRequest
 from .response import GrpcResponse
 from .status import StatusCode
@@ -112,6 +119,52 @@ def run(binding: Binding, call: Any) -> None:
     outlives = sys.getrefcount(request) != refs
     release_request(request, outlives)
     finish_ok(call, result, binding)
+
+
+def run_unary(binding: Binding, address: int, payload: memoryview) -> bytes | None:
+    """Runs a unary handler for pysrc/unary.c, which made the payload view.
+    Returns a plain ``bytes`` answer for C to send and finish with; anything
+    else is answered here (or on the loop, for an awaitable), and None
+    returned."""
+    try:
+        chain = binding.chain
+        if chain is not None and chain.active:
+            chain.run(binding, call_at(address))
+            return None
+        request = request_at(address, payload)
+        del payload
+        refs = _getrefcount(request)  # only this frame's: compared after the handler
+        try:
+            result = binding.fn(request)
+        except BaseException as exc:
+            call = call_at(address)
+            release_request(request)
+            finish_error(call, exc, binding)
+            return None
+        if type(result) is bytes:
+            if _getrefcount(request) != refs:
+                release_request(request)  # kept by the handler: it outlives the call
+            else:
+                request._reader = request._call = None
+            return result
+        call = call_at(address)
+        if type(result) is types.CoroutineType or _is_awaitable(result):
+            request._call = call
+            _start_async(binding, call, request, result)
+            return None
+        release_request(request, _getrefcount(request) != refs)
+        finish_ok(call, result, binding)
+    except BaseException:
+        _log.exception("pygrpc_ffi failed to run handler %s", getattr(binding, "name", "?"))
+        call = call_at(address)
+        if not lib.pgf_call_is_finished(call):
+            lib.pgf_call_reset_response(call)
+            lib.pgf_call_finish(call, StatusCode.INTERNAL.value, _INTERNAL_RAW,
+                                len(_INTERNAL_RAW))
+    return None
+
+
+_getrefcount = sys.getrefcount
 
 
 def _is_awaitable(obj: Any) -> bool:
@@ -216,6 +269,11 @@ ffi.def_extern(onerror=_handle_failed)(_pgf_py_handle)
 
 
 @_extern
+def _pgf_py_enter_thread() -> None:
+    """Entered once per foreign thread by pysrc/unary.c (see there)."""
+
+
+@_extern
 def _pgf_py_release_handler(handler_data: Any) -> None:
     handles.pop(handler_data)
 
@@ -248,6 +306,22 @@ def _pgf_py_read_done(call: Any, result: int, msg: Any, user_data: Any) -> None:
 @_extern
 def _pgf_py_write_done(call: Any, result: int, user_data: Any) -> None:
     _streams.complete_write(result, user_data)
+
+
+def unary_handler_data(handle: Any, binding: Binding) -> Any:
+    """Handler data for registering a unary Binding (whose cffi handle is
+    ``handle``) with the fast path's handler function, ``lib._pgf_unary_handle``;
+    release it with ``lib._pgf_unary_release``.  MemoryError if C cannot
+    allocate it (the handle is given back then)."""
+    data = lib._pgf_unary_binding_new(handle, ffi.cast("void *", id(binding)))
+    if data == ffi.NULL:
+        handles.pop(handle)
+        raise MemoryError("cannot register the handler")
+    return data
+
+
+if lib._pgf_unary_setup(ffi.cast("void *", id(run_unary))) != lib.PGF_OK:
+    raise MemoryError("pygrpc_ffi cannot set up its unary fast path")
 
 
 # ---------------------------------------------------------------- lifetime

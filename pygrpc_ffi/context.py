@@ -78,6 +78,7 @@ from typing import Any, NamedTuple, NoReturn
 from . import _runtime
 from ._answers import add_metadata
 from ._native import lib
+from ._requests import call_of
 from ._streams import StreamCancelled
 from .errors import GrpcError, client_message, status_for_exception
 from .metadata import MetadataValue, is_binary_key
@@ -222,7 +223,7 @@ class _ContextBase:
         # A streaming call (see _streams.current_stream): metadata goes to the
         # call at once, messages are read and written through it.
         self._stream = stream
-        self._call: Any = stream.call if stream is not None else request._call
+        self._call: Any = stream.call if stream is not None else call_of(request)
         self._parse = parse
         self._serialize = serialize
         self._request_streaming = request_streaming

@@ -140,8 +140,9 @@ class GrpcRequest:
         if self._call is None:
             return False
         from ._native import lib
+        from ._requests import call_of
 
-        return not lib.pgf_call_is_cancelled(self._call)
+        return not lib.pgf_call_is_cancelled(call_of(self))
 
     @property
     def full_method(self) -> str:

@@ -268,14 +268,16 @@ class GrpcService:
 
     def _register(self, svc: bytes, method: bytes | None, kind: int, fn: Callable[..., Any],
                   name: str, is_async: bool) -> int:
-        if kind == lib.PGF_KIND_UNARY and method is not None:
-            return int(lib.pgf_registry_register_method(
-                self._registry, svc, len(svc), method, len(method), lib._pgf_handle,
-                self._binding(fn, name), lib._pgf_py_release_handler))
         if kind == lib.PGF_KIND_UNARY:
+            handle = self._binding(fn, name)
+            data = _runtime.unary_handler_data(handle, _runtime.handles.get(handle))
+            if method is not None:
+                return int(lib.pgf_registry_register_method(
+                    self._registry, svc, len(svc), method, len(method),
+                    lib._pgf_unary_handle, data, lib._pgf_unary_release))
             return int(lib.pgf_registry_register_service(
-                self._registry, svc, len(svc), lib._pgf_handle, self._binding(fn, name),
-                lib._pgf_py_release_handler))
+                self._registry, svc, len(svc), lib._pgf_unary_handle, data,
+                lib._pgf_unary_release))
         return int(lib.pgf_registry_register(
             self._registry, svc, len(svc), method if method is not None else ffi.NULL,
             len(method) if method is not None else 0, kind, lib._pgf_handle,

@@ -62,7 +62,7 @@ stale=0
 if [[ -z $native || ! -f pygrpc_ffi/libpygrpc_ffi.so ]]; then
     stale=1
 else
-    for src in csrc/*.c csrc/*.h ffi_build.py setup.py pyproject.toml; do
+    for src in csrc/*.c csrc/*.h pysrc/*.c pysrc/*.h ffi_build.py setup.py pyproject.toml; do
         if [[ $src -nt $native ]]; then stale=1; fi
     done
 fi

@@ -1,0 +1,212 @@
+/* The unary fast path of pygrpc_ffi._native: C that uses the CPython API,
+ * compiled into the cffi module only (the shim in csrc/ knows no Python).
+ *
+ * A unary Python registration's handler function is _pgf_unary_handle.  It
+ * takes the GIL itself, makes the request payload -- a read-only memoryview
+ * whose exporter owns a reference to the request's pgf_message, so the view,
+ * its slices and its exports keep the bytes alive, as the Python path's
+ * views do -- and calls pygrpc_ffi._runtime.run_unary(binding, call address,
+ * payload).  run_unary runs the handler and answers everything but a plain
+ * bytes answer itself; a bytes answer comes back here and is set without a
+ * copy, owned by the host until it releases it (a Py_DECREF), and the call
+ * is finished with the GIL released.  What this saves, per call: the cffi
+ * trampoline's argument objects, five Python objects for the payload view,
+ * a handle for the answer and a second trampoline for its release.
+ *
+ * Included by cffi's set_source (ffi_build.py), after the declarations of
+ * the extern "Python" functions it calls. */
+#include "unary.h"
+
+#include <stdlib.h>
+
+/* Set once by _pgf_unary_setup; alive for the process. */
+static PyObject *unary_runner;      /* pygrpc_ffi._runtime.run_unary */
+static PyObject *message_buffer_type;
+
+/* ------------------------------------------------ the payload's exporter */
+
+/* Exports one pgf_message's bytes, read-only, and owns a reference to it. */
+typedef struct {
+    PyObject_HEAD
+    pgf_message *msg;
+    const uint8_t *data;
+    Py_ssize_t len;
+} message_buffer;
+
+static int message_buffer_get(PyObject *self, Py_buffer *view, int flags) {
+    message_buffer *mb = (message_buffer *)self;
+    return PyBuffer_FillInfo(view, self, (void *)mb->data, mb->len, 1, flags);
+}
+
+static void message_buffer_dealloc(PyObject *self) {
+    message_buffer *mb = (message_buffer *)self;
+    PyTypeObject *type = Py_TYPE(self);
+    pgf_message_unref(mb->msg);
+    freefunc free_fn = (freefunc)PyType_GetSlot(type, Py_tp_free);
+    free_fn(self);
+    Py_DECREF(type);
+}
+
+static PyType_Slot message_buffer_slots[] = {
+    {Py_tp_dealloc, (void *)message_buffer_dealloc},
+    {Py_bf_getbuffer, (void *)message_buffer_get},
+    {Py_tp_doc, (void *)"The bytes of one request message, owned until the "
+                        "last view of them is gone."},
+    {0, NULL},
+};
+
+static PyType_Spec message_buffer_spec = {
+    "pygrpc_ffi._native.MessageBuffer",
+    sizeof(message_buffer),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    message_buffer_slots,
+};
+
+/* NEW: the payload view of a call's request; NULL with an exception set.
+ * Bytes the host only lent (no message) are copied, as in _requests.py. */
+static PyObject *request_payload(const pgf_call *call) {
+    const uint8_t *data;
+    size_t len;
+    pgf_call_request(call, &data, &len);
+    pgf_message *msg = pgf_call_request_message(call);
+    if (msg == NULL || len == 0 || len > (size_t)PY_SSIZE_T_MAX) {
+        pgf_message_unref(msg);
+        if (len > (size_t)PY_SSIZE_T_MAX)
+            return PyErr_NoMemory();
+        PyObject *copy = PyBytes_FromStringAndSize((const char *)data,
+                                                   (Py_ssize_t)len);
+        if (copy == NULL)
+            return NULL;
+        PyObject *view = PyMemoryView_FromObject(copy);
+        Py_DECREF(copy);
+        return view;
+    }
+    PyTypeObject *type = (PyTypeObject *)message_buffer_type;
+    message_buffer *mb = (message_buffer *)PyType_GenericAlloc(type, 0);
+    if (mb == NULL) {
+        pgf_message_unref(msg);
+        return NULL;
+    }
+    mb->msg = msg;
+    mb->data = data;
+    mb->len = (Py_ssize_t)len;
+    PyObject *view = PyMemoryView_FromObject((PyObject *)mb);
+    Py_DECREF(mb);  /* the view's own reference keeps it */
+    return view;
+}
+
+/* ------------------------------------------------------------ the answer */
+
+/* A bytes answer's release: the host is done with its bytes. */
+static void release_bytes(void *obj) {
+    if (!Py_IsInitialized())
+        return;  /* the interpreter is gone, and its objects with it */
+    PyGILState_STATE gil = PyGILState_Ensure();
+    Py_DECREF((PyObject *)obj);
+    PyGILState_Release(gil);
+}
+
+/* Sets `answer` (a reference owned by this function) as the response and
+ * finishes the call OK; called without the GIL. */
+static void finish_with_bytes(pgf_call *call, PyObject *answer,
+                              const char *data, Py_ssize_t len) {
+    if (len == 0) {
+        release_bytes(answer);
+        pgf_call_finish(call, PGF_STATUS_OK, NULL, 0);
+        return;
+    }
+    if (pgf_call_set_response(call, (const uint8_t *)data, (size_t)len,
+                              release_bytes, answer) != PGF_OK) {
+        /* released already by the shim */
+        static const char msg[] = "cannot keep the response";
+        pgf_call_reset_response(call);
+        pgf_call_finish(call, PGF_STATUS_RESOURCE_EXHAUSTED, msg,
+                        sizeof(msg) - 1);
+        return;
+    }
+    pgf_call_finish(call, PGF_STATUS_OK, NULL, 0);
+}
+
+/* ----------------------------------------------------------- the handler */
+
+typedef struct {
+    void *handle;       /* the cffi handle that keeps the Binding alive */
+    PyObject *binding;  /* BORROWED from that handle */
+} unary_binding;
+
+static void *_pgf_unary_binding_new(void *handle, void *binding) {
+    unary_binding *ub = malloc(sizeof(*ub));
+    if (ub != NULL) {
+        ub->handle = handle;
+        ub->binding = (PyObject *)binding;
+    }
+    return ub;
+}
+
+static void _pgf_unary_release(void *handler_data) {
+    unary_binding *ub = handler_data;
+    _pgf_py_release_handler(ub->handle);
+    free(ub);
+}
+
+static void _pgf_unary_handle(void *handler_data, pgf_call *call) {
+    /* cffi keeps a Python thread state per foreign thread once an extern
+     * "Python" function ran on it; entering through one first makes every
+     * PyGILState_Ensure below reuse that state instead of creating one. */
+    static _Thread_local int thread_known;
+    if (!thread_known) {
+        _pgf_py_enter_thread();
+        thread_known = 1;
+    }
+    unary_binding *ub = handler_data;
+    PyObject *answer = NULL;
+    char *data = NULL;
+    Py_ssize_t len = 0;
+    int failed = 0;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *payload = request_payload(call);
+    PyObject *address = payload ? PyLong_FromVoidPtr(call) : NULL;
+    if (address != NULL) {
+        answer = PyObject_CallFunctionObjArgs(unary_runner, ub->binding,
+                                              address, payload, NULL);
+        Py_DECREF(address);
+    }
+    Py_XDECREF(payload);
+    if (answer == NULL) {
+        failed = 1;
+        PyErr_WriteUnraisable(unary_runner);
+    } else if (answer == Py_None) {
+        Py_CLEAR(answer);  /* answered by run_unary */
+    } else if (!PyBytes_CheckExact(answer) ||
+               PyBytes_AsStringAndSize(answer, &data, &len) != 0) {
+        PyErr_Clear();
+        Py_CLEAR(answer);
+        failed = 1;
+    }
+    PyGILState_Release(gil);
+    if (answer != NULL) {
+        finish_with_bytes(call, answer, data, len);
+    } else if (failed && !pgf_call_is_finished(call)) {
+        static const char msg[] = "Internal server error";
+        pgf_call_reset_response(call);
+        pgf_call_finish(call, PGF_STATUS_INTERNAL, msg, sizeof(msg) - 1);
+    }
+}
+
+static int _pgf_unary_setup(void *runner) {
+    if (unary_runner != NULL)
+        return PGF_OK;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int rc = PGF_ENOMEM;
+    message_buffer_type = PyType_FromSpec(&message_buffer_spec);
+    if (message_buffer_type != NULL) {
+        Py_INCREF((PyObject *)runner);
+        unary_runner = (PyObject *)runner;
+        rc = PGF_OK;
+    } else {
+        PyErr_Clear();
+    }
+    PyGILState_Release(gil);
+    return rc;
+}
