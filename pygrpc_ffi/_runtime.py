@@ -28,14 +28,15 @@ from ._answers import (
 from ._handles import handles
 from ._native import ffi, lib
 from ._requests import (
+    _address_reader,
+    _new_request,
     call_at,
     decode_name,
     make_request,
     read_metadata,
     release_request,
-    request_at,
 )
-from .request import GrpcRequest
+from .request import _LAZY, GrpcRequest
 from .response import GrpcResponse
 from .status import StatusCode
 
@@ -131,8 +132,14 @@ def run_unary(binding: Binding, address: int, payload: memoryview) -> bytes | No
         if chain is not None and chain.active:
             chain.run(binding, call_at(address))
             return None
-        request = request_at(address, payload)
-        del payload
+        # request_at(address, payload), inlined: this is the per-call path.
+        request = _new_request(GrpcRequest)
+        request._service_name = request._method_name = request._deadline = _LAZY
+        request._peer = _LAZY
+        request.payload = payload
+        request._metadata = request._stream = None
+        request._call = address
+        request._reader = _address_reader
         refs = _getrefcount(request)  # only this frame's: compared after the handler
         try:
             result = binding.fn(request)
