@@ -125,6 +125,7 @@ static void _pgf_handle(void *handler_data, pgf_call *call) {
 static void _pgf_py_release_handler(void *);
 static void _pgf_py_enter_thread(void);
 #include "unary.c"
+#include "loop_queue.c"
 """
 
 # The unary fast path needs the buffer protocol of the limited API, which
@@ -140,11 +141,12 @@ ffibuilder.cdef(cdef_from_header((CSRC / "pygrpc_ffi.h").read_text()))
 ffibuilder.cdef(TRAMPOLINES)
 ffibuilder.cdef(HELPERS_CDEF)
 ffibuilder.cdef(cdef_from_header((PYSRC / "unary.h").read_text()))
+ffibuilder.cdef(cdef_from_header((PYSRC / "loop_queue.h").read_text()))
 ffibuilder.set_source(
     "pygrpc_ffi._native",
     HELPERS_SOURCE,
     include_dirs=[str(CSRC), str(PYSRC)],
-    depends=[str(PYSRC / "unary.c"), str(PYSRC / "unary.h")],
+    depends=[str(path) for path in sorted(PYSRC.iterdir())],
     library_dirs=[str(PACKAGE)],
     libraries=["pygrpc_ffi"],
     extra_link_args=["-Wl,-rpath,$ORIGIN"],

@@ -24,6 +24,8 @@ int64_t bench_run(int kind, const char *path, size_t payload_len,
                   long calls, long warmup, int threads, long *errors);
 int bench_register_c(const char *service, int with_callback);
 int64_t bench_stream(const char *path, size_t payload_len, long messages);
+int64_t bench_pipeline(const char *path, size_t payload_len, long calls, long depth,
+                       long *errors);
 int64_t pgf_live_count(int kind);
 """
 

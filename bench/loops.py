@@ -81,6 +81,18 @@ def stream(path: str, payload: int, messages: int) -> Run:
     return Run(messages, 1, int(wall))
 
 
+def pipeline(path: str, payload: int, calls: int, depth: int) -> Run:
+    """``calls`` calls dispatched by one C thread with pgf_dispatch_async,
+    up to ``depth`` in flight (bench/native.c); raises if any call failed."""
+    errors = ffi.new("long *")
+    wall = lib.bench_pipeline(path.encode(), payload, calls, depth, errors)
+    if wall < 0:
+        raise RuntimeError("bench_pipeline could not start its thread")
+    if errors[0]:
+        raise RuntimeError(f"{errors[0]} calls to {path} failed")
+    return Run(calls, 1, int(wall))
+
+
 def register_c_echo(service: str, with_callback: bool) -> None:
     """A C echo handler in the default registry (optionally calling the
     no-op Python callback), to split the cost between shim and Python."""

@@ -237,3 +237,118 @@ static int64_t bench_stream(const char *path, size_t payload_len,
     free(payload);
     return wall;
 }
+
+/* ------------------------------------------------------- pipelined calls */
+
+/* One thread dispatches `calls` calls with pgf_dispatch_async, as a host's
+ * thread does, keeping up to `depth` of them in flight: their done callbacks
+ * (on whichever thread finishes them) free a slot.  Measures what a call
+ * costs when the dispatching thread does not wait for each answer. */
+typedef struct pipeline {
+    pthread_mutex_t lock;
+    pthread_cond_t freed;
+    long in_flight;
+    long low_water;
+    long errors;
+    size_t payload_len;
+} pipeline;
+
+static void pipeline_done(pgf_call *call, void *data) {
+    pipeline *p = data;
+    const uint8_t *resp;
+    size_t len;
+    pgf_call_response(call, &resp, &len);
+    int bad = pgf_call_status(call) != PGF_STATUS_OK || len != p->payload_len;
+    pgf_call_unref(call);
+    pthread_mutex_lock(&p->lock);
+    p->errors += bad;
+    p->in_flight--;
+    /* The dispatching thread refills half the window at a time, as a host
+     * with many calls arriving would: one wake-up per depth/2 answers. */
+    if (p->in_flight <= p->low_water)
+        pthread_cond_signal(&p->freed);
+    pthread_mutex_unlock(&p->lock);
+}
+
+static int pipeline_call(pipeline *p, const char *path, size_t path_len,
+                         const uint8_t *payload) {
+    pgf_call *c = pgf_call_new(path, path_len);
+    if (c == NULL)
+        return 1;
+    int bad = pgf_call_set_request_message(
+                  c, pgf_message_new(payload, p->payload_len, NULL, NULL)) !=
+              PGF_OK;
+    bad |= pgf_call_add_request_metadata(c, "x-bench-user", 12,
+                                         (const uint8_t *)"alice", 5) != PGF_OK;
+    bad |= pgf_call_add_request_metadata(c, "x-bench-trace", 13,
+                                         (const uint8_t *)"0123456789abcdef",
+                                         16) != PGF_OK;
+    if (bad) {
+        pgf_call_unref(c);
+        return 1;
+    }
+    pthread_mutex_lock(&p->lock);
+    p->in_flight++;
+    pthread_mutex_unlock(&p->lock);
+    if (pgf_dispatch_async(pgf_default_registry(), c, pipeline_done, p) !=
+        PGF_OK) {
+        pgf_call_unref(c);
+        pthread_mutex_lock(&p->lock);
+        p->in_flight--;
+        pthread_mutex_unlock(&p->lock);
+        return 1;
+    }
+    return 0;
+}
+
+typedef struct pipeline_job {
+    const char *path;
+    size_t payload_len;
+    long calls;
+    long depth;
+    long errors;
+    int64_t wall;
+} pipeline_job;
+
+static void *pipeline_thread(void *arg) {
+    pipeline_job *j = arg;
+    pipeline p = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0,
+                  j->depth / 2, 0, j->payload_len};
+    uint8_t *payload = calloc(1, j->payload_len ? j->payload_len : 1);
+    size_t path_len = strlen(j->path);
+    long failed = 0;
+    if (payload == NULL) {
+        j->errors = j->calls;
+        return NULL;
+    }
+    int64_t t0 = now_ns();
+    for (long i = 0; i < j->calls; i++) {
+        pthread_mutex_lock(&p.lock);
+        if (p.in_flight >= j->depth)
+            while (p.in_flight > p.low_water)
+                pthread_cond_wait(&p.freed, &p.lock);
+        pthread_mutex_unlock(&p.lock);
+        failed += pipeline_call(&p, j->path, path_len, payload);
+    }
+    pthread_mutex_lock(&p.lock);
+    while (p.in_flight > 0)
+        pthread_cond_wait(&p.freed, &p.lock);
+    pthread_mutex_unlock(&p.lock);
+    j->wall = now_ns() - t0;
+    j->errors = failed + p.errors;
+    free(payload);
+    return NULL;
+}
+
+/* Wall time in ns of `calls` pipelined calls (see above); -1 if the thread
+ * cannot start.  *errors counts failed calls. */
+static int64_t bench_pipeline(const char *path, size_t payload_len, long calls,
+                              long depth, long *errors) {
+    pipeline_job j = {path, payload_len, calls, depth > 0 ? depth : 1, 0, -1};
+    pthread_t t;
+    if (pthread_create(&t, NULL, pipeline_thread, &j) != 0)
+        return -1;
+    pthread_join(t, NULL);
+    *errors = j.errors;
+    return j.wall;
+}

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 _log = logging.getLogger("pygrpc_ffi")
 _lock = threading.Lock()
@@ -13,8 +17,28 @@ _thread: threading.Thread | None = None
 _stopping = False
 
 
-def _run(loop: asyncio.AbstractEventLoop) -> None:
+_start_hooks: list[Callable[[asyncio.AbstractEventLoop], None]] = []
+_stop_hooks: list[Callable[[], None]] = []
+
+
+def on_start(hook: Callable[[asyncio.AbstractEventLoop], None]) -> None:
+    """Runs ``hook(loop)`` on the loop thread whenever a loop starts."""
+    _start_hooks.append(hook)
+
+
+def on_stop(hook: Callable[[], None]) -> None:
+    """Runs ``hook()`` on the loop thread once a loop has stopped for good."""
+    _stop_hooks.append(hook)
+
+
+def _run(loop: asyncio.AbstractEventLoop, started: threading.Event) -> None:
     asyncio.set_event_loop(loop)
+    for hook in _start_hooks:
+        try:
+            hook(loop)
+        except BaseException:
+            _log.exception("event loop start hook %r failed", hook)
+    started.set()
     # A handler that stops the loop must not strand the calls after it.
     while not _stopping:
         try:
@@ -23,6 +47,11 @@ def _run(loop: asyncio.AbstractEventLoop) -> None:
             _log.exception("event loop stopped by an exception; restarting it")
         if not _stopping:
             _log.error("event loop was stopped by a handler; restarting it")
+    for stop_hook in _stop_hooks:
+        try:
+            stop_hook()
+        except BaseException:
+            _log.exception("event loop stop hook %r failed", stop_hook)
     loop.close()
 
 
@@ -41,12 +70,63 @@ def get_loop() -> asyncio.AbstractEventLoop:
         if _loop is None:
             _stopping = False
             new_loop = asyncio.new_event_loop()
+            started = threading.Event()
             thread = threading.Thread(
-                target=_run, args=(new_loop,), name="pygrpc_ffi-asyncio", daemon=True
+                target=_run, args=(new_loop, started), name="pygrpc_ffi-asyncio", daemon=True
             )
             thread.start()
+            started.wait()  # its start hooks ran: e.g. the call queue is open
             _loop, _thread = new_loop, thread
         return _loop
+
+
+# Work handed to the loop from other threads: one wake-up of the loop serves
+# everything queued until it runs (see submit).
+_submitted: deque[tuple[Callable[[Any], None], Any]] = deque()
+_drain_scheduled = False
+
+
+def submit(fn: Callable[[Any], None], arg: Any) -> None:
+    """Runs ``fn(arg)`` on the loop thread soon, from any thread.  Calls
+    submitted before the loop gets to them share one wake-up of the loop.
+    RuntimeError if the loop is closed (then ``fn`` never runs)."""
+    global _drain_scheduled
+    loop = get_loop()
+    item = (fn, arg)
+    _submitted.append(item)  # before the check: a drain that already began sees it
+    if not _drain_scheduled:
+        _drain_scheduled = True
+        try:
+            loop.call_soon_threadsafe(_drain)
+        except BaseException:
+            _drain_scheduled = False
+            try:
+                _submitted.remove(item)
+            except ValueError:
+                pass
+            raise
+
+
+def _drain() -> None:
+    global _drain_scheduled
+    _drain_scheduled = False  # before draining: what comes after schedules anew
+    while _submitted:
+        fn, arg = _submitted.popleft()
+        try:
+            fn(arg)
+        except BaseException:
+            _log.exception("pygrpc_ffi failed to start work on the event loop")
+
+
+if sys.version_info >= (3, 12):
+    def start_task(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """A task of ``coro`` on the running loop, whose first step runs now:
+        a coroutine that never suspends is done when this returns."""
+        return asyncio.Task(coro, loop=asyncio.get_running_loop(), eager_start=True)
+else:
+    def start_task(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """A task of ``coro`` on the running loop (eager start needs 3.12)."""
+        return asyncio.get_running_loop().create_task(coro)
 
 
 def stop(timeout: float = 5.0) -> None:

@@ -75,23 +75,43 @@ class Binding:
         self.is_async = is_async
 
 
-class _AsyncCall:
+class AsyncCall:
     """An async handler's call in flight, which C may cancel at any time."""
 
-    __slots__ = ("binding", "call", "cancelled", "future", "handle", "request")
+    __slots__ = ("awaitable", "binding", "call", "cancelled", "handle", "request", "started",
+                 "task", "tracked_in")
 
-    def __init__(self, binding: Binding, call: Any, request: GrpcRequest) -> None:
+    def __init__(self, binding: Binding, call: Any, request: GrpcRequest, awaitable: Any,
+                 tracked_in: dict[Any, AsyncCall] | None = None) -> None:
         self.binding = binding
+        self.tracked_in = tracked_in  # the calls by pointer that C cancels through
         self.call = call
-        self.request = request
+        self.request: GrpcRequest | None = request
+        self.awaitable = awaitable  # until the loop starts it
         self.cancelled = False
-        self.future: Any = None
+        self.started = False  # _drive began
+        self.task: asyncio.Task[None] | None = None
         self.handle: Any = None
 
     def cancel(self) -> None:
-        self.cancelled = True
-        if self.future is not None:
-            self.future.cancel()
+        """From any thread (C's cancel callback)."""
+        self.cancelled = True  # seen by a task not started yet
+        if _loop.is_loop_thread():
+            self.cancel_started()
+            return
+        task = self.task
+        if task is not None:
+            try:
+                task.get_loop().call_soon_threadsafe(self.cancel_started)
+            except RuntimeError:  # the loop is closed: its tasks were cancelled
+                pass
+
+    def cancel_started(self) -> None:
+        """On the loop: cancels the task once _drive began (before that, a
+        CancelledError thrown into it would skip its body; it checks
+        ``cancelled`` as it begins instead)."""
+        if self.started and self.task is not None:
+            self.task.cancel()
 
 
 # ------------------------------------------------------------ running calls
@@ -111,7 +131,7 @@ def run(binding: Binding, call: Any) -> None:
         finish_error(call, exc, binding)
         return
     if type(result) is not bytes and (
-        type(result) is types.CoroutineType or _is_awaitable(result)
+        type(result) is types.CoroutineType or is_awaitable(result)
     ):
         _start_async(binding, call, request, result)
         return
@@ -155,11 +175,12 @@ def run_unary(binding: Binding, address: int, payload: memoryview) -> bytes | No
                 request._reader = request._call = None
             return result
         call = call_at(address)
-        if type(result) is types.CoroutineType or _is_awaitable(result):
+        if type(result) is types.CoroutineType or is_awaitable(result):
             request._call = call
             _start_async(binding, call, request, result)
             return None
-        release_request(request, _getrefcount(request) != refs)
+        outlives = _getrefcount(request) != refs  # not in release_request's arguments
+        release_request(request, outlives)
         finish_ok(call, result, binding)
     except BaseException:
         _log.exception("pygrpc_ffi failed to run handler %s", getattr(binding, "name", "?"))
@@ -172,28 +193,38 @@ def run_unary(binding: Binding, address: int, payload: memoryview) -> bytes | No
 
 
 _getrefcount = sys.getrefcount
+_UNSHARED = 2  # getrefcount of an object held by one local variable only
 
 
-def _is_awaitable(obj: Any) -> bool:
+def is_awaitable(obj: Any) -> bool:
     return hasattr(obj, "__await__") and not isinstance(obj, (GrpcResponse, *_BYTES_LIKE))
 
 
 def _start_async(binding: Binding, call: Any, request: GrpcRequest, awaitable: Any) -> None:
     lib.pgf_call_ref(call)
-    pending = _AsyncCall(binding, call, request)
+    pending = AsyncCall(binding, call, request, awaitable)
     pending.handle = handles.add(pending)
     lib.pgf_call_on_cancel(call, lib._pgf_py_cancel, pending.handle)
     try:
-        pending.future = asyncio.run_coroutine_threadsafe(
-            _drive(pending, awaitable), _loop.get_loop()
-        )
+        _loop.submit(begin_async, pending)
     except BaseException as exc:
+        pending.awaitable = None
         if hasattr(awaitable, "close"):
             awaitable.close()
-        _end_async(pending, exc, None)
+        end_async(pending, exc, None)
 
 
-async def _drive(pending: _AsyncCall, awaitable: Any) -> None:
+def begin_async(pending: AsyncCall) -> None:
+    """On the loop: runs the handler's awaitable as a task."""
+    awaitable, pending.awaitable = pending.awaitable, None
+    task = _loop.start_task(_drive(pending, awaitable))
+    if not task.done():
+        pending.task = task
+        pending.cancel_started()  # a cancel while an eager first step ran
+
+
+async def _drive(pending: AsyncCall, awaitable: Any) -> None:
+    pending.started = True
     try:
         if pending.cancelled:
             if hasattr(awaitable, "close"):
@@ -201,15 +232,21 @@ async def _drive(pending: _AsyncCall, awaitable: Any) -> None:
             raise asyncio.CancelledError()
         result = await awaitable
     except BaseException as exc:
-        _end_async(pending, exc, None)
+        end_async(pending, exc, None)
     else:
-        _end_async(pending, None, result)
+        end_async(pending, None, result)
 
 
-def _end_async(pending: _AsyncCall, exc: BaseException | None, result: Any) -> None:
+def end_async(pending: AsyncCall, exc: BaseException | None, result: Any) -> None:
     call, binding = pending.call, pending.binding
+    request, pending.request = pending.request, None
     try:
-        release_request(pending.request)
+        # Held here only (the handler's frame is gone): nothing reads it
+        # after the call, so its lazy fields need not be read now.
+        if request is not None:
+            outlives = _getrefcount(request) > _UNSHARED  # as a statement of its own
+            release_request(request, outlives)
+            del request
         if exc is not None:
             finish_error(call, exc, binding)
         else:
@@ -221,8 +258,11 @@ def _end_async(pending: _AsyncCall, exc: BaseException | None, result: Any) -> N
             _finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
     finally:
         # Once finished, C never runs the cancel callback again.
-        handles.pop(pending.handle)
-        pending.handle = None  # a handle keeps its object: no cycle
+        if pending.handle is not None:
+            handles.pop(pending.handle)
+            pending.handle = None  # a handle keeps its object: no cycle
+        if pending.tracked_in is not None:
+            del pending.tracked_in[call]
         lib.pgf_call_unref(call)
         if binding.on_finish is not None:
             binding.on_finish()

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from . import _loop, _runtime
+from . import _loop, _loop_calls, _runtime
 from ._local_host import LocalStream, new_message
 from ._native import ffi, lib
 from ._streams import is_async_handler
@@ -268,6 +268,13 @@ class GrpcService:
 
     def _register(self, svc: bytes, method: bytes | None, kind: int, fn: Callable[..., Any],
                   name: str, is_async: bool) -> int:
+        if kind == lib.PGF_KIND_UNARY and is_async:
+            # Queued for the event loop by C, on the host's thread.
+            return int(lib.pgf_registry_register(
+                self._registry, svc, len(svc), method if method is not None else ffi.NULL,
+                len(method) if method is not None else 0,
+                lib.PGF_KIND_UNARY | lib.PGF_FLAG_NONBLOCKING, _loop_calls.handler_function(),
+                self._binding(fn, name), lib._pgf_py_release_handler))
         if kind == lib.PGF_KIND_UNARY:
             handle = self._binding(fn, name)
             data = _runtime.unary_handler_data(handle, _runtime.handles.get(handle))

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <thread>
@@ -87,6 +88,9 @@ int Run(const Options& opts) {
   host.registry = pgf_default_registry();
   host.max_metadata_bytes = static_cast<size_t>(opts.max_metadata_bytes);
   host.max_queued_calls = static_cast<size_t>(opts.max_queued_calls);
+  // The same bound for async handlers' calls waiting for the event loop,
+  // which never wait for a worker (pygrpc_ffi/_loop_calls.py reads it).
+  setenv("PYGRPC_FFI_MAX_QUEUED_CALLS", std::to_string(opts.max_queued_calls).c_str(), 1);
 
   for (const std::string& svc : opts.native_echo) {
     int rc = RegisterNativeEcho(host.registry, svc);

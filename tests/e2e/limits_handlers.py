@@ -28,3 +28,10 @@ def block(request: pgf.GrpcRequest) -> bytes:
 @service.method("e2e.Limits", "AFast")
 async def afast(request: pgf.GrpcRequest) -> bytes:
     return bytes(request.payload)
+
+
+@service.method("e2e.Limits", "ABlock")
+async def ablock(request: pgf.GrpcRequest) -> bytes:
+    """As Block, but an async handler that blocks the event loop itself (a
+    handler bug the host must survive)."""
+    return block(request)

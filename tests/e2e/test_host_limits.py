@@ -255,14 +255,15 @@ def test_calls_beyond_the_queue_are_refused_at_once_while_workers_block(
         expiring = block.future(arg, timeout=0.5)
         time.sleep(0.3)
 
-        # Beyond the queue: RESOURCE_EXHAUSTED, quickly, for sync and async
-        # handlers alike.
-        for method in (BLOCK, "/e2e.Limits/AFast", UNARY_PY):
+        # Beyond the queue: RESOURCE_EXHAUSTED, quickly, for sync handlers.
+        for method in (BLOCK, UNARY_PY):
             t0 = time.monotonic()
             with pytest.raises(grpc.RpcError) as err:
                 ch.unary_unary(method)(arg, timeout=10)
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, method
             assert time.monotonic() - t0 < 2
+        # Async handlers need no worker: served while every worker blocks.
+        assert ch.unary_unary("/e2e.Limits/AFast")(b"async", timeout=10) == b"async"
         # What needs no Python is still answered: unknown methods, the C echo.
         with pytest.raises(grpc.RpcError) as err:
             ch.unary_unary("/e2e.Limits/NoSuchMethod")(b"", timeout=5)
@@ -284,6 +285,31 @@ def test_calls_beyond_the_queue_are_refused_at_once_while_workers_block(
         assert ch.unary_unary("/e2e.Limits/AFast")(b"async", timeout=10) == b"async"
         assert block(arg, timeout=10) == b"released"
         assert len(ch.unary_unary(UNARY_PY)(b"", timeout=10)) >= 0
+
+
+def test_async_calls_beyond_the_loop_queue_are_refused_while_a_handler_blocks_the_loop(
+        host_factory, tmp_path: pathlib.Path) -> None:
+    host = host_factory("--module", "limits_handlers", "--max-queued-calls", "4")
+    arg = str(tmp_path).encode()
+    with host.channel() as ch:
+        ablock = ch.unary_unary("/e2e.Limits/ABlock")
+        afast = ch.unary_unary("/e2e.Limits/AFast")
+        holding = ablock.future(arg, timeout=60)  # holds the event loop itself
+        assert wait_for(lambda: started(tmp_path) == 1)
+        waiting = [afast.future(b"queued", timeout=60) for _ in range(4)]
+        time.sleep(0.5)  # they reach the queue, which nothing takes from
+        t0 = time.monotonic()
+        with pytest.raises(grpc.RpcError) as err:
+            afast(b"one too many", timeout=10)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "wait for the event loop" in (err.value.details() or "")
+        assert time.monotonic() - t0 < 2
+        # Sync handlers are not held up by the loop.
+        assert ch.unary_unary(UNARY_PY)(b"", timeout=10) is not None
+        (tmp_path / "release").touch()
+        assert holding.result() == b"released"
+        assert [f.result() for f in waiting] == [b"queued"] * 4
+        assert afast(b"again", timeout=10) == b"again"
 
 
 # ------------------------------------------------- half-open streams (8)

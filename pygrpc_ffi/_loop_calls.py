@@ -1,0 +1,138 @@
+"""Unary ``async def`` handlers, started on the event loop straight from C.
+
+Their registrations use the queue of ``pysrc/loop_queue.c`` as handler
+function: a host's thread only queues the call (no worker thread, no GIL),
+and the loop takes every waiting call in one crossing when the queue's pipe
+becomes readable, builds each request and starts the handler's task.  Cancels
+come through the same queue, after their call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+from typing import Any
+
+from . import _loop, _runtime
+from ._answers import finish_error
+from ._native import ffi, lib
+from ._requests import _new_request, _reader, view_of_message
+from .request import _LAZY, GrpcRequest
+
+_log = logging.getLogger("pygrpc_ffi")
+_TAKE = 256  # entries per crossing
+_taken = ffi.new("_pgf_queued[]", _TAKE)
+_running: dict[Any, _runtime.AsyncCall] = {}  # started calls, by pointer
+_from_handle = ffi.from_handle
+_NULL = ffi.NULL
+# Calls of services with interceptors take the interceptors' way, which may
+# block in their hooks: off the loop.
+_intercepting = concurrent.futures.ThreadPoolExecutor(
+    max_workers=4, thread_name_prefix="pygrpc_ffi-intercept")
+
+
+def _limit_from_environment() -> None:
+    """The C++ host passes its --max-queued-calls here, so that calls
+    waiting for the loop are bounded as calls waiting for a worker are."""
+    raw = os.environ.get("PYGRPC_FFI_MAX_QUEUED_CALLS", "")
+    if raw.isdigit():
+        lib._pgf_loop_queue_set_limit(int(raw))
+    elif raw:
+        _log.error("PYGRPC_FFI_MAX_QUEUED_CALLS=%r is not a count; keeping the default", raw)
+
+
+def handler_function() -> Any:
+    """The pgf_handler_fn that queues a call for the loop (register it with
+    PGF_FLAG_NONBLOCKING); the loop is started now, so calls are taken."""
+    _loop.get_loop()
+    return lib._pgf_loop_queue_handle
+
+
+def _open(loop: asyncio.AbstractEventLoop) -> None:
+    fd = lib._pgf_loop_queue_fd()
+    if fd < 0:
+        _log.error("pygrpc_ffi cannot make the pipe of its call queue; async handlers "
+                   "answer UNAVAILABLE")
+        return
+    loop.add_reader(fd, _drain)
+    lib._pgf_loop_queue_set_open(1)
+
+
+def _close() -> None:
+    lib._pgf_loop_queue_set_open(0)  # queued calls are answered UNAVAILABLE
+
+
+def _drain() -> None:
+    while True:
+        count = lib._pgf_loop_queue_take(_taken, _TAKE)
+        for i in range(count):
+            entry = _taken[i]
+            call = entry.call
+            if entry.handler_data == _NULL:
+                pending = _running.get(call)
+                if pending is not None:
+                    pending.cancel()
+                continue
+            try:
+                _start(call, entry)
+            except BaseException:
+                _log.exception("pygrpc_ffi failed to start an async handler")
+        if count < _TAKE:
+            return
+
+
+def _start(call: Any, entry: Any) -> None:
+    binding: _runtime.Binding = _from_handle(entry.handler_data)
+    msg, size = entry.msg, entry.len
+    if msg != _NULL:
+        payload = view_of_message(msg, entry.data, size)
+    else:
+        payload = memoryview(ffi.buffer(entry.data, size)[:] if size else b"")
+    chain = binding.chain
+    if chain is not None and chain.active:
+        del payload
+        _intercepting.submit(_intercepted, binding, call)
+        return
+    request = _new_request(GrpcRequest)
+    request._service_name = request._method_name = request._deadline = _LAZY
+    request._peer = _LAZY
+    request.payload = payload
+    request._metadata = request._stream = None
+    request._call = call
+    request._reader = _reader
+    pending = _runtime.AsyncCall(binding, call, request, None, _running)
+    _running[call] = pending
+    if entry.cancelled:
+        pending.cancelled = True
+    try:
+        result = binding.fn(request)
+    except BaseException as exc:
+        _runtime.end_async(pending, exc, None)
+        return
+    del request
+    if not _runtime.is_awaitable(result):  # registered as async, answered at once
+        _runtime.end_async(pending, None, result)
+        return
+    pending.awaitable = result
+    _runtime.begin_async(pending)
+
+
+def _intercepted(binding: _runtime.Binding, call: Any) -> None:
+    """Runs a call through its service's interceptors (on a thread of
+    _intercepting), then drops the reference the queue gave."""
+    try:
+        binding.chain.run(binding, call)
+    except BaseException:
+        _log.exception("pygrpc_ffi failed to run handler %s", binding.name)
+        if not lib.pgf_call_is_finished(call):
+            lib.pgf_call_reset_response(call)
+            finish_error(call, RuntimeError("interceptor chain failed"), binding)
+    finally:
+        lib.pgf_call_unref(call)
+
+
+_limit_from_environment()
+_loop.on_start(_open)
+_loop.on_stop(_close)

@@ -1,0 +1,187 @@
+/* The hand-off of async unary calls to the package's event loop, without
+ * Python on the host's thread.
+ *
+ * An `async def` unary handler is registered with _pgf_loop_queue_handle,
+ * which only queues the call (a mutex, and a byte into a pipe when the queue
+ * was empty) -- so hosts may run it on their event threads, and no worker
+ * thread and no GIL are involved.  The loop watches the pipe and takes
+ * every waiting call in one crossing into C (_pgf_loop_queue_take), so one
+ * wake-up of the loop serves all calls that arrived meanwhile.
+ * Cancellations reach the loop through the same queue, in order: a cancel
+ * queued after its call is taken after it.
+ *
+ * Included by cffi's set_source (ffi_build.py). */
+#include "loop_queue.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct {
+    pgf_call *call;
+    void *handler_data;  /* NULL: a cancel */
+} queue_entry;
+
+static struct {
+    pthread_mutex_t lock;
+    queue_entry *items;
+    size_t head, len, cap;  /* items[head .. head+len) */
+    int fds[2];             /* the pipe; fds[0] is watched by the loop */
+    int signalled;          /* a byte is in the pipe */
+    int open;
+    size_t limit;           /* calls that may wait; beyond: refused */
+    size_t waiting;         /* calls (not cancels) in the queue */
+    pthread_once_t once;
+} queue = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, 0, {-1, -1}, 0, 0, 1000, 0,
+           PTHREAD_ONCE_INIT};
+
+static void make_pipe(void) {
+    int fds[2];
+    if (pipe(fds) != 0)
+        return;
+    for (int i = 0; i < 2; i++) {
+        fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+        fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
+    }
+    queue.fds[0] = fds[0];
+    queue.fds[1] = fds[1];
+}
+
+static int _pgf_loop_queue_fd(void) {
+    pthread_once(&queue.once, make_pipe);
+    return queue.fds[0];
+}
+
+/* With the lock held: appends an entry; 0, or -1 if it cannot grow. */
+static int push_locked(pgf_call *call, void *handler_data) {
+    if (queue.head + queue.len == queue.cap) {
+        if (queue.head > 0) {  /* reuse the taken front first */
+            memmove(queue.items, queue.items + queue.head,
+                    queue.len * sizeof(queue_entry));
+            queue.head = 0;
+        } else {
+            size_t cap = queue.cap ? queue.cap * 2 : 64;
+            queue_entry *items = realloc(queue.items, cap * sizeof(queue_entry));
+            if (items == NULL)
+                return -1;
+            queue.items = items;
+            queue.cap = cap;
+        }
+    }
+    queue.items[queue.head + queue.len] = (queue_entry){call, handler_data};
+    queue.len++;
+    if (!queue.signalled) {
+        static const char byte = 1;
+        /* The pipe holds at most this one byte: the write cannot block. */
+        if (write(queue.fds[1], &byte, 1) == 1)
+            queue.signalled = 1;
+    }
+    return 0;
+}
+
+static void on_cancel(pgf_call *call, void *unused) {
+    (void)unused;
+    pthread_mutex_lock(&queue.lock);
+    if (queue.open)
+        push_locked(call, NULL);  /* if it cannot grow, the call runs on */
+    pthread_mutex_unlock(&queue.lock);
+}
+
+static void finish_unavailable(pgf_call *call) {
+    static const char msg[] = "the event loop of async handlers is not running";
+    pgf_call_finish(call, PGF_STATUS_UNAVAILABLE, msg, sizeof(msg) - 1);
+}
+
+static void _pgf_loop_queue_handle(void *handler_data, pgf_call *call) {
+    if (_pgf_loop_queue_fd() < 0) {
+        finish_unavailable(call);
+        return;
+    }
+    /* Before the call is queued: once it is, the loop may finish it (and
+     * the host free it) at any moment. */
+    pgf_call_on_cancel(call, on_cancel, NULL);
+    pthread_mutex_lock(&queue.lock);
+    int open = queue.open;
+    int full = queue.waiting >= queue.limit;
+    int queued = open && !full && push_locked(call, handler_data) == 0;
+    if (queued)
+        queue.waiting++;
+    size_t limit = queue.limit;
+    pthread_mutex_unlock(&queue.lock);
+    if (queued)
+        return;
+    if (!open) {
+        finish_unavailable(call);
+    } else if (full) {
+        char msg[128];
+        int n = snprintf(msg, sizeof(msg),
+                         "server overloaded: %zu calls already wait for the "
+                         "event loop", limit);
+        pgf_call_finish(call, PGF_STATUS_RESOURCE_EXHAUSTED, msg,
+                        n > 0 && (size_t)n < sizeof(msg) ? (size_t)n : 0);
+    } else {
+        static const char msg[] = "out of memory";
+        pgf_call_finish(call, PGF_STATUS_RESOURCE_EXHAUSTED, msg,
+                        sizeof(msg) - 1);
+    }
+}
+
+static void _pgf_loop_queue_set_limit(size_t limit) {
+    pthread_mutex_lock(&queue.lock);
+    queue.limit = limit;
+    pthread_mutex_unlock(&queue.lock);
+}
+
+static size_t _pgf_loop_queue_take(_pgf_queued *out, size_t cap) {
+    size_t n = 0;
+    pthread_mutex_lock(&queue.lock);
+    while (n < cap && queue.len > 0) {
+        queue_entry e = queue.items[queue.head++];
+        queue.len--;
+        _pgf_queued *q = &out[n++];
+        memset(q, 0, sizeof(*q));
+        q->call = e.call;
+        q->handler_data = e.handler_data;
+        if (e.handler_data != NULL) {  /* not started: alive and ours */
+            queue.waiting--;
+            pgf_call_ref(e.call);  /* Python's, dropped once it finished */
+            q->cancelled = pgf_call_is_cancelled(e.call);
+            pgf_call_request(e.call, &q->data, &q->len);
+            q->msg = pgf_call_request_message(e.call);
+        }
+    }
+    if (queue.len == 0) {
+        queue.head = 0;
+        if (queue.signalled) {
+            char buf[16];
+            while (read(queue.fds[0], buf, sizeof(buf)) > 0)
+                ;
+            queue.signalled = 0;
+        }
+    }
+    pthread_mutex_unlock(&queue.lock);
+    return n;
+}
+
+static void _pgf_loop_queue_set_open(int open) {
+    pthread_mutex_lock(&queue.lock);
+    queue.open = open;
+    if (open) {
+        pthread_mutex_unlock(&queue.lock);
+        return;
+    }
+    /* Closed: nothing will take the waiting calls; answer them here. */
+    queue_entry *items = queue.items;
+    size_t head = queue.head, len = queue.len;
+    queue.items = NULL;
+    queue.head = queue.len = queue.cap = queue.waiting = 0;
+    pthread_mutex_unlock(&queue.lock);
+    for (size_t i = head; i < head + len; i++)
+        if (items[i].handler_data != NULL)
+            finish_unavailable(items[i].call);
+    free(items);
+}
