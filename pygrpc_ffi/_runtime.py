@@ -110,7 +110,7 @@ class AsyncCall:
         """On the loop: cancels the task once _drive began (before that, a
         CancelledError thrown into it would skip its body; it checks
         ``cancelled`` as it begins instead)."""
-        if self.started and self.task is not None:
+        if self.cancelled and self.started and self.task is not None:
             self.task.cancel()
 
 
