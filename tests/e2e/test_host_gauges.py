@@ -183,7 +183,8 @@ def test_gauges_are_summed_over_processes(
     assert handler_gauges(done) == {QUEUED: 0, WORKERS: 4, BUSY: 0, WORKERS_MAX: 4}
 
 
-@pytest.mark.skipif("grpcio" not in ENGINES, reason="the grpcio engine is not installed")
+@pytest.mark.skipif("grpcio" not in ENGINES,
+                    reason="grpcio engine not tested here (not installed, or PGF_E2E_ENGINES)")
 @pytest.mark.parametrize("processes", ["1", "2"])
 def test_grpcio_engine_has_no_host_gauges(serving: Callable[..., tuple[Server, int]],
                                           processes: str) -> None:
