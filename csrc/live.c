@@ -30,6 +30,7 @@ const char *pgf_strerror(int rc) {
     case PGF_EOF: return "end of stream";
     case PGF_ECANCELLED: return "cancelled";
     case PGF_EWOULDBLOCK: return "the handler may block";
+    case PGF_EVERSION: return "written by another version of the library";
     default: return "unknown error";
     }
 }

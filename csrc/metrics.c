@@ -1,9 +1,11 @@
 /* Per-method call statistics counted without the GIL (see "metrics" in
  * pygrpc_ffi.h): a bounded open-addressing table keyed by method path, with
  * atomic counters.  Lookups are lock-free; a mutex serialises only the rare
- * insertion of a new method.  The table is a flat, pointer-free struct so
- * that it can live in a shared file mapping (PGF_METRICS_FILE) that a
- * supervisor process reads. */
+ * insertion of a new method.  Beside it, the host's gauges: a fixed array
+ * of pool roles, each a few atomic numbers.  The table is a flat,
+ * pointer-free struct so that it can live in a shared file mapping
+ * (PGF_METRICS_FILE) that a supervisor process reads; its header names the
+ * layout's version, so that a file in another layout is refused. */
 #include "internal.h"
 
 #include <fcntl.h>
@@ -16,7 +18,14 @@
 
 #define SLOTS 1024 /* power of two, twice PGF_METRICS_MAX_METHODS */
 #define TABLE_MAGIC 0x5047464d45545231ull /* "PGFMETR1" */
-#define TABLE_VERSION 1u
+/* 2: the pool gauges (pool[]) and the header's pools/pool_size fields. */
+#define TABLE_VERSION 2u
+/* Gauges per pool role in the table: PGF_GAUGE_* are 0..POOL_GAUGES_USED-1,
+ * the rest is room for later ones without a layout change. */
+#define POOL_GAUGES 8
+#define POOL_GAUGES_USED 4
+/* The roles defined so far: PGF_POOL_HANDLERS..PGF_POOL_SERVICE. */
+#define POOL_ROLES 3
 
 enum { SLOT_EMPTY = 0, SLOT_READY = 2 };
 
@@ -38,18 +47,38 @@ typedef struct mentry {
     uint64_t sum_ns;
 } mentry;
 
+/* One pool role's gauges; state goes EMPTY -> READY when a host first
+ * publishes one of them.  Every field is accessed atomically. */
+typedef struct mpool {
+    int state;
+    int pad_;
+    int64_t gauge[POOL_GAUGES];
+} mpool;
+
 typedef struct mtable {
-    uint64_t magic;
+    uint64_t magic; /* stored last, with release: the header is complete */
     uint32_t version;
     uint32_t slots;
     uint32_t entries; /* READY slots, not counting the overflow entry */
     uint32_t entry_size;
+    uint32_t pools;     /* PGF_METRICS_MAX_POOLS */
+    uint32_t pool_size; /* sizeof(mpool) */
+    mpool pool[PGF_METRICS_MAX_POOLS];
     mentry overflow;
     mentry slot[SLOTS];
 } mtable;
 
+/* The header as a reader checks it before mapping the whole table. */
+typedef struct mheader {
+    uint64_t magic;
+    uint32_t version;
+} mheader;
+
 typedef char path_size_matches_[
     sizeof(((pgf_method_stats *)0)->path) == PGF_METRICS_PATH_MAX ? 1 : -1];
+typedef char pool_roles_fit_[POOL_ROLES <= PGF_METRICS_MAX_POOLS ? 1 : -1];
+typedef char gauges_fit_[PGF_GAUGE_MAX_THREADS < POOL_GAUGES_USED &&
+                         POOL_GAUGES_USED <= POOL_GAUGES ? 1 : -1];
 typedef char buckets_match_[sizeof(((pgf_method_stats *)0)->duration_buckets) ==
                             (PGF_METRICS_BUCKETS + 1) * sizeof(uint64_t) ? 1 : -1];
 
@@ -67,12 +96,15 @@ static pthread_mutex_t insert_mu = PTHREAD_MUTEX_INITIALIZER;
 static int enabled = 1;
 
 static void table_header(mtable *t) {
-    t->magic = TABLE_MAGIC;
     t->version = TABLE_VERSION;
     t->slots = SLOTS;
     t->entry_size = (uint32_t)sizeof(mentry);
+    t->pools = PGF_METRICS_MAX_POOLS;
+    t->pool_size = (uint32_t)sizeof(mpool);
     t->overflow.kind = -1;
     t->overflow.state = SLOT_READY;
+    /* Last: a reader that sees the magic sees the rest of the header. */
+    __atomic_store_n(&t->magic, TABLE_MAGIC, __ATOMIC_RELEASE);
 }
 
 /* The table in the file named by PGF_METRICS_FILE, or NULL. */
@@ -247,6 +279,45 @@ void pgf_metrics_count_refused(const char *path, size_t path_len, int kind,
     observe(e, 0);
 }
 
+/* ------------------------------------------------------------ gauges */
+
+static mpool *pool_gauge(int pool, int gauge) {
+    if (pool < 0 || pool >= POOL_ROLES || gauge < 0 ||
+        gauge >= POOL_GAUGES_USED)
+        return NULL;
+    mpool *p = &get_table()->pool[pool];
+    if (__atomic_load_n(&p->state, __ATOMIC_RELAXED) != SLOT_READY)
+        __atomic_store_n(&p->state, SLOT_READY, __ATOMIC_RELEASE);
+    return p;
+}
+
+int pgf_metrics_gauge_add(int pool, int gauge, int64_t delta) {
+    mpool *p = pool_gauge(pool, gauge);
+    if (p == NULL)
+        return PGF_EINVAL;
+    /* __atomic arithmetic on signed integers wraps: never undefined. */
+    __atomic_fetch_add(&p->gauge[gauge], delta, __ATOMIC_RELAXED);
+    return PGF_OK;
+}
+
+int pgf_metrics_gauge_set(int pool, int gauge, int64_t value) {
+    mpool *p = pool_gauge(pool, gauge);
+    if (p == NULL)
+        return PGF_EINVAL;
+    __atomic_store_n(&p->gauge[gauge], value, __ATOMIC_RELAXED);
+    return PGF_OK;
+}
+
+/* ------------------------------------------------------------ reading */
+
+static int check_out(const void *out, size_t cap, size_t stats_size,
+                     size_t max_size, const size_t *n) {
+    if (n == NULL || stats_size == 0 || stats_size > max_size ||
+        (out == NULL && cap != 0))
+        return PGF_EINVAL;
+    return PGF_OK;
+}
+
 static void copy_entry(const mentry *e, pgf_method_stats *s) {
     memset(s, 0, sizeof(*s));
     size_t len = __atomic_load_n(&e->path_len, __ATOMIC_RELAXED);
@@ -268,8 +339,7 @@ static void copy_entry(const mentry *e, pgf_method_stats *s) {
 
 static int copy_table(const mtable *t, pgf_method_stats *out, size_t cap,
                       size_t stats_size, size_t *n) {
-    if (n == NULL || stats_size == 0 || stats_size > sizeof(pgf_method_stats) ||
-        (out == NULL && cap != 0))
+    if (check_out(out, cap, stats_size, sizeof(pgf_method_stats), n) != PGF_OK)
         return PGF_EINVAL;
     size_t count = 0;
     pgf_method_stats s;
@@ -287,30 +357,108 @@ static int copy_table(const mtable *t, pgf_method_stats *out, size_t cap,
     return PGF_OK;
 }
 
+static int copy_pools(const mtable *t, pgf_pool_stats *out, size_t cap,
+                      size_t stats_size, size_t *n) {
+    if (check_out(out, cap, stats_size, sizeof(pgf_pool_stats), n) != PGF_OK)
+        return PGF_EINVAL;
+    size_t count = 0;
+    pgf_pool_stats s;
+    for (int i = 0; i < POOL_ROLES; i++) {
+        const mpool *p = &t->pool[i];
+        if (__atomic_load_n(&p->state, __ATOMIC_ACQUIRE) != SLOT_READY)
+            continue;
+        if (count < cap) {
+            memset(&s, 0, sizeof(s));
+            s.pool = i;
+            s.queued = __atomic_load_n(&p->gauge[PGF_GAUGE_QUEUED],
+                                       __ATOMIC_RELAXED);
+            s.threads = __atomic_load_n(&p->gauge[PGF_GAUGE_THREADS],
+                                        __ATOMIC_RELAXED);
+            s.busy = __atomic_load_n(&p->gauge[PGF_GAUGE_BUSY],
+                                     __ATOMIC_RELAXED);
+            s.max_threads = __atomic_load_n(&p->gauge[PGF_GAUGE_MAX_THREADS],
+                                            __ATOMIC_RELAXED);
+            memcpy((char *)out + count * stats_size, &s, stats_size);
+        }
+        count++;
+    }
+    *n = count;
+    return PGF_OK;
+}
+
 int pgf_metrics_snapshot(pgf_method_stats *out, size_t cap, size_t stats_size,
                          size_t *n) {
     return copy_table(get_table(), out, cap, stats_size, n);
+}
+
+int pgf_metrics_pool_snapshot(pgf_pool_stats *out, size_t cap,
+                              size_t stats_size, size_t *n) {
+    return copy_pools(get_table(), out, cap, stats_size, n);
+}
+
+/* Maps the table in file read-only into *out (munmap it, sizeof(mtable)).
+ * A file shorter than the table, or whose magic is not there (yet), holds
+ * no table: PGF_EINVAL.  One with the magic but another version, or sizes
+ * this build does not have, was written in another layout: PGF_EVERSION
+ * (a layout-1 file is shorter than this table, so its header is read on
+ * its own first). */
+static int map_table_file(const char *file, const mtable **out) {
+    int fd = open(file, O_RDONLY);
+    if (fd < 0)
+        return PGF_ENOTFOUND;
+    int rc = PGF_EINVAL;
+    struct stat st;
+    mheader h;
+    void *p = MAP_FAILED;
+    if (fstat(fd, &st) == 0 && (size_t)st.st_size >= sizeof(h) &&
+        pread(fd, &h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
+        h.magic == TABLE_MAGIC) {
+        if (h.version != TABLE_VERSION)
+            rc = PGF_EVERSION;
+        else if ((size_t)st.st_size >= sizeof(mtable))
+            p = mmap(NULL, sizeof(mtable), PROT_READ, MAP_SHARED, fd, 0);
+    }
+    close(fd);
+    if (p == MAP_FAILED)
+        return rc;
+    const mtable *t = p;
+    if (__atomic_load_n(&t->magic, __ATOMIC_ACQUIRE) != TABLE_MAGIC) {
+        rc = PGF_EINVAL;
+    } else if (t->version != TABLE_VERSION || t->slots != SLOTS ||
+               t->entry_size != sizeof(mentry) ||
+               t->pools != PGF_METRICS_MAX_POOLS ||
+               t->pool_size != sizeof(mpool)) {
+        rc = PGF_EVERSION;
+    } else {
+        *out = t;
+        return PGF_OK;
+    }
+    munmap(p, sizeof(mtable));
+    return rc;
 }
 
 int pgf_metrics_snapshot_file(const char *file, pgf_method_stats *out,
                               size_t cap, size_t stats_size, size_t *n) {
     if (file == NULL || n == NULL)
         return PGF_EINVAL;
-    int fd = open(file, O_RDONLY);
-    if (fd < 0)
-        return PGF_ENOTFOUND;
-    struct stat st;
-    void *p = MAP_FAILED;
-    if (fstat(fd, &st) == 0 && (size_t)st.st_size >= sizeof(mtable))
-        p = mmap(NULL, sizeof(mtable), PROT_READ, MAP_SHARED, fd, 0);
-    close(fd);
-    if (p == MAP_FAILED)
+    const mtable *t = NULL;
+    int rc = map_table_file(file, &t);
+    if (rc != PGF_OK)
+        return rc;
+    rc = copy_table(t, out, cap, stats_size, n);
+    munmap((void *)t, sizeof(mtable));
+    return rc;
+}
+
+int pgf_metrics_pool_snapshot_file(const char *file, pgf_pool_stats *out,
+                                   size_t cap, size_t stats_size, size_t *n) {
+    if (file == NULL || n == NULL)
         return PGF_EINVAL;
-    const mtable *t = p;
-    int rc = PGF_EINVAL;
-    if (t->magic == TABLE_MAGIC && t->version == TABLE_VERSION &&
-        t->slots == SLOTS && t->entry_size == sizeof(mentry))
-        rc = copy_table(t, out, cap, stats_size, n);
-    munmap(p, sizeof(mtable));
+    const mtable *t = NULL;
+    int rc = map_table_file(file, &t);
+    if (rc != PGF_OK)
+        return rc;
+    rc = copy_pools(t, out, cap, stats_size, n);
+    munmap((void *)t, sizeof(mtable));
     return rc;
 }

@@ -82,6 +82,9 @@ PGF_API unsigned pgf_version_number(void);
 #define PGF_ECANCELLED (-9) /* since 2: the call was cancelled or finished */
 #define PGF_EWOULDBLOCK (-10) /* since 2: the handler may block (see
                                  pgf_dispatch_nonblocking) */
+#define PGF_EVERSION (-11)  /* since 2: a file written by another version of
+                               the library, in a layout this one does not
+                               read (see pgf_metrics_snapshot_file) */
 
 /* ---------------------------------------------------------------- limits */
 
@@ -652,8 +655,9 @@ PGF_API int64_t pgf_live_count(int kind);
  * it.  Entries are never removed.
  *
  * If the environment variable PGF_METRICS_FILE names a file when the first
- * call is counted, the table lives in that file (shared mapping), so that a
- * supervisor can read the numbers of several server processes with
+ * call is counted (or a host gauge published, see below), the table lives
+ * in that file (shared mapping, created anew), so that a supervisor can
+ * read the numbers of several server processes with
  * pgf_metrics_snapshot_file.  PGF_METRICS=0 in the environment starts with
  * counting off. */
 
@@ -696,7 +700,9 @@ PGF_API int pgf_metrics_snapshot(pgf_method_stats *out, size_t cap,
                                  size_t stats_size, size_t *n);
 /* The same for the table in a PGF_METRICS_FILE of another process (or this
  * one).  PGF_ENOTFOUND if the file cannot be opened, PGF_EINVAL if it holds
- * no table. */
+ * no table (yet: a process creates its file when it first counts a call or
+ * publishes a gauge), PGF_EVERSION if it holds a table in another layout
+ * (written by another version of the library: refused, never misread). */
 PGF_API int pgf_metrics_snapshot_file(const char *file, pgf_method_stats *out,
                                       size_t cap, size_t stats_size,
                                       size_t *n);
@@ -705,6 +711,65 @@ PGF_API int pgf_metrics_snapshot_file(const char *file, pgf_method_stats *out,
  * code, duration 0.  kind is the PGF_KIND_* or -1. */
 PGF_API void pgf_metrics_count_refused(const char *path, size_t path_len,
                                        int kind, int code);
+
+/* Host gauges (since 2): for each of a host's thread pools, how many tasks
+ * wait for a thread and how many threads it has, busy and at most.  The
+ * host publishes them as they change; they live in the same table as the
+ * call metrics (so in the PGF_METRICS_FILE too, where a supervisor adds up
+ * the processes' numbers) and are read with pgf_metrics_pool_snapshot.
+ *
+ * Pools are named by role.  Several pools of one role add up: each pool
+ * publishes its own changes with pgf_metrics_gauge_add (+1 when a task is
+ * queued, -1 when a thread takes it, ...), so a host with two handler pools
+ * reports their sum.  A role is listed once a host has published a gauge
+ * for it; the grpcio engine, which has no host pool, publishes none.
+ *
+ * Gauges are kept whether counting is on or off (pgf_metrics_set_enabled
+ * switches the call counters only): a gauge skipped while off would be
+ * wrong forever after.  Updates are relaxed atomic additions, no lock: each
+ * number is exact by itself, but numbers changed together (a task leaving
+ * the queue for a thread) are not read as one snapshot. */
+#define PGF_POOL_HANDLERS 0 /* threads that run handlers; its queued tasks
+                               are calls waiting for a worker */
+#define PGF_POOL_STREAMS 1  /* threads that complete stream reads/writes */
+#define PGF_POOL_SERVICE 2  /* threads for a host's housekeeping
+                               (cancellations, response buffer releases) */
+/* Roles the table has room for (PGF_POOL_* above are 0..2; a later version
+ * may define more without changing the file layout). */
+#define PGF_METRICS_MAX_POOLS 8
+
+#define PGF_GAUGE_QUEUED 0      /* tasks waiting for a thread */
+#define PGF_GAUGE_THREADS 1     /* threads alive */
+#define PGF_GAUGE_BUSY 2        /* threads running a task */
+#define PGF_GAUGE_MAX_THREADS 3 /* the most threads the pool may have */
+
+/* One pool role's gauges, copied out of the table. */
+typedef struct pgf_pool_stats {
+    int pool;            /* PGF_POOL_* */
+    int64_t queued;      /* PGF_GAUGE_QUEUED */
+    int64_t threads;     /* PGF_GAUGE_THREADS */
+    int64_t busy;        /* PGF_GAUGE_BUSY */
+    int64_t max_threads; /* PGF_GAUGE_MAX_THREADS */
+} pgf_pool_stats;
+
+/* Adds delta (may be negative) to a gauge of a pool role, atomically and
+ * without a lock; any thread.  PGF_EINVAL, and nothing changes, for an
+ * unknown pool or gauge. */
+PGF_API int pgf_metrics_gauge_add(int pool, int gauge, int64_t delta);
+/* Sets a gauge to value: for a host that computes its numbers itself (one
+ * pool of the role, read from its own state).  Errors as above. */
+PGF_API int pgf_metrics_gauge_set(int pool, int gauge, int64_t value);
+/* Copies the published roles' gauges of this process into
+ * out[0..min(*n, cap)), in PGF_POOL_* order, and sets *n to their number
+ * (at most PGF_METRICS_MAX_POOLS).  stats_size, out, cap and errors as for
+ * pgf_metrics_snapshot. */
+PGF_API int pgf_metrics_pool_snapshot(pgf_pool_stats *out, size_t cap,
+                                      size_t stats_size, size_t *n);
+/* The same for the table in a PGF_METRICS_FILE; errors as for
+ * pgf_metrics_snapshot_file. */
+PGF_API int pgf_metrics_pool_snapshot_file(const char *file,
+                                           pgf_pool_stats *out, size_t cap,
+                                           size_t stats_size, size_t *n);
 
 /* ---------------------------------------------------- embedded Python */
 

@@ -10,10 +10,14 @@ four RPC kinds, for native handlers and grpcio servicers alike:
   "Method not found!" (as grpcio does); returning a wrapped
   ``RpcMethodHandler`` runs its behaviour with a grpcio-compatible
   ``ServicerContext``.  The first interceptor is the outermost, as in grpcio.
-  A ``grpc.aio`` interceptor's ``intercept_service`` is driven without an
-  event loop: it may ``await continuation(...)``, and the behaviours it
-  returns may await anything; awaiting something else in
-  ``intercept_service`` itself fails the call with INTERNAL.
+  A ``grpc.aio`` interceptor's ``intercept_service`` is a coroutine awaited
+  on the package's event loop (where ``async def`` handlers run), as
+  grpc.aio's server awaits it on its own: it may use the running loop and
+  await anything (an async token check, ``asyncio.sleep``) before or after
+  ``await continuation(...)``, and context variables it sets are seen by
+  the handler.  The dispatching thread waits for it; a sync interceptor
+  placed inside a ``grpc.aio`` one runs on a thread of the loop's executor,
+  not on the loop.
 
 * native :class:`Interceptor` objects, cheaper and simpler: ``before(call)``
   sees the request (service, method, metadata, peer, deadline) before the
@@ -246,8 +250,9 @@ async def _as_coroutine(awaitable: Any) -> Any:
 
 
 def _drive(awaitable: Any) -> Any:
-    """The value of an awaitable that completes without suspending (an aio
-    interceptor's ``intercept_service`` awaiting its continuation)."""
+    """The value of an awaitable that completes without suspending, driven
+    on this thread without a loop (on the loop's own thread, which cannot
+    wait for itself)."""
     coro = awaitable if inspect.iscoroutine(awaitable) else _as_coroutine(awaitable)
     try:
         coro.send(None)
@@ -255,8 +260,43 @@ def _drive(awaitable: Any) -> Any:
         return stop.value
     coro.close()
     raise RuntimeError("an awaitable suspended where pygrpc_ffi drives it without a loop "
-                       "(a grpc.aio interceptor's intercept_service may await only its "
-                       "continuation)")
+                       "(for a call dispatched on the event loop's own thread, a grpc.aio "
+                       "interceptor's intercept_service may await only its continuation)")
+
+
+_UNSET = object()
+
+
+def _adopt(context: contextvars.Context) -> None:
+    """Sets, in the current context, every variable as ``context`` has it
+    (what an interceptor set while it ran in a copy, on another thread)."""
+    for var, value in context.items():
+        if var.get(_UNSET) is not value:
+            var.set(value)
+
+
+async def _capturing(awaitable: Any) -> tuple[Any, contextvars.Context]:
+    """The awaitable's value and the context it left (the task's copy)."""
+    result = await awaitable
+    return result, contextvars.copy_context()
+
+
+def _await_on_loop(awaitable: Any) -> Any:
+    """Awaits on the package's loop, from another thread, and returns the
+    value, with the context variables the awaitable set adopted here.  On
+    the loop thread itself (a call dispatched from an ``async def`` handler)
+    waiting for the loop would deadlock: there the awaitable is driven
+    without a loop, and may await only what completes at once."""
+    if _loop.is_loop_thread():
+        return _drive(awaitable)
+    future = asyncio.run_coroutine_threadsafe(_capturing(awaitable), _loop.get_loop())
+    result, context = future.result()
+    _adopt(context)
+    return result
+
+
+def _call_capturing(fn: Callable[..., Any], *args: Any) -> tuple[Any, contextvars.Context]:
+    return fn(*args), contextvars.copy_context()
 
 
 def _size(message: Any) -> int:
@@ -399,17 +439,34 @@ class InterceptorChain:
         details = _HandlerCallDetails(info.full_method, tuple(info.metadata.pairs()))
         chain = self.grpc
 
+        # resolve runs on the dispatching thread (sync interceptors there);
+        # a grpc.aio interceptor and those inside it are awaited on the loop
+        # (aresolve), a sync one inside those on an executor thread.
         def resolve(index: int, hcd: Any) -> Any:
             if index == len(chain):
                 return original
             interceptor = chain[index]
             if inspect.iscoroutinefunction(interceptor.intercept_service):
-                async def acontinue(next_hcd: Any) -> Any:
-                    return resolve(index + 1, next_hcd)
-
-                return _drive(interceptor.intercept_service(acontinue, hcd))
+                return _await_on_loop(aresolve(index, hcd))
             return interceptor.intercept_service(lambda next_hcd: resolve(index + 1, next_hcd),
                                                  hcd)
+
+        async def aresolve(index: int, hcd: Any) -> Any:
+            if index == len(chain):
+                return original
+            interceptor = chain[index]
+            if inspect.iscoroutinefunction(interceptor.intercept_service):
+                async def acontinue(next_hcd: Any) -> Any:
+                    return await aresolve(index + 1, next_hcd)
+
+                return await interceptor.intercept_service(acontinue, hcd)
+            # Sync code may block: not on the loop.
+            handler, context = await asyncio.get_running_loop().run_in_executor(
+                None, contextvars.copy_context().run, _call_capturing,
+                interceptor.intercept_service, lambda next_hcd: resolve(index + 1, next_hcd),
+                hcd)
+            _adopt(context)
+            return handler
 
         handler = resolve(0, details)
         if handler is None:

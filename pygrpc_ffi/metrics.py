@@ -19,6 +19,32 @@ Calls to methods nobody registered, and methods beyond the table's bound
 ``grpc_method="unknown"``, ``grpc_type="unknown"``: clients cannot grow the
 number of series.
 
+The host's thread pools, as gauges the host publishes in the same table
+(``pgf_metrics_gauge_add``; the C++ host's pools do, as they change).  The
+pool users size with ``--workers``/``--max-workers``, whose threads run the
+handlers, and whose queue ``--max-queued-calls`` bounds::
+
+    pygrpc_ffi_host_queued_calls        gauge: calls waiting for a handler thread
+    pygrpc_ffi_host_workers             gauge: handler threads alive
+    pygrpc_ffi_host_workers_busy        gauge: handler threads running a call
+    pygrpc_ffi_host_workers_max         gauge: the most handler threads (--max-workers)
+
+and the host's own pools, labelled ``pool``: ``streams`` (completes stream
+reads and writes) and ``service`` (cancellations, response buffer releases)::
+
+    pygrpc_ffi_host_pool_queued_tasks   gauge: tasks waiting for a thread
+    pygrpc_ffi_host_pool_threads        gauge: threads alive
+    pygrpc_ffi_host_pool_threads_busy   gauge: threads running a task
+    pygrpc_ffi_host_pool_threads_max    gauge: the most threads the pool may have
+
+A busy thread is one running a task: a sync handler holds its worker until
+it returns; an ``async def`` handler holds it only while it is started, then
+runs on the event loop.  Only pools a host published are exported: the
+grpcio engine (``--engine grpcio``) runs handlers on grpcio's own thread
+pool, which publishes nothing, so there these gauges are absent (no sample),
+not 0.  With several processes each gauge is the sum over them (workers and
+their maximum included: the capacity of the whole server).
+
 Several processes (``pygrpc-ffi serve --processes N``): each server process
 keeps its table in a file (``PGF_METRICS_FILE``, a shared mapping the shim
 updates in place); the supervisor's collector (:class:`ShimCollector` with
@@ -32,6 +58,7 @@ one scrape sees every process's calls, exactly and current.
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,11 +67,16 @@ from typing import Any
 from ._native import ffi, lib
 from .status import StatusCode
 
-__all__ = ["MethodStats", "ShimCollector", "collect_stats", "set_enabled",
-           "start_metrics_server"]
+__all__ = ["MethodStats", "PoolStats", "ShimCollector", "collect_pools", "collect_stats",
+           "set_enabled", "start_metrics_server"]
 
 KIND_NAMES = {0: "unary", 1: "client_stream", 2: "server_stream", 3: "bidi_stream"}
 UNKNOWN = "unknown"
+POOL_NAMES = {int(lib.PGF_POOL_HANDLERS): "handlers", int(lib.PGF_POOL_STREAMS): "streams",
+              int(lib.PGF_POOL_SERVICE): "service"}
+
+_log = logging.getLogger("pygrpc_ffi.metrics")
+_refused_files: set[str] = set()
 
 
 @dataclass
@@ -83,6 +115,27 @@ class MethodStats:
         self.sum_seconds += other.sum_seconds
 
 
+@dataclass
+class PoolStats:
+    """One pool role's gauges (summed over processes when read from files)."""
+
+    pool: int
+    queued: int = 0
+    threads: int = 0
+    busy: int = 0
+    max_threads: int = 0
+
+    @property
+    def name(self) -> str:
+        return POOL_NAMES.get(self.pool, f"pool{self.pool}")
+
+    def add(self, other: PoolStats) -> None:
+        self.queued += other.queued
+        self.threads += other.threads
+        self.busy += other.busy
+        self.max_threads += other.max_threads
+
+
 def bucket_bounds() -> list[float]:
     """The histogram's finite upper bounds, seconds."""
     bounds = lib.pgf_metrics_bucket_bounds()
@@ -109,6 +162,15 @@ def _convert(raw: Any) -> MethodStats:
     )
 
 
+def _refused(file: str | None, rc: int) -> None:
+    """Says once per file why a table file is skipped, when that is not
+    just a child that has not created its table yet (PGF_EINVAL)."""
+    if file is not None and rc == lib.PGF_EVERSION and file not in _refused_files:
+        _refused_files.add(file)
+        _log.warning("metrics file %s was written by another version of pygrpc_ffi "
+                     "(another table layout); its numbers are left out", file)
+
+
 def _snapshot(file: str | None) -> list[MethodStats]:
     size = ffi.new("size_t *")
     stats_size = ffi.sizeof("pgf_method_stats")
@@ -120,10 +182,28 @@ def _snapshot(file: str | None) -> list[MethodStats]:
         else:
             rc = lib.pgf_metrics_snapshot_file(file.encode(), out, cap, stats_size, size)
         if rc != lib.PGF_OK:
-            return []  # a child that has not counted a call yet
+            _refused(file, rc)
+            return []  # a child that has not created its table yet
         if size[0] <= cap:
             return [_convert(out[i]) for i in range(size[0])]
         cap = size[0] + 16
+
+
+def _pool_snapshot(file: str | None) -> list[PoolStats]:
+    cap = int(lib.PGF_METRICS_MAX_POOLS)
+    out = ffi.new("pgf_pool_stats[]", cap)
+    size = ffi.new("size_t *")
+    stats_size = ffi.sizeof("pgf_pool_stats")
+    if file is None:
+        rc = lib.pgf_metrics_pool_snapshot(out, cap, stats_size, size)
+    else:
+        rc = lib.pgf_metrics_pool_snapshot_file(file.encode(), out, cap, stats_size, size)
+    if rc != lib.PGF_OK:
+        _refused(file, rc)
+        return []
+    return [PoolStats(pool=int(raw.pool), queued=int(raw.queued), threads=int(raw.threads),
+                      busy=int(raw.busy), max_threads=int(raw.max_threads))
+            for raw in (out[i] for i in range(min(size[0], cap)))]
 
 
 def collect_stats(files: Iterable[str] | None = None) -> list[MethodStats]:
@@ -142,6 +222,19 @@ def collect_stats(files: Iterable[str] | None = None) -> list[MethodStats]:
     return list(merged.values())
 
 
+def collect_pools(files: Iterable[str] | None = None) -> list[PoolStats]:
+    """The gauges of every pool role a host published: this process's, or
+    the sum over the tables in ``files``; in ``PGF_POOL_*`` order."""
+    merged: dict[int, PoolStats] = {}
+    for file in [None] if files is None else list(files):
+        for stats in _pool_snapshot(file):
+            if stats.pool in merged:
+                merged[stats.pool].add(stats)
+            else:
+                merged[stats.pool] = stats
+    return [merged[pool] for pool in sorted(merged)]
+
+
 class ShimCollector:
     """A ``prometheus_client`` collector of the shim's call metrics: this
     process's (default), or the sum of the table files matched by
@@ -150,11 +243,10 @@ class ShimCollector:
     def __init__(self, files: Sequence[str] | None = None) -> None:
         self.files = list(files) if files is not None else None
 
-    def _stats(self) -> list[MethodStats]:
+    def _paths(self) -> list[str] | None:
         if self.files is None:
-            return collect_stats()
-        paths = sorted({p for pattern in self.files for p in glob.glob(pattern)})
-        return collect_stats(paths)
+            return None
+        return sorted({p for pattern in self.files for p in glob.glob(pattern)})
 
     def describe(self) -> list[Any]:
         return []  # collected at each scrape; nothing to check at registration
@@ -188,7 +280,8 @@ class ShimCollector:
                                       "RPCs started on the server and not yet finished.",
                                       labels=labels)
         bounds = [str(b) for b in bucket_bounds()] + ["+Inf"]
-        for stats in self._stats():
+        paths = self._paths()
+        for stats in collect_stats(paths):
             values = [stats.grpc_type, stats.service, stats.method]
             started.add_metric(values, stats.started)
             for code in StatusCode:
@@ -204,6 +297,47 @@ class ShimCollector:
             seconds.add_metric(values, cumulative, stats.sum_seconds)
             in_flight.add_metric(values, stats.in_flight)
         yield from (started, handled, received, sent, seconds, in_flight)
+        yield from _pool_families(collect_pools(paths))
+
+
+def _pool_families(pools: list[PoolStats]) -> Iterator[Any]:
+    """The host gauges of the published pools (none: no family at all)."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    for stats in pools:
+        if stats.pool != lib.PGF_POOL_HANDLERS:
+            continue
+        yield GaugeMetricFamily("pygrpc_ffi_host_queued_calls",
+                                "Calls waiting for a handler thread of the host.",
+                                value=stats.queued)
+        yield GaugeMetricFamily("pygrpc_ffi_host_workers",
+                                "Handler threads alive in the host.", value=stats.threads)
+        yield GaugeMetricFamily("pygrpc_ffi_host_workers_busy",
+                                "Handler threads running a call.", value=stats.busy)
+        yield GaugeMetricFamily("pygrpc_ffi_host_workers_max",
+                                "The most handler threads the host may have (--max-workers).",
+                                value=stats.max_threads)
+    others = [stats for stats in pools if stats.pool != lib.PGF_POOL_HANDLERS]
+    if not others:
+        return
+    families = [
+        (GaugeMetricFamily("pygrpc_ffi_host_pool_queued_tasks",
+                           "Tasks waiting for a thread of one of the host's own pools.",
+                           labels=["pool"]), "queued"),
+        (GaugeMetricFamily("pygrpc_ffi_host_pool_threads",
+                           "Threads alive in one of the host's own pools.",
+                           labels=["pool"]), "threads"),
+        (GaugeMetricFamily("pygrpc_ffi_host_pool_threads_busy",
+                           "Threads of one of the host's own pools running a task.",
+                           labels=["pool"]), "busy"),
+        (GaugeMetricFamily("pygrpc_ffi_host_pool_threads_max",
+                           "The most threads one of the host's own pools may have.",
+                           labels=["pool"]), "max_threads"),
+    ]
+    for family, attribute in families:
+        for stats in others:
+            family.add_metric([stats.name], getattr(stats, attribute))
+        yield family
 
 
 def metrics_dir_files(directory: str) -> list[str]:

@@ -112,9 +112,11 @@ int Run(const Options& opts) {
 
   // Never deleted: a late gRPC event during exit may still Post to a
   // stopped pool (which refuses), so the objects must outlive everything.
-  WorkerPool& workers = *new WorkerPool(opts.workers, opts.max_workers, "pgf-worker");
-  WorkerPool& service = *new WorkerPool(1, 1, "pgf-service");
-  WorkerPool& streams = *new WorkerPool(2, 16, "pgf-stream");
+  // Each publishes its queue and thread counts in the shim's metrics table.
+  WorkerPool& workers =
+      *new WorkerPool(opts.workers, opts.max_workers, "pgf-worker", PGF_POOL_HANDLERS);
+  WorkerPool& service = *new WorkerPool(1, 1, "pgf-service", PGF_POOL_SERVICE);
+  WorkerPool& streams = *new WorkerPool(2, 16, "pgf-stream", PGF_POOL_STREAMS);
   host.workers = &workers;
   host.service = &service;
   host.streams = &streams;

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "pygrpc_ffi.h"
+
 namespace pgf_host {
 
 namespace {
@@ -13,9 +15,11 @@ constexpr auto kStallLimit = std::chrono::milliseconds(50);
 constexpr auto kWatchPeriod = std::chrono::milliseconds(20);
 }  // namespace
 
-WorkerPool::WorkerPool(int threads, int max_threads, const char* name)
-    : max_threads_(std::max(threads, max_threads)), name_(name) {
+WorkerPool::WorkerPool(int threads, int max_threads, const char* name, int metrics_pool)
+    : max_threads_(std::max(threads, max_threads)), metrics_pool_(metrics_pool), name_(name) {
   std::lock_guard<std::mutex> lock(mu_);
+  Gauge(PGF_GAUGE_MAX_THREADS, max_threads_);
+  max_published_ = true;
   threads_.reserve(max_threads_);
   for (int i = 0; i < threads; ++i) StartThread();
   if (max_threads_ > threads) watchdog_ = std::thread([this] { Watch(); });
@@ -23,8 +27,15 @@ WorkerPool::WorkerPool(int threads, int max_threads, const char* name)
 
 WorkerPool::~WorkerPool() { Stop(); }
 
+void WorkerPool::Gauge(int gauge, int64_t delta) {
+  if (metrics_pool_ >= 0) pgf_metrics_gauge_add(metrics_pool_, gauge, delta);
+}
+
 void WorkerPool::StartThread() {
   threads_.emplace_back([this] { Run(); });
+  // Counted here, under mu_, before the thread runs: it leaves the count in
+  // Run(), under mu_ too, so the gauge never dips below zero.
+  Gauge(PGF_GAUGE_THREADS, 1);
   // Thread names make `top -H` and gdb output readable; 15 chars max.
   std::string n = name_ + "-" + std::to_string(threads_.size() - 1);
   n.resize(std::min<size_t>(n.size(), 15));
@@ -42,6 +53,7 @@ bool WorkerPool::Post(Fn fn, void* a, void* b) {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return false;
     queue_.push_back(Task{fn, a, b, Clock::now()});
+    Gauge(PGF_GAUGE_QUEUED, 1);
     // Only a sleeping worker needs a futex wake; busy ones loop back to the
     // queue by themselves.
     wake = idle_ > 0;
@@ -60,6 +72,7 @@ WorkerPool::PostResult WorkerPool::PostBounded(Fn fn, void* a, void* b, size_t m
                          ? queue_.size() - static_cast<size_t>(idle_) : 0;
     if (waiting >= max_queued) return PostResult::kFull;
     queue_.push_back(Task{fn, a, b, Clock::now()});
+    Gauge(PGF_GAUGE_QUEUED, 1);
     wake = idle_ > 0;
   }
   if (wake) cv_.notify_one();
@@ -88,13 +101,21 @@ void WorkerPool::Stop() {
   for (auto& t : threads_) {
     if (t.joinable()) t.join();
   }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (max_published_) {
+    Gauge(PGF_GAUGE_MAX_THREADS, -max_threads_);
+    max_published_ = false;
+  }
 }
 
 void WorkerPool::Run() {
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     if (queue_.empty()) {
-      if (stopping_) return;
+      if (stopping_) {
+        Gauge(PGF_GAUGE_THREADS, -1);
+        return;
+      }
       ++idle_;
       cv_.wait(lock);
       --idle_;
@@ -102,9 +123,12 @@ void WorkerPool::Run() {
     }
     Task t = queue_.front();
     queue_.pop_front();
+    Gauge(PGF_GAUGE_QUEUED, -1);
+    Gauge(PGF_GAUGE_BUSY, 1);
     lock.unlock();
     t.fn(t.a, t.b);
     lock.lock();
+    Gauge(PGF_GAUGE_BUSY, -1);
   }
 }
 

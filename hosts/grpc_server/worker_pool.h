@@ -3,9 +3,17 @@
 // the stall limit while every thread is busy (handlers that block or hang),
 // adds threads up to `max_threads`, so that such handlers cannot starve the
 // calls queued behind them.
+//
+// A pool given a metrics role (PGF_POOL_*) publishes its numbers in the
+// shim's metrics table as they change (pgf_metrics_gauge_add): tasks queued,
+// threads alive, threads busy, and its maximum.  Every change is made with
+// mu_ held, so each gauge moves in the order the pool's state does and never
+// reads below zero; the atomics themselves are relaxed.  A stopped pool
+// contributes nothing (its maximum is withdrawn once its threads are gone).
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -21,7 +29,9 @@ class WorkerPool {
   // beyond the deque's own blocks.
   using Fn = void (*)(void* a, void* b);
 
-  WorkerPool(int threads, int max_threads, const char* name);
+  // metrics_pool: the PGF_POOL_* role whose gauges this pool adds to, or
+  // -1 for none.
+  WorkerPool(int threads, int max_threads, const char* name, int metrics_pool = -1);
   ~WorkerPool();
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;
@@ -53,6 +63,8 @@ class WorkerPool {
   void Run();
   void Watch();
   void StartThread();  // with mu_ held
+  // Adds delta to one of the role's PGF_GAUGE_*; with mu_ held.
+  void Gauge(int gauge, int64_t delta);
 
   std::mutex mu_;
   std::condition_variable cv_;
@@ -61,6 +73,8 @@ class WorkerPool {
   int idle_ = 0;
   bool stopping_ = false;
   int max_threads_;
+  int metrics_pool_;
+  bool max_published_ = false;  // max_threads_ is in the role's gauge
   std::string name_;
   std::vector<std::thread> threads_;
   std::thread watchdog_;

@@ -2,13 +2,17 @@
  * code / messages in and out / in flight / duration histogram per method,
  * unknown methods and methods beyond the bound in the overflow entry, the
  * on/off switch, refused calls, older (smaller) stats structs, and the
- * shared file a supervisor reads (PGF_METRICS_FILE).
+ * shared file a supervisor reads (PGF_METRICS_FILE); the host gauges of
+ * thread pools (published roles only, exact under concurrent updates, in
+ * the file too), and files of another layout refused.
  *
- * Build: make -C csrc test (or test-asan). */
+ * Build: make -C csrc test (or test-asan, test-tsan). */
 #define _POSIX_C_SOURCE 200809L /* setenv */
 #include "pygrpc_ffi.h"
 #include "check.h"
 
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -263,6 +267,276 @@ static void test_arguments(const char *file) {
               here * sizeof(stats[0]));
 }
 
+/* ---------------------------------------------------------- host gauges */
+
+static pgf_pool_stats pools[PGF_METRICS_MAX_POOLS + 1];
+
+/* The gauges of a role in a fresh snapshot; pool -1 if it is not listed. */
+static pgf_pool_stats pool_entry(int role) {
+    size_t n = 0;
+    CHECK_INT(pgf_metrics_pool_snapshot(pools, PGF_METRICS_MAX_POOLS + 1,
+                                        sizeof(pools[0]), &n), PGF_OK);
+    CHECK(n <= PGF_METRICS_MAX_POOLS);
+    for (size_t i = 0; i < n; i++)
+        if (pools[i].pool == role)
+            return pools[i];
+    pgf_pool_stats none;
+    memset(&none, 0, sizeof(none));
+    none.pool = -1;
+    return none;
+}
+
+static size_t pool_count(void) {
+    size_t n = 99;
+    CHECK_INT(pgf_metrics_pool_snapshot(NULL, 0, sizeof(pools[0]), &n),
+              PGF_OK);
+    return n;
+}
+
+static void test_gauges_published_roles_only(void) {
+    /* Calls were counted, but no host published a gauge yet. */
+    CHECK_INT(pool_count(), 0);
+    CHECK_INT(pool_entry(PGF_POOL_HANDLERS).pool, -1);
+
+    CHECK_INT(pgf_metrics_gauge_set(PGF_POOL_HANDLERS, PGF_GAUGE_MAX_THREADS,
+                                    8), PGF_OK);
+    CHECK_INT(pgf_metrics_gauge_add(PGF_POOL_HANDLERS, PGF_GAUGE_THREADS, 2),
+              PGF_OK);
+    CHECK_INT(pgf_metrics_gauge_add(PGF_POOL_HANDLERS, PGF_GAUGE_QUEUED, 5),
+              PGF_OK);
+    CHECK_INT(pgf_metrics_gauge_add(PGF_POOL_HANDLERS, PGF_GAUGE_QUEUED, -2),
+              PGF_OK);
+    CHECK_INT(pgf_metrics_gauge_add(PGF_POOL_HANDLERS, PGF_GAUGE_BUSY, 2),
+              PGF_OK);
+    CHECK_INT(pool_count(), 1);
+    pgf_pool_stats h = pool_entry(PGF_POOL_HANDLERS);
+    CHECK_INT(h.pool, PGF_POOL_HANDLERS);
+    CHECK_INT(h.queued, 3);
+    CHECK_INT(h.threads, 2);
+    CHECK_INT(h.busy, 2);
+    CHECK_INT(h.max_threads, 8);
+
+    /* A second pool of the same role adds its own numbers. */
+    CHECK_INT(pgf_metrics_gauge_add(PGF_POOL_HANDLERS, PGF_GAUGE_THREADS, 1),
+              PGF_OK);
+    CHECK_INT(pgf_metrics_gauge_add(PGF_POOL_HANDLERS, PGF_GAUGE_MAX_THREADS,
+                                    4), PGF_OK);
+    h = pool_entry(PGF_POOL_HANDLERS);
+    CHECK_INT(h.threads, 3);
+    CHECK_INT(h.max_threads, 12);
+
+    /* Roles are listed in PGF_POOL_* order, whatever the order published. */
+    CHECK_INT(pgf_metrics_gauge_add(PGF_POOL_SERVICE, PGF_GAUGE_THREADS, 1),
+              PGF_OK);
+    CHECK_INT(pgf_metrics_gauge_add(PGF_POOL_STREAMS, PGF_GAUGE_THREADS, 2),
+              PGF_OK);
+    size_t n = 0;
+    CHECK_INT(pgf_metrics_pool_snapshot(pools, PGF_METRICS_MAX_POOLS,
+                                        sizeof(pools[0]), &n), PGF_OK);
+    CHECK_INT(n, 3);
+    CHECK_INT(pools[0].pool, PGF_POOL_HANDLERS);
+    CHECK_INT(pools[1].pool, PGF_POOL_STREAMS);
+    CHECK_INT(pools[1].threads, 2);
+    CHECK_INT(pools[1].queued, 0);
+    CHECK_INT(pools[2].pool, PGF_POOL_SERVICE);
+    CHECK_INT(pools[2].threads, 1);
+    /* cap 1: one entry copied, *n still says 3; the next slot untouched. */
+    memset(pools, 0x5a, sizeof(pools));
+    CHECK_INT(pgf_metrics_pool_snapshot(pools, 1, sizeof(pools[0]), &n),
+              PGF_OK);
+    CHECK_INT(n, 3);
+    CHECK_INT(pools[0].pool, PGF_POOL_HANDLERS);
+    CHECK_INT(pools[1].pool, 0x5a5a5a5a);
+
+    /* Unknown roles and gauges: PGF_EINVAL, nothing changes or appears. */
+    const int bad_pools[] = {-1, 3, PGF_METRICS_MAX_POOLS - 1,
+                             PGF_METRICS_MAX_POOLS, 1 << 30};
+    for (size_t i = 0; i < sizeof(bad_pools) / sizeof(bad_pools[0]); i++) {
+        CHECK_INT(pgf_metrics_gauge_add(bad_pools[i], PGF_GAUGE_QUEUED, 1),
+                  PGF_EINVAL);
+        CHECK_INT(pgf_metrics_gauge_set(bad_pools[i], PGF_GAUGE_QUEUED, 1),
+                  PGF_EINVAL);
+    }
+    const int bad_gauges[] = {-1, PGF_GAUGE_MAX_THREADS + 1, 7, 8, 1 << 30};
+    for (size_t i = 0; i < sizeof(bad_gauges) / sizeof(bad_gauges[0]); i++) {
+        CHECK_INT(pgf_metrics_gauge_add(PGF_POOL_HANDLERS, bad_gauges[i], 1),
+                  PGF_EINVAL);
+        CHECK_INT(pgf_metrics_gauge_set(PGF_POOL_HANDLERS, bad_gauges[i], 1),
+                  PGF_EINVAL);
+    }
+    CHECK_INT(pool_count(), 3);
+    h = pool_entry(PGF_POOL_HANDLERS);
+    CHECK_INT(h.queued, 3);
+    CHECK_INT(h.threads, 3);
+    CHECK_INT(h.busy, 2);
+    CHECK_INT(h.max_threads, 12);
+
+    /* Gauges are kept with counting off: a skipped -1 would be wrong for
+     * good once counting is back on. */
+    pgf_metrics_set_enabled(0);
+    CHECK_INT(pgf_metrics_gauge_add(PGF_POOL_HANDLERS, PGF_GAUGE_BUSY, -2),
+              PGF_OK);
+    CHECK_INT(pool_entry(PGF_POOL_HANDLERS).busy, 0);
+    pgf_metrics_set_enabled(1);
+
+    /* Set overrides whatever was added; the extremes are kept exactly. */
+    CHECK_INT(pgf_metrics_gauge_set(PGF_POOL_HANDLERS, PGF_GAUGE_QUEUED,
+                                    INT64_MAX), PGF_OK);
+    CHECK(pool_entry(PGF_POOL_HANDLERS).queued == INT64_MAX);
+    CHECK_INT(pgf_metrics_gauge_set(PGF_POOL_HANDLERS, PGF_GAUGE_QUEUED, 0),
+              PGF_OK);
+    CHECK_INT(pool_entry(PGF_POOL_HANDLERS).queued, 0);
+}
+
+/* A pool's life in miniature, on several threads at once: each task is
+ * queued (+1), taken by a thread (queued -1, busy +1) and finished (busy
+ * -1).  Without a lock between the threads, no update may be lost. */
+#define GAUGE_THREADS 8
+#define GAUGE_TASKS 20000
+
+static int gauge_go;
+
+static void *gauge_worker(void *arg) {
+    (void)arg;
+    while (!__atomic_load_n(&gauge_go, __ATOMIC_ACQUIRE))
+        ;
+    CHECK_INT(pgf_metrics_gauge_add(PGF_POOL_STREAMS, PGF_GAUGE_THREADS, 1),
+              PGF_OK);
+    for (int i = 0; i < GAUGE_TASKS; i++) {
+        pgf_metrics_gauge_add(PGF_POOL_STREAMS, PGF_GAUGE_QUEUED, 1);
+        pgf_metrics_gauge_add(PGF_POOL_STREAMS, PGF_GAUGE_QUEUED, -1);
+        pgf_metrics_gauge_add(PGF_POOL_STREAMS, PGF_GAUGE_BUSY, 1);
+        pgf_metrics_gauge_add(PGF_POOL_STREAMS, PGF_GAUGE_BUSY, -1);
+        pgf_metrics_gauge_add(PGF_POOL_SERVICE, PGF_GAUGE_QUEUED, 1);
+    }
+    return NULL;
+}
+
+static void test_gauges_exact_under_concurrency(void) {
+    pgf_pool_stats before = pool_entry(PGF_POOL_STREAMS);
+    int64_t service_queued = pool_entry(PGF_POOL_SERVICE).queued;
+    pthread_t threads[GAUGE_THREADS];
+    for (int i = 0; i < GAUGE_THREADS; i++)
+        CHECK_INT(pthread_create(&threads[i], NULL, gauge_worker, NULL), 0);
+    __atomic_store_n(&gauge_go, 1, __ATOMIC_RELEASE);
+    /* Read while they run: each gauge stays within what is possible. */
+    for (int i = 0; i < 2000; i++) {
+        pgf_pool_stats s = pool_entry(PGF_POOL_STREAMS);
+        CHECK(s.queued >= before.queued &&
+              s.queued <= before.queued + GAUGE_THREADS);
+        CHECK(s.busy >= before.busy && s.busy <= before.busy + GAUGE_THREADS);
+    }
+    for (int i = 0; i < GAUGE_THREADS; i++)
+        CHECK_INT(pthread_join(threads[i], NULL), 0);
+    pgf_pool_stats after = pool_entry(PGF_POOL_STREAMS);
+    CHECK_INT(after.queued, before.queued);
+    CHECK_INT(after.busy, before.busy);
+    CHECK_INT(after.threads, before.threads + GAUGE_THREADS);
+    CHECK_INT(pool_entry(PGF_POOL_SERVICE).queued,
+              service_queued + (int64_t)GAUGE_THREADS * GAUGE_TASKS);
+}
+
+static void test_gauges_arguments_and_file(const char *file) {
+    size_t n = 0;
+    CHECK_INT(pgf_metrics_pool_snapshot(pools, 1, 0, &n), PGF_EINVAL);
+    CHECK_INT(pgf_metrics_pool_snapshot(pools, 1, sizeof(pools[0]) + 1, &n),
+              PGF_EINVAL);
+    CHECK_INT(pgf_metrics_pool_snapshot(pools, 1, sizeof(pools[0]), NULL),
+              PGF_EINVAL);
+    CHECK_INT(pgf_metrics_pool_snapshot(NULL, 1, sizeof(pools[0]), &n),
+              PGF_EINVAL);
+    /* An older, smaller struct gets its prefix, packed at its own stride. */
+    size_t small = offsetof(pgf_pool_stats, threads) + sizeof(int64_t);
+    unsigned char packed[PGF_METRICS_MAX_POOLS * sizeof(pgf_pool_stats)];
+    CHECK_INT(pgf_metrics_pool_snapshot((pgf_pool_stats *)(void *)packed, 3,
+                                        small, &n), PGF_OK);
+    CHECK_INT(n, 3);
+    CHECK_INT(pgf_metrics_pool_snapshot(pools, 3, sizeof(pools[0]), &n),
+              PGF_OK);
+    for (size_t i = 0; i < 3; i++)
+        CHECK_MEM(packed + i * small, small, &pools[i], small);
+
+    CHECK_INT(pgf_metrics_pool_snapshot_file(NULL, pools, 1, sizeof(pools[0]),
+                                             &n), PGF_EINVAL);
+    CHECK_INT(pgf_metrics_pool_snapshot_file(file, pools, 1, sizeof(pools[0]),
+                                             NULL), PGF_EINVAL);
+    CHECK_INT(pgf_metrics_pool_snapshot_file(file, pools, 1, 0, &n),
+              PGF_EINVAL);
+    CHECK_INT(pgf_metrics_pool_snapshot_file("/nonexistent/pgf", pools, 1,
+                                             sizeof(pools[0]), &n),
+              PGF_ENOTFOUND);
+    CHECK_INT(pgf_metrics_pool_snapshot_file("/dev/null", pools, 1,
+                                             sizeof(pools[0]), &n),
+              PGF_EINVAL);
+    /* The shared file holds exactly this process's gauges. */
+    pgf_pool_stats here[PGF_METRICS_MAX_POOLS], there[PGF_METRICS_MAX_POOLS];
+    size_t n_here = 0, n_there = 0;
+    memset(here, 0, sizeof(here));
+    memset(there, 0, sizeof(there));
+    CHECK_INT(pgf_metrics_gauge_add(PGF_POOL_HANDLERS, PGF_GAUGE_QUEUED, 7),
+              PGF_OK);
+    CHECK_INT(pgf_metrics_pool_snapshot(here, PGF_METRICS_MAX_POOLS,
+                                        sizeof(here[0]), &n_here), PGF_OK);
+    CHECK_INT(pgf_metrics_pool_snapshot_file(file, there,
+                                             PGF_METRICS_MAX_POOLS,
+                                             sizeof(there[0]), &n_there),
+              PGF_OK);
+    CHECK_INT(n_there, 3);
+    CHECK_INT(n_there, n_here);
+    CHECK_MEM(there, sizeof(there), here, sizeof(here));
+    CHECK_INT(there[0].queued, 7);
+    CHECK_INT(pgf_metrics_gauge_add(PGF_POOL_HANDLERS, PGF_GAUGE_QUEUED, -7),
+              PGF_OK);
+}
+
+/* A file in the first layout (before the gauges: magic "PGFMETR1",
+ * version 1, a smaller table) is refused with PGF_EVERSION, never read as
+ * this one; a file still being created is PGF_EINVAL. */
+static void write_file(const char *path, uint64_t magic, uint32_t version,
+                       size_t size) {
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    CHECK(fd >= 0);
+    CHECK_INT(ftruncate(fd, (off_t)size), 0);
+    unsigned char header[12];
+    memcpy(header, &magic, 8);
+    memcpy(header + 8, &version, 4);
+    CHECK_INT(pwrite(fd, header, sizeof(header), 0), sizeof(header));
+    CHECK_INT(close(fd), 0);
+}
+
+static void test_other_layouts_refused(const char *file) {
+    const uint64_t magic = 0x5047464d45545231ull; /* "PGFMETR1" */
+    char old[80];
+    snprintf(old, sizeof(old), "%s.old", file);
+    size_t n = 12345;
+    /* Layout 1: a 24-byte header and 1025 method entries of 480 bytes. */
+    size_t v1_size = 24 + 1025 * 480;
+    write_file(old, magic, 1, v1_size);
+    CHECK_INT(pgf_metrics_snapshot_file(old, stats, MAX_STATS,
+                                        sizeof(stats[0]), &n), PGF_EVERSION);
+    CHECK_INT(pgf_metrics_pool_snapshot_file(old, pools, 1, sizeof(pools[0]),
+                                             &n), PGF_EVERSION);
+    CHECK_INT(n, 12345); /* nothing written */
+    /* A later layout, as large as any: refused too. */
+    write_file(old, magic, 3, 4u << 20);
+    CHECK_INT(pgf_metrics_pool_snapshot_file(old, pools, 1, sizeof(pools[0]),
+                                             &n), PGF_EVERSION);
+    /* Not a table at all, or not one yet (created, magic not written). */
+    write_file(old, 0x1234, 2, 4u << 20);
+    CHECK_INT(pgf_metrics_pool_snapshot_file(old, pools, 1, sizeof(pools[0]),
+                                             &n), PGF_EINVAL);
+    write_file(old, 0, 0, 0);
+    CHECK_INT(pgf_metrics_snapshot_file(old, stats, 1, sizeof(stats[0]), &n),
+              PGF_EINVAL);
+    /* This layout's header on a file cut short: not (yet) a table. */
+    write_file(old, magic, 2, 4096);
+    CHECK_INT(pgf_metrics_snapshot_file(old, stats, 1, sizeof(stats[0]), &n),
+              PGF_EINVAL);
+    CHECK_INT(n, 12345);
+    CHECK_INT(unlink(old), 0);
+    CHECK(strcmp(pgf_strerror(PGF_EVERSION), "unknown error") != 0);
+}
+
 int main(void) {
     char file[64];
     snprintf(file, sizeof(file), "/tmp/pgf-metrics-test-%d", (int)getpid());
@@ -272,11 +546,15 @@ int main(void) {
     CHECK_INT(pgf_registry_register_method(reg, "m.Svc", 5, "Get", 3,
                                            unary_handler, NULL, NULL), PGF_OK);
     test_unary_counts(reg);
+    test_gauges_published_roles_only();
     test_unknown_methods_overflow(reg);
     test_stream_messages(reg);
     test_refused_and_switch(reg);
     test_bounded(reg);
     test_arguments(file);
+    test_gauges_exact_under_concurrency();
+    test_gauges_arguments_and_file(file);
+    test_other_layouts_refused(file);
     pgf_registry_free(reg);
     unlink(file);
     printf("test_metrics: %ld checks passed\n", check_count);

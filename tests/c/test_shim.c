@@ -311,7 +311,8 @@ static void test_abi(void) {
     CHECK_INT(pgf_abi_version(), PGF_ABI_VERSION);
     const int codes[] = {PGF_OK, PGF_EINVAL, PGF_ENOMEM, PGF_EEXIST,
                          PGF_ENOTFOUND, PGF_EMETADATA, PGF_ESTATE,
-                         PGF_EPYTHON, PGF_EOF, PGF_ECANCELLED};
+                         PGF_EPYTHON, PGF_EOF, PGF_ECANCELLED,
+                         PGF_EWOULDBLOCK, PGF_EVERSION};
     for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
         CHECK(pgf_strerror(codes[i]) != NULL);
         CHECK(strlen(pgf_strerror(codes[i])) > 0);
