@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import sys
 import threading
@@ -82,17 +83,18 @@ def get_loop() -> asyncio.AbstractEventLoop:
 
 # Work handed to the loop from other threads: one wake-up of the loop serves
 # everything queued until it runs (see submit).
-_submitted: deque[tuple[Callable[[Any], None], Any]] = deque()
+_submitted: deque[tuple[contextvars.Context, Callable[[Any], None], Any]] = deque()
 _drain_scheduled = False
 
 
 def submit(fn: Callable[[Any], None], arg: Any) -> None:
-    """Runs ``fn(arg)`` on the loop thread soon, from any thread.  Calls
+    """Runs ``fn(arg)`` on the loop thread soon, from any thread, in a copy
+    of the caller's context (as ``call_soon_threadsafe`` would).  Calls
     submitted before the loop gets to them share one wake-up of the loop.
     RuntimeError if the loop is closed (then ``fn`` never runs)."""
     global _drain_scheduled
     loop = get_loop()
-    item = (fn, arg)
+    item = (contextvars.copy_context(), fn, arg)
     _submitted.append(item)  # before the check: a drain that already began sees it
     if not _drain_scheduled:
         _drain_scheduled = True
@@ -111,9 +113,9 @@ def _drain() -> None:
     global _drain_scheduled
     _drain_scheduled = False  # before draining: what comes after schedules anew
     while _submitted:
-        fn, arg = _submitted.popleft()
+        context, fn, arg = _submitted.popleft()
         try:
-            fn(arg)
+            context.run(fn, arg)
         except BaseException:
             _log.exception("pygrpc_ffi failed to start work on the event loop")
 
