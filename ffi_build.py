@@ -125,6 +125,7 @@ static void _pgf_handle(void *handler_data, pgf_call *call) {
 static void _pgf_py_release_handler(void *);
 static void _pgf_py_enter_thread(void);
 #include "unary.c"
+#include "stream_io.c"
 #include "loop_queue.c"
 """
 
@@ -141,6 +142,7 @@ ffibuilder.cdef(cdef_from_header((CSRC / "pygrpc_ffi.h").read_text()))
 ffibuilder.cdef(TRAMPOLINES)
 ffibuilder.cdef(HELPERS_CDEF)
 ffibuilder.cdef(cdef_from_header((PYSRC / "unary.h").read_text()))
+ffibuilder.cdef(cdef_from_header((PYSRC / "stream_io.h").read_text()))
 ffibuilder.cdef(cdef_from_header((PYSRC / "loop_queue.h").read_text()))
 ffibuilder.set_source(
     "pygrpc_ffi._native",

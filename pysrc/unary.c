@@ -63,6 +63,29 @@ static PyType_Spec message_buffer_spec = {
     message_buffer_slots,
 };
 
+/* NEW: a read-only view of msg's bytes that owns the reference msg (taken
+ * over, also on failure); NULL with an exception set. */
+static PyObject *message_view(pgf_message *msg) {
+    size_t len = 0;
+    const uint8_t *data = pgf_message_data(msg, &len);
+    if (len > (size_t)PY_SSIZE_T_MAX) {
+        pgf_message_unref(msg);
+        return PyErr_NoMemory();
+    }
+    message_buffer *mb = (message_buffer *)PyType_GenericAlloc(
+        (PyTypeObject *)message_buffer_type, 0);
+    if (mb == NULL) {
+        pgf_message_unref(msg);
+        return NULL;
+    }
+    mb->msg = msg;
+    mb->data = data;
+    mb->len = (Py_ssize_t)len;
+    PyObject *view = PyMemoryView_FromObject((PyObject *)mb);
+    Py_DECREF(mb);  /* the view's own reference keeps it */
+    return view;
+}
+
 /* NEW: the payload view of a call's request; NULL with an exception set.
  * Bytes the host only lent (no message) are copied, as in _requests.py. */
 static PyObject *request_payload(const pgf_call *call) {

@@ -1,0 +1,87 @@
+/* Blocking reads and writes of sync streaming handlers, as CPython builtins
+ * compiled into the cffi module: one call per message from Python, the GIL
+ * released while the host delivers, and no cffi objects made per message.
+ *
+ *   read_message(call_address) -> memoryview | int
+ *       The next request message as a read-only view that owns it (the
+ *       exporter of unary.c), or the pgf_call_read_wait code that ended the
+ *       read (PGF_EOF, PGF_ECANCELLED, ...).
+ *   write_message(call_address, payload) -> int
+ *       Writes one response message (any object with the buffer protocol)
+ *       and waits until the host completed it; the pgf_call_write_wait code.
+ *       The host borrows the bytes: they stay exported until it is done.
+ *
+ * The address is the handler's pgf_call, which the caller keeps referenced.
+ * Included by cffi's set_source after unary.c (ffi_build.py). */
+#include "stream_io.h"
+
+static PyObject *stream_read_message(PyObject *self, PyObject *arg) {
+    (void)self;
+    pgf_call *call = PyLong_AsVoidPtr(arg);
+    if (call == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "no call");
+        return NULL;
+    }
+    pgf_message *msg = NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = pgf_call_read_wait(call, &msg);
+    Py_END_ALLOW_THREADS
+    if (rc != PGF_OK)
+        return PyLong_FromLong(rc);
+    return message_view(msg);
+}
+
+static PyObject *stream_write_message(PyObject *self, PyObject *const *args,
+                                      Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "write_message(call_address, payload)");
+        return NULL;
+    }
+    pgf_call *call = PyLong_AsVoidPtr(args[0]);
+    if (call == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "no call");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) != 0)
+        return NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = pgf_call_write_wait(call, (const uint8_t *)view.buf, (size_t)view.len,
+                             NULL, NULL);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    return PyLong_FromLong(rc);
+}
+
+static PyMethodDef stream_io_methods[] = {
+    {"read_message", stream_read_message, METH_O,
+     "The next request message (a view that owns it), or the code that ended "
+     "the read."},
+    {"write_message", (PyCFunction)(void (*)(void))stream_write_message,
+     METH_FASTCALL, "Writes one response message and waits for the host; the "
+     "pgf_call_write_wait code."},
+    {NULL, NULL, 0, NULL},
+};
+
+static int _pgf_stream_io_install(void *namespace) {
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int rc = PGF_OK;
+    for (PyMethodDef *def = stream_io_methods; def->ml_name != NULL; def++) {
+        PyObject *fn = PyCFunction_New(def, NULL);
+        if (fn == NULL ||
+            PyDict_SetItemString((PyObject *)namespace, def->ml_name, fn) != 0)
+            rc = PGF_ENOMEM;
+        Py_XDECREF(fn);
+        if (rc != PGF_OK) {
+            PyErr_Clear();
+            break;
+        }
+    }
+    PyGILState_Release(gil);
+    return rc;
+}
