@@ -200,6 +200,20 @@ def read_call_info(call: Any, stream: Any) -> CallInfo:
                     _reader.metadata(call), _reader.deadline(call), _reader.peer(call), stream)
 
 
+def view_request(info: CallInfo, payload: memoryview) -> GrpcRequest:
+    """A GrpcRequest for one streamed message whose view C made."""
+    request = _new_request(GrpcRequest)
+    request.payload = payload
+    request._service_name = info.service_name
+    request._method_name = info.method_name
+    request._deadline = info.deadline
+    request._peer = info.peer
+    request._metadata = info.metadata
+    request._call = request._reader = None
+    request._stream = info.stream
+    return request
+
+
 def message_request(info: CallInfo, msg: Any) -> GrpcRequest:
     """A GrpcRequest for one streamed message (reference ``msg`` owned)."""
     request = _new_request(GrpcRequest)

@@ -31,7 +31,8 @@ from ._answers import (
 from ._handles import handles
 from ._local_host import new_message
 from ._native import ffi, lib
-from ._requests import CallInfo, message_request, read_call_info
+from ._requests import CallInfo, message_request, read_call_info, view_request
+from ._stream_io import address_of, read_message, write_message
 from .errors import Cancelled
 from .status import StatusCode
 
@@ -39,8 +40,8 @@ _log = logging.getLogger("pygrpc_ffi")
 
 _KIND_REQUEST_STREAM = 1  # PGF_KIND_* bit: the request is a stream
 _KIND_RESPONSE_STREAM = 2  # PGF_KIND_* bit: the response is a stream
-_read_wait = lib.pgf_call_read_wait
-_write_wait = lib.pgf_call_write_wait
+_EOF = lib.PGF_EOF
+_ECANCELLED = lib.PGF_ECANCELLED
 _release_buffer = lib._pgf_py_release_buffer
 _from_buffer = ffi.from_buffer
 _running_loop = asyncio._get_running_loop
@@ -81,11 +82,12 @@ class _Stream:
     """One streaming call as its handler sees it: the call (referenced until
     the handler is done), what was read of it, and its written state."""
 
-    __slots__ = ("binding", "call", "done", "info", "responder")
+    __slots__ = ("address", "binding", "call", "done", "info", "responder")
 
     def __init__(self, binding: Any, call: Any) -> None:
         self.binding = binding
         self.call = lib.pgf_call_ref(call)
+        self.address = address_of(call)
         self.info: CallInfo = read_call_info(call, self)
         self.responder = Responder(call, binding.name)
         self.done = False
@@ -102,18 +104,18 @@ class _Stream:
 
     def requests(self) -> Iterator[Any]:
         """The request messages, read one at a time (GIL released)."""
-        msg_p = ffi.new("pgf_message **")
         info = self.info
+        address = address_of(self.call)
         while True:
-            rc = _read_wait(self.call, msg_p)
-            if rc == lib.PGF_OK:
-                yield message_request(info, msg_p[0])
-            elif rc == lib.PGF_EOF:
+            payload = read_message(address)
+            if isinstance(payload, memoryview):
+                yield view_request(info, payload)
+            elif payload == _EOF:
                 return
-            elif rc == lib.PGF_ECANCELLED:
+            elif payload == _ECANCELLED:
                 raise StreamCancelled()
             else:
-                raise RuntimeError(f"reading the request stream failed ({rc})")
+                raise RuntimeError(f"reading the request stream failed ({payload})")
 
     def first_request(self) -> Any:
         """The one request of a unary-request call (set before dispatch).  Bytes
@@ -126,13 +128,13 @@ class _Stream:
         return message_request(self.info, msg)
 
     def write(self, answer: Any) -> None:
-        payload = self.responder.message_payload(answer)
-        if not len(payload):
-            rc = _write_wait(self.call, ffi.NULL, 0, ffi.NULL, ffi.NULL)
-        else:
-            buf = _from_buffer(payload)
-            rc = _write_wait(self.call, buf, len(buf), _release_buffer, handles.add(buf))
-        if rc == lib.PGF_ECANCELLED:
+        payload = answer if type(answer) is bytes else self.responder.message_payload(answer)
+        try:
+            # Borrowed by the host until the write completed, when this returns.
+            rc = write_message(self.address, payload)
+        except (TypeError, BufferError, ValueError) as exc:
+            raise InvalidResponse(f"payload cannot be sent: {exc}") from None
+        if rc == _ECANCELLED:
             raise StreamCancelled()
         if rc != lib.PGF_OK:
             raise InvalidResponse(f"the host refused a response message ({rc})")

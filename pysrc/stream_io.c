@@ -9,11 +9,14 @@
  *   write_message(call_address, payload) -> int
  *       Writes one response message (any object with the buffer protocol)
  *       and waits until the host completed it; the pgf_call_write_wait code.
- *       The host borrows the bytes: they stay exported until it is done.
+ *       The bytes stay exported until the host is done with them (lent up
+ *       to 1 KiB, owned with a release callback beyond).
  *
  * The address is the handler's pgf_call, which the caller keeps referenced.
  * Included by cffi's set_source after unary.c (ffi_build.py). */
 #include "stream_io.h"
+
+#include <stdlib.h>
 
 static PyObject *stream_read_message(PyObject *self, PyObject *arg) {
     (void)self;
@@ -33,6 +36,42 @@ static PyObject *stream_read_message(PyObject *self, PyObject *arg) {
     return message_view(msg);
 }
 
+/* Small messages are lent (the host copies them as it takes them); larger
+ * ones are handed over with a release callback, so that a write the
+ * transport holds (a client that stopped reading) never pins the
+ * handler: a cancel completes it at once, the host releases later. */
+enum { LEND_AT_MOST = 1024 };
+
+typedef struct {
+    Py_buffer view;
+} owned_payload;
+
+static void release_owned(void *ctx) {
+    owned_payload *owned = ctx;
+    if (Py_IsInitialized()) {
+        PyGILState_STATE gil = PyGILState_Ensure();
+        PyBuffer_Release(&owned->view);
+        PyGILState_Release(gil);
+    }
+    free(owned);
+}
+
+static PyObject *write_owned(pgf_call *call, PyObject *payload) {
+    owned_payload *owned = malloc(sizeof(*owned));
+    if (owned == NULL)
+        return PyErr_NoMemory();
+    if (PyObject_GetBuffer(payload, &owned->view, PyBUF_SIMPLE) != 0) {
+        free(owned);
+        return NULL;
+    }
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = pgf_call_write_wait(call, (const uint8_t *)owned->view.buf,
+                             (size_t)owned->view.len, release_owned, owned);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLong(rc);
+}
+
 static PyObject *stream_write_message(PyObject *self, PyObject *const *args,
                                       Py_ssize_t nargs) {
     (void)self;
@@ -46,9 +85,18 @@ static PyObject *stream_write_message(PyObject *self, PyObject *const *args,
             PyErr_SetString(PyExc_ValueError, "no call");
         return NULL;
     }
+    if ((size_t)PyObject_Length(args[1]) > LEND_AT_MOST) {
+        PyErr_Clear();
+        return write_owned(call, args[1]);
+    }
+    PyErr_Clear();
     Py_buffer view;
     if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) != 0)
         return NULL;
+    if ((size_t)view.len > LEND_AT_MOST) {  /* its len() was not its size */
+        PyBuffer_Release(&view);
+        return write_owned(call, args[1]);
+    }
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = pgf_call_write_wait(call, (const uint8_t *)view.buf, (size_t)view.len,
