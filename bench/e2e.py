@@ -47,6 +47,7 @@ class Spec:
     label: str
     command: list[str]
     available: str = ""  # why it cannot run, if it cannot
+    cwd: str = ""  # where it runs (a baseline checkout for A/B runs); ROOT if empty
 
 
 @dataclass
@@ -112,7 +113,7 @@ class Server:
     def __init__(self, spec: Spec) -> None:
         self.command = [part.replace("{port}", str(free_port())) for part in spec.command]
         self.stderr = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(self.command, cwd=ROOT, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen(self.command, cwd=spec.cwd or ROOT, stdout=subprocess.PIPE,
                                      stderr=self.stderr, text=True, start_new_session=True)
         self.address = ""
 
