@@ -45,6 +45,12 @@ _release_buffer = lib._pgf_py_release_buffer
 _from_buffer = ffi.from_buffer
 _running_loop = asyncio._get_running_loop
 
+# Response messages up to this size are lent to the host for the duration
+# of a blocking write rather than handed over with a release callback: the
+# gRPC C++ host copies them (as gRPC does into its frames) and completes the
+# write at once, so no release has to reach Python from a host thread.
+BORROW_LIMIT = 1024
+
 
 _current: contextvars.ContextVar[_Stream | None] = contextvars.ContextVar(
     "pygrpc_ffi_stream", default=None)
@@ -127,11 +133,17 @@ class _Stream:
 
     def write(self, answer: Any) -> None:
         payload = self.responder.message_payload(answer)
-        if not len(payload):
+        size = len(payload)
+        if not size:
             rc = _write_wait(self.call, ffi.NULL, 0, ffi.NULL, ffi.NULL)
+        elif size <= BORROW_LIMIT:
+            # BORROWED: valid until the write completes, which this call
+            # waits for; no release callback has to come back into Python
+            # from another thread (a host copies messages this small).
+            rc = _write_wait(self.call, _from_buffer(payload), size, ffi.NULL, ffi.NULL)
         else:
             buf = _from_buffer(payload)
-            rc = _write_wait(self.call, buf, len(buf), _release_buffer, handles.add(buf))
+            rc = _write_wait(self.call, buf, size, _release_buffer, handles.add(buf))
         if rc == lib.PGF_ECANCELLED:
             raise StreamCancelled()
         if rc != lib.PGF_OK:

@@ -13,6 +13,11 @@
 
 namespace pgf_host {
 
+// Messages up to this size are copied into gRPC's slice when their bytes
+// are borrowed (or their release is a nonblocking C handler's), see
+// StartMessageWrite.
+constexpr size_t kCopyLimit = 1024;
+
 // A write of borrowed bytes (release NULL): the handler may reuse them once
 // pgf_call_write_done ran, so that waits for both OnWriteDone and the
 // destroy callback of the slice that lends them to gRPC.
@@ -376,8 +381,13 @@ void CallReactor::StreamEvent(pgf_call*, int event, void* self) {
 void CallReactor::OnHandlerWrite() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    // One write at a time; a write that cannot start now is taken by End().
-    if (write_in_flight_ || ended_) return;
+    if (ended_) return;  // End() takes it
+    if (write_in_flight_) {
+      // The write before it was completed as it went to gRPC, which still
+      // sends it: OnWriteDone takes this one.
+      write_queued_ = true;
+      return;
+    }
     write_in_flight_ = true;
   }
   const uint8_t* data;
@@ -391,7 +401,8 @@ void CallReactor::OnHandlerWrite() {
     write_in_flight_ = false;
     return;
   }
-  StartMessageWrite(data, len, release, release_ctx);
+  // On the handler's own thread: its write may complete here.
+  StartMessageWrite(data, len, release, release_ctx, Report::kNow);
 }
 
 void CallReactor::CopyInitialMetadataLocked() {
@@ -419,14 +430,40 @@ void CallReactor::OnHandlerInitialMetadata() {
 // ----------------------------------------------------------------- writes
 
 void CallReactor::StartMessageWrite(const uint8_t* data, size_t len, pgf_release_fn release,
-                                    void* release_ctx) {
+                                    void* release_ctx, Report report) {
   {
     std::lock_guard<std::recursive_mutex> lock(send_mu_);
     CopyInitialMetadataLocked();
   }
   grpc::Slice slice;
-  if (release != nullptr) {
-    slice = OwnedSlice(data, len, release, release_ctx);
+  // Small BORROWED messages, and small OWNED ones whose release never
+  // blocks (a nonblocking C handler's), are copied: gRPC copies messages
+  // this small into its frames anyway, and a copy of a few bytes costs far
+  // less than the release (or the completion) that would otherwise wait for
+  // gRPC to drop the slice, on another thread.
+  bool copy = len <= kCopyLimit && (release == nullptr || pgf_call_nonblocking(call_));
+  if (copy || release != nullptr) {
+    if (copy) {
+      if (len > 0) slice = grpc::Slice(data, len);
+      if (release != nullptr) release(release_ctx);  // plain C that never blocks
+    } else {
+      slice = OwnedSlice(data, len, release, release_ctx);
+    }
+    // The bytes now live in the slice until gRPC drops it: the write is
+    // complete for the handler as it is handed to gRPC (pgf_call_write_done:
+    // "handed to the transport"), so the handler makes its next message
+    // while gRPC sends this one, and waits (queued, write_queued_) only if
+    // it is faster.  At most two messages per stream are in the host.
+    write_reported_ = report != Report::kOnDone;
+    if (report == Report::kNow) {
+      pgf_call_write_done(call_, 1);
+    } else if (report == Report::kSoon) {
+      // From a gRPC reaction: a nonblocking C handler's callback runs here;
+      // any other on the stream pool, even one that never blocks: waking a
+      // handler thread from here slowed Python server streams (the gRPC
+      // thread is their bottleneck), the pool absorbs the wake-ups.
+      WriteDoneLater(call_, true, pgf_call_nonblocking(call_) != 0);
+    }
   } else {
     auto* w = new BorrowedWrite{pgf_call_ref(call_)};
     borrowed_ = w;
@@ -447,19 +484,56 @@ void CallReactor::OnWriteDone(bool ok) {
   write_buf_.Clear();  // gRPC's own references may outlive this one
   BorrowedWrite* borrowed = borrowed_;
   borrowed_ = nullptr;
+  bool reported = write_reported_;
+  write_reported_ = false;
+  bool end = false;
+  bool next = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (write_queued_) {
+      // The handler's next write waits (its previous one was reported when
+      // it went to gRPC): it goes now, still counted as in flight.
+      write_queued_ = false;
+      next = true;
+    } else {
+      write_in_flight_ = false;
+      end = ReadyToEndLocked();
+      if (end) ended_ = true;
+    }
+  }
+  // Cleared first: the handler's next write may come at once.
+  if (borrowed != nullptr) {
+    borrowed->ok.store(ok, std::memory_order_release);
+    ArriveBorrowed(borrowed, true);
+  } else if (!reported) {
+    WriteDoneLater(call_, ok, true);
+  } else if (!ok) {
+    // Completed for the handler already, yet not sent: the stream is broken.
+    // gRPC cancels the RPC then (OnCancel); the handler learns it here too,
+    // in case that comes late (pgf_call_cancel is idempotent).
+    CancelLater(call_);
+  }
+  if (next) StartQueuedWrite();
+  if (end) End();
+}
+
+void CallReactor::StartQueuedWrite() {
+  const uint8_t* data;
+  size_t len;
+  pgf_release_fn release;
+  void* release_ctx;
+  if (pgf_call_take_write(call_, &data, &len, &release, &release_ctx, nullptr) == PGF_OK) {
+    // On a gRPC thread: the completion runs here only if it never blocks.
+    StartMessageWrite(data, len, release, release_ctx, Report::kSoon);
+    return;
+  }
+  // Cancelled meanwhile: the shim completed it.
   bool end;
   {
     std::lock_guard<std::mutex> lock(mu_);
     write_in_flight_ = false;
     end = ReadyToEndLocked();
     if (end) ended_ = true;
-  }
-  // Cleared first: the handler's next write may come at once.
-  if (borrowed != nullptr) {
-    borrowed->ok.store(ok, std::memory_order_release);
-    ArriveBorrowed(borrowed, true);
-  } else {
-    WriteDoneLater(call_, ok, true);
   }
   if (end) End();
 }
@@ -515,7 +589,8 @@ void CallReactor::End() {
         write_in_flight_ = true;
         ended_ = false;
       }
-      StartMessageWrite(data, len, release, release_ctx);
+      // The handler is done: reported when gRPC is (OnWriteDone).
+      StartMessageWrite(data, len, release, release_ctx, Report::kOnDone);
       return;
     }
     if (release != nullptr) ReleaseLater(release, release_ctx);

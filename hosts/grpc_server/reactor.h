@@ -51,10 +51,19 @@ class CallReactor final : public grpc::ServerGenericBidiReactor {
   void OnHandlerInitialMetadata();
   void OnHandlerDone();
   void EndWithoutHandler(grpc::Status status);
+  // When the handler's write completes, if its bytes are OWNED or copied:
+  // as it goes to gRPC -- on this thread, the handler's, which may run any
+  // callback (kNow), or from a gRPC reaction (kSoon: inline for a
+  // nonblocking C handler, else on the stream pool) -- or when gRPC is done
+  // with it (kOnDone: the handler already finished).  Borrowed bytes that
+  // are not copied complete when gRPC is done with them.
+  enum class Report { kNow, kSoon, kOnDone };
   // Starts the write of a message taken from the call; write_in_flight_ is
   // already set.
   void StartMessageWrite(const uint8_t* data, size_t len, pgf_release_fn release,
-                         void* release_ctx);
+                         void* release_ctx, Report report);
+  // From OnWriteDone: takes and starts the write that waited for it.
+  void StartQueuedWrite();
   // With send_mu_ held: the initial metadata (and the compression level)
   // goes into the context before anything is sent, once.
   void CopyInitialMetadataLocked();
@@ -75,11 +84,18 @@ class CallReactor final : public grpc::ServerGenericBidiReactor {
   Reading reading_ = Reading::kNone;
   // The in-flight write's completion when its bytes are borrowed.
   BorrowedWrite* borrowed_ = nullptr;
+  // The in-flight write was already completed for the handler (OWNED
+  // bytes): OnWriteDone does not complete it again.  Touched by whoever
+  // starts the one write in flight and by its OnWriteDone.
+  bool write_reported_ = false;
 
   std::mutex mu_;
   bool cancelled_ = false;
   bool handler_done_ = false;    // the done callback ran (or no handler will)
   bool write_in_flight_ = false;
+  // The handler queued its next write while one is in flight (the previous
+  // one, completed early): OnWriteDone starts it.
+  bool write_queued_ = false;
   bool extra_pending_ = false;   // unary request: waiting for the half-close
   bool ended_ = false;           // End() is running or ran
   std::optional<grpc::Status> forced_;  // sent instead of the handler's
