@@ -86,14 +86,15 @@ def host_specs(workers: int, root: pathlib.Path = ROOT, suffix: str = "") -> lis
     ]
 
 
-def stream_specs(workers: int) -> list[StreamSpec]:
+def stream_specs(workers: int, streams: int) -> list[StreamSpec]:
     cli = [PY, "-m", "pygrpc_ffi", "serve", "bench.handlers", "--listen", "127.0.0.1:{port}"]
     py = {"bidi": "/bench.Stream/Bidi", "server": "/bench.Stream/Server"}
     return [
         *host_specs(workers),
-        StreamSpec(Spec("c", "grpcio sync server (10 threads)",
+        # A thread per stream: grpcio's sync server serves a stream on one.
+        StreamSpec(Spec("c", f"grpcio sync server ({streams} threads)",
                         [PY, "-m", "bench.grpcio_servers", "sync", "--listen",
-                         "127.0.0.1:{port}", "--workers", "10"]), py),
+                         "127.0.0.1:{port}", "--workers", str(streams)]), py),
         StreamSpec(Spec("d", "grpc.aio server",
                         [PY, "-m", "bench.grpcio_servers", "aio", "--listen",
                          "127.0.0.1:{port}"]), py),
@@ -217,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     modes = set(args.modes.split(","))
     memory_messages = 100_000 if args.quick else 1_000_000
     build_client()
-    specs = stream_specs(workers=args.workers)
+    specs = stream_specs(workers=args.workers, streams=streams)
     if args.baseline is not None:
         specs += host_specs(args.workers, args.baseline.resolve(), "@base")
     if args.only:
