@@ -94,6 +94,12 @@ int Run(const Options& opts) {
       return Fail(false, "--native-echo " + svc + ": " + pgf_strerror(rc));
     }
   }
+  for (const std::string& svc : opts.native_unary_echo) {
+    int rc = RegisterNativeUnaryEcho(host.registry, svc);
+    if (rc != PGF_OK) {
+      return Fail(false, "--native-unary-echo " + svc + ": " + pgf_strerror(rc));
+    }
+  }
   for (const std::string& svc : opts.native_server_stream) {
     int rc = RegisterNativeServerStream(host.registry, svc);
     if (rc != PGF_OK) {

@@ -1,5 +1,7 @@
 #include "native_echo.h"
 
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 namespace pgf_host {
@@ -131,7 +133,47 @@ void CountdownHandler(void*, pgf_call* call) {
   }
 }
 
+// -------------------------------------------------------------- unary
+
+// The request message's own bytes as the answer, the message reference
+// moving into the response's release: no copy by the handler.
+void UnaryEchoHandler(void*, pgf_call* call) {
+  pgf_message* msg = pgf_call_request_message(call);
+  if (msg != nullptr) {
+    size_t len = 0;
+    const uint8_t* data = pgf_message_data(msg, &len);
+    if (pgf_call_set_response(call, data, len, UnrefMessage, msg) != PGF_OK) {
+      pgf_call_finish(call, PGF_STATUS_RESOURCE_EXHAUSTED, "out of memory", 13);
+      return;
+    }
+  } else {
+    // Lent bytes (pgf_call_set_request, not what this host does): valid
+    // only until the finish, so the answer is a copy.
+    const uint8_t* data = nullptr;
+    size_t len = 0;
+    pgf_call_request(call, &data, &len);
+    void* copy = len > 0 ? std::malloc(len) : nullptr;
+    if (len > 0 && copy == nullptr) {
+      pgf_call_finish(call, PGF_STATUS_RESOURCE_EXHAUSTED, "out of memory", 13);
+      return;
+    }
+    if (len > 0) std::memcpy(copy, data, len);
+    if (pgf_call_set_response(call, static_cast<const uint8_t*>(copy), len, std::free, copy) !=
+        PGF_OK) {
+      pgf_call_finish(call, PGF_STATUS_RESOURCE_EXHAUSTED, "out of memory", 13);
+      return;
+    }
+  }
+  pgf_call_finish(call, PGF_STATUS_OK, nullptr, 0);
+}
+
 }  // namespace
+
+int RegisterNativeUnaryEcho(pgf_registry* reg, const std::string& service) {
+  return pgf_registry_register(reg, service.data(), service.size(), nullptr, 0,
+                               PGF_KIND_UNARY | PGF_FLAG_NONBLOCKING, UnaryEchoHandler, nullptr,
+                               nullptr);
+}
 
 int RegisterNativeServerStream(pgf_registry* reg, const std::string& service) {
   return pgf_registry_register(reg, service.data(), service.size(), nullptr, 0,

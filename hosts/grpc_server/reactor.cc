@@ -624,9 +624,18 @@ void CallReactor::End() {
     Finish(std::move(status));
     return;
   }
-  // The unary answer (an empty message when the handler set none).
+  // The unary answer (an empty message when the handler set none).  A small
+  // one whose release never blocks (a nonblocking C handler's) is copied and
+  // released here, rather than from gRPC's slice destroy callback through
+  // the service thread.  (For Python answers, releasing inline on the
+  // handler's thread measured no gain: 0.98x.)
   grpc::Slice payload;
-  if (release != nullptr) payload = OwnedSlice(data, len, release, release_ctx);
+  if (release != nullptr && len <= kCopyLimit && pgf_call_nonblocking(call_)) {
+    if (len > 0) payload = grpc::Slice(data, len);
+    release(release_ctx);
+  } else if (release != nullptr) {
+    payload = OwnedSlice(data, len, release, release_ctx);
+  }
   write_buf_ = grpc::ByteBuffer(&payload, 1);
   grpc::WriteOptions options;
   if (!pgf_call_compress_response(call_)) options.set_no_compression();

@@ -21,12 +21,14 @@ from pygrpc_ffi.cli import find_host_binary
 
 ECHO = "/echo.Echo/Any"
 COUNT = "/echo.Count/Any"  # the host's C server stream: N 16-byte messages for b"N"
+UNARY_C = "/echo.Unary/Any"  # the host's C unary echo
 UNARY_PY = "/grpc.testing.TestService/EmptyCall"
 
 
 class Host:
     """pygrpc_ffi_server itself (so its pid is the host's): the C echo on
-    echo.Echo, the C server stream on echo.Count, and
+    echo.Echo, the C server stream on echo.Count, the C unary echo on
+    echo.Unary, and
     tests/e2e/host_stream_handlers.py in Python."""
 
     def __init__(self, *extra: str) -> None:
@@ -35,6 +37,7 @@ class Host:
             pytest.skip("the C++ host is not built")
         command = [str(binary), "--listen", "127.0.0.1:0", "--workers", "4",
                    "--native-echo", "echo.Echo", "--native-server-stream", "echo.Count",
+                   "--native-unary-echo", "echo.Unary",
                    "--module", "host_stream_handlers",
                    "--sys-path", os.pathsep.join(map(str, [PROTOS, HERE, ROOT])), *extra]
         if sys.prefix != sys.base_prefix:
