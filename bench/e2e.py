@@ -47,6 +47,7 @@ class Spec:
     label: str
     command: list[str]
     available: str = ""  # why it cannot run, if it cannot
+    cwd: str = ""  # where it runs (a baseline checkout for A/B runs); ROOT if empty
 
 
 @dataclass
@@ -86,12 +87,16 @@ def specs(workers: int) -> list[Spec]:
     engine = ROOT / "pygrpc_ffi" / "grpcio_server.py"
     return [
         Spec("a", f"C++ host + Python echo ({workers} workers)", [*cli, "--workers", str(workers)]),
-        Spec("b", "C++ host + native C echo (ceiling)",
+        # The unary path, as the Python echo takes (the bidi echo pays a
+        # read and a write more per call: 1.3x slower for unary calls).
+        Spec("b", "C++ host + native C unary echo (ceiling)",
              [str(HOST), "--listen", "127.0.0.1:{port}", "--workers", str(workers),
-              "--native-echo", "bench.Echo"]),
-        Spec("c", "grpcio sync server (10 threads)",
+              "--native-unary-echo", "bench.Echo"]),
+        # The same thread count as the host's workers: on the 2-core machine
+        # both serve most with as many threads as cores (bench/results/NOTES.md).
+        Spec("c", f"grpcio sync server ({workers} threads)",
              [PY, "-m", "bench.grpcio_servers", "sync", "--listen", "127.0.0.1:{port}",
-              "--workers", "10"]),
+              "--workers", str(workers)]),
         Spec("d", "grpc.aio server",
              [PY, "-m", "bench.grpcio_servers", "aio", "--listen", "127.0.0.1:{port}"]),
         Spec("e", "pip-only engine (--engine grpcio)", [*cli, "--engine", "grpcio"],
@@ -112,7 +117,7 @@ class Server:
     def __init__(self, spec: Spec) -> None:
         self.command = [part.replace("{port}", str(free_port())) for part in spec.command]
         self.stderr = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(self.command, cwd=ROOT, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen(self.command, cwd=spec.cwd or ROOT, stdout=subprocess.PIPE,
                                      stderr=self.stderr, text=True, start_new_session=True)
         self.address = ""
 
@@ -291,14 +296,71 @@ def bench_servers(specs_: list[Spec], rounds: int, seconds: float, warmup: float
     return results
 
 
+def host_specs_from(root: pathlib.Path, workers: int) -> list[Spec]:
+    """Servers (a) and (b) run from another checkout, for before/after runs."""
+    py = root / ".venv" / "bin" / "python"
+    host = root / HOST.relative_to(ROOT)
+    unary_echo = host.exists() and b"--native-unary-echo" in host.read_bytes()
+    return [
+        Spec("a@base", f"C++ host + Python echo ({workers} workers), baseline",
+             [str(py), "-m", "pygrpc_ffi", "serve", "bench.handlers", "--listen",
+              "127.0.0.1:{port}", "--workers", str(workers)], cwd=str(root)),
+        Spec("b@base", "C++ host + native C echo, baseline",
+             [str(host), "--listen", "127.0.0.1:{port}", "--workers", str(workers),
+              "--native-unary-echo" if unary_echo else "--native-echo", "bench.Echo"],
+             cwd=str(root)),
+    ]
+
+
+def quick_ab(args: argparse.Namespace, rounds: int, seconds: float, warmup: float) -> int:
+    """--only: the chosen servers (and a baseline's), throughput only, ratios
+    within each round printed."""
+    wanted = set(args.only.split(","))
+    chosen = [s for s in specs(args.workers) if s.key in wanted]
+    if args.baseline is not None:
+        chosen += [s for s in host_specs_from(args.baseline.resolve(), args.workers)
+                   if s.key.split("@")[0] in wanted]
+    with tempfile.TemporaryDirectory() as tmp:
+        body = body_file(pathlib.Path(tmp))
+        servers = bench_servers(chosen, rounds, seconds, warmup, body, False, (4, 16))
+    qps = {r.key: [t.qps for t in r.throughput] for r in servers}
+    for key, values in qps.items():
+        if values:
+            print(f"  {key:8} median {sorted(values)[len(values) // 2]:9.0f} req/s", flush=True)
+    keys = list(qps)
+    for num in keys:
+        for den in keys:
+            if num != den and qps[num] and qps[den] and (
+                    den == num + "@base" or (num, den) in {("a", "b"), ("a", "c"), ("a", "d")}):
+                ratios = sorted(x / y for x, y in zip(qps[num], qps[den], strict=False))
+                print(f"  {num} / {den} (per round, median): {ratios[len(ratios) // 2]:.2f}",
+                      flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"servers": [asdict(r) for r in servers]}, indent=1) + "\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one short round")
-    parser.add_argument("--workers", type=int, default=4, help="C++ host worker threads")
+    parser.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 2),
+                        help="C++ host worker threads, and grpcio sync server threads "
+                             "(default: the number of cores, at least 2)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5, quick 1)")
+    parser.add_argument("--seconds", type=float, help="window per run (default 4, quick 1)")
+    parser.add_argument("--only", help="comma-separated server keys (a,b,c,d,e): only these, "
+                                       "no latency, no profile, no processes section")
+    parser.add_argument("--baseline", type=pathlib.Path,
+                        help="with --only: another checkout (built, with its .venv) whose "
+                             "host servers (a, b) run too, keys suffixed @base")
     parser.add_argument("--out", type=pathlib.Path,
                         default=ROOT / "bench" / "results" / "e2e.json")
     args = parser.parse_args(argv)
     rounds, seconds, warmup = (1, 1.0, 0.5) if args.quick else (5, 4.0, 1.0)
+    rounds = args.rounds or rounds
+    seconds = args.seconds or seconds
+    if args.only:
+        return quick_ab(args, rounds, seconds, warmup)
     with tempfile.TemporaryDirectory() as tmp:
         body = body_file(pathlib.Path(tmp))
         print("end to end: 4 connections x 16 streams, then 1 x 1", flush=True)

@@ -2,13 +2,17 @@
 stream logic on every server, and a long stream's memory.
 
     python -m bench.streams [--quick] [--out bench/results/streams.json]
+    python -m bench.streams --only a,b --rounds 5 --no-memory --baseline DIR
+
+(--baseline DIR: the same host servers run from another checkout, built
+there, interleaved with this one's; for before/after measurements.)
 
 The load client is bench/stream_client.cc (gRPC C++'s callback API, built
 into build/bench/stream_client): K streams to one method, 16-byte messages,
 messages received in a fixed window.  bidi: the client writes back to back
 and the server echoes each message; server: one request, the server streams.
 Servers: the C++ host with Python stream handlers (def and async def), the
-host's native C bidi echo (the ceiling), grpcio's sync server and grpc.aio
+host's native C bidi echo and server stream (the ceilings), grpcio's sync server and grpc.aio
 with the same logic, and the pip-only engine.  Rounds are interleaved; the
 report quotes medians and ratios within a round.  Memory: the host's RSS
 while one server stream sends 1M messages.
@@ -55,22 +59,42 @@ class StreamSpec:
     methods: dict[str, str]
 
 
-def stream_specs(workers: int) -> list[StreamSpec]:
-    cli = [PY, "-m", "pygrpc_ffi", "serve", "bench.handlers", "--listen", "127.0.0.1:{port}"]
+def host_specs(workers: int, root: pathlib.Path = ROOT, suffix: str = "") -> list[StreamSpec]:
+    """The C++ host's servers, from the checkout at ``root``."""
+    py_bin = root / ".venv" / "bin" / "python" if root != ROOT else pathlib.Path(PY)
+    host = root / HOST.relative_to(ROOT)
+    cwd = str(root) if root != ROOT else ""
+    cli = [str(py_bin), "-m", "pygrpc_ffi", "serve", "bench.handlers", "--listen",
+           "127.0.0.1:{port}", "--workers", str(workers)]
     py = {"bidi": "/bench.Stream/Bidi", "server": "/bench.Stream/Server"}
     aio = {"bidi": "/bench.Stream/AsyncBidi", "server": "/bench.Stream/AsyncServer"}
+    native = [str(host), "--listen", "127.0.0.1:{port}", "--workers", str(workers),
+              "--native-echo", "bench.Stream"]
+    # A checkout without the native server stream gets the bidi echo only.
+    has_countdown = b"--native-server-stream" in host.read_bytes() if host.exists() else False
+    native_methods = {"bidi": "/bench.Stream/Bidi"}
+    if has_countdown:
+        native += ["--native-server-stream", "bench.StreamN"]
+        native_methods["server"] = "/bench.StreamN/Server"
     return [
-        StreamSpec(Spec("a", f"C++ host + Python def streams ({workers} workers)",
-                        [*cli, "--workers", str(workers)]), py),
-        StreamSpec(Spec("a_async", "C++ host + Python async def streams",
-                        [*cli, "--workers", str(workers)]), aio),
-        StreamSpec(Spec("b", "C++ host + native C bidi echo (ceiling)",
-                        [str(HOST), "--listen", "127.0.0.1:{port}", "--workers", str(workers),
-                         "--native-echo", "bench.Stream"]),
-                   {"bidi": "/bench.Stream/Bidi"}),
-        StreamSpec(Spec("c", "grpcio sync server (10 threads)",
+        StreamSpec(Spec("a" + suffix, f"C++ host + Python def streams ({workers} workers)"
+                        + suffix, cli, cwd=cwd), py),
+        StreamSpec(Spec("a_async" + suffix, "C++ host + Python async def streams" + suffix,
+                        cli, cwd=cwd), aio),
+        StreamSpec(Spec("b" + suffix, "C++ host + native C handlers (ceiling)" + suffix,
+                        native, cwd=cwd), native_methods),
+    ]
+
+
+def stream_specs(workers: int, streams: int) -> list[StreamSpec]:
+    cli = [PY, "-m", "pygrpc_ffi", "serve", "bench.handlers", "--listen", "127.0.0.1:{port}"]
+    py = {"bidi": "/bench.Stream/Bidi", "server": "/bench.Stream/Server"}
+    return [
+        *host_specs(workers),
+        # A thread per stream: grpcio's sync server serves a stream on one.
+        StreamSpec(Spec("c", f"grpcio sync server ({streams} threads)",
                         [PY, "-m", "bench.grpcio_servers", "sync", "--listen",
-                         "127.0.0.1:{port}", "--workers", "10"]), py),
+                         "127.0.0.1:{port}", "--workers", str(streams)]), py),
         StreamSpec(Spec("d", "grpc.aio server",
                         [PY, "-m", "bench.grpcio_servers", "aio", "--listen",
                          "127.0.0.1:{port}"]), py),
@@ -138,16 +162,68 @@ def measure_memory(messages: int) -> dict[str, Any]:
         server.stop()
 
 
+def round_ratio(results: dict[str, StreamResult], mode: str, num: str, den: str) -> float:
+    """The median over rounds of num/den measured in the same round."""
+    a = results.get(num)
+    b = results.get(den)
+    if a is None or b is None:
+        return 0.0
+    pairs = [x / y for x, y in zip(a.samples.get(mode) or [], b.samples.get(mode) or [],
+                                   strict=False) if x and y]
+    return statistics.median(pairs) if pairs else 0.0
+
+
+def compute_ratios(results: dict[str, StreamResult]) -> dict[str, float]:
+    def median(key: str, mode: str) -> float:
+        return results[key].median(mode) if key in results else 0.0
+
+    ratios: dict[str, float] = {}
+    for mode in MODES:
+        best_grpcio = max(median("c", mode), median("d", mode))
+        for key, name in (("a", "host+Python"), ("a_async", "host+async Python"),
+                          ("b", "native C")):
+            if median(key, mode) and best_grpcio:
+                ratios[f"{mode}: {name} / best grpcio"] = median(key, mode) / best_grpcio
+        for key, name in (("a", "host+Python"), ("a_async", "host+async Python")):
+            if median(key, mode) and median("b", mode):
+                ratios[f"{mode}: {name} / native C"] = median(key, mode) / median("b", mode)
+        # Before/after, within each round.
+        for key in ("a", "a_async", "b"):
+            r = round_ratio(results, mode, key, key + "@base")
+            if r:
+                ratios[f"{mode}: {key} / {key}@base (per round)"] = r
+    return ratios
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter runs")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, quick 1)")
+    parser.add_argument("--seconds", type=float, help="window per run (default 3, quick 1)")
+    parser.add_argument("--streams", type=int, default=16, help="concurrent streams")
+    parser.add_argument("--workers", type=int, default=4, help="C++ host worker threads")
+    parser.add_argument("--only", help="comma-separated server keys (a,a_async,b,c,d,e)")
+    parser.add_argument("--modes", default="bidi,server", help="comma-separated: bidi,server")
+    parser.add_argument("--no-memory", action="store_true", help="skip the long stream's RSS")
+    parser.add_argument("--baseline", type=pathlib.Path,
+                        help="another checkout (built, with its .venv): its host servers "
+                             "run too, keys suffixed @base")
     parser.add_argument("--out", type=pathlib.Path,
                         default=ROOT / "bench" / "results" / "streams.json")
     args = parser.parse_args(argv)
-    rounds, seconds, streams = (1, 1.0, 16) if args.quick else (3, 3.0, 16)
+    rounds, seconds = (1, 1.0) if args.quick else (3, 3.0)
+    rounds = args.rounds or rounds
+    seconds = args.seconds or seconds
+    streams = args.streams
+    modes = set(args.modes.split(","))
     memory_messages = 100_000 if args.quick else 1_000_000
     build_client()
-    specs = stream_specs(workers=4)
+    specs = stream_specs(workers=args.workers, streams=streams)
+    if args.baseline is not None:
+        specs += host_specs(args.workers, args.baseline.resolve(), "@base")
+    if args.only:
+        wanted = set(args.only.split(","))
+        specs = [s for s in specs if s.spec.key.split("@")[0] in wanted]
     results = {s.spec.key: StreamResult(s.spec.key, s.spec.label) for s in specs}
     for round_number in range(rounds):
         for stream_spec in specs if round_number % 2 == 0 else list(reversed(specs)):
@@ -161,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 address = server.wait_listening()
                 for mode, method in stream_spec.methods.items():
+                    if mode not in modes:
+                        continue
                     rate = run_client(address, method, mode, streams, seconds)
                     result.samples.setdefault(mode, []).append(rate)
                     print(f"  round {round_number + 1} {stream_spec.spec.key:8} {mode:6} "
@@ -170,23 +248,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  {stream_spec.spec.key}: {exc}", flush=True)
             finally:
                 server.stop()
-    ratios: dict[str, float] = {}
-    for mode in MODES:
-        ours = results["a"].median(mode)
-        best_grpcio = max(results["c"].median(mode), results["d"].median(mode))
-        if ours and best_grpcio:
-            ratios[f"{mode}: host+Python / best grpcio"] = ours / best_grpcio
-        ours_async = results["a_async"].median(mode)
-        if ours_async and best_grpcio:
-            ratios[f"{mode}: host+async Python / best grpcio"] = ours_async / best_grpcio
-    native = results["b"].median("bidi")
-    if native and results["a"].median("bidi"):
-        ratios["bidi: host+Python / native bidi echo"] = results["a"].median("bidi") / native
+    ratios = compute_ratios(results)
     for name, value in ratios.items():
         print(f"  {name}: {value:.2f}x", flush=True)
-    print("  memory of a long server stream ...", flush=True)
-    memory = measure_memory(memory_messages)
-    print(f"  {memory}", flush=True)
+    memory: dict[str, Any] = {}
+    if not args.no_memory:
+        print("  memory of a long server stream ...", flush=True)
+        memory = measure_memory(memory_messages)
+        print(f"  {memory}", flush=True)
     report = {
         "config": {"rounds": rounds, "seconds": seconds, "streams": streams, "payload": 16,
                    "finished": time.strftime("%Y-%m-%d %H:%M:%S")},

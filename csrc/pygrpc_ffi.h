@@ -385,7 +385,15 @@ PGF_API int pgf_call_take_response(pgf_call *call, const uint8_t **data, size_t 
  *   reports PGF_EVENT_WRITE; the host takes it with pgf_call_take_write,
  *   hands it to its transport and completes it with pgf_call_write_done.  At
  *   most PGF_MAX_WRITES (1) write is outstanding: a handler that produces
- *   faster than the client reads waits, it is never buffered.
+ *   faster than the client reads waits, never buffered without bound.  A
+ *   host may complete a write as soon as it has handed the message to its
+ *   transport, before the transport is done with the bytes (the gRPC C++
+ *   host does so for OWNED messages, which it releases later, and for small
+ *   ones it copies), and take a bounded number of further messages the same
+ *   way while the transport sends an earlier one (the gRPC C++ host: up to
+ *   8); beyond that the handler's write waits, so the messages a stream
+ *   holds in the host stay bounded.  A failure to send a message completed
+ *   so shows as the cancellation of the call.
  *
  *   Ownership per message is that of unary payloads: a request message is a
  *   pgf_message reference the reader releases; a response message is OWNED
@@ -415,7 +423,8 @@ PGF_API int pgf_call_take_response(pgf_call *call, const uint8_t **data, size_t 
  * handler's own when the result is at hand) with no lock held; they may call
  * any pgf_call_* function.  A callback may enter Python: hosts whose event
  * threads must not block call the completing functions from threads of
- * their own, as for pgf_call_cancel. */
+ * their own, as for pgf_call_cancel, unless the _nonblocking forms (since
+ * 2) say the callback may run on the event thread. */
 
 /* Method kinds, as gRPC names them (since 2). */
 #define PGF_KIND_UNARY 0            /* one request, one response */
@@ -484,6 +493,20 @@ PGF_API int pgf_call_take_write(pgf_call *call, const uint8_t **data,
  * sent (ok == 0: the stream is broken).  Completes the handler's write on
  * this thread.  PGF_ESTATE if no write was taken. */
 PGF_API int pgf_call_write_done(pgf_call *call, int ok);
+/* For a host's event thread (since 2): pgf_call_push_request if the
+ * outstanding read's callback may run there -- the handler waits in
+ * pgf_call_read_wait (whose callback only wakes it), or is
+ * PGF_FLAG_NONBLOCKING -- or if no read is outstanding; else
+ * PGF_EWOULDBLOCK and nothing changes (msg is still the caller's): push it
+ * with pgf_call_push_request from a thread that may block.  Saves a hop
+ * through a thread of the host's for every message of a blocking reader. */
+PGF_API int pgf_call_push_request_nonblocking(pgf_call *call,
+                                              pgf_message *msg);
+/* For a host's event thread (since 2): pgf_call_write_done if the taken
+ * write's callback may run there (the handler waits in pgf_call_write_wait,
+ * or is PGF_FLAG_NONBLOCKING) or no write is taken; else PGF_EWOULDBLOCK and
+ * nothing changes. */
+PGF_API int pgf_call_write_done_nonblocking(pgf_call *call, int ok);
 /* 1 if the call was dispatched to a handler registered with
  * PGF_FLAG_NONBLOCKING (since 2): the host may then push requests, complete
  * writes and cancel on any thread, its event threads included. */

@@ -56,6 +56,13 @@ int pgf_call_set_stream(pgf_call *call, pgf_stream_fn fn, void *host_data) {
     return rc;
 }
 
+/* The callbacks of the blocking forms: they only signal the waiting
+ * thread (a mutex held for a few instructions), so a host may run them on
+ * its event threads. */
+static void read_woken(pgf_call *call, int result, pgf_message *msg,
+                       void *ud);
+static void write_woken(pgf_call *call, int result, void *ud);
+
 /* ---------------------------------------------------------------- reads */
 
 pgf_read_fn pgf__stream_take_read(pgf_call *call, void **ud) {
@@ -111,12 +118,9 @@ int pgf_call_read(pgf_call *call, pgf_read_fn cb, void *user_data) {
     return PGF_OK;
 }
 
-int pgf_call_push_request(pgf_call *call, pgf_message *msg) {
-    if (call == NULL) {
-        pgf_message_unref(msg);
-        return PGF_EINVAL;
-    }
-    pthread_mutex_lock(&call->mu);
+/* Completes the outstanding read with msg; mu is held on entry and
+ * released here. */
+static int push_locked(pgf_call *call, pgf_message *msg) {
     void *ud = NULL;
     pgf_read_fn cb = pgf__stream_take_read(call, &ud);
     if (cb != NULL && msg == NULL)
@@ -130,6 +134,29 @@ int pgf_call_push_request(pgf_call *call, pgf_message *msg) {
         pgf__metrics_message(call, 0);
     cb(call, msg ? PGF_OK : PGF_EOF, msg, ud);
     return PGF_OK;
+}
+
+int pgf_call_push_request(pgf_call *call, pgf_message *msg) {
+    if (call == NULL) {
+        pgf_message_unref(msg);
+        return PGF_EINVAL;
+    }
+    pthread_mutex_lock(&call->mu);
+    return push_locked(call, msg);
+}
+
+int pgf_call_push_request_nonblocking(pgf_call *call, pgf_message *msg) {
+    if (call == NULL) {
+        pgf_message_unref(msg);
+        return PGF_EINVAL;
+    }
+    pthread_mutex_lock(&call->mu);
+    if (call->read_pending && call->read_cb != read_woken &&
+        !pgf_call_nonblocking(call)) {
+        pthread_mutex_unlock(&call->mu);
+        return PGF_EWOULDBLOCK; /* msg is still the caller's */
+    }
+    return push_locked(call, msg);
 }
 
 /* A blocking operation's result, filled in by its callback. */
@@ -260,10 +287,8 @@ int pgf_call_take_write(pgf_call *call, const uint8_t **data, size_t *len,
     return PGF_OK;
 }
 
-int pgf_call_write_done(pgf_call *call, int ok) {
-    if (call == NULL)
-        return PGF_EINVAL;
-    pthread_mutex_lock(&call->mu);
+/* Completes the write taken; mu is held on entry and released here. */
+static int write_done_locked(pgf_call *call, int ok) {
     if (call->write_state != PGF__WRITE_TAKEN) {
         pthread_mutex_unlock(&call->mu);
         return PGF_ESTATE;
@@ -280,6 +305,25 @@ int pgf_call_write_done(pgf_call *call, int ok) {
         pgf__metrics_message(call, 1);
     cb(call, ok ? PGF_OK : PGF_ECANCELLED, ud);
     return PGF_OK;
+}
+
+int pgf_call_write_done(pgf_call *call, int ok) {
+    if (call == NULL)
+        return PGF_EINVAL;
+    pthread_mutex_lock(&call->mu);
+    return write_done_locked(call, ok);
+}
+
+int pgf_call_write_done_nonblocking(pgf_call *call, int ok) {
+    if (call == NULL)
+        return PGF_EINVAL;
+    pthread_mutex_lock(&call->mu);
+    if (call->write_state == PGF__WRITE_TAKEN && call->write_cb != write_woken &&
+        !pgf_call_nonblocking(call)) {
+        pthread_mutex_unlock(&call->mu);
+        return PGF_EWOULDBLOCK;
+    }
+    return write_done_locked(call, ok);
 }
 
 static void write_woken(pgf_call *call, int result, void *ud) {

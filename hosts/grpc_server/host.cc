@@ -85,18 +85,15 @@ void CancelLater(pgf_call* call) {
 }
 
 void PushLater(pgf_call* call, pgf_message* msg) {
-  if (pgf_call_nonblocking(call)) {
-    pgf_call_push_request(call, msg);
-    return;
-  }
+  // Inline when the reader's callback never blocks: a nonblocking C
+  // handler, or a handler waiting in pgf_call_read_wait (sync Python), which
+  // is then woken from here, without a hop through the stream pool.
+  if (pgf_call_push_request_nonblocking(call, msg) != PGF_EWOULDBLOCK) return;
   SubmitTo(GetHost().streams, RunPush, pgf_call_ref(call), msg);
 }
 
 void WriteDoneLater(pgf_call* call, bool ok, bool may_inline) {
-  if (may_inline && pgf_call_nonblocking(call)) {
-    pgf_call_write_done(call, ok);
-    return;
-  }
+  if (may_inline && pgf_call_write_done_nonblocking(call, ok) != PGF_EWOULDBLOCK) return;
   // ok travels as a non-null pointer: a task is two pointers.
   SubmitTo(GetHost().streams, RunWriteDone, pgf_call_ref(call),
            ok ? reinterpret_cast<void*>(1) : nullptr);

@@ -55,10 +55,11 @@ Host& GetHost();
 void ReleaseLater(pgf_release_fn release, void* ctx);
 
 // The completions below may run the handler's callbacks, which may take the
-// GIL: they go to a pool, with their own reference to call.  A call whose
-// handler is PGF_FLAG_NONBLOCKING (pgf_call_nonblocking: C that never
-// blocks) is completed inline on this thread instead, when the caller allows
-// it: from a gRPC reaction, not from a slice's destroy callback.
+// GIL: they go to a pool, with their own reference to call.  Where the shim
+// says the callback never blocks (the _nonblocking forms: a PGF_FLAG_NONBLOCKING
+// C handler, or a handler waiting in pgf_call_read_wait/write_wait) they run
+// inline on this thread instead, when the caller allows it: from a gRPC
+// reaction, not from a slice's destroy callback.
 
 // pgf_call_cancel(call), on the service pool.
 void CancelLater(pgf_call* call);

@@ -1,4 +1,4 @@
-// A C bidi echo: every request message is written back as it arrives, and
+// Native C handlers for benchmarks.  A C bidi echo: every request message is written back as it arrives, and
 // the status follows the client's half-close.  The ceiling the host reaches
 // without Python, for benchmarks.  Registered as PGF_KIND_BIDI_STREAMING;
 // a client may call its methods with any kind (unary, client or server
@@ -13,5 +13,16 @@ namespace pgf_host {
 
 // Registers the echo for every method of service.  Returns a PGF_* code.
 int RegisterNativeEcho(pgf_registry* reg, const std::string& service);
+
+// A C unary echo for every method of service (PGF_KIND_UNARY): the answer is
+// the request message's own bytes.  Through the host's unary path (one read,
+// the answer and the status in one batch), the ceiling for unary calls.
+int RegisterNativeUnaryEcho(pgf_registry* reg, const std::string& service);
+
+// A C server stream for every method of service (PGF_KIND_SERVER_STREAMING):
+// a request holding the decimal N (at most 2^40) is answered with N 16-byte
+// messages, then OK; anything else with INVALID_ARGUMENT.  The ceiling of
+// server streams, for benchmarks.
+int RegisterNativeServerStream(pgf_registry* reg, const std::string& service);
 
 }  // namespace pgf_host

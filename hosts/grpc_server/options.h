@@ -30,6 +30,8 @@ struct Options {
   std::string venv;
   std::string sys_path;
   std::vector<std::string> native_echo;
+  std::vector<std::string> native_server_stream;
+  std::vector<std::string> native_unary_echo;
   double grace_seconds = 10.0;
   bool reuse_port = false;  // let several processes share the port
   long parent_pid = 0;  // --die-with-parent: stop when this process is gone

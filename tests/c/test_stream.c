@@ -552,7 +552,11 @@ typedef struct peer_host {
     int written;
     char last[16];
     size_t last_len;
+    int nonblocking;        /* complete with the _nonblocking forms */
 } peer_host;
+
+/* Completions the _nonblocking forms refused (none should be). */
+static int nonblocking_refused;
 
 /* The host side runs on its own thread: it serves each event as a real
  * host would, later and elsewhere (here: a thread per event). */
@@ -567,11 +571,19 @@ static void *serve_event(void *p) {
     struct timespec ts = {0, 200000};
     nanosleep(&ts, NULL);
     if (j->event == PGF_EVENT_READ) {
+        pgf_message *m = NULL;
         if (ph->pushed < ph->messages) {
             ph->pushed++;
-            pgf_call_push_request(ph->call, message("ping"));
-        } else {
-            pgf_call_push_request(ph->call, NULL);
+            m = message("ping");
+        }
+        /* The handler waits in pgf_call_read_wait: an event thread may
+         * complete its read. */
+        if (!ph->nonblocking) {
+            pgf_call_push_request(ph->call, m);
+        } else if (pgf_call_push_request_nonblocking(ph->call, m) != PGF_OK) {
+            /* Counted before the read completes: the test reads it after. */
+            __atomic_fetch_add(&nonblocking_refused, 1, __ATOMIC_RELAXED);
+            pgf_call_push_request(ph->call, m);
         }
     } else if (j->event == PGF_EVENT_WRITE) {
         const uint8_t *data;
@@ -586,7 +598,12 @@ static void *serve_event(void *p) {
         ph->written++;
         if (release)
             release(ctx);
-        pgf_call_write_done(ph->call, 1);
+        if (!ph->nonblocking) {
+            pgf_call_write_done(ph->call, 1);
+        } else if (pgf_call_write_done_nonblocking(ph->call, 1) != PGF_OK) {
+            __atomic_fetch_add(&nonblocking_refused, 1, __ATOMIC_RELAXED);
+            pgf_call_write_done(ph->call, 1);
+        }
     }
     free(j);
     return NULL;
@@ -603,12 +620,12 @@ static void threaded_events(pgf_call *call, int event, void *data) {
     pthread_detach(t);
 }
 
-static void test_blocking_bidi_across_threads(void) {
+static void blocking_bidi_across_threads(int nonblocking) {
     int64_t base[NKINDS];
     live_snapshot(base);
     released = 0;
     pgf_call *c = new_call("/s.S/M");
-    peer_host ph = {c, 50, 0, 0, {0}, 0};
+    peer_host ph = {c, 50, 0, 0, {0}, 0, nonblocking};
     CHECK_INT(pgf_call_set_stream(c, threaded_events, &ph), PGF_OK);
     int got = 0;
     for (;;) {
@@ -631,6 +648,78 @@ static void test_blocking_bidi_across_threads(void) {
     CHECK_INT(pgf_call_finish(c, PGF_STATUS_OK, NULL, 0), PGF_OK);
     pgf_call_unref(c);
     CHECK_INT(released, 50);
+    CHECK_INT(__atomic_load_n(&nonblocking_refused, __ATOMIC_RELAXED), 0);
+    CHECK_LIVE(base);
+}
+
+static void test_blocking_bidi_across_threads(void) {
+    blocking_bidi_across_threads(0);
+}
+
+/* The same, the host completing every read and write with the _nonblocking
+ * forms, which a blocking reader and writer accept. */
+static void test_blocking_bidi_nonblocking_host(void) {
+    blocking_bidi_across_threads(1);
+}
+
+/* The _nonblocking forms refuse a callback that may block (any but the
+ * blocking forms' own, unless the handler is PGF_FLAG_NONBLOCKING) and
+ * change nothing then; otherwise they are the plain forms. */
+static void test_nonblocking_completions(void) {
+    int64_t base[NKINDS];
+    live_snapshot(base);
+    released = 0;
+    host h = {0, 0, 0};
+    pgf_call *c = new_call("/s.S/M");
+    CHECK_INT(pgf_call_set_stream(c, host_events, &h), PGF_OK);
+
+    /* No read asked: as pgf_call_push_request, the message is released. */
+    CHECK_INT(pgf_call_push_request_nonblocking(c, message("early")),
+              PGF_ESTATE);
+    CHECK_INT(released, 1);
+    /* A callback read: refused, the message stays the caller's. */
+    outcome r = {0, 0, NULL};
+    CHECK_INT(pgf_call_read(c, on_read, &r), PGF_OK);
+    pgf_message *m = message("one");
+    CHECK_INT(pgf_call_push_request_nonblocking(c, m), PGF_EWOULDBLOCK);
+    CHECK_INT(r.calls, 0);
+    CHECK_INT(released, 1);
+    CHECK_INT(pgf_call_push_request(c, m), PGF_OK);
+    CHECK_INT(r.calls, 1);
+    CHECK_INT(r.result, PGF_OK);
+    check_message(r.msg, "one");
+    pgf_message_unref(r.msg);
+
+    /* No write taken: PGF_ESTATE, as pgf_call_write_done. */
+    CHECK_INT(pgf_call_write_done_nonblocking(c, 1), PGF_ESTATE);
+    outcome w = {0, 0, NULL};
+    CHECK_INT(pgf_call_write(c, (const uint8_t *)"ab", 2, NULL, NULL,
+                             on_write, &w),
+              PGF_OK);
+    const uint8_t *data;
+    size_t len;
+    pgf_release_fn release;
+    void *ctx;
+    CHECK_INT(pgf_call_take_write(c, &data, &len, &release, &ctx, NULL),
+              PGF_OK);
+    CHECK_INT(pgf_call_write_done_nonblocking(c, 1), PGF_EWOULDBLOCK);
+    CHECK_INT(w.calls, 0);
+    CHECK_INT(pgf_call_write_done(c, 1), PGF_OK);
+    CHECK_INT(w.calls, 1);
+    CHECK_INT(w.result, PGF_OK);
+
+    /* Arguments. */
+    CHECK_INT(pgf_call_push_request_nonblocking(NULL, message("x")),
+              PGF_EINVAL);
+    CHECK_INT(released, 3);
+    CHECK_INT(pgf_call_push_request_nonblocking(NULL, NULL), PGF_EINVAL);
+    CHECK_INT(pgf_call_write_done_nonblocking(NULL, 1), PGF_EINVAL);
+
+    /* Cancelled: nothing outstanding, PGF_ESTATE. */
+    pgf_call_cancel(c);
+    CHECK_INT(pgf_call_push_request_nonblocking(c, NULL), PGF_ESTATE);
+    CHECK_INT(pgf_call_finish(c, PGF_STATUS_CANCELLED, NULL, 0), PGF_OK);
+    pgf_call_unref(c);
     CHECK_LIVE(base);
 }
 
@@ -697,7 +786,7 @@ static void test_c_streaming_handler(void) {
                                     NULL, NULL),
               PGF_OK);
     pgf_call *c = new_call("/s.S/Count");
-    peer_host ph = {c, 7, 0, 0, {0}, 0};
+    peer_host ph = {c, 7, 0, 0, {0}, 0, 0};
     CHECK_INT(pgf_call_set_stream(c, threaded_events, &ph), PGF_OK);
     CHECK_INT(pgf_dispatch(reg, c), PGF_OK);
     CHECK_INT(pgf_call_status(c), PGF_STATUS_OK);
@@ -774,6 +863,8 @@ int main(void) {
     RUN_TEST(test_initial_metadata_event, passed);
     RUN_TEST(test_kinds, passed);
     RUN_TEST(test_blocking_bidi_across_threads, passed);
+    RUN_TEST(test_blocking_bidi_nonblocking_host, passed);
+    RUN_TEST(test_nonblocking_completions, passed);
     RUN_TEST(test_cancel_unblocks_waiters, passed);
     RUN_TEST(test_c_streaming_handler, passed);
     RUN_TEST(test_cancel_cb_not_after_finish, passed);

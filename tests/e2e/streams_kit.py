@@ -20,19 +20,25 @@ from conftest import CHANNEL_OPTIONS, HERE, PROTOS, ROOT, Server
 from pygrpc_ffi.cli import find_host_binary
 
 ECHO = "/echo.Echo/Any"
+COUNT = "/echo.Count/Any"  # the host's C server stream: N 16-byte messages for b"N"
+UNARY_C = "/echo.Unary/Any"  # the host's C unary echo
 UNARY_PY = "/grpc.testing.TestService/EmptyCall"
 
 
 class Host:
     """pygrpc_ffi_server itself (so its pid is the host's): the C echo on
-    echo.Echo, and tests/e2e/host_stream_handlers.py in Python."""
+    echo.Echo, the C server stream on echo.Count, the C unary echo on
+    echo.Unary, and
+    tests/e2e/host_stream_handlers.py in Python."""
 
     def __init__(self, *extra: str) -> None:
         binary = find_host_binary()
         if binary is None:
             pytest.skip("the C++ host is not built")
         command = [str(binary), "--listen", "127.0.0.1:0", "--workers", "4",
-                   "--native-echo", "echo.Echo", "--module", "host_stream_handlers",
+                   "--native-echo", "echo.Echo", "--native-server-stream", "echo.Count",
+                   "--native-unary-echo", "echo.Unary",
+                   "--module", "host_stream_handlers",
                    "--sys-path", os.pathsep.join(map(str, [PROTOS, HERE, ROOT])), *extra]
         if sys.prefix != sys.base_prefix:
             command += ["--venv", sys.prefix]

@@ -1,8 +1,9 @@
 """Streams through the gRPC C++ host: its C bidi echo (--native-echo) called
-with every RPC kind by grpcio clients and by a raw HTTP/2 client, unary Python
-methods given zero or two request messages, cancellation and deadlines mid
-stream, and what streams cost the host (memory per stream, no thread per
-stream, bounded memory for a client that never reads)."""
+with every RPC kind by grpcio clients and by a raw HTTP/2 client, its C
+server stream (--native-server-stream), unary Python methods given zero or
+two request messages, cancellation and deadlines mid stream, and what streams
+cost the host (memory per stream, no thread per stream, bounded memory for a
+client that never reads)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import h2.connection
 import h2.events
 import h2.settings
 import pytest
-from streams_kit import ECHO, UNARY_PY, Host, Requests, live, wait_idle
+from streams_kit import COUNT, ECHO, UNARY_C, UNARY_PY, Host, Requests, live, wait_idle
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +152,95 @@ def test_client_that_stops_mid_stream_with_pending_write(channel: grpc.Channel) 
         responses.cancel()
     assert channel.unary_unary(ECHO)(b"still", timeout=10) == b"still"
     wait_idle(channel, before)
+
+
+# ----------------------------------------------------------- the C unary echo
+
+
+@pytest.mark.parametrize("payload", [b"", b"hello", b"x" * 1024, b"y" * 1025,
+                                     bytes(range(256)) * 4096])
+def test_native_unary_echo_answers_its_request(channel: grpc.Channel, payload: bytes) -> None:
+    # Both sides of the 1 KiB copy limit, and a request gRPC delivers in
+    # several slices (1 MiB).
+    assert channel.unary_unary(UNARY_C)(payload, timeout=10) == payload
+
+
+def test_native_unary_echo_given_two_messages_is_unimplemented(channel: grpc.Channel) -> None:
+    before = live(channel)
+    with pytest.raises(grpc.RpcError) as err:
+        channel.stream_unary(UNARY_C)(iter([b"a", b"b"]), timeout=10)
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    wait_idle(channel, before)
+
+
+# ------------------------------------------------------- the C server stream
+
+MESSAGE16 = b"0123456789abcdef"
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 20_000])
+def test_native_server_stream_sends_the_count_asked_in_order(
+        channel: grpc.Channel, count: int) -> None:
+    # Each write completes as gRPC takes it and the next one waits behind
+    # it: every message arrives once, in order, and the status after them.
+    call = channel.unary_stream(COUNT)(b"%d" % count, timeout=60)
+    assert list(call) == [MESSAGE16] * count
+    assert call.code() == grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize("request_", [b"", b"x", b"-1", b"12345678901234"])
+def test_native_server_stream_refuses_a_request_that_is_no_count(
+        channel: grpc.Channel, request_: bytes) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        list(channel.unary_stream(COUNT)(request_, timeout=10))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_native_server_stream_cancelled_mid_stream_leaves_nothing(
+        channel: grpc.Channel) -> None:
+    before = live(channel)
+    for _ in range(5):
+        responses = channel.unary_stream(COUNT)(b"1000000000", timeout=30)
+        for _ in range(100):
+            assert next(responses) == MESSAGE16
+        responses.cancel()
+    assert channel.unary_unary(ECHO)(b"still", timeout=10) == b"still"
+    wait_idle(channel, before)
+
+
+def test_never_reading_client_of_native_server_stream_keeps_host_memory_bounded(
+        host: Host) -> None:
+    """A server stream of 2^40 messages to a client that reads none: the
+    writes stop once the transport's windows are full (the handler's write
+    waits behind the one gRPC holds), so host memory stays flat."""
+    with host.channel() as channel:
+        channel.unary_unary(ECHO)(b"warm", timeout=10)
+        # Settled: an earlier test's last buffer may still be on its way back.
+        before = live(channel)
+        deadline = time.monotonic() + 10
+        while (now := live(channel)) != before and time.monotonic() < deadline:
+            before = now
+            time.sleep(0.1)
+        rss_before = host.status("VmRSS")
+        hostname, port = host.address.rsplit(":", 1)
+        sock = socket.create_connection((hostname, int(port)), timeout=30)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        stream_id = conn.get_next_available_stream_id()
+        conn.send_headers(stream_id, [(":method", "POST"), (":scheme", "http"),
+                                      (":path", COUNT), (":authority", host.address),
+                                      ("content-type", "application/grpc"), ("te", "trailers")])
+        count = b"1099511627776"
+        conn.send_data(stream_id, b"\0" + len(count).to_bytes(4, "big") + count, end_stream=True)
+        sock.sendall(conn.data_to_send())
+        time.sleep(3)  # nothing is read: no WINDOW_UPDATE ever goes out
+        rss_after = host.status("VmRSS")
+        sock.close()
+        wait_idle(channel, before)
+    growth_mib = (rss_after - rss_before) / 1024
+    print(f"never-reading client of the C server stream: host RSS "
+          f"{rss_before // 1024} -> {rss_after // 1024} MiB")
+    assert growth_mib < 32
 
 
 # ------------------------------------- unary Python methods and message counts

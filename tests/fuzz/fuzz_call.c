@@ -192,6 +192,17 @@ static void host_take_write(void) {
 static void host_write_done(int ok) {
     int taken = S.write_taken;
     S.write_taken = 0;
+    if (fuzz_byte(S.in) & 1) {
+        /* The event-thread form: refused (nothing changed) unless the
+         * callback may run anywhere (a nonblocking handler's). */
+        int rc = pgf_call_write_done_nonblocking(S.call, ok);
+        if (rc == PGF_EWOULDBLOCK)
+            FUZZ_CHECK(taken && !pgf_call_nonblocking(S.call));
+        else
+            FUZZ_CHECK(rc == (taken ? PGF_OK : PGF_ESTATE));
+        if (rc != PGF_EWOULDBLOCK)
+            return;
+    }
     int rc = pgf_call_write_done(S.call, ok);
     FUZZ_CHECK(rc == (taken ? PGF_OK : PGF_ESTATE));
 }
@@ -454,7 +465,18 @@ static void step(uint8_t op) {
     case 7: {
         pgf_message *m = (fuzz_byte(S.in) & 3) ? new_message() : NULL;
         int out = S.reads_out;
-        int rc = pgf_call_push_request(S.call, m);
+        int rc = PGF_EWOULDBLOCK;
+        if (fuzz_byte(S.in) & 1) {
+            /* Refused only with a read outstanding whose callback may
+             * block (the fuzzer's own, of a handler not nonblocking);
+             * m is still ours then. */
+            rc = pgf_call_push_request_nonblocking(S.call, m);
+            if (rc == PGF_EWOULDBLOCK)
+                FUZZ_CHECK(out == 1 && S.reads_out == 1 &&
+                           !pgf_call_nonblocking(S.call));
+        }
+        if (rc == PGF_EWOULDBLOCK)
+            rc = pgf_call_push_request(S.call, m);
         FUZZ_CHECK(rc == PGF_OK || rc == PGF_ESTATE);
         if (rc == PGF_OK)
             FUZZ_CHECK(out == 1 && S.reads_out == 0);
