@@ -64,9 +64,12 @@ _pgf_bytes _pgf_message_bytes(const pgf_message *msg);
 void _pgf_message_unref_with(pgf_message *msg, void *unused);
 int _pgf_finish_ok(pgf_call *call, const uint8_t *data, size_t len,
                    pgf_release_fn release, void *ctx);
+int _pgf_finish_copy(pgf_call *call, const char *data, size_t len);
 void _pgf_handle(void *handler_data, pgf_call *call);
 """
 HELPERS_SOURCE = """
+#include <stdlib.h>
+#include <string.h>
 #include "pygrpc_ffi.h"
 typedef struct { const uint8_t *data; size_t len; } _pgf_bytes;
 static _pgf_bytes _pgf_request_bytes(const pgf_call *call) {
@@ -108,6 +111,20 @@ static int _pgf_finish_ok(pgf_call *call, const uint8_t *data, size_t len,
         }
     }
     return pgf_call_finish(call, PGF_STATUS_OK, NULL, 0);
+}
+/* Finishes the call OK with a copy of data[0..len) as the response (small
+ * answers: no release has to come back into Python later). */
+static int _pgf_finish_copy(pgf_call *call, const char *data, size_t len) {
+    if (len == 0)
+        return pgf_call_finish(call, PGF_STATUS_OK, NULL, 0);
+    uint8_t *copy = malloc(len);
+    if (copy == NULL) {
+        static const char msg[] = "out of memory";
+        return pgf_call_finish(call, PGF_STATUS_RESOURCE_EXHAUSTED, msg,
+                               sizeof(msg) - 1);
+    }
+    memcpy(copy, data, len);
+    return _pgf_finish_ok(call, copy, len, free, copy);
 }
 /* The handler function of every Python registration.  The trampoline returns
  * 1 once the call is finished or in Python's hands (async); if Python fails

@@ -34,6 +34,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PY = sys.executable
 HOST = ROOT / "build" / "grpc_server" / "pygrpc_ffi_server"
 PATH = "/bench.Echo/Echo"
+ASYNC_PATH = "/bench.Echo/AsyncEcho"  # the same echo, ``async def``
 WORK_PATH = "/bench.Echo/Work"  # ~0.2 ms of Python per call (bench/handlers.py)
 PAYLOAD = b"0123456789abcdef"
 HEADERS = ("content-type: application/grpc", "te: trailers")
@@ -48,6 +49,7 @@ class Spec:
     command: list[str]
     available: str = ""  # why it cannot run, if it cannot
     cwd: str = ""  # where it runs (a baseline checkout for A/B runs); ROOT if empty
+    path: str = ""  # the method h2load calls; PATH if empty
 
 
 @dataclass
@@ -87,6 +89,8 @@ def specs(workers: int) -> list[Spec]:
     engine = ROOT / "pygrpc_ffi" / "grpcio_server.py"
     return [
         Spec("a", f"C++ host + Python echo ({workers} workers)", [*cli, "--workers", str(workers)]),
+        Spec("a_async", "C++ host + Python async def echo",
+             [*cli, "--workers", str(workers)], path=ASYNC_PATH),
         # The unary path, as the Python echo takes (the bidi echo pays a
         # read and a write more per call: 1.3x slower for unary calls).
         Spec("b", "C++ host + native C unary echo (ceiling)",
@@ -104,11 +108,14 @@ def specs(workers: int) -> list[Spec]:
     ]
 
 
+PROCESSES = (1, 2, 4)
+
+
 def process_specs(workers: int) -> list[Spec]:
     cli = [PY, "-m", "pygrpc_ffi", "serve", "bench.handlers", "--listen", "127.0.0.1:{port}",
            "--workers", str(workers)]
-    return [Spec("p1", "C++ host, --processes 1", [*cli, "--processes", "1"]),
-            Spec("p2", "C++ host, --processes 2", [*cli, "--processes", "2"])]
+    return [Spec(f"p{n}", f"C++ host, --processes {n}", [*cli, "--processes", str(n)])
+            for n in PROCESSES]
 
 
 class Server:
@@ -256,6 +263,7 @@ def bench_servers(specs_: list[Spec], rounds: int, seconds: float, warmup: float
     the servers whose keys are in `profile` at the end."""
     results: list[ServerResult] = []
     running: list[tuple[ServerResult, Server]] = []
+    paths: dict[str, str] = {}  # by server key: what h2load calls
     try:
         for spec in specs_:
             result = ServerResult(spec.key, spec.label, " ".join(spec.command))
@@ -264,8 +272,10 @@ def bench_servers(specs_: list[Spec], rounds: int, seconds: float, warmup: float
                 result.error = spec.available
                 continue
             server = Server(spec)
+            spec_path = spec.path or path
+            paths[spec.key] = spec_path
             try:
-                check_echo(server.wait_listening(), path)
+                check_echo(server.wait_listening(), spec_path)
             except Exception as exc:
                 server.stop()
                 result.error = f"{type(exc).__name__}: {exc}"
@@ -273,20 +283,20 @@ def bench_servers(specs_: list[Spec], rounds: int, seconds: float, warmup: float
                 continue
             result.command = " ".join(server.command)
             running.append((result, server))  # stopped in `finally` whatever happens next
-            h2load(server.address, body, *load, min(seconds, 1.0), 0.5, path)  # warm-up run
+            h2load(server.address, body, *load, min(seconds, 1.0), 0.5, spec_path)  # warm-up
             result.rss_kb_start = server.rss_kb()
         for round_ in range(rounds):
             for result, server in running:
-                tp = h2load(server.address, body, *load, seconds, warmup, path)
+                tp = h2load(server.address, body, *load, seconds, warmup, paths[result.key])
                 result.throughput.append(tp)
                 line = f"  round {round_ + 1} {result.key}: {tp.qps:9.0f} req/s"
                 if latency:
-                    lat = h2load(server.address, body, 1, 1, seconds, warmup)
+                    lat = h2load(server.address, body, 1, 1, seconds, warmup, paths[result.key])
                     result.latency.append(lat)
                     line += f"   1x1 p50 {lat.p50_us:6.0f} us  p99 {lat.p99_us:6.0f} us"
                 print(line, flush=True)
         for result, server in running:
-            check_echo(server.address, path)
+            check_echo(server.address, paths[result.key])
             result.rss_kb_end = server.rss_kb()
             if result.key in profile:
                 result.perf = perf_under_load(server, body, 2.0 if seconds < 2 else 4.0)
@@ -331,7 +341,8 @@ def quick_ab(args: argparse.Namespace, rounds: int, seconds: float, warmup: floa
     for num in keys:
         for den in keys:
             if num != den and qps[num] and qps[den] and (
-                    den == num + "@base" or (num, den) in {("a", "b"), ("a", "c"), ("a", "d")}):
+                    den == num + "@base" or (num, den) in {("a", "b"), ("a", "c"), ("a", "d"),
+                                                           ("a_async", "a")}):
                 ratios = sorted(x / y for x, y in zip(qps[num], qps[den], strict=False))
                 print(f"  {num} / {den} (per round, median): {ratios[len(ratios) // 2]:.2f}",
                       flush=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import pathlib
 import statistics
 import sys
@@ -258,6 +259,9 @@ def section_e2e(rep: Report, e2e: dict[str, Any] | None) -> None:
                None if math.isnan(best) else best >= 6)
     rep.target("13. (a) C++ host + Python / (b) native C echo", "≥ 0.9", f"{ab:.2f}",
                None if math.isnan(ab) else ab >= 0.9)
+    async_sync = ratio("a_async", "a")
+    rep.target("13. (a_async) async def echo / (a) def echo, same host", "≥ 0.8",
+               f"{async_sync:.2f}", None if math.isnan(async_sync) else async_sync >= 0.8)
     others = [k for k in ("d", "e") if not math.isnan(ratio("a", k))]
     rep.add(f"Ratios within each round, medians: (a)/(c) = {ac:.1f}, (a)/(b) = {ab:.2f}"
             + "".join(f", (a)/({k}) = {ratio('a', k):.1f}" for k in others) + ".", "")
@@ -299,41 +303,52 @@ def section_e2e(rep: Report, e2e: dict[str, Any] | None) -> None:
 
 
 def section_processes(rep: Report, e2e: dict[str, Any] | None) -> None:
-    rep.add("## 4. Past one core: --processes 1 against --processes 2", "")
+    rep.add("## 4. Past one core: --processes N", "")
     if e2e is None:
         rep.add("Not run.", "")
         return
     procs = {s["key"]: s for s in e2e["processes"]}
+    counts = sorted(int(k[1:]) for k in procs if k[1:].isdigit())
     rep.add("`pygrpc-ffi serve bench.handlers --processes N` on one fixed port "
             "(SO_REUSEPORT), 16 connections x 4 streams so the kernel spreads connections "
             "over the processes; the 16 B echo, and `/bench.Echo/Work` (~0.2 ms of pure "
-            "Python per call, which holds the GIL).", "",
-            "| handler | --processes 1 | --processes 2 | 2 / 1 (per-round median) |",
-            "|---|---:|---:|---:|")
-    bars: list[tuple[str, float, float]] = []
+            "Python per call, which holds the GIL).  Gains are per-round medians against "
+            f"--processes 1; the machine has {os.cpu_count()} cores.", "",
+            "| handler | " + " | ".join(f"--processes {n}" for n in counts) + " |",
+            "|---|" + "---:|" * len(counts))
+    bars: list[tuple[str, list[float]]] = []
     for suffix, name in (("", "echo"), ("_work", "Work (~0.2 ms Python)")):
-        one, two = procs.get("p1" + suffix), procs.get("p2" + suffix)
-        if not one or not two:
+        runs = [procs.get(f"p{n}{suffix}") for n in counts]
+        one = runs[0] if runs else None
+        if not one or one["error"]:
             continue
-        cells = [f"not measured: {x['error']}" if x["error"] else
-                 f"{_median_load(x['throughput'], 'qps'):,.0f}" for x in (one, two)]
-        gain = math.nan
-        if not one["error"] and not two["error"]:
-            gain = median_ratio([x["qps"] for x in two["throughput"]],
+        cells, values = [], []
+        for n, run in zip(counts, runs, strict=True):
+            if not run or run["error"]:
+                cells.append("not measured")
+                values.append(math.nan)
+                continue
+            qps = _median_load(run["throughput"], "qps")
+            values.append(qps)
+            if n == 1:
+                cells.append(f"{qps:,.0f}")
+                continue
+            gain = median_ratio([x["qps"] for x in run["throughput"]],
                                 [x["qps"] for x in one["throughput"]])
-            bars.append((name, _median_load(one["throughput"], "qps"),
-                         _median_load(two["throughput"], "qps")))
-        rep.add(f"| {name} | {cells[0]} | {cells[1]} | {gain:.2f}x |")
-        rep.target(f"4. --processes 2 / 1, {name}", "(no target)",
-                   "not measured" if math.isnan(gain) else f"{gain:.2f}x", None)
+            cells.append(f"{qps:,.0f} ({gain:.2f}x)")
+            rep.target(f"4. --processes {n} / 1, {name}", "(no target)", f"{gain:.2f}x", None)
+        bars.append((name, values))
+        rep.add(f"| {name} | " + " | ".join(cells) + " |")
     rep.add("")
     if bars:
         fig, axes = plt.subplots(1, len(bars), figsize=(4 * len(bars), 3.4))
-        for ax, (name, one_qps, two_qps) in zip(np.atleast_1d(axes), bars, strict=True):
-            ax.bar(["--processes 1", "--processes 2"], [one_qps, two_qps])
+        for ax, (name, values) in zip(np.atleast_1d(axes), bars, strict=True):
+            ax.plot(counts, values, marker="o")
+            ax.set_xticks(counts)
+            ax.set_xlabel("--processes")
             ax.set_ylabel("requests/s (16 conn x 4 streams)")
             ax.set_title(name)
-        fig.suptitle("C++ host + Python handler, one or two processes on one port")
+        fig.suptitle("C++ host + Python handler, N processes on one port")
         rep.figure(fig, "processes.png", "processes")
 
 

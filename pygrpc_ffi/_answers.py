@@ -17,6 +17,9 @@ from .status import StatusCode
 _log = logging.getLogger("pygrpc_ffi")
 
 INTERNAL_MESSAGE = "Internal server error"
+#: Answers up to this size are copied into the call (as pysrc/unary.c does):
+#: cheaper than a release that must take the GIL on a host thread later.
+COPY_AT_MOST = 1024
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 _from_buffer = ffi.from_buffer
 _release_buffer = lib._pgf_py_release_buffer
@@ -77,11 +80,12 @@ def set_response(call: Any, result: Any) -> None:
 
 def finish_ok(call: Any, result: Any, binding: Any) -> None:
     if type(result) is bytes:  # the common answer, in one crossing into C
-        if result:
-            buf = _from_buffer(result)
-            lib._pgf_finish_ok(call, buf, len(result), _release_buffer, handles.add(buf))
+        size = len(result)
+        if size <= COPY_AT_MOST:  # copied: no release comes back into Python
+            lib._pgf_finish_copy(call, result, size)
         else:
-            lib._pgf_finish_ok(call, ffi.NULL, 0, ffi.NULL, ffi.NULL)
+            buf = _from_buffer(result)
+            lib._pgf_finish_ok(call, buf, size, _release_buffer, handles.add(buf))
         return
     try:
         set_response(call, result)

@@ -18,6 +18,7 @@
 #include "unary.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 /* Set once by _pgf_unary_setup; alive for the process. */
 static PyObject *unary_runner;      /* pygrpc_ffi._runtime.run_unary */
@@ -130,6 +131,31 @@ static void release_bytes(void *obj) {
     PyGILState_Release(gil);
 }
 
+/* Answers of at most this many bytes are copied into the call: cheaper
+ * than a release that must take the GIL on the host's thread later (which
+ * contends with the thread running Python), and gRPC copies messages this
+ * small into its frames anyway.  Larger ones are sent from the object. */
+#define PGF_COPY_AT_MOST 1024
+
+/* Sets `copy` (malloc'd, owned by this function) as the response and
+ * finishes the call OK; called without the GIL. */
+static void finish_with_copy(pgf_call *call, char *copy, size_t len) {
+    if (len == 0) {
+        free(copy);
+        pgf_call_finish(call, PGF_STATUS_OK, NULL, 0);
+        return;
+    }
+    if (pgf_call_set_response(call, (const uint8_t *)copy, len, free,
+                              copy) != PGF_OK) {
+        static const char msg[] = "cannot keep the response";
+        pgf_call_reset_response(call);
+        pgf_call_finish(call, PGF_STATUS_RESOURCE_EXHAUSTED, msg,
+                        sizeof(msg) - 1);
+        return;
+    }
+    pgf_call_finish(call, PGF_STATUS_OK, NULL, 0);
+}
+
 /* Sets `answer` (a reference owned by this function) as the response and
  * finishes the call OK; called without the GIL. */
 static void finish_with_bytes(pgf_call *call, PyObject *answer,
@@ -185,6 +211,7 @@ static void _pgf_unary_handle(void *handler_data, pgf_call *call) {
     unary_binding *ub = handler_data;
     PyObject *answer = NULL;
     char *data = NULL;
+    char *copy = NULL;
     Py_ssize_t len = 0;
     int failed = 0;
     PyGILState_STATE gil = PyGILState_Ensure();
@@ -206,9 +233,18 @@ static void _pgf_unary_handle(void *handler_data, pgf_call *call) {
         PyErr_Clear();
         Py_CLEAR(answer);
         failed = 1;
+    } else if ((size_t)len <= PGF_COPY_AT_MOST) {
+        /* Small: a copy, and the object dropped here, under the GIL. */
+        copy = malloc(len ? (size_t)len : 1);
+        if (copy != NULL) {
+            memcpy(copy, data, (size_t)len);
+            Py_CLEAR(answer);
+        }
     }
     PyGILState_Release(gil);
-    if (answer != NULL) {
+    if (copy != NULL) {
+        finish_with_copy(call, copy, (size_t)len);
+    } else if (answer != NULL) {
         finish_with_bytes(call, answer, data, len);
     } else if (failed && !pgf_call_is_finished(call)) {
         static const char msg[] = "Internal server error";
