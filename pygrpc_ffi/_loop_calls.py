@@ -17,16 +17,14 @@ from typing import Any
 
 from . import _loop, _runtime
 from ._answers import finish_error
-from ._native import ffi, lib
-from ._requests import _new_request, _reader, view_of_message
+from ._builtins import take_calls
+from ._native import lib
+from ._requests import _address_reader, _new_request, call_at
 from .request import _LAZY, GrpcRequest
 
 _log = logging.getLogger("pygrpc_ffi")
-_TAKE = 256  # entries per crossing
-_taken = ffi.new("_pgf_queued[]", _TAKE)
-_running: dict[Any, _runtime.AsyncCall] = {}  # started calls, by pointer
-_from_handle = ffi.from_handle
-_NULL = ffi.NULL
+_TAKE = 64  # entries take_calls returns at most
+_running: dict[int, _runtime.AsyncCall] = {}  # started calls, by address
 # Calls of services with interceptors take the interceptors' way, which may
 # block in their hooks: off the loop.
 _intercepting = concurrent.futures.ThreadPoolExecutor(
@@ -66,46 +64,39 @@ def _close() -> None:
 
 def _drain() -> None:
     while True:
-        count = lib._pgf_loop_queue_take(_taken, _TAKE)
-        for i in range(count):
-            entry = _taken[i]
-            call = entry.call
-            if entry.handler_data == _NULL:
-                pending = _running.get(call)
+        taken = take_calls()
+        for address, binding, cancelled, payload in taken:
+            if binding is None or payload is None:  # a cancel, after its call
+                pending = _running.get(address)
                 if pending is not None:
                     pending.cancel()
                 continue
             try:
-                _start(call, entry)
-            except BaseException:
+                _start(address, binding, cancelled, payload)
+            except BaseException as exc:  # the call must still end
                 _log.exception("pygrpc_ffi failed to start an async handler")
-        if count < _TAKE:
+                _fail(address, binding, exc)
+        if len(taken) < _TAKE:
             return
 
 
-def _start(call: Any, entry: Any) -> None:
-    binding: _runtime.Binding = _from_handle(entry.handler_data)
-    msg, size = entry.msg, entry.len
-    if msg != _NULL:
-        payload = view_of_message(msg, entry.data, size)
-    else:
-        payload = memoryview(ffi.buffer(entry.data, size)[:] if size else b"")
+def _start(address: int, binding: _runtime.Binding, cancelled: bool,
+           payload: memoryview) -> None:
     chain = binding.chain
     if chain is not None and chain.active:
         del payload
-        _intercepting.submit(_intercepted, binding, call)
+        _intercepting.submit(_intercepted, binding, call_at(address))
         return
     request = _new_request(GrpcRequest)
     request._service_name = request._method_name = request._deadline = _LAZY
     request._peer = _LAZY
     request.payload = payload
     request._metadata = request._stream = None
-    request._call = call
-    request._reader = _reader
-    pending = _runtime.AsyncCall(binding, call, request, None, _running)
-    _running[call] = pending
-    if entry.cancelled:
-        pending.cancelled = True
+    request._call = address
+    request._reader = _address_reader
+    pending = _runtime.AsyncCall(binding, None, request, None, _running, address)
+    _running[address] = pending
+    pending.cancelled = cancelled
     try:
         result = binding.fn(request)
     except BaseException as exc:
@@ -117,6 +108,21 @@ def _start(call: Any, entry: Any) -> None:
         return
     pending.awaitable = result
     _runtime.begin_async(pending)
+
+
+def _fail(address: int, binding: _runtime.Binding, exc: BaseException) -> None:
+    """Ends a taken call whose start failed, and drops its reference."""
+    pending = _running.get(address)
+    if pending is not None:
+        _runtime.end_async(pending, exc, None)
+        return
+    call = call_at(address)
+    try:
+        if not lib.pgf_call_is_finished(call):
+            lib.pgf_call_reset_response(call)
+            finish_error(call, exc, binding)
+    finally:
+        lib.pgf_call_unref(call)
 
 
 def _intercepted(binding: _runtime.Binding, call: Any) -> None:

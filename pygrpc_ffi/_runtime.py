@@ -25,6 +25,7 @@ from ._answers import (
     finish_error,
     finish_ok,
 )
+from ._builtins import finish_taken as _finish_taken
 from ._handles import handles
 from ._native import ffi, lib
 from ._requests import (
@@ -78,13 +79,17 @@ class Binding:
 class AsyncCall:
     """An async handler's call in flight, which C may cancel at any time."""
 
-    __slots__ = ("awaitable", "binding", "call", "cancelled", "handle", "request", "started",
-                 "task", "tracked_in")
+    __slots__ = ("address", "awaitable", "binding", "call", "cancelled", "handle", "request",
+                 "started", "task", "tracked_in")
 
     def __init__(self, binding: Binding, call: Any, request: GrpcRequest, awaitable: Any,
-                 tracked_in: dict[Any, AsyncCall] | None = None) -> None:
+                 tracked_in: dict[int, AsyncCall] | None = None, address: int = 0) -> None:
         self.binding = binding
-        self.tracked_in = tracked_in  # the calls by pointer that C cancels through
+        # Calls taken from the loop queue (pysrc/loop_queue.c) come as an
+        # address, ``call`` None until a pointer is needed, and are tracked
+        # by address in ``tracked_in`` for the cancels that come by address.
+        self.tracked_in = tracked_in
+        self.address = address
         self.call = call
         self.request: GrpcRequest | None = request
         self.awaitable = awaitable  # until the loop starts it
@@ -240,6 +245,7 @@ async def _drive(pending: AsyncCall, awaitable: Any) -> None:
 def end_async(pending: AsyncCall, exc: BaseException | None, result: Any) -> None:
     call, binding = pending.call, pending.binding
     request, pending.request = pending.request, None
+    dropped = False  # the call's reference, given back by finish_taken
     try:
         # Held here only (the handler's frame is gone): nothing reads it
         # after the call, so its lazy fields need not be read now.
@@ -247,25 +253,40 @@ def end_async(pending: AsyncCall, exc: BaseException | None, result: Any) -> Non
             outlives = _getrefcount(request) > _UNSHARED  # as a statement of its own
             release_request(request, outlives)
             del request
+        if call is None:  # taken from the loop queue
+            if exc is None and type(result) is bytes and binding.on_finish is None:
+                _untrack(pending)
+                dropped = True
+                _finish_taken(pending.address, result)  # finished, reference dropped
+                return
+            call = pending.call = call_at(pending.address)
         if exc is not None:
             finish_error(call, exc, binding)
         else:
             finish_ok(call, result, binding)
     except BaseException:  # a call must never be left unfinished
         _log.exception("pygrpc_ffi failed to finish the call of handler %s", binding.name)
-        if not lib.pgf_call_is_finished(call):
-            lib.pgf_call_reset_response(call)
-            _finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
+        if not dropped:
+            call = call if call is not None else call_at(pending.address)
+            if not lib.pgf_call_is_finished(call):
+                lib.pgf_call_reset_response(call)
+                _finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
     finally:
         # Once finished, C never runs the cancel callback again.
         if pending.handle is not None:
             handles.pop(pending.handle)
             pending.handle = None  # a handle keeps its object: no cycle
-        if pending.tracked_in is not None:
-            del pending.tracked_in[call]
-        lib.pgf_call_unref(call)
-        if binding.on_finish is not None:
-            binding.on_finish()
+        if not dropped:
+            _untrack(pending)
+            lib.pgf_call_unref(call if call is not None else call_at(pending.address))
+            if binding.on_finish is not None:
+                binding.on_finish()
+
+
+def _untrack(pending: AsyncCall) -> None:
+    if pending.tracked_in is not None:
+        del pending.tracked_in[pending.address]
+        pending.tracked_in = None
 
 
 # -------------------------------------------------------------- trampolines

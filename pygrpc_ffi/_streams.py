@@ -28,11 +28,11 @@ from ._answers import (
     finish_error,
     finish_ok,
 )
+from ._builtins import address_of, read_message, write_message
 from ._handles import handles
 from ._local_host import new_message
 from ._native import ffi, lib
 from ._requests import CallInfo, message_request, read_call_info, view_request
-from ._stream_io import address_of, read_message, write_message
 from .errors import Cancelled
 from .status import StatusCode
 

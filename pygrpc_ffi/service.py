@@ -270,11 +270,13 @@ class GrpcService:
                   name: str, is_async: bool) -> int:
         if kind == lib.PGF_KIND_UNARY and is_async:
             # Queued for the event loop by C, on the host's thread.
+            handle = self._binding(fn, name)
+            data = _runtime.unary_handler_data(handle, _runtime.handles.get(handle))
             return int(lib.pgf_registry_register(
                 self._registry, svc, len(svc), method if method is not None else ffi.NULL,
                 len(method) if method is not None else 0,
                 lib.PGF_KIND_UNARY | lib.PGF_FLAG_NONBLOCKING, _loop_calls.handler_function(),
-                self._binding(fn, name), lib._pgf_py_release_handler))
+                data, lib._pgf_unary_release))
         if kind == lib.PGF_KIND_UNARY:
             handle = self._binding(fn, name)
             data = _runtime.unary_handler_data(handle, _runtime.handles.get(handle))

@@ -185,3 +185,132 @@ static void _pgf_loop_queue_set_open(int open) {
             finish_unavailable(items[i].call);
     free(items);
 }
+
+/* ------------------------------------------------ the loop's side, builtin */
+
+enum { TAKE_AT_ONCE = 64 };
+
+/* NEW: the item for one taken entry, or NULL with an exception set (the
+ * entry's call reference and message are released then). */
+static PyObject *taken_item(_pgf_queued *q) {
+    PyObject *address = PyLong_FromVoidPtr(q->call);
+    if (address == NULL) {
+        pgf_message_unref(q->msg);
+        return NULL;
+    }
+    if (q->handler_data == NULL) {  /* a cancel */
+        PyObject *item = PyTuple_Pack(4, address, Py_None, Py_True, Py_None);
+        Py_DECREF(address);
+        return item;
+    }
+    PyObject *payload;
+    if (q->msg != NULL) {
+        payload = q->len ? message_view(q->msg) : NULL;
+        if (!q->len) {
+            pgf_message_unref(q->msg);
+            payload = PyMemoryView_FromObject(empty_bytes);
+        }
+    } else {  /* lent by the host: copied, it ends with the call */
+        PyObject *copy = PyBytes_FromStringAndSize((const char *)q->data,
+                                                   (Py_ssize_t)q->len);
+        payload = copy ? PyMemoryView_FromObject(copy) : NULL;
+        Py_XDECREF(copy);
+    }
+    if (payload == NULL) {
+        Py_DECREF(address);
+        return NULL;
+    }
+    PyObject *binding = ((unary_binding *)q->handler_data)->binding;
+    PyObject *item = PyTuple_Pack(4, address, binding,
+                                  q->cancelled ? Py_True : Py_False, payload);
+    Py_DECREF(address);
+    Py_DECREF(payload);
+    return item;
+}
+
+/* take_calls() -> list of (call address, binding | None, cancelled, payload
+ * view | None): up to TAKE_AT_ONCE entries, oldest first.  A call's
+ * reference is the caller's (finish_taken or pgf_call_unref ends it); a
+ * cancel has binding None.  An entry that cannot become an item has its call
+ * answered INTERNAL here. */
+static PyObject *queue_take_calls(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    _pgf_queued batch[TAKE_AT_ONCE];
+    size_t n = _pgf_loop_queue_take(batch, TAKE_AT_ONCE);
+    PyObject *list = PyList_New(0);
+    for (size_t i = 0; i < n; i++) {
+        PyObject *item = list ? taken_item(&batch[i]) : NULL;
+        if (item == NULL || PyList_Append(list, item) != 0) {
+            PyErr_Clear();
+            if (batch[i].handler_data != NULL) {
+                static const char msg[] = "Internal server error";
+                pgf_call_finish(batch[i].call, PGF_STATUS_INTERNAL, msg,
+                                sizeof(msg) - 1);
+                pgf_call_unref(batch[i].call);
+            }
+        }
+        Py_XDECREF(item);
+    }
+    if (list == NULL)
+        list = PyList_New(0);
+    return list;
+}
+
+/* finish_taken(call address, answer) -> None: finishes a taken call OK with
+ * a bytes answer (copied up to PGF_COPY_AT_MOST, else sent from the object)
+ * and drops the caller's reference to the call, the GIL released. */
+static PyObject *queue_finish_taken(PyObject *self, PyObject *const *args,
+                                    Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2 || !PyBytes_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "finish_taken(call_address, bytes)");
+        return NULL;
+    }
+    pgf_call *call = PyLong_AsVoidPtr(args[0]);
+    if (call == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "no call");
+        return NULL;
+    }
+    char *data;
+    Py_ssize_t len;
+    if (PyBytes_AsStringAndSize(args[1], &data, &len) != 0)
+        return NULL;
+    char *copy = NULL;
+    PyObject *answer = NULL;
+    if ((size_t)len <= PGF_COPY_AT_MOST) {
+        copy = malloc(len ? (size_t)len : 1);
+        if (copy == NULL)
+            return PyErr_NoMemory();
+        memcpy(copy, data, (size_t)len);
+    } else {
+        answer = args[1];
+        Py_INCREF(answer);  /* released by the host, with release_bytes */
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (copy != NULL)
+        finish_with_copy(call, copy, (size_t)len);
+    else
+        finish_with_bytes(call, answer, data, len);
+    pgf_call_unref(call);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef loop_queue_methods[] = {
+    {"take_calls", queue_take_calls, METH_NOARGS,
+     "Up to 64 queued entries: (call address, binding or None for a cancel, "
+     "cancelled, payload view)."},
+    {"finish_taken", (PyCFunction)(void (*)(void))queue_finish_taken,
+     METH_FASTCALL, "Finishes a taken call OK with a bytes answer and drops "
+     "its reference."},
+    {NULL, NULL, 0, NULL},
+};
+
+static int _pgf_loop_queue_install(void *namespace) {
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int rc = install_methods((PyObject *)namespace, loop_queue_methods);
+    PyGILState_Release(gil);
+    return rc;
+}

@@ -44,4 +44,10 @@ static void _pgf_loop_queue_set_limit(size_t limit);
  * and every later one UNAVAILABLE (the loop stopped). */
 static void _pgf_loop_queue_set_open(int open);
 
+/* Once per process, after _pgf_unary_setup: puts the builtins take_calls
+ * and finish_taken into namespace (a dict, borrowed).  PGF_OK or
+ * PGF_ENOMEM.  Registrations that queue calls use the handler data of
+ * _pgf_unary_binding_new. */
+static int _pgf_loop_queue_install(void *namespace);
+
 #endif

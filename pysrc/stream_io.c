@@ -118,18 +118,7 @@ static PyMethodDef stream_io_methods[] = {
 
 static int _pgf_stream_io_install(void *namespace) {
     PyGILState_STATE gil = PyGILState_Ensure();
-    int rc = PGF_OK;
-    for (PyMethodDef *def = stream_io_methods; def->ml_name != NULL; def++) {
-        PyObject *fn = PyCFunction_New(def, NULL);
-        if (fn == NULL ||
-            PyDict_SetItemString((PyObject *)namespace, def->ml_name, fn) != 0)
-            rc = PGF_ENOMEM;
-        Py_XDECREF(fn);
-        if (rc != PGF_OK) {
-            PyErr_Clear();
-            break;
-        }
-    }
+    int rc = install_methods((PyObject *)namespace, stream_io_methods);
     PyGILState_Release(gil);
     return rc;
 }

@@ -23,6 +23,7 @@
 /* Set once by _pgf_unary_setup; alive for the process. */
 static PyObject *unary_runner;      /* pygrpc_ffi._runtime.run_unary */
 static PyObject *message_buffer_type;
+static PyObject *empty_bytes;
 
 /* ------------------------------------------------ the payload's exporter */
 
@@ -253,13 +254,30 @@ static void _pgf_unary_handle(void *handler_data, pgf_call *call) {
     }
 }
 
+/* Puts builtins made from methods into namespace (a dict); with the GIL.
+ * PGF_OK or PGF_ENOMEM. */
+static int install_methods(PyObject *namespace, PyMethodDef *methods) {
+    for (PyMethodDef *def = methods; def->ml_name != NULL; def++) {
+        PyObject *fn = PyCFunction_New(def, NULL);
+        int failed = fn == NULL ||
+                     PyDict_SetItemString(namespace, def->ml_name, fn) != 0;
+        Py_XDECREF(fn);
+        if (failed) {
+            PyErr_Clear();
+            return PGF_ENOMEM;
+        }
+    }
+    return PGF_OK;
+}
+
 static int _pgf_unary_setup(void *runner) {
     if (unary_runner != NULL)
         return PGF_OK;
     PyGILState_STATE gil = PyGILState_Ensure();
     int rc = PGF_ENOMEM;
     message_buffer_type = PyType_FromSpec(&message_buffer_spec);
-    if (message_buffer_type != NULL) {
+    empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
+    if (message_buffer_type != NULL && empty_bytes != NULL) {
         Py_INCREF((PyObject *)runner);
         unary_runner = (PyObject *)runner;
         rc = PGF_OK;

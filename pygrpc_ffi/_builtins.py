@@ -1,0 +1,38 @@
+"""Per-call and per-message functions written in C with the CPython API
+(``pysrc/``), compiled into the cffi module and installed here as builtins:
+no cffi object is made per call, and the GIL is released where C waits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ._native import ffi, lib
+
+_builtins: dict[str, Any] = {}
+for _install in (lib._pgf_stream_io_install, lib._pgf_loop_queue_install):
+    if _install(ffi.cast("void *", id(_builtins))) != lib.PGF_OK:
+        raise MemoryError("pygrpc_ffi cannot set up its C functions")
+
+# pysrc/stream_io.c: the blocking reads and writes of sync streaming handlers.
+#: read_message(call address) -> memoryview of the next request message
+#: (owning it), or the int code that ended the read (PGF_EOF, ...).
+read_message: Callable[[int], memoryview | int] = _builtins["read_message"]
+#: write_message(call address, payload) -> the pgf_call_write_wait code,
+#: once the host completed the write.
+write_message: Callable[[int, Any], int] = _builtins["write_message"]
+
+# pysrc/loop_queue.c: the calls of async unary handlers, on the event loop.
+#: take_calls() -> [(call address, binding or None for a cancel, cancelled,
+#: payload view or None)]: up to 64 queued entries; each call's reference
+#: is the taker's.
+take_calls: Callable[[], list[tuple[int, Any, bool, memoryview | None]]] = \
+    _builtins["take_calls"]
+#: finish_taken(call address, answer bytes): finishes the call OK with the
+#: answer and drops the taker's reference.
+finish_taken: Callable[[int, bytes], None] = _builtins["finish_taken"]
+
+
+def address_of(call: Any) -> int:
+    """The address of a ``pgf_call *``, as the functions above take it."""
+    return int(ffi.cast("uintptr_t", call))
