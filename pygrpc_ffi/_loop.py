@@ -127,8 +127,9 @@ if sys.version_info >= (3, 12):
         return asyncio.Task(coro, loop=asyncio.get_running_loop(), eager_start=True)
 else:
     def start_task(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """A task of ``coro`` on the running loop (eager start needs 3.12)."""
-        return asyncio.get_running_loop().create_task(coro)
+        """A task of ``coro`` on the running loop (eager start needs 3.12;
+        the package's loop has no task factory: the Task itself)."""
+        return asyncio.Task(coro, loop=asyncio.get_running_loop())
 
 
 def stop(timeout: float = 5.0) -> None:

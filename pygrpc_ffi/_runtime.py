@@ -202,6 +202,8 @@ _UNSHARED = 2  # getrefcount of an object held by one local variable only
 
 
 def is_awaitable(obj: Any) -> bool:
+    if type(obj) is types.CoroutineType:
+        return True
     return hasattr(obj, "__await__") and not isinstance(obj, (GrpcResponse, *_BYTES_LIKE))
 
 
