@@ -385,15 +385,14 @@ PGF_API int pgf_call_take_response(pgf_call *call, const uint8_t **data, size_t 
  *   reports PGF_EVENT_WRITE; the host takes it with pgf_call_take_write,
  *   hands it to its transport and completes it with pgf_call_write_done.  At
  *   most PGF_MAX_WRITES (1) write is outstanding: a handler that produces
- *   faster than the client reads waits, never buffered without bound.  A
- *   host may complete a write as soon as it has handed the message to its
- *   transport, before the transport is done with the bytes (the gRPC C++
- *   host does so for OWNED messages, which it releases later, and for small
- *   ones it copies), and take a bounded number of further messages the same
- *   way while the transport sends an earlier one (the gRPC C++ host: up to
- *   8); beyond that the handler's write waits, so the messages a stream
- *   holds in the host stay bounded.  A failure to send a message completed
- *   so shows as the cancellation of the call.
+ *   faster than the client reads waits, it is never buffered.  A host may
+ *   complete a write as soon as it has handed the message to its transport,
+ *   before the transport is done with the bytes (the gRPC C++ host does so
+ *   for OWNED messages, which it releases later, and for small ones it
+ *   copies): the handler's next write then waits until the transport takes
+ *   the one before it, so a stream holds at most two response messages in
+ *   the host.  A failure to send a message completed so shows as the
+ *   cancellation of the call.
  *
  *   Ownership per message is that of unary payloads: a request message is a
  *   pgf_message reference the reader releases; a response message is OWNED

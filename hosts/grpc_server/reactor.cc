@@ -18,12 +18,6 @@ namespace pgf_host {
 // StartMessageWrite.
 constexpr size_t kCopyLimit = 1024;
 
-// Response messages taken ahead while gRPC sends an earlier one (see
-// OnHandlerWrite): at most this many, and no more once they hold this many
-// bytes.  Memory per stream stays bounded (the one in gRPC, plus these).
-constexpr size_t kRingMessages = 8;
-constexpr size_t kRingBytes = 64 * 1024;
-
 // A write of borrowed bytes (release NULL): the handler may reuse them once
 // pgf_call_write_done ran, so that waits for both OnWriteDone and the
 // destroy callback of the slice that lends them to gRPC.
@@ -384,6 +378,33 @@ void CallReactor::StreamEvent(pgf_call*, int event, void* self) {
   }
 }
 
+void CallReactor::OnHandlerWrite() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (ended_) return;  // End() takes it
+    if (write_in_flight_) {
+      // The write before it was completed as it went to gRPC, which still
+      // sends it: OnWriteDone takes this one.
+      write_queued_ = true;
+      return;
+    }
+    write_in_flight_ = true;
+  }
+  const uint8_t* data;
+  size_t len;
+  pgf_release_fn release;
+  void* release_ctx;
+  if (pgf_call_take_write(call_, &data, &len, &release, &release_ctx, nullptr) != PGF_OK) {
+    // Cancelled meanwhile: the shim completed it.  The handler is still
+    // running (the shim waits for this function before finishing).
+    std::lock_guard<std::mutex> lock(mu_);
+    write_in_flight_ = false;
+    return;
+  }
+  // On the handler's own thread: its write may complete here.
+  StartMessageWrite(data, len, release, release_ctx, Report::kNow);
+}
+
 void CallReactor::CopyInitialMetadataLocked() {
   if (md_copied_) return;
   md_copied_ = true;
@@ -408,146 +429,54 @@ void CallReactor::OnHandlerInitialMetadata() {
 
 // ----------------------------------------------------------------- writes
 
-void CallReactor::OnHandlerWrite() {
-  PendingWrite ringed;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (ended_) return;  // End() takes it
-    if (write_in_flight_) {
-      if (ring_.size() >= kRingMessages || ring_bytes_ >= kRingBytes) {
-        // gRPC still sends earlier messages and the ring is full: this one
-        // waits in the shim (queued), the handler with it, until
-        // OnWriteDone has drained the ring to half.
-        write_queued_ = true;
-        return;
-      }
-      // gRPC still sends an earlier message: this one is taken into the
-      // ring now (under mu_, so OnWriteDone cannot miss it) and completed
-      // at once, so a producer faster than gRPC is woken once per
-      // kRingMessages / 2 messages rather than once per message.
-      if (!TakeIntoRingLocked(&ringed)) return;  // cancelled meanwhile
-    } else {
-      write_in_flight_ = true;
-    }
-  }
-  if (ringed.taken) {
-    // On the handler's own thread: its write may complete here.
-    FinishTaking(&ringed, Report::kNow);
-    return;
-  }
-  const uint8_t* data;
-  size_t len;
-  pgf_release_fn release;
-  void* release_ctx;
-  if (pgf_call_take_write(call_, &data, &len, &release, &release_ctx, nullptr) != PGF_OK) {
-    // Cancelled meanwhile: the shim completed it.  The handler is still
-    // running (the shim waits for this function before finishing).
-    bool end;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      write_in_flight_ = false;
-      end = ReadyToEndLocked();
-      if (end) ended_ = true;
-    }
-    if (end) End();
-    return;
-  }
-  StartMessageWrite(data, len, release, release_ctx, Report::kNow);
-}
-
-// With mu_ held: takes the handler's queued write into the ring.  The
-// release of copied bytes and the report run after mu_ (FinishTaking).
-bool CallReactor::TakeIntoRingLocked(PendingWrite* out) {
-  const uint8_t* data;
-  size_t len;
-  pgf_release_fn release;
-  void* release_ctx;
-  if (pgf_call_take_write(call_, &data, &len, &release, &release_ctx, nullptr) != PGF_OK) {
-    return false;
-  }
-  PendingWrite w = Prepare(data, len, release, release_ctx);
-  out->taken = true;
-  out->early = w.borrowed == nullptr;
-  out->release = w.release;
-  out->release_ctx = w.release_ctx;
-  w.release = nullptr;
-  ring_bytes_ += w.len;
-  ring_.push_back(std::move(w));
-  return true;
-}
-
-void CallReactor::FinishTaking(PendingWrite* w, Report report) {
-  if (w->release != nullptr) w->release(w->release_ctx);  // copied: plain C
-  if (w->early) Reported(report);
-}
-
-CallReactor::PendingWrite CallReactor::Prepare(const uint8_t* data, size_t len,
-                                               pgf_release_fn release, void* release_ctx) {
+void CallReactor::StartMessageWrite(const uint8_t* data, size_t len, pgf_release_fn release,
+                                    void* release_ctx, Report report) {
   {
     std::lock_guard<std::recursive_mutex> lock(send_mu_);
     CopyInitialMetadataLocked();
   }
-  PendingWrite w;
-  w.len = len;
+  grpc::Slice slice;
   // Small BORROWED messages, and small OWNED ones whose release never
   // blocks (a nonblocking C handler's), are copied: gRPC copies messages
   // this small into its frames anyway, and a copy of a few bytes costs far
   // less than the release (or the completion) that would otherwise wait for
   // gRPC to drop the slice, on another thread.
   bool copy = len <= kCopyLimit && (release == nullptr || pgf_call_nonblocking(call_));
-  if (copy) {
-    if (len > 0) w.slice = grpc::Slice(data, len);
-    w.release = release;  // run by the caller (plain C that never blocks)
-    w.release_ctx = release_ctx;
-  } else if (release != nullptr) {
-    w.slice = OwnedSlice(data, len, release, release_ctx);
-  } else {
-    auto* b = new BorrowedWrite{pgf_call_ref(call_)};
-    w.borrowed = b;
-    if (len == 0) {
-      b->pending.store(1, std::memory_order_relaxed);  // no slice to wait for
+  if (copy || release != nullptr) {
+    if (copy) {
+      if (len > 0) slice = grpc::Slice(data, len);
+      if (release != nullptr) release(release_ctx);  // plain C that never blocks
     } else {
-      w.slice = grpc::Slice(const_cast<uint8_t*>(data), len, DestroyBorrowed, b);
+      slice = OwnedSlice(data, len, release, release_ctx);
+    }
+    // The bytes now live in the slice until gRPC drops it: the write is
+    // complete for the handler as it is handed to gRPC (pgf_call_write_done:
+    // "handed to the transport"), so the handler makes its next message
+    // while gRPC sends this one, and waits (queued, write_queued_) only if
+    // it is faster.  At most two messages per stream are in the host.
+    write_reported_ = report != Report::kOnDone;
+    if (report == Report::kNow) {
+      pgf_call_write_done(call_, 1);
+    } else if (report == Report::kSoon) {
+      // From a gRPC reaction: a nonblocking C handler's callback runs here;
+      // any other on the stream pool, even one that never blocks: waking a
+      // handler thread from here slowed Python server streams (the gRPC
+      // thread is their bottleneck), the pool absorbs the wake-ups.
+      WriteDoneLater(call_, true, pgf_call_nonblocking(call_) != 0);
+    }
+  } else {
+    auto* w = new BorrowedWrite{pgf_call_ref(call_)};
+    borrowed_ = w;
+    if (len == 0) {
+      w->pending.store(1, std::memory_order_relaxed);  // no slice to wait for
+    } else {
+      slice = grpc::Slice(const_cast<uint8_t*>(data), len, DestroyBorrowed, w);
     }
   }
-  return w;
-}
-
-void CallReactor::Reported(Report report) {
-  // The bytes now live in the slice until gRPC drops it: the write is
-  // complete for the handler as it is handed to gRPC (pgf_call_write_done:
-  // "handed to the transport"), so the handler makes its next message
-  // while gRPC sends this one.
-  if (report == Report::kNow) {
-    pgf_call_write_done(call_, 1);
-  } else if (report == Report::kSoon) {
-    // From a gRPC reaction: a nonblocking C handler's callback runs here;
-    // any other on the stream pool, even one that never blocks: waking a
-    // handler thread from here slowed Python server streams (the gRPC
-    // thread is their bottleneck), the pool absorbs the wake-ups.
-    WriteDoneLater(call_, true, pgf_call_nonblocking(call_) != 0);
-  }
-}
-
-void CallReactor::StartPrepared(PendingWrite* w, bool reported) {
-  borrowed_ = w->borrowed;
-  write_reported_ = reported;
-  write_buf_ = grpc::ByteBuffer(&w->slice, 1);
-  w->slice = grpc::Slice();
+  write_buf_ = grpc::ByteBuffer(&slice, 1);
   grpc::WriteOptions options;
   if (!pgf_call_compress_response(call_)) options.set_no_compression();
   StartWrite(&write_buf_, options);
-}
-
-void CallReactor::StartMessageWrite(const uint8_t* data, size_t len, pgf_release_fn release,
-                                    void* release_ctx, Report report) {
-  PendingWrite w = Prepare(data, len, release, release_ctx);
-  if (w.release != nullptr) w.release(w.release_ctx);
-  bool early = w.borrowed == nullptr;
-  // Reported before StartWrite: a write made from the callback waits in the
-  // ring or queued (write_in_flight_ is set), never races this one.
-  if (early) Reported(report);
-  StartPrepared(&w, early && report != Report::kOnDone);
 }
 
 void CallReactor::OnWriteDone(bool ok) {
@@ -558,28 +487,15 @@ void CallReactor::OnWriteDone(bool ok) {
   bool reported = write_reported_;
   write_reported_ = false;
   bool end = false;
-  bool queued = false;
-  PendingWrite next;
-  bool have_next = false;
-  PendingWrite ringed;
+  bool next = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!ring_.empty()) {
-      next = std::move(ring_.front());
-      ring_.pop_front();
-      ring_bytes_ -= next.len;
-      have_next = true;
-    }
-    if (write_queued_ && ring_.size() <= kRingMessages / 2) {
-      // The handler waits for room: it gets it once the ring is half empty.
+    if (write_queued_) {
+      // The handler's next write waits (its previous one was reported when
+      // it went to gRPC): it goes now, still counted as in flight.
       write_queued_ = false;
-      if (have_next) {
-        TakeIntoRingLocked(&ringed);  // false: cancelled, the shim completed it
-      } else {
-        queued = true;  // started directly below, still counted in flight
-      }
-    }
-    if (!have_next && !queued) {
+      next = true;
+    } else {
       write_in_flight_ = false;
       end = ReadyToEndLocked();
       if (end) ended_ = true;
@@ -597,9 +513,7 @@ void CallReactor::OnWriteDone(bool ok) {
     // in case that comes late (pgf_call_cancel is idempotent).
     CancelLater(call_);
   }
-  if (have_next) StartPrepared(&next, next.borrowed == nullptr);
-  if (ringed.taken) FinishTaking(&ringed, Report::kSoon);
-  if (queued) StartQueuedWrite();
+  if (next) StartQueuedWrite();
   if (end) End();
 }
 

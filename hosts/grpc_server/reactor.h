@@ -6,7 +6,6 @@
 #include <grpcpp/support/byte_buffer.h>
 #include <grpcpp/support/slice.h>
 
-#include <deque>
 #include <mutex>
 #include <optional>
 
@@ -59,23 +58,6 @@ class CallReactor final : public grpc::ServerGenericBidiReactor {
   // with it (kOnDone: the handler already finished).  Borrowed bytes that
   // are not copied complete when gRPC is done with them.
   enum class Report { kNow, kSoon, kOnDone };
-  // A response message taken from the call, ready for StartWrite.
-  struct PendingWrite {
-    grpc::Slice slice;
-    size_t len = 0;
-    BorrowedWrite* borrowed = nullptr;  // completes when gRPC is done with it
-    // Copied bytes whose release (plain C) runs once mu_ is released.
-    pgf_release_fn release = nullptr;
-    void* release_ctx = nullptr;
-    bool taken = false;  // TakeIntoRingLocked: a message went into the ring
-    bool early = false;  // ... and is completed at once (not borrowed)
-  };
-  PendingWrite Prepare(const uint8_t* data, size_t len, pgf_release_fn release,
-                       void* release_ctx);
-  bool TakeIntoRingLocked(PendingWrite* out);
-  void FinishTaking(PendingWrite* w, Report report);
-  void Reported(Report report);
-  void StartPrepared(PendingWrite* w, bool reported);
   // Starts the write of a message taken from the call; write_in_flight_ is
   // already set.
   void StartMessageWrite(const uint8_t* data, size_t len, pgf_release_fn release,
@@ -111,13 +93,9 @@ class CallReactor final : public grpc::ServerGenericBidiReactor {
   bool cancelled_ = false;
   bool handler_done_ = false;    // the done callback ran (or no handler will)
   bool write_in_flight_ = false;
-  // The handler queued its next write while one is in flight and the ring
-  // was full: OnWriteDone takes it once the ring is half empty.
+  // The handler queued its next write while one is in flight (the previous
+  // one, completed early): OnWriteDone starts it.
   bool write_queued_ = false;
-  // Messages taken (and completed) while gRPC sends an earlier one, in
-  // order; OnWriteDone starts the next.  Bounded: kRingMessages, kRingBytes.
-  std::deque<PendingWrite> ring_;
-  size_t ring_bytes_ = 0;
   bool extra_pending_ = false;   // unary request: waiting for the half-close
   bool ended_ = false;           // End() is running or ran
   std::optional<grpc::Status> forced_;  // sent instead of the handler's
