@@ -43,21 +43,35 @@ static int64_t now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static int one_call(const bench_job *j) {
-    pgf_call *c = pgf_call_new(j->path, j->path_len);
+/* A new call to path with the request payload and 2 metadata entries, or
+ * NULL.  The payload is handed over as a message, as hosts do for zero copy
+ * into Python (it outlives every call: no release). */
+static pgf_call *new_bench_call(const char *path, size_t path_len,
+                                const uint8_t *payload, size_t payload_len) {
+    pgf_call *c = pgf_call_new(path, path_len);
     if (c == NULL)
-        return 1;
-    /* Handed over as a message, as hosts do for zero copy into Python (the
-     * payload outlives every call: no release). */
+        return NULL;
     int bad = pgf_call_set_request_message(
-                  c, pgf_message_new(j->payload, j->payload_len, NULL, NULL)) !=
+                  c, pgf_message_new(payload, payload_len, NULL, NULL)) !=
               PGF_OK;
     bad |= pgf_call_add_request_metadata(c, "x-bench-user", 12,
                                          (const uint8_t *)"alice", 5) != PGF_OK;
     bad |= pgf_call_add_request_metadata(c, "x-bench-trace", 13,
                                          (const uint8_t *)"0123456789abcdef",
                                          16) != PGF_OK;
-    bad |= pgf_dispatch(pgf_default_registry(), c) != PGF_OK;
+    if (bad) {
+        pgf_call_unref(c);
+        return NULL;
+    }
+    return c;
+}
+
+static int one_call(const bench_job *j) {
+    pgf_call *c = new_bench_call(j->path, j->path_len, j->payload,
+                                 j->payload_len);
+    if (c == NULL)
+        return 1;
+    int bad = pgf_dispatch(pgf_default_registry(), c) != PGF_OK;
     const uint8_t *data;
     size_t len;
     pgf_call_response(c, &data, &len);
@@ -272,21 +286,9 @@ static void pipeline_done(pgf_call *call, void *data) {
 
 static int pipeline_call(pipeline *p, const char *path, size_t path_len,
                          const uint8_t *payload) {
-    pgf_call *c = pgf_call_new(path, path_len);
+    pgf_call *c = new_bench_call(path, path_len, payload, p->payload_len);
     if (c == NULL)
         return 1;
-    int bad = pgf_call_set_request_message(
-                  c, pgf_message_new(payload, p->payload_len, NULL, NULL)) !=
-              PGF_OK;
-    bad |= pgf_call_add_request_metadata(c, "x-bench-user", 12,
-                                         (const uint8_t *)"alice", 5) != PGF_OK;
-    bad |= pgf_call_add_request_metadata(c, "x-bench-trace", 13,
-                                         (const uint8_t *)"0123456789abcdef",
-                                         16) != PGF_OK;
-    if (bad) {
-        pgf_call_unref(c);
-        return 1;
-    }
     pthread_mutex_lock(&p->lock);
     p->in_flight++;
     pthread_mutex_unlock(&p->lock);

@@ -19,8 +19,7 @@ from . import _loop, _runtime
 from ._answers import finish_error
 from ._builtins import take_calls
 from ._native import lib
-from ._requests import _address_reader, _new_request, call_at
-from .request import _LAZY, GrpcRequest
+from ._requests import call_at, request_at
 
 _log = logging.getLogger("pygrpc_ffi")
 _TAKE = 64  # entries take_calls returns at most
@@ -87,13 +86,7 @@ def _start(address: int, binding: _runtime.Binding, cancelled: bool,
         del payload
         _intercepting.submit(_intercepted, binding, call_at(address))
         return
-    request = _new_request(GrpcRequest)
-    request._service_name = request._method_name = request._deadline = _LAZY
-    request._peer = _LAZY
-    request.payload = payload
-    request._metadata = request._stream = None
-    request._call = address
-    request._reader = _address_reader
+    request = request_at(address, payload)
     pending = _runtime.AsyncCall(binding, None, request, None, _running, address)
     _running[address] = pending
     pending.cancelled = cancelled

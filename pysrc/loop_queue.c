@@ -203,19 +203,7 @@ static PyObject *taken_item(_pgf_queued *q) {
         Py_DECREF(address);
         return item;
     }
-    PyObject *payload;
-    if (q->msg != NULL) {
-        payload = q->len ? message_view(q->msg) : NULL;
-        if (!q->len) {
-            pgf_message_unref(q->msg);
-            payload = PyMemoryView_FromObject(empty_bytes);
-        }
-    } else {  /* lent by the host: copied, it ends with the call */
-        PyObject *copy = PyBytes_FromStringAndSize((const char *)q->data,
-                                                   (Py_ssize_t)q->len);
-        payload = copy ? PyMemoryView_FromObject(copy) : NULL;
-        Py_XDECREF(copy);
-    }
+    PyObject *payload = payload_view(q->msg, q->data, q->len);
     if (payload == NULL) {
         Py_DECREF(address);
         return NULL;
@@ -267,12 +255,9 @@ static PyObject *queue_finish_taken(PyObject *self, PyObject *const *args,
         PyErr_SetString(PyExc_TypeError, "finish_taken(call_address, bytes)");
         return NULL;
     }
-    pgf_call *call = PyLong_AsVoidPtr(args[0]);
-    if (call == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "no call");
+    pgf_call *call = call_at_address(args[0]);
+    if (call == NULL)
         return NULL;
-    }
     char *data;
     Py_ssize_t len;
     if (PyBytes_AsStringAndSize(args[1], &data, &len) != 0)
@@ -309,8 +294,5 @@ static PyMethodDef loop_queue_methods[] = {
 };
 
 static int _pgf_loop_queue_install(void *namespace) {
-    PyGILState_STATE gil = PyGILState_Ensure();
-    int rc = install_methods((PyObject *)namespace, loop_queue_methods);
-    PyGILState_Release(gil);
-    return rc;
+    return install_methods(namespace, loop_queue_methods);
 }

@@ -20,12 +20,9 @@
 
 static PyObject *stream_read_message(PyObject *self, PyObject *arg) {
     (void)self;
-    pgf_call *call = PyLong_AsVoidPtr(arg);
-    if (call == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "no call");
+    pgf_call *call = call_at_address(arg);
+    if (call == NULL)
         return NULL;
-    }
     pgf_message *msg = NULL;
     int rc;
     Py_BEGIN_ALLOW_THREADS
@@ -79,12 +76,9 @@ static PyObject *stream_write_message(PyObject *self, PyObject *const *args,
         PyErr_SetString(PyExc_TypeError, "write_message(call_address, payload)");
         return NULL;
     }
-    pgf_call *call = PyLong_AsVoidPtr(args[0]);
-    if (call == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "no call");
+    pgf_call *call = call_at_address(args[0]);
+    if (call == NULL)
         return NULL;
-    }
     if ((size_t)PyObject_Length(args[1]) > LEND_AT_MOST) {
         PyErr_Clear();
         return write_owned(call, args[1]);
@@ -117,8 +111,5 @@ static PyMethodDef stream_io_methods[] = {
 };
 
 static int _pgf_stream_io_install(void *namespace) {
-    PyGILState_STATE gil = PyGILState_Ensure();
-    int rc = install_methods((PyObject *)namespace, stream_io_methods);
-    PyGILState_Release(gil);
-    return rc;
+    return install_methods(namespace, stream_io_methods);
 }

@@ -23,7 +23,6 @@
 /* Set once by _pgf_unary_setup; alive for the process. */
 static PyObject *unary_runner;      /* pygrpc_ffi._runtime.run_unary */
 static PyObject *message_buffer_type;
-static PyObject *empty_bytes;
 
 /* ------------------------------------------------ the payload's exporter */
 
@@ -88,37 +87,47 @@ static PyObject *message_view(pgf_message *msg) {
     return view;
 }
 
-/* NEW: the payload view of a call's request; NULL with an exception set.
- * Bytes the host only lent (no message) are copied, as in _requests.py. */
+/* NEW: a read-only view of a copy of data[0..len) (bytes a host only lent,
+ * which end with the call); NULL with an exception set. */
+static PyObject *copied_view(const uint8_t *data, size_t len) {
+    if (len > (size_t)PY_SSIZE_T_MAX)
+        return PyErr_NoMemory();
+    PyObject *copy = PyBytes_FromStringAndSize((const char *)data,
+                                               (Py_ssize_t)len);
+    if (copy == NULL)
+        return NULL;
+    PyObject *view = PyMemoryView_FromObject(copy);
+    Py_DECREF(copy);
+    return view;
+}
+
+/* NEW: the payload view of a request: of msg (a reference taken over) if
+ * the host handed a message over, else of a copy of data[0..len); NULL with
+ * an exception set. */
+static PyObject *payload_view(pgf_message *msg, const uint8_t *data,
+                              size_t len) {
+    if (msg == NULL || len == 0) {
+        pgf_message_unref(msg);
+        return copied_view(data, len);
+    }
+    return message_view(msg);
+}
+
+/* NEW: the payload view of a call's request; NULL with an exception set. */
 static PyObject *request_payload(const pgf_call *call) {
     const uint8_t *data;
     size_t len;
     pgf_call_request(call, &data, &len);
-    pgf_message *msg = pgf_call_request_message(call);
-    if (msg == NULL || len == 0 || len > (size_t)PY_SSIZE_T_MAX) {
-        pgf_message_unref(msg);
-        if (len > (size_t)PY_SSIZE_T_MAX)
-            return PyErr_NoMemory();
-        PyObject *copy = PyBytes_FromStringAndSize((const char *)data,
-                                                   (Py_ssize_t)len);
-        if (copy == NULL)
-            return NULL;
-        PyObject *view = PyMemoryView_FromObject(copy);
-        Py_DECREF(copy);
-        return view;
-    }
-    PyTypeObject *type = (PyTypeObject *)message_buffer_type;
-    message_buffer *mb = (message_buffer *)PyType_GenericAlloc(type, 0);
-    if (mb == NULL) {
-        pgf_message_unref(msg);
-        return NULL;
-    }
-    mb->msg = msg;
-    mb->data = data;
-    mb->len = (Py_ssize_t)len;
-    PyObject *view = PyMemoryView_FromObject((PyObject *)mb);
-    Py_DECREF(mb);  /* the view's own reference keeps it */
-    return view;
+    return payload_view(pgf_call_request_message(call), data, len);
+}
+
+/* The call at the address a builtin was given (an int), or NULL with an
+ * exception set. */
+static pgf_call *call_at_address(PyObject *address) {
+    pgf_call *call = PyLong_AsVoidPtr(address);
+    if (call == NULL && !PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError, "no call");
+    return call;
 }
 
 /* ------------------------------------------------------------ the answer */
@@ -138,16 +147,15 @@ static void release_bytes(void *obj) {
  * small into its frames anyway.  Larger ones are sent from the object. */
 #define PGF_COPY_AT_MOST 1024
 
-/* Sets `copy` (malloc'd, owned by this function) as the response and
+/* Sets data[0..len) as the response, owned with release(ctx) (which runs
+ * at once for an empty answer, or if the call cannot keep it), and
  * finishes the call OK; called without the GIL. */
-static void finish_with_copy(pgf_call *call, char *copy, size_t len) {
+static void finish_with(pgf_call *call, const void *data, size_t len,
+                        pgf_release_fn release, void *ctx) {
     if (len == 0) {
-        free(copy);
-        pgf_call_finish(call, PGF_STATUS_OK, NULL, 0);
-        return;
-    }
-    if (pgf_call_set_response(call, (const uint8_t *)copy, len, free,
-                              copy) != PGF_OK) {
+        release(ctx);
+    } else if (pgf_call_set_response(call, data, len, release, ctx) !=
+               PGF_OK) {  /* released already by the shim */
         static const char msg[] = "cannot keep the response";
         pgf_call_reset_response(call);
         pgf_call_finish(call, PGF_STATUS_RESOURCE_EXHAUSTED, msg,
@@ -157,25 +165,16 @@ static void finish_with_copy(pgf_call *call, char *copy, size_t len) {
     pgf_call_finish(call, PGF_STATUS_OK, NULL, 0);
 }
 
-/* Sets `answer` (a reference owned by this function) as the response and
- * finishes the call OK; called without the GIL. */
+/* A copy (malloc'd, owned from here) as the response; see finish_with. */
+static void finish_with_copy(pgf_call *call, char *copy, size_t len) {
+    finish_with(call, copy, len, free, copy);
+}
+
+/* A bytes object's own buffer as the response, `answer` a reference owned
+ * from here and dropped with release_bytes; see finish_with. */
 static void finish_with_bytes(pgf_call *call, PyObject *answer,
                               const char *data, Py_ssize_t len) {
-    if (len == 0) {
-        release_bytes(answer);
-        pgf_call_finish(call, PGF_STATUS_OK, NULL, 0);
-        return;
-    }
-    if (pgf_call_set_response(call, (const uint8_t *)data, (size_t)len,
-                              release_bytes, answer) != PGF_OK) {
-        /* released already by the shim */
-        static const char msg[] = "cannot keep the response";
-        pgf_call_reset_response(call);
-        pgf_call_finish(call, PGF_STATUS_RESOURCE_EXHAUSTED, msg,
-                        sizeof(msg) - 1);
-        return;
-    }
-    pgf_call_finish(call, PGF_STATUS_OK, NULL, 0);
+    finish_with(call, data, (size_t)len, release_bytes, answer);
 }
 
 /* ----------------------------------------------------------- the handler */
@@ -254,20 +253,24 @@ static void _pgf_unary_handle(void *handler_data, pgf_call *call) {
     }
 }
 
-/* Puts builtins made from methods into namespace (a dict); with the GIL.
+/* Puts builtins made from methods into namespace (a dict, borrowed).
  * PGF_OK or PGF_ENOMEM. */
-static int install_methods(PyObject *namespace, PyMethodDef *methods) {
+static int install_methods(void *namespace, PyMethodDef *methods) {
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int rc = PGF_OK;
     for (PyMethodDef *def = methods; def->ml_name != NULL; def++) {
         PyObject *fn = PyCFunction_New(def, NULL);
-        int failed = fn == NULL ||
-                     PyDict_SetItemString(namespace, def->ml_name, fn) != 0;
+        int failed = fn == NULL || PyDict_SetItemString((PyObject *)namespace,
+                                                        def->ml_name, fn) != 0;
         Py_XDECREF(fn);
         if (failed) {
             PyErr_Clear();
-            return PGF_ENOMEM;
+            rc = PGF_ENOMEM;
+            break;
         }
     }
-    return PGF_OK;
+    PyGILState_Release(gil);
+    return rc;
 }
 
 static int _pgf_unary_setup(void *runner) {
@@ -276,8 +279,7 @@ static int _pgf_unary_setup(void *runner) {
     PyGILState_STATE gil = PyGILState_Ensure();
     int rc = PGF_ENOMEM;
     message_buffer_type = PyType_FromSpec(&message_buffer_spec);
-    empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
-    if (message_buffer_type != NULL && empty_bytes != NULL) {
+    if (message_buffer_type != NULL) {
         Py_INCREF((PyObject *)runner);
         unary_runner = (PyObject *)runner;
         rc = PGF_OK;
