@@ -58,7 +58,6 @@ def cdef_from_header(text: str) -> str:
 HELPERS_CDEF = """
 typedef struct { const uint8_t *data; size_t len; } _pgf_bytes;
 typedef struct { const uint8_t *data; size_t len; pgf_message *msg; } _pgf_request;
-_pgf_bytes _pgf_request_bytes(const pgf_call *call);
 _pgf_request _pgf_request_of(const pgf_call *call);
 _pgf_bytes _pgf_message_bytes(const pgf_message *msg);
 void _pgf_message_unref_with(pgf_message *msg, void *unused);
@@ -72,11 +71,6 @@ HELPERS_SOURCE = """
 #include <string.h>
 #include "pygrpc_ffi.h"
 typedef struct { const uint8_t *data; size_t len; } _pgf_bytes;
-static _pgf_bytes _pgf_request_bytes(const pgf_call *call) {
-    _pgf_bytes b;
-    pgf_call_request(call, &b.data, &b.len);
-    return b;
-}
 typedef struct { const uint8_t *data; size_t len; pgf_message *msg; } _pgf_request;
 /* The request's bytes and a new reference to its message (NULL when the
  * host lent the bytes: then they must be copied). */

@@ -67,54 +67,31 @@ def view_of_message(msg: Any, data: Any, size: int) -> memoryview:
 
 
 class _CallReader:
-    """Reads a request's fields from its call when they are first used."""
+    """Reads a request's fields from its call when they are first used; the
+    call is a pointer, or an address (the unary fast path, pysrc/unary.c,
+    and the loop queue pass it so)."""
 
     @staticmethod
     def metadata(call: Any) -> Metadata:
-        return read_metadata(lib.pgf_call_request_metadata(call))
+        return read_metadata(lib.pgf_call_request_metadata(call_at(call)))
 
     @staticmethod
     def service_name(call: Any) -> str:
-        return decode_name(lib.pgf_call_service(call))
+        return decode_name(lib.pgf_call_service(call_at(call)))
 
     @staticmethod
     def method_name(call: Any) -> str:
-        return decode_name(lib.pgf_call_method(call))
+        return decode_name(lib.pgf_call_method(call_at(call)))
 
     @staticmethod
     def deadline(call: Any) -> float | None:
-        deadline = lib.pgf_call_deadline(call)
+        deadline = lib.pgf_call_deadline(call_at(call))
         return None if deadline == NO_DEADLINE else deadline / 1e9
 
     @staticmethod
     def peer(call: Any) -> str:
-        peer = lib.pgf_call_peer(call, ffi.NULL)
+        peer = lib.pgf_call_peer(call_at(call), ffi.NULL)
         return ffi.string(peer).decode("utf-8", "replace") if peer[0] != b"\0" else ""
-
-
-class _AddressReader(_CallReader):
-    """Reads lazy fields of a request that holds its call as an address
-    (the unary fast path, pysrc/unary.c, passes it so)."""
-
-    @staticmethod
-    def metadata(call: Any) -> Metadata:
-        return _CallReader.metadata(call_at(call))
-
-    @staticmethod
-    def service_name(call: Any) -> str:
-        return _CallReader.service_name(call_at(call))
-
-    @staticmethod
-    def method_name(call: Any) -> str:
-        return _CallReader.method_name(call_at(call))
-
-    @staticmethod
-    def deadline(call: Any) -> float | None:
-        return _CallReader.deadline(call_at(call))
-
-    @staticmethod
-    def peer(call: Any) -> str:
-        return _CallReader.peer(call_at(call))
 
 
 def call_at(call: Any) -> Any:
@@ -130,7 +107,6 @@ def call_of(request: GrpcRequest) -> Any:
 
 _cast = ffi.cast
 _reader = _CallReader()
-_address_reader = _AddressReader()
 _new_request = GrpcRequest.__new__
 
 
@@ -142,7 +118,7 @@ def request_at(address: int, payload: memoryview) -> GrpcRequest:
     request.payload = payload
     request._metadata = None
     request._call = address
-    request._reader = _address_reader
+    request._reader = _reader
     request._stream = None
     return request
 

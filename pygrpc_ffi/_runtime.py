@@ -29,8 +29,8 @@ from ._builtins import finish_taken as _finish_taken
 from ._handles import handles
 from ._native import ffi, lib
 from ._requests import (
-    _address_reader,
     _new_request,
+    _reader,
     call_at,
     decode_name,
     make_request,
@@ -164,7 +164,7 @@ def run_unary(binding: Binding, address: int, payload: memoryview) -> bytes | No
         request.payload = payload
         request._metadata = request._stream = None
         request._call = address
-        request._reader = _address_reader
+        request._reader = _reader
         refs = _getrefcount(request)  # only this frame's: compared after the handler
         try:
             result = binding.fn(request)

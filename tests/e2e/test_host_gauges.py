@@ -184,7 +184,7 @@ def test_gauges_are_summed_over_processes(
 
 
 @pytest.mark.skipif("grpcio" not in ENGINES,
-                    reason="grpcio engine not tested here (not installed, or PGF_E2E_ENGINES)")
+                    reason="PGF_E2E_ENGINES leaves out grpcio")
 @pytest.mark.parametrize("processes", ["1", "2"])
 def test_grpcio_engine_has_no_host_gauges(serving: Callable[..., tuple[Server, int]],
                                           processes: str) -> None:
