@@ -109,16 +109,14 @@ static int _pgf_finish_ok(pgf_call *call, const uint8_t *data, size_t len,
 /* Finishes the call OK with a copy of data[0..len) as the response (small
  * answers: no release has to come back into Python later). */
 static int _pgf_finish_copy(pgf_call *call, const char *data, size_t len) {
-    if (len == 0)
-        return pgf_call_finish(call, PGF_STATUS_OK, NULL, 0);
-    uint8_t *copy = malloc(len);
-    if (copy == NULL) {
+    if (len != 0 &&
+        pgf_call_set_response_copy(call, (const uint8_t *)data, len) != PGF_OK) {
         static const char msg[] = "out of memory";
+        pgf_call_reset_response(call);
         return pgf_call_finish(call, PGF_STATUS_RESOURCE_EXHAUSTED, msg,
                                sizeof(msg) - 1);
     }
-    memcpy(copy, data, len);
-    return _pgf_finish_ok(call, copy, len, free, copy);
+    return pgf_call_finish(call, PGF_STATUS_OK, NULL, 0);
 }
 /* The handler function of every Python registration.  The trampoline returns
  * 1 once the call is finished or in Python's hands (async); if Python fails

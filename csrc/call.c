@@ -18,6 +18,23 @@ pgf_owned_buffer *pgf__owned_buffer_new(pgf_release_fn release, void *ctx) {
     return b;
 }
 
+pgf_owned_buffer *pgf__owned_copy_new(const uint8_t *data, size_t len) {
+    pgf_owned_buffer *b = malloc(sizeof(*b) + len);
+    if (b == NULL)
+        return NULL;
+    b->release = NULL;
+    b->ctx = NULL;
+    if (len)
+        memcpy(b->copy, data, len);
+    pgf__live_add(PGF_LIVE_BUFFERS, 1);
+    return b;
+}
+
+int pgf_release_never_blocks(pgf_release_fn release, void *ctx) {
+    return release == pgf__owned_buffer_release && ctx != NULL &&
+           ((const pgf_owned_buffer *)ctx)->release == NULL;
+}
+
 void pgf__owned_buffer_release(void *p) {
     pgf_owned_buffer *b = p;
     if (b->release)
@@ -26,7 +43,6 @@ void pgf__owned_buffer_release(void *p) {
     pgf__live_add(PGF_LIVE_BUFFERS, -1);
 }
 
-static void owned_buffer_release(void *p) { pgf__owned_buffer_release(p); }
 
 pgf_call *pgf_call_new(const char *path, size_t path_len) {
     /* "/service/method": both parts non-empty, no further '/'. */
@@ -76,7 +92,7 @@ pgf_call *pgf_call_ref(pgf_call *call) {
 
 static void drop_response(pgf_call *c) {
     if (c->response_owner)
-        owned_buffer_release(c->response_owner);
+        pgf__owned_buffer_release(c->response_owner);
     c->response_owner = NULL;
     c->response = NULL;
     c->response_len = 0;
@@ -335,6 +351,26 @@ int pgf_call_on_cancel(pgf_call *call, pgf_cancel_fn fn, void *user_data) {
 
 /* ------------------------------------------------------------ response */
 
+/* Makes owner's bytes data[0..len) the call's response, releasing an
+ * earlier one; PGF_ESTATE (owner released) once the call is finished. */
+static int install_response(pgf_call *call, const uint8_t *data, size_t len,
+                            pgf_owned_buffer *owner) {
+    pthread_mutex_lock(&call->mu);
+    if (call->finished) {
+        pthread_mutex_unlock(&call->mu);
+        pgf__owned_buffer_release(owner);
+        return PGF_ESTATE;
+    }
+    pgf_owned_buffer *old = call->response_owner;
+    call->response = data;
+    call->response_len = len;
+    call->response_owner = owner;
+    pthread_mutex_unlock(&call->mu);
+    if (old)
+        pgf__owned_buffer_release(old);
+    return PGF_OK;
+}
+
 int pgf_call_set_response(pgf_call *call, const uint8_t *data, size_t len,
                           pgf_release_fn release, void *ctx) {
     if (call == NULL || (data == NULL && len != 0) || !pgf__len_ok(len)) {
@@ -345,20 +381,17 @@ int pgf_call_set_response(pgf_call *call, const uint8_t *data, size_t len,
     pgf_owned_buffer *owner = pgf__owned_buffer_new(release, ctx);
     if (owner == NULL)
         return PGF_ENOMEM;
-    pthread_mutex_lock(&call->mu);
-    if (call->finished) {
-        pthread_mutex_unlock(&call->mu);
-        owned_buffer_release(owner);
-        return PGF_ESTATE;
-    }
-    pgf_owned_buffer *old = call->response_owner;
-    call->response = data;
-    call->response_len = len;
-    call->response_owner = owner;
-    pthread_mutex_unlock(&call->mu);
-    if (old)
-        owned_buffer_release(old);
-    return PGF_OK;
+    return install_response(call, data, len, owner);
+}
+
+int pgf_call_set_response_copy(pgf_call *call, const uint8_t *data,
+                               size_t len) {
+    if (call == NULL || (data == NULL && len != 0) || !pgf__len_ok(len))
+        return PGF_EINVAL;
+    pgf_owned_buffer *owner = pgf__owned_copy_new(data, len);
+    if (owner == NULL)
+        return PGF_ENOMEM;
+    return install_response(call, owner->copy, len, owner);
 }
 
 #define DETAILS_KEY "grpc-status-details-bin"
@@ -472,7 +505,7 @@ int pgf_call_reset_response(pgf_call *call) {
     call->compress = 0;
     pthread_mutex_unlock(&call->mu);
     if (old)
-        owned_buffer_release(old);
+        pgf__owned_buffer_release(old);
     return PGF_OK;
 }
 
@@ -589,7 +622,7 @@ int pgf_call_take_response(pgf_call *call, const uint8_t **data, size_t *len,
     *data = call->response;
     *len = call->response_len;
     if (call->response_owner) {
-        *release = owned_buffer_release;
+        *release = pgf__owned_buffer_release;
         *ctx = call->response_owner;
     } else {
         *release = NULL;

@@ -104,13 +104,17 @@ pgf_handler *pgf__registry_lookup(pgf_registry *reg,
 
 /* A response payload or message owned by a call, then by its host. */
 typedef struct pgf_owned_buffer {
-    pgf_release_fn release;
+    pgf_release_fn release; /* NULL: a copy, its bytes follow in `copy` */
     void *ctx;
+    uint8_t copy[];
 } pgf_owned_buffer;
 
 /* OWNED wrapper of (release, ctx), counted in PGF_LIVE_BUFFERS; NULL on
  * allocation failure (release has run then). */
 pgf_owned_buffer *pgf__owned_buffer_new(pgf_release_fn release, void *ctx);
+/* OWNED copy of data[0..len), in the same allocation as its wrapper (its
+ * release frees memory only); NULL on allocation failure. */
+pgf_owned_buffer *pgf__owned_copy_new(const uint8_t *data, size_t len);
 /* A pgf_release_fn: runs the wrapped release and frees the wrapper. */
 void pgf__owned_buffer_release(void *owned_buffer);
 

@@ -55,13 +55,13 @@ extern "C" {
 
 /* The library's version: MAJOR * 10000 + MINOR * 100 + PATCH. */
 #define PGF_VERSION_MAJOR 0
-#define PGF_VERSION_MINOR 2
+#define PGF_VERSION_MINOR 3
 #define PGF_VERSION_PATCH 0
 #define PGF_VERSION_NUMBER \
     (PGF_VERSION_MAJOR * 10000 + PGF_VERSION_MINOR * 100 + PGF_VERSION_PATCH)
 
 /* The version of this ABI.  Grows only; compare with >= . */
-#define PGF_ABI_VERSION 2
+#define PGF_ABI_VERSION 3
 
 /* The ABI version the loaded library implements. */
 PGF_API int pgf_abi_version(void);
@@ -308,6 +308,12 @@ PGF_API int pgf_call_on_cancel(pgf_call *call, pgf_cancel_fn fn, void *user_data
  * earlier payload.  On error, release(ctx) has already run. */
 PGF_API int pgf_call_set_response(pgf_call *call, const uint8_t *data, size_t len,
                           pgf_release_fn release, void *ctx);
+/* Like pgf_call_set_response, but the call keeps a copy of data[0..len)
+ * (since 3): the bytes stay the caller's.  The release a host takes with the
+ * copy never blocks (pgf_release_never_blocks).  PGF_ENOMEM if the copy
+ * cannot be made; the call is unchanged then. */
+PGF_API int pgf_call_set_response_copy(pgf_call *call, const uint8_t *data,
+                                       size_t len);
 /* Append response metadata (copied) sent before the payload (initial) or
  * with the status (trailing).  PGF_EMETADATA if pgf_metadata_validate
  * rejects the entry, or if the list would exceed PGF_MAX_RESPONSE_METADATA
@@ -364,6 +370,12 @@ PGF_API void pgf_call_response(const pgf_call *call, const uint8_t **data, size_
  * *release is NULL, and nothing is owed, if there is no payload. */
 PGF_API int pgf_call_take_response(pgf_call *call, const uint8_t **data, size_t *len,
                            pgf_release_fn *release, void **ctx);
+/* 1 if release(ctx), as taken with pgf_call_take_response or
+ * pgf_call_take_write, only frees memory (since 3): the bytes are the
+ * call's own copy, and a host may release them on any thread, an event
+ * thread included.  0 otherwise: the release may block (it may take the
+ * GIL) and belongs on a thread that may. */
+PGF_API int pgf_release_never_blocks(pgf_release_fn release, void *ctx);
 
 /* --------------------------------------------------------------- streams */
 

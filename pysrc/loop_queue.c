@@ -262,20 +262,15 @@ static PyObject *queue_finish_taken(PyObject *self, PyObject *const *args,
     Py_ssize_t len;
     if (PyBytes_AsStringAndSize(args[1], &data, &len) != 0)
         return NULL;
-    char *copy = NULL;
-    PyObject *answer = NULL;
-    if ((size_t)len <= PGF_COPY_AT_MOST) {
-        copy = malloc(len ? (size_t)len : 1);
-        if (copy == NULL)
-            return PyErr_NoMemory();
-        memcpy(copy, data, (size_t)len);
-    } else {
-        answer = args[1];
+    int small = (size_t)len <= PGF_COPY_AT_MOST;
+    PyObject *answer = args[1];
+    if (!small)
         Py_INCREF(answer);  /* released by the host, with release_bytes */
-    }
     Py_BEGIN_ALLOW_THREADS
-    if (copy != NULL)
-        finish_with_copy(call, copy, (size_t)len);
+    /* A small answer is copied without the GIL: the caller's reference
+     * keeps the bytes alive until this returns. */
+    if (small)
+        finish_with_copy(call, data, (size_t)len);
     else
         finish_with_bytes(call, answer, data, len);
     pgf_call_unref(call);

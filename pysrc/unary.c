@@ -165,9 +165,19 @@ static void finish_with(pgf_call *call, const void *data, size_t len,
     pgf_call_finish(call, PGF_STATUS_OK, NULL, 0);
 }
 
-/* A copy (malloc'd, owned from here) as the response; see finish_with. */
-static void finish_with_copy(pgf_call *call, char *copy, size_t len) {
-    finish_with(call, copy, len, free, copy);
+/* A copy of data[0..len) as the response, kept by the call, and the call
+ * finished OK; called without the GIL.  The host releases the copy on any
+ * thread (pgf_release_never_blocks): nothing comes back into Python. */
+static void finish_with_copy(pgf_call *call, const char *data, size_t len) {
+    if (len != 0 &&
+        pgf_call_set_response_copy(call, (const uint8_t *)data, len) != PGF_OK) {
+        static const char msg[] = "out of memory";
+        pgf_call_reset_response(call);
+        pgf_call_finish(call, PGF_STATUS_RESOURCE_EXHAUSTED, msg,
+                        sizeof(msg) - 1);
+        return;
+    }
+    pgf_call_finish(call, PGF_STATUS_OK, NULL, 0);
 }
 
 /* A bytes object's own buffer as the response, `answer` a reference owned
@@ -211,8 +221,8 @@ static void _pgf_unary_handle(void *handler_data, pgf_call *call) {
     unary_binding *ub = handler_data;
     PyObject *answer = NULL;
     char *data = NULL;
-    char *copy = NULL;
     Py_ssize_t len = 0;
+    int copied = 0;
     int failed = 0;
     PyGILState_STATE gil = PyGILState_Ensure();
     PyObject *payload = request_payload(call);
@@ -234,16 +244,17 @@ static void _pgf_unary_handle(void *handler_data, pgf_call *call) {
         Py_CLEAR(answer);
         failed = 1;
     } else if ((size_t)len <= PGF_COPY_AT_MOST) {
-        /* Small: a copy, and the object dropped here, under the GIL. */
-        copy = malloc(len ? (size_t)len : 1);
-        if (copy != NULL) {
-            memcpy(copy, data, (size_t)len);
+        /* Small: copied into the call, the object dropped here, under the
+         * GIL; the call is finished below, without it. */
+        if (len == 0 || pgf_call_set_response_copy(call, (const uint8_t *)data,
+                                                   (size_t)len) == PGF_OK) {
             Py_CLEAR(answer);
+            copied = 1;
         }
     }
     PyGILState_Release(gil);
-    if (copy != NULL) {
-        finish_with_copy(call, copy, (size_t)len);
+    if (copied) {
+        pgf_call_finish(call, PGF_STATUS_OK, NULL, 0);
     } else if (answer != NULL) {
         finish_with_bytes(call, answer, data, len);
     } else if (failed && !pgf_call_is_finished(call)) {

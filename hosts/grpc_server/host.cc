@@ -72,6 +72,11 @@ void Submit(WorkerPool::Fn fn, void* a, void* b) { SubmitTo(GetHost().service, f
 }  // namespace
 
 void ReleaseLater(pgf_release_fn release, void* ctx) {
+  // The call's own copy only frees memory: no hop to the service pool.
+  if (pgf_release_never_blocks(release, ctx)) {
+    release(ctx);
+    return;
+  }
   // A function pointer through void*: fine on every platform gRPC supports.
   Submit(RunRelease, reinterpret_cast<void*>(release), ctx);
 }

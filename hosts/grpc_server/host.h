@@ -50,8 +50,9 @@ void StopPythonUsers();
 
 Host& GetHost();
 
-// release(ctx), run on the service pool (inline if it has stopped).  Safe
-// from any thread, including gRPC's.
+// release(ctx), run on the service pool (inline if it has stopped, or if it
+// only frees memory: pgf_release_never_blocks).  Safe from any thread,
+// including gRPC's.
 void ReleaseLater(pgf_release_fn release, void* ctx);
 
 // The completions below may run the handler's callbacks, which may take the

@@ -71,6 +71,12 @@ class CallReactor final : public grpc::ServerGenericBidiReactor {
   // (after the unary response, if any).  Runs when ReadyToEndLocked() was
   // true; may be the last thing that touches `this`.
   void End();
+  // Whether release(ctx) may run on any thread: none owed (borrowed bytes),
+  // a nonblocking C handler's, or the call's own copy.
+  bool ReleaseNeverBlocks(pgf_release_fn release, void* ctx) const {
+    return release == nullptr || pgf_call_nonblocking(call_) ||
+           pgf_release_never_blocks(release, ctx);
+  }
   bool ReadyToEndLocked() const {
     return handler_done_ && !write_in_flight_ && !extra_pending_ && !ended_;
   }

@@ -63,6 +63,8 @@ class WorkerPool {
   void Run();
   void Watch();
   void StartThread();  // with mu_ held
+  // Whether a task just queued needs a cv_ notify; with mu_ held.
+  bool WakeLocked();
   // Adds delta to one of the role's PGF_GAUGE_*; with mu_ held.
   void Gauge(int gauge, int64_t delta);
 
@@ -70,7 +72,8 @@ class WorkerPool {
   std::condition_variable cv_;
   std::condition_variable watch_cv_;
   std::deque<Task> queue_;
-  int idle_ = 0;
+  int idle_ = 0;           // threads waiting on cv_
+  int wakes_pending_ = 0;  // of those, notified and not yet running
   bool stopping_ = false;
   int max_threads_;
   int metrics_pool_;

@@ -916,6 +916,63 @@ static void h_double(void *data, pgf_call *call) {
     double_finish_rc = pgf_call_finish(call, PGF_STATUS_INTERNAL, "second", 6);
 }
 
+/* A response the call copies: the caller's bytes may change or go at once;
+ * the host's release of the copy only frees memory (it may run on an event
+ * thread), unlike a handler's own release; and nothing is left behind. */
+static void test_response_copy_never_blocks(void) {
+    int64_t base[NKINDS];
+    live_snapshot(base);
+    uint8_t bytes[] = "copied bytes";
+    const uint8_t *data;
+    size_t len;
+    pgf_release_fn rel;
+    void *ctx;
+
+    pgf_call *c = new_call("/a/b");
+    CHECK_INT(pgf_call_set_response_copy(c, bytes, 12), PGF_OK);
+    memset(bytes, 'x', sizeof(bytes) - 1); /* the caller's bytes are free */
+    finish_str(c, PGF_STATUS_OK, "");
+    CHECK_INT(pgf_call_take_response(c, &data, &len, &rel, &ctx), PGF_OK);
+    CHECK(data != bytes);
+    CHECK_INT(len, 12);
+    CHECK(memcmp(data, "copied bytes", 12) == 0);
+    CHECK(rel != NULL);
+    CHECK_INT(pgf_release_never_blocks(rel, ctx), 1);
+    pgf_call_unref(c);
+    CHECK(memcmp(data, "copied bytes", 12) == 0); /* the host's until released */
+    rel(ctx);
+    CHECK_LIVE(base);
+
+    /* A handler's release may block: never said otherwise. */
+    tracker t = {0};
+    c = new_call("/a/b");
+    CHECK_INT(pgf_call_set_response(c, bytes, 3, tracker_release, &t), PGF_OK);
+    finish_str(c, PGF_STATUS_OK, "");
+    CHECK_INT(pgf_call_take_response(c, &data, &len, &rel, &ctx), PGF_OK);
+    CHECK_INT(pgf_release_never_blocks(rel, ctx), 0);
+    CHECK_INT(pgf_release_never_blocks(tracker_release, &t), 0);
+    CHECK_INT(pgf_release_never_blocks(NULL, NULL), 0);
+    rel(ctx);
+    CHECK_INT(released(&t), 1);
+    pgf_call_unref(c);
+
+    /* A copy replaced by another response is freed with it; an empty copy
+     * is a response of no bytes; a finished call refuses a copy; bad
+     * arguments change nothing. */
+    c = new_call("/a/b");
+    CHECK_INT(pgf_call_set_response_copy(c, bytes, 5), PGF_OK);
+    CHECK_INT(pgf_call_set_response_copy(c, NULL, 0), PGF_OK);
+    pgf_call_response(c, &data, &len);
+    CHECK_INT(len, 0);
+    CHECK_INT(pgf_call_set_response_copy(c, NULL, 1), PGF_EINVAL);
+    CHECK_INT(pgf_call_set_response_copy(NULL, bytes, 1), PGF_EINVAL);
+    CHECK_INT(pgf_call_set_response_copy(c, bytes, SIZE_MAX), PGF_EINVAL);
+    finish_str(c, PGF_STATUS_OK, "");
+    CHECK_INT(pgf_call_set_response_copy(c, bytes, 5), PGF_ESTATE);
+    pgf_call_unref(c); /* the untaken empty copy goes with the call */
+    CHECK_LIVE(base);
+}
+
 static void test_dispatch_sync(void) {
     int64_t base[NKINDS];
     live_snapshot(base);
@@ -2284,6 +2341,7 @@ int main(void) {
     RUN_TEST(test_call_metadata, passed);
     RUN_TEST(test_call_basics, passed);
     RUN_TEST(test_response_ownership, passed);
+    RUN_TEST(test_response_copy_never_blocks, passed);
     RUN_TEST(test_dispatch_sync, passed);
     RUN_TEST(test_dispatch_async, passed);
     RUN_TEST(test_cancel, passed);
