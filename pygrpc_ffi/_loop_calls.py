@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import types
 from typing import Any
 
 from . import _loop, _runtime
@@ -23,6 +24,7 @@ from ._requests import call_at, request_at
 
 _log = logging.getLogger("pygrpc_ffi")
 _TAKE = 64  # entries take_calls returns at most
+_Coroutine = types.CoroutineType
 _running: dict[int, _runtime.AsyncCall] = {}  # started calls, by address
 # Calls of services with interceptors take the interceptors' way, which may
 # block in their hooks: off the loop.
@@ -96,11 +98,10 @@ def _start(address: int, binding: _runtime.Binding, cancelled: bool,
         _runtime.end_async(pending, exc, None)
         return
     del request
-    if not _runtime.is_awaitable(result):  # registered as async, answered at once
-        _runtime.end_async(pending, None, result)
+    if type(result) is not _Coroutine and not _runtime.is_awaitable(result):
+        _runtime.end_async(pending, None, result)  # registered as async, answered at once
         return
-    pending.awaitable = result
-    _runtime.begin_async(pending)
+    _runtime.run_awaitable(pending, result)
 
 
 def _fail(address: int, binding: _runtime.Binding, exc: BaseException) -> None:

@@ -224,10 +224,16 @@ def _start_async(binding: Binding, call: Any, request: GrpcRequest, awaitable: A
 def begin_async(pending: AsyncCall) -> None:
     """On the loop: runs the handler's awaitable as a task."""
     awaitable, pending.awaitable = pending.awaitable, None
+    run_awaitable(pending, awaitable)
+
+
+def run_awaitable(pending: AsyncCall, awaitable: Any) -> None:
+    """On the loop: runs ``awaitable``, the handler's, as the call's task."""
     task = _loop.start_task(_drive(pending, awaitable))
     if not task.done():
         pending.task = task
-        pending.cancel_started()  # a cancel while an eager first step ran
+        if pending.cancelled:
+            pending.cancel_started()  # a cancel while an eager first step ran
 
 
 async def _drive(pending: AsyncCall, awaitable: Any) -> None:

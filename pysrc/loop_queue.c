@@ -31,7 +31,8 @@ static struct {
     queue_entry *items;
     size_t head, len, cap;  /* items[head .. head+len) */
     int fds[2];             /* the pipe; fds[0] is watched by the loop */
-    int signalled;          /* a byte is in the pipe */
+    int signalled;          /* the loop is woken: a byte is in the pipe or
+                             * on its way, or the loop is taking entries */
     int open;
     size_t limit;           /* calls that may wait; beyond: refused */
     size_t waiting;         /* calls (not cancels) in the queue */
@@ -74,21 +75,37 @@ static int push_locked(pgf_call *call, void *handler_data) {
     }
     queue.items[queue.head + queue.len] = (queue_entry){call, handler_data};
     queue.len++;
-    if (!queue.signalled) {
-        static const char byte = 1;
-        /* The pipe holds at most this one byte: the write cannot block. */
-        if (write(queue.fds[1], &byte, 1) == 1)
-            queue.signalled = 1;
-    }
     return 0;
+}
+
+/* With the lock held: whether the pusher of the entry just queued must
+ * wake the loop (signal_loop, after unlocking: a syscall under the lock made
+ * the loop and other pushers sleep on it). */
+static int must_signal_locked(void) {
+    if (queue.signalled)
+        return 0;
+    queue.signalled = 1;
+    return 1;
+}
+
+/* A byte into the pipe.  One per wake-up the loop has not taken yet, plus
+ * at most one per pusher racing a take: the pipe never fills and the write
+ * never blocks. */
+static void signal_loop(void) {
+    static const char byte = 1;
+    ssize_t n = write(queue.fds[1], &byte, 1);
+    (void)n;  /* a full pipe is already readable */
 }
 
 static void on_cancel(pgf_call *call, void *unused) {
     (void)unused;
+    int signal = 0;
     pthread_mutex_lock(&queue.lock);
-    if (queue.open)
-        push_locked(call, NULL);  /* if it cannot grow, the call runs on */
+    if (queue.open && push_locked(call, NULL) == 0)  /* else the call runs on */
+        signal = must_signal_locked();
     pthread_mutex_unlock(&queue.lock);
+    if (signal)
+        signal_loop();
 }
 
 static void finish_unavailable(pgf_call *call) {
@@ -108,10 +125,15 @@ static void _pgf_loop_queue_handle(void *handler_data, pgf_call *call) {
     int open = queue.open;
     int full = queue.waiting >= queue.limit;
     int queued = open && !full && push_locked(call, handler_data) == 0;
-    if (queued)
+    int signal = 0;
+    if (queued) {
         queue.waiting++;
+        signal = must_signal_locked();
+    }
     size_t limit = queue.limit;
     pthread_mutex_unlock(&queue.lock);
+    if (signal)
+        signal_loop();
     if (queued)
         return;
     if (!open) {
@@ -138,6 +160,12 @@ static void _pgf_loop_queue_set_limit(size_t limit) {
 
 static size_t _pgf_loop_queue_take(_pgf_queued *out, size_t cap) {
     size_t n = 0;
+    /* The pipe is emptied before the queue, outside the lock: a byte written
+     * from now on is for an entry this take may miss, and stays to wake the
+     * loop again (at worst once for nothing). */
+    char buf[64];
+    while (read(queue.fds[0], buf, sizeof(buf)) > 0)
+        ;
     pthread_mutex_lock(&queue.lock);
     while (n < cap && queue.len > 0) {
         queue_entry e = queue.items[queue.head++];
@@ -156,12 +184,7 @@ static size_t _pgf_loop_queue_take(_pgf_queued *out, size_t cap) {
     }
     if (queue.len == 0) {
         queue.head = 0;
-        if (queue.signalled) {
-            char buf[16];
-            while (read(queue.fds[0], buf, sizeof(buf)) > 0)
-                ;
-            queue.signalled = 0;
-        }
+        queue.signalled = 0;  /* the next entry wakes the loop */
     }
     pthread_mutex_unlock(&queue.lock);
     return n;
