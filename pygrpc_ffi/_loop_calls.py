@@ -13,23 +13,38 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import threading
 import types
 from typing import Any
 
 from . import _loop, _runtime
-from ._answers import finish_error
+from ._answers import finish, finish_error
 from ._builtins import take_calls
 from ._native import lib
 from ._requests import call_at, request_at
+from .status import StatusCode
 
 _log = logging.getLogger("pygrpc_ffi")
 _TAKE = 64  # entries take_calls returns at most
 _Coroutine = types.CoroutineType
 _running: dict[int, _runtime.AsyncCall] = {}  # started calls, by address
 # Calls of services with interceptors take the interceptors' way, which may
-# block in their hooks: off the loop.
+# block in their hooks: off the loop, on a few threads; calls waiting for
+# one of them are bounded as calls waiting for the loop are.
+_INTERCEPT_THREADS = 4
 _intercepting = concurrent.futures.ThreadPoolExecutor(
-    max_workers=4, thread_name_prefix="pygrpc_ffi-intercept")
+    max_workers=_INTERCEPT_THREADS, thread_name_prefix="pygrpc_ffi-intercept")
+_intercept_lock = threading.Lock()
+_intercepting_calls = 0  # submitted to _intercepting, not done yet
+_max_queued_calls = 1000
+
+
+def set_max_queued_calls(limit: int) -> None:
+    """At most ``limit`` async calls wait for the loop, and as many for an
+    interceptor thread; beyond, calls end RESOURCE_EXHAUSTED at once."""
+    global _max_queued_calls
+    _max_queued_calls = limit
+    lib._pgf_loop_queue_set_limit(limit)
 
 
 def _limit_from_environment() -> None:
@@ -37,7 +52,7 @@ def _limit_from_environment() -> None:
     waiting for the loop are bounded as calls waiting for a worker are."""
     raw = os.environ.get("PYGRPC_FFI_MAX_QUEUED_CALLS", "")
     if raw.isdigit():
-        lib._pgf_loop_queue_set_limit(int(raw))
+        set_max_queued_calls(int(raw))
     elif raw:
         _log.error("PYGRPC_FFI_MAX_QUEUED_CALLS=%r is not a count; keeping the default", raw)
 
@@ -86,7 +101,7 @@ def _start(address: int, binding: _runtime.Binding, cancelled: bool,
     chain = binding.chain
     if chain is not None and chain.active:
         del payload
-        _intercepting.submit(_intercepted, binding, call_at(address))
+        _start_intercepted(binding, call_at(address))
         return
     request = request_at(address, payload)
     pending = _runtime.AsyncCall(binding, None, request, None, _running, address)
@@ -119,6 +134,37 @@ def _fail(address: int, binding: _runtime.Binding, exc: BaseException) -> None:
         lib.pgf_call_unref(call)
 
 
+def _start_intercepted(binding: _runtime.Binding, call: Any) -> None:
+    """Hands a taken call to an interceptor thread, or refuses it when too
+    many already wait for one (blocked interceptors must not make the server
+    hold calls without a limit)."""
+    global _intercepting_calls
+    with _intercept_lock:
+        # Those beyond the threads' number wait for one.
+        admitted = _intercepting_calls < _INTERCEPT_THREADS + _max_queued_calls
+        if admitted:
+            _intercepting_calls += 1
+    if admitted:
+        try:
+            _intercepting.submit(_intercepted, binding, call)
+        except BaseException:  # shut down: the caller ends the call
+            _intercepted_done()
+            raise
+        return
+    try:
+        finish(call, StatusCode.RESOURCE_EXHAUSTED,
+               f"server overloaded: {_max_queued_calls} calls already wait for an "
+               "interceptor thread")
+    finally:
+        lib.pgf_call_unref(call)
+
+
+def _intercepted_done() -> None:
+    global _intercepting_calls
+    with _intercept_lock:
+        _intercepting_calls -= 1
+
+
 def _intercepted(binding: _runtime.Binding, call: Any) -> None:
     """Runs a call through its service's interceptors (on a thread of
     _intercepting), then drops the reference the queue gave."""
@@ -130,6 +176,7 @@ def _intercepted(binding: _runtime.Binding, call: Any) -> None:
             lib.pgf_call_reset_response(call)
             finish_error(call, RuntimeError("interceptor chain failed"), binding)
     finally:
+        _intercepted_done()
         lib.pgf_call_unref(call)
 
 
