@@ -268,9 +268,89 @@ static PyObject *queue_take_calls(PyObject *self, PyObject *unused) {
     return list;
 }
 
-/* finish_taken(call address, answer) -> None: finishes a taken call OK with
- * a bytes answer (copied up to PGF_COPY_AT_MOST, else sent from the object)
- * and drops the caller's reference to the call, the GIL released. */
+/* ---------------------------------------------------- the finisher */
+
+/* One C thread (no Python) ends the calls the loop answered: the host's
+ * work for an answer -- its done callback, gRPC's write and status -- runs
+ * there, beside the loop's next handlers, rather than between them on the
+ * loop's thread, which held every call waiting behind it.  Calls are
+ * finished in the order the loop answered them. */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    pgf_call **calls;   /* answered, each with the reference the loop had */
+    size_t len, cap;
+    int state;          /* 0 not started, 1 running, -1 cannot start */
+    int sleeping;       /* waits for `wake`, and nobody signalled it yet */
+} finisher = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0,
+              0, 0};
+
+static void *finisher_main(void *unused) {
+    (void)unused;
+    pgf_call *batch[64];
+    pthread_mutex_lock(&finisher.lock);
+    for (;;) {
+        while (finisher.len == 0) {
+            finisher.sleeping = 1;
+            pthread_cond_wait(&finisher.wake, &finisher.lock);
+        }
+        size_t n = finisher.len < 64 ? finisher.len : 64;
+        memcpy(batch, finisher.calls, n * sizeof(*batch));
+        finisher.len -= n;
+        memmove(finisher.calls, finisher.calls + n,
+                finisher.len * sizeof(*batch));
+        pthread_mutex_unlock(&finisher.lock);
+        for (size_t i = 0; i < n; i++) {
+            pgf_call_finish(batch[i], PGF_STATUS_OK, NULL, 0);
+            pgf_call_unref(batch[i]);
+        }
+        pthread_mutex_lock(&finisher.lock);
+    }
+    return NULL;
+}
+
+/* Finishes call OK (its response set) and drops the caller's reference:
+ * on the finisher, or here if it cannot take the call.  Without the GIL. */
+static void finish_later(pgf_call *call) {
+    int queued = 0, signal = 0;
+    pthread_mutex_lock(&finisher.lock);
+    if (finisher.state == 0) {
+        pthread_t thread;
+        pthread_attr_t attr;
+        finisher.state = -1;
+        if (pthread_attr_init(&attr) == 0) {
+            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+            if (pthread_create(&thread, &attr, finisher_main, NULL) == 0)
+                finisher.state = 1;
+            pthread_attr_destroy(&attr);
+        }
+    }
+    if (finisher.state == 1 && finisher.len == finisher.cap) {
+        size_t cap = finisher.cap ? finisher.cap * 2 : 64;
+        pgf_call **calls = realloc(finisher.calls, cap * sizeof(*calls));
+        if (calls != NULL) {
+            finisher.calls = calls;
+            finisher.cap = cap;
+        }
+    }
+    if (finisher.state == 1 && finisher.len < finisher.cap) {
+        finisher.calls[finisher.len++] = call;
+        queued = 1;
+        signal = finisher.sleeping;
+        finisher.sleeping = 0;  /* one signal per sleep */
+    }
+    pthread_mutex_unlock(&finisher.lock);
+    if (signal)
+        pthread_cond_signal(&finisher.wake);
+    if (!queued) {
+        pgf_call_finish(call, PGF_STATUS_OK, NULL, 0);
+        pgf_call_unref(call);
+    }
+}
+
+/* finish_taken(call address, answer) -> None: answers a taken call with a
+ * bytes answer (copied up to PGF_COPY_AT_MOST, else sent from the object);
+ * the finisher then finishes it OK and drops the caller's reference. */
 static PyObject *queue_finish_taken(PyObject *self, PyObject *const *args,
                                     Py_ssize_t nargs) {
     (void)self;
@@ -292,11 +372,21 @@ static PyObject *queue_finish_taken(PyObject *self, PyObject *const *args,
     Py_BEGIN_ALLOW_THREADS
     /* A small answer is copied without the GIL: the caller's reference
      * keeps the bytes alive until this returns. */
-    if (small)
-        finish_with_copy(call, data, (size_t)len);
-    else
-        finish_with_bytes(call, answer, data, len);
-    pgf_call_unref(call);
+    int rc = PGF_OK;
+    if (small && len > 0)
+        rc = pgf_call_set_response_copy(call, (const uint8_t *)data, (size_t)len);
+    else if (!small)  /* on failure released already, by the shim */
+        rc = pgf_call_set_response(call, (const uint8_t *)data, (size_t)len,
+                                   release_bytes, answer);
+    if (rc == PGF_OK) {
+        finish_later(call);
+    } else {
+        static const char msg[] = "cannot keep the response";
+        pgf_call_reset_response(call);
+        pgf_call_finish(call, PGF_STATUS_RESOURCE_EXHAUSTED, msg,
+                        sizeof(msg) - 1);
+        pgf_call_unref(call);
+    }
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }

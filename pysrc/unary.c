@@ -165,21 +165,6 @@ static void finish_with(pgf_call *call, const void *data, size_t len,
     pgf_call_finish(call, PGF_STATUS_OK, NULL, 0);
 }
 
-/* A copy of data[0..len) as the response, kept by the call, and the call
- * finished OK; called without the GIL.  The host releases the copy on any
- * thread (pgf_release_never_blocks): nothing comes back into Python. */
-static void finish_with_copy(pgf_call *call, const char *data, size_t len) {
-    if (len != 0 &&
-        pgf_call_set_response_copy(call, (const uint8_t *)data, len) != PGF_OK) {
-        static const char msg[] = "out of memory";
-        pgf_call_reset_response(call);
-        pgf_call_finish(call, PGF_STATUS_RESOURCE_EXHAUSTED, msg,
-                        sizeof(msg) - 1);
-        return;
-    }
-    pgf_call_finish(call, PGF_STATUS_OK, NULL, 0);
-}
-
 /* A bytes object's own buffer as the response, `answer` a reference owned
  * from here and dropped with release_bytes; see finish_with. */
 static void finish_with_bytes(pgf_call *call, PyObject *answer,
