@@ -76,6 +76,10 @@ def _open(loop: asyncio.AbstractEventLoop) -> None:
 
 def _close() -> None:
     lib._pgf_loop_queue_set_open(0)  # queued calls are answered UNAVAILABLE
+    # Answered calls are finished on the finisher thread; their done
+    # callbacks may enter Python, which may be about to finalize.
+    if not lib._pgf_loop_queue_wait_finished(5000):
+        _log.error("pygrpc_ffi: answered async calls still unfinished after 5 s")
 
 
 def _drain() -> None:

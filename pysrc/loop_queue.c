@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct {
@@ -278,12 +279,14 @@ static PyObject *queue_take_calls(PyObject *self, PyObject *unused) {
 static struct {
     pthread_mutex_t lock;
     pthread_cond_t wake;
+    pthread_cond_t idle;  /* broadcast when nothing is left to finish */
     pgf_call **calls;   /* answered, each with the reference the loop had */
     size_t len, cap;
     int state;          /* 0 not started, 1 running, -1 cannot start */
     int sleeping;       /* waits for `wake`, and nobody signalled it yet */
-} finisher = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0,
-              0, 0};
+    int busy;           /* finishing calls taken off `calls` */
+} finisher = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+              PTHREAD_COND_INITIALIZER, NULL, 0, 0, 0, 0, 0};
 
 static void *finisher_main(void *unused) {
     (void)unused;
@@ -299,12 +302,16 @@ static void *finisher_main(void *unused) {
         finisher.len -= n;
         memmove(finisher.calls, finisher.calls + n,
                 finisher.len * sizeof(*batch));
+        finisher.busy = 1;
         pthread_mutex_unlock(&finisher.lock);
         for (size_t i = 0; i < n; i++) {
             pgf_call_finish(batch[i], PGF_STATUS_OK, NULL, 0);
             pgf_call_unref(batch[i]);
         }
         pthread_mutex_lock(&finisher.lock);
+        finisher.busy = 0;
+        if (finisher.len == 0)
+            pthread_cond_broadcast(&finisher.idle);
     }
     return NULL;
 }
@@ -346,6 +353,24 @@ static void finish_later(pgf_call *call) {
         pgf_call_finish(call, PGF_STATUS_OK, NULL, 0);
         pgf_call_unref(call);
     }
+}
+
+static int _pgf_loop_queue_wait_finished(int timeout_ms) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&finisher.lock);
+    while ((finisher.len > 0 || finisher.busy) &&
+           pthread_cond_timedwait(&finisher.idle, &finisher.lock, &until) == 0)
+        ;
+    int done = finisher.len == 0 && !finisher.busy;
+    pthread_mutex_unlock(&finisher.lock);
+    return done;
 }
 
 /* finish_taken(call address, answer) -> None: answers a taken call with a

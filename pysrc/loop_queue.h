@@ -44,6 +44,12 @@ static void _pgf_loop_queue_set_limit(size_t limit);
  * and every later one UNAVAILABLE (the loop stopped). */
 static void _pgf_loop_queue_set_open(int open);
 
+/* Waits until every call the loop answered has been finished by the
+ * finisher thread (their done callbacks, which may enter Python, have
+ * returned), at most timeout_ms; 1 if so, 0 on timeout.  For the loop's
+ * stop, before the interpreter may finalize. */
+static int _pgf_loop_queue_wait_finished(int timeout_ms);
+
 /* Once per process, after _pgf_unary_setup: puts the builtins take_calls
  * and finish_taken into namespace (a dict, borrowed).  PGF_OK or
  * PGF_ENOMEM.  Registrations that queue calls use the handler data of
