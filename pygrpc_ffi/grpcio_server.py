@@ -23,7 +23,10 @@ stream functions exactly as the C++ host drives them: the handler pulls each
 request message (read from grpcio's request iterator on a reader thread of
 the call, only when asked), and each response message is yielded to grpcio,
 which resumes the generator -- and so completes the handler's write -- only
-once it has sent the message.  A method that takes one request message
+once it has sent the message.  BDP probing is off, so a client that writes
+faster than the handler reads is held back by the default 64 KiB HTTP/2
+window instead of filling MiBs of transport buffers (``options`` may turn it
+back on).  A method that takes one request message
 answers UNIMPLEMENTED ``"/pkg.Svc/M" requires exactly one request message.``
 to zero or two, as the C++ host does.
 """
@@ -382,6 +385,14 @@ def start(service: GrpcService | None = None, address: str = "127.0.0.1:50051", 
             ("grpc.max_receive_message_length", max_message_size),
             ("grpc.max_send_message_length", max_message_size),
             ("grpc.so_reuseport", int(reuse_port)),
+            # No BDP probing: with it, gRPC core grows every stream's HTTP/2
+            # receive window to its bandwidth estimate (MiBs) whether or not
+            # the handler reads, so a client writing back to back parks MiBs
+            # of requests in the transport per stream, which a handler then
+            # drains at its own pace (a bidi client waiting for its status
+            # after a 2 s burst waited ~25 s).  The default 64 KiB window
+            # holds the client back to the handler's pace instead.
+            ("grpc.http2.bdp_probe", 0),
             *options,
         ],
     )

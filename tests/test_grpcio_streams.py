@@ -162,6 +162,41 @@ def test_a_slow_reader_holds_back_a_fast_producer(service: GrpcService,
     call.cancel()
 
 
+@pytest.mark.timeout(10)
+def test_a_client_writing_back_to_back_is_held_back_then_gets_every_echo(
+        service: GrpcService, channel: grpc.Channel) -> None:
+    # The client writes 8 KiB messages back to back (grpcio writes the next
+    # once the transport took the last) while the handler reads nothing: the
+    # server's HTTP/2 window, not the server's memory, must stop it.  With
+    # gRPC core's BDP probing on, the window grew to MiBs (~750 messages got
+    # through in a second) and a long burst took the handler many seconds to
+    # drain after the client half-closed.
+    release = threading.Event()
+    sent = [0]
+    count, payload = 2_000, b"x" * 8192
+
+    @service.method(SVC, "SlowEcho", request_streaming=True, response_streaming=True)
+    def slow_echo(requests: Iterator[GrpcRequest]) -> Iterator[bytes]:
+        for i, request in enumerate(requests):
+            if i == 0:
+                assert release.wait(10)
+            yield b"%d" % len(request.payload)
+
+    def requests() -> Iterator[bytes]:
+        for _ in range(count):
+            sent[0] += 1
+            yield payload
+
+    call = channel.stream_stream(f"/{SVC}/SlowEcho")(requests())
+    time.sleep(1.0)
+    held_back = sent[0]
+    release.set()
+    answers = list(call)
+    assert held_back < 64, f"{held_back} messages of 8 KiB buffered for a handler not reading"
+    assert answers == [b"8192"] * count
+    assert call.code() is grpc.StatusCode.OK
+
+
 def test_many_concurrent_streams(channel: grpc.Channel) -> None:
     chat = channel.stream_stream(f"/{SVC}/AChat")
     calls = [chat(iter([b"%d" % i for i in range(20)])) for _ in range(12)]
