@@ -310,8 +310,9 @@ PGF_API int pgf_call_set_response(pgf_call *call, const uint8_t *data, size_t le
                           pgf_release_fn release, void *ctx);
 /* Like pgf_call_set_response, but the call keeps a copy of data[0..len)
  * (since 3): the bytes stay the caller's.  The release a host takes with the
- * copy never blocks (pgf_release_never_blocks).  PGF_ENOMEM if the copy
- * cannot be made; the call is unchanged then. */
+ * copy never blocks (pgf_release_never_blocks).  PGF_EINVAL for bad
+ * arguments, PGF_ESTATE once the call is finished, PGF_ENOMEM if the copy
+ * cannot be made; on any error the call is unchanged. */
 PGF_API int pgf_call_set_response_copy(pgf_call *call, const uint8_t *data,
                                        size_t len);
 /* Append response metadata (copied) sent before the payload (initial) or
