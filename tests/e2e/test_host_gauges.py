@@ -9,15 +9,13 @@ blocked calls, 2 are busy and N - 2 wait."""
 from __future__ import annotations
 
 import pathlib
-import socket
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
 from conftest import ENGINES, Server
-from prometheus_client.parser import text_string_to_metric_families
+from metrics_kit import Samples, free_port, scrape
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -26,23 +24,6 @@ QUEUED = "pygrpc_ffi_host_queued_calls"
 WORKERS = "pygrpc_ffi_host_workers"
 BUSY = "pygrpc_ffi_host_workers_busy"
 WORKERS_MAX = "pygrpc_ffi_host_workers_max"
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def scrape(port: int) -> Samples:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
-    samples = {}
-    for family in text_string_to_metric_families(text.decode()):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
 
 
 def gauge(samples: Samples, name: str, **labels: str) -> float | None:

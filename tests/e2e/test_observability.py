@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import json
 import pathlib
-import socket
 import time
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
 from conftest import ENGINES, Server
-from prometheus_client.parser import text_string_to_metric_families
+from metrics_kit import free_port, scrape
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,12 +26,6 @@ TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
 INTERCEPTORS = ["observed:Native", "observed:tracing", "observed:Auth", "observed:Wrap",
                 "grpc_interceptor:ExceptionToStatusInterceptor",
                 "opentelemetry.instrumentation.grpc:server_interceptor"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Observed:
@@ -207,15 +199,6 @@ def test_access_log_lines(observed_server: Observed, channel: grpc.Channel) -> N
 
 
 # ------------------------------------------------------------------ metrics
-
-
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
-    samples = {}
-    for family in text_string_to_metric_families(text.decode()):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
 
 
 def value(samples: Any, name: str, method: str, kind: str = "unary", **extra: str) -> float:
