@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import sys
 import threading
 from collections import deque
@@ -20,6 +21,7 @@ _stopping = False
 
 _start_hooks: list[Callable[[asyncio.AbstractEventLoop], None]] = []
 _stop_hooks: list[Callable[[], None]] = []
+_fork_hooks: list[Callable[[], None]] = []
 
 
 def on_start(hook: Callable[[asyncio.AbstractEventLoop], None]) -> None:
@@ -30,6 +32,12 @@ def on_start(hook: Callable[[asyncio.AbstractEventLoop], None]) -> None:
 def on_stop(hook: Callable[[], None]) -> None:
     """Runs ``hook()`` on the loop thread once a loop has stopped for good."""
     _stop_hooks.append(hook)
+
+
+def on_fork_child(hook: Callable[[], None]) -> None:
+    """Runs ``hook()`` in the child of a ``fork()``, before its own loop
+    starts: the parent's loop thread, and its work, are not in the child."""
+    _fork_hooks.append(hook)
 
 
 def _run(loop: asyncio.AbstractEventLoop, started: threading.Event) -> None:
@@ -155,3 +163,35 @@ def stop(timeout: float = 5.0) -> None:
     except RuntimeError:
         return
     thread.join(timeout)
+
+
+# The parent's loops, as inherited by a child of fork(): kept, never used.
+# In the child's memory they still run (their thread is in the parent), so
+# they can be neither closed nor collected without complaint.
+_inherited_loops: list[asyncio.AbstractEventLoop] = []
+
+
+def _after_fork_in_child() -> None:
+    """The child has no loop thread: it sets the parent's loop aside and, if
+    the parent had one, starts its own, so that the async handlers it
+    inherited are served from the child too."""
+    global _lock, _loop, _thread, _stopping, _drain_scheduled
+    had_loop = _loop is not None
+    if _loop is not None:
+        _inherited_loops.append(_loop)
+    _lock = threading.Lock()  # the parent's may have been held by a thread
+    _loop = _thread = None
+    _stopping = False
+    _submitted.clear()
+    _drain_scheduled = False
+    for hook in _fork_hooks:
+        try:
+            hook()
+        except BaseException:
+            _log.exception("after-fork hook %r failed", hook)
+    if had_loop:
+        get_loop()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -39,6 +39,20 @@ _intercepting_calls = 0  # submitted to _intercepting, not done yet
 _max_queued_calls = 1000
 
 
+def _forget_parent_calls() -> None:
+    """In the child of a fork(): the parent's started calls and interceptor
+    threads are not here (the C queue forgets its entries by itself)."""
+    global _intercepting, _intercept_lock, _intercepting_calls
+    _running.clear()
+    _intercepting = concurrent.futures.ThreadPoolExecutor(
+        max_workers=_INTERCEPT_THREADS, thread_name_prefix="pygrpc_ffi-intercept")
+    _intercept_lock = threading.Lock()
+    _intercepting_calls = 0
+
+
+_loop.on_fork_child(_forget_parent_calls)
+
+
 def set_max_queued_calls(limit: int) -> None:
     """At most ``limit`` async calls wait for the loop, and as many for an
     interceptor thread; beyond, calls end RESOURCE_EXHAUSTED at once."""

@@ -416,6 +416,51 @@ static PyObject *queue_finish_taken(PyObject *self, PyObject *const *args,
     Py_RETURN_NONE;
 }
 
+/* ---------------------------------------------------- fork() */
+
+/* The child of a fork() has none of the parent's threads (the finisher, the
+ * loop, a host's) and must not touch the parent's calls.  The locks are
+ * held across fork(), so the child gets them consistent; the child then
+ * forgets the parent's entries (they are the parent's to end), leaves the
+ * queue closed until its own loop opens it, starts a finisher of its own on
+ * first use, and gets a pipe of its own: the inherited one is shared with
+ * the parent, whose loop would take the child's wake-ups and the child's
+ * loop the parent's. */
+static void before_fork(void) {
+    pthread_mutex_lock(&queue.lock);
+    pthread_mutex_lock(&finisher.lock);
+}
+
+static void parent_after_fork(void) {
+    pthread_mutex_unlock(&finisher.lock);
+    pthread_mutex_unlock(&queue.lock);
+}
+
+static void child_after_fork(void) {
+    free(queue.items);
+    queue.items = NULL;
+    queue.head = queue.len = queue.cap = queue.waiting = 0;
+    queue.signalled = 0;
+    queue.open = 0;
+    if (queue.fds[0] >= 0) {
+        close(queue.fds[0]);
+        close(queue.fds[1]);
+        queue.fds[0] = queue.fds[1] = -1;
+        make_pipe();  /* on failure async handlers answer UNAVAILABLE */
+    }
+    free(finisher.calls);
+    finisher.calls = NULL;
+    finisher.len = finisher.cap = 0;
+    finisher.state = 0;
+    finisher.sleeping = 0;
+    finisher.busy = 0;
+    /* Waited on by threads that are not in this process. */
+    pthread_cond_init(&finisher.wake, NULL);
+    pthread_cond_init(&finisher.idle, NULL);
+    pthread_mutex_unlock(&finisher.lock);
+    pthread_mutex_unlock(&queue.lock);
+}
+
 static PyMethodDef loop_queue_methods[] = {
     {"take_calls", queue_take_calls, METH_NOARGS,
      "Up to 64 queued entries: (call address, binding or None for a cancel, "
@@ -426,6 +471,12 @@ static PyMethodDef loop_queue_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static void register_fork_handlers(void) {
+    pthread_atfork(before_fork, parent_after_fork, child_after_fork);
+}
+
 static int _pgf_loop_queue_install(void *namespace) {
+    static pthread_once_t fork_handlers = PTHREAD_ONCE_INIT;
+    pthread_once(&fork_handlers, register_fork_handlers);
     return install_methods(namespace, loop_queue_methods);
 }
