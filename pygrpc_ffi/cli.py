@@ -86,6 +86,8 @@ def _host_limits(args: argparse.Namespace) -> list[str]:
             out += [flag, str(value)]
     if getattr(args, "keepalive_permit_without_calls", False):
         out.append("--keepalive-permit-without-calls")
+    if getattr(args, "worker_scheduling", None) is not None:
+        out += ["--worker-scheduling", args.worker_scheduling]
     return out
 
 
@@ -241,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in HOST_LIMIT_FLAGS:
         limits.add_argument(flag, type=int, default=None)
     limits.add_argument("--keepalive-permit-without-calls", action="store_true")
+    limits.add_argument("--worker-scheduling", choices=("batch", "normal"), default=None,
+                        help="batch (the host's default): handler threads run under "
+                        "SCHED_BATCH and never preempt gRPC's network threads when woken")
     serve_options.add_arguments(run)
     build = commands.add_parser(
         "build-host", help="build the gRPC C++ host against this installed package")

@@ -136,9 +136,11 @@ int Run(const Options& opts) {
   // stopped pool (which refuses), so the objects must outlive everything.
   // Each publishes its queue and thread counts in the shim's metrics table.
   WorkerPool& workers =
-      *new WorkerPool(opts.workers, opts.max_workers, "pgf-worker", PGF_POOL_HANDLERS);
+      *new WorkerPool(opts.workers, opts.max_workers, "pgf-worker", PGF_POOL_HANDLERS,
+                      opts.batch_workers);
   WorkerPool& service = *new WorkerPool(1, 1, "pgf-service", PGF_POOL_SERVICE);
-  WorkerPool& streams = *new WorkerPool(2, 16, "pgf-stream", PGF_POOL_STREAMS);
+  WorkerPool& streams =
+      *new WorkerPool(2, 16, "pgf-stream", PGF_POOL_STREAMS, opts.batch_workers);
   host.workers = &workers;
   host.service = &service;
   host.streams = &streams;

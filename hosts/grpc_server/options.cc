@@ -18,6 +18,9 @@ const char kUsage[] =
     "  --workers N              handler threads (default 4)\n"
     "  --max-workers N          threads added while handlers block or hang\n"
     "                           (default 64; at least --workers)\n"
+    "  --worker-scheduling P    batch (default): handler threads run under\n"
+    "                           SCHED_BATCH and never preempt gRPC's network\n"
+    "                           threads when woken; normal: SCHED_OTHER\n"
     "  --max-queued-calls N     calls that may wait for a handler thread, and\n"
     "                           async handlers' calls that may wait for the\n"
     "                           event loop; more are answered\n"
@@ -132,6 +135,7 @@ bool ParseOptions(int argc, char** argv, Options* opts, std::string* message,
     std::string v;
     long n;
     if (arg == "--listen" || arg == "--workers" || arg == "--max-workers" ||
+        arg == "--worker-scheduling" ||
         arg == "--max-message-size" || arg == "--max-concurrent-streams" ||
         arg == "--max-metadata-bytes" || arg == "--max-queued-calls" ||
         IntOption(opts, arg) != nullptr || arg == "--max-memory-bytes" ||
@@ -167,6 +171,12 @@ bool ParseOptions(int argc, char** argv, Options* opts, std::string* message,
         return false;
       }
       opts->listen = v;
+    } else if (arg == "--worker-scheduling") {
+      if (v != "batch" && v != "normal") {
+        *message = "error: --worker-scheduling must be batch or normal\n";
+        return false;
+      }
+      opts->batch_workers = v == "batch";
     } else if (arg == "--workers") {
       if (!ParseLong(v.c_str(), 1, 1024, &n)) {
         *message = "error: --workers must be an integer in 1..1024\n";

@@ -10,6 +10,9 @@ struct Options {
   std::string listen = "127.0.0.1:50051";
   int workers = 4;
   int max_workers = 64;  // the pool grows past `workers` only when stalled
+  // Handler threads under SCHED_BATCH ("batch"): woken for a call, they do
+  // not preempt gRPC's network threads.  "normal": SCHED_OTHER.
+  bool batch_workers = true;
   int max_message_size = 64 * 1024 * 1024;
   int max_concurrent_streams = 1000;  // per HTTP/2 connection
   // Request metadata per call, counted as HPACK does (key + value + 32 per

@@ -1,6 +1,7 @@
 #include "worker_pool.h"
 
 #include <pthread.h>
+#include <sched.h>
 
 #include <algorithm>
 
@@ -15,8 +16,12 @@ constexpr auto kStallLimit = std::chrono::milliseconds(50);
 constexpr auto kWatchPeriod = std::chrono::milliseconds(20);
 }  // namespace
 
-WorkerPool::WorkerPool(int threads, int max_threads, const char* name, int metrics_pool)
-    : max_threads_(std::max(threads, max_threads)), metrics_pool_(metrics_pool), name_(name) {
+WorkerPool::WorkerPool(int threads, int max_threads, const char* name, int metrics_pool,
+                       bool batch)
+    : max_threads_(std::max(threads, max_threads)),
+      metrics_pool_(metrics_pool),
+      batch_(batch),
+      name_(name) {
   std::lock_guard<std::mutex> lock(mu_);
   Gauge(PGF_GAUGE_MAX_THREADS, max_threads_);
   max_published_ = true;
@@ -40,6 +45,14 @@ void WorkerPool::StartThread() {
   std::string n = name_ + "-" + std::to_string(threads_.size() - 1);
   n.resize(std::min<size_t>(n.size(), 15));
   pthread_setname_np(threads_.back().native_handle(), n.c_str());
+#ifdef SCHED_BATCH
+  if (batch_) {
+    // Unprivileged and best effort: a thread that stays SCHED_OTHER only
+    // loses the effect.
+    sched_param param{};
+    pthread_setschedparam(threads_.back().native_handle(), SCHED_BATCH, &param);
+  }
+#endif
 }
 
 int WorkerPool::size() {

@@ -30,8 +30,11 @@ class WorkerPool {
   using Fn = void (*)(void* a, void* b);
 
   // metrics_pool: the PGF_POOL_* role whose gauges this pool adds to, or
-  // -1 for none.
-  WorkerPool(int threads, int max_threads, const char* name, int metrics_pool = -1);
+  // -1 for none.  batch: run the threads under SCHED_BATCH (Linux), so that
+  // a thread woken for a task never preempts a running gRPC thread; it runs
+  // on an idle core, or when the running thread sleeps or its slice ends.
+  WorkerPool(int threads, int max_threads, const char* name, int metrics_pool = -1,
+             bool batch = false);
   ~WorkerPool();
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;
@@ -77,6 +80,7 @@ class WorkerPool {
   bool stopping_ = false;
   int max_threads_;
   int metrics_pool_;
+  bool batch_;
   bool max_published_ = false;  // max_threads_ is in the role's gauge
   std::string name_;
   std::vector<std::thread> threads_;
