@@ -37,6 +37,7 @@ def steps(number: int) -> dict[str, float]:
     from pygrpc_ffi._native import ffi, lib
 
     from bench import dispatch
+    from pygrpc_ffi import _answers, _requests
     from pygrpc_ffi import _runtime as rt
 
     path = f"/{dispatch.SERVICE}/Sync".encode()
@@ -44,9 +45,8 @@ def steps(number: int) -> dict[str, float]:
     payload = ffi.new("uint8_t[]", 16)
     lib.pgf_call_set_request(call, payload, 16)
     lib.pgf_call_add_request_metadata(call, b"x-bench-user", 12, b"alice", 5)
-    binding = rt.Binding(dispatch.reply, "reply", False)
     answer = dispatch.reply.__globals__["_REPLIES"][16]
-    request = rt.make_request(call)
+    request = _requests.make_request(call)
     found: dict[str, float] = {}
 
     def measure(name: str, fn: Callable[[], object]) -> None:
@@ -56,19 +56,17 @@ def steps(number: int) -> dict[str, float]:
             print(f"  step {name} skipped: {exc}", file=sys.stderr)
 
     def make_release() -> None:
-        request = rt.make_request(call)
-        try:  # a request that nothing kept: its lazy fields are never read
-            rt.release_request(request, binding, False)
-        except TypeError:  # a runtime without lazy fields
-            rt.release_request(request, binding)
+        request = _requests.make_request(call)
+        # A request that nothing kept: its lazy fields are never read.
+        _requests.release_request(request, outlives=False)
 
     def respond() -> None:
-        rt.set_response(call, answer)
+        _answers.set_response(call, answer)
         lib.pgf_call_reset_response(call)  # runs the buffer's release callback
 
     measure("one cffi lib call from Python (GIL out and in)",
             lambda: lib.pgf_call_is_finished(call))
-    measure("make_request (GrpcRequest from the call)", lambda: rt.make_request(call))
+    measure("make_request (GrpcRequest from the call)", lambda: _requests.make_request(call))
     measure("make_request + release_request", make_release)
     measure("handler body (dict lookup)", lambda: dispatch.reply(request))
     measure("set_response, then reset (release callback nested in a lib call)", respond)
