@@ -108,6 +108,29 @@ def test_busy_workers_and_queued_calls_follow_blocked_handlers(
 
 
 @needs_cxx
+def test_a_burst_of_blocking_calls_wakes_every_idle_worker(
+        serving: Callable[..., tuple[Server, int]], tmp_path: pathlib.Path) -> None:
+    # The gRPC thread that queues a burst wakes one worker; each woken one
+    # wakes the next while calls remain queued.  All four must end up busy,
+    # long before the stall limit would add threads (there are none to add).
+    server, port = serving("cxx", "--workers", "4", "--max-workers", "4")
+    scrape_until(port, lambda s: gauge(s, WORKERS) == 4)
+    arg = str(tmp_path).encode()
+    with server.channel() as channel:
+        block = channel.unary_unary(BLOCK)
+        futures = [block.future(arg, timeout=60) for _ in range(4)]
+        try:
+            deadline = time.monotonic() + 10
+            while started(tmp_path) < 4 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert started(tmp_path) == 4
+            assert handler_gauges(scrape(port))[BUSY] == 4
+        finally:
+            (tmp_path / "release").touch()
+        assert [f.result() for f in futures] == [b"released"] * 4
+
+
+@needs_cxx
 def test_workers_gauge_counts_the_threads_a_stalled_pool_adds(
         serving: Callable[..., tuple[Server, int]], tmp_path: pathlib.Path) -> None:
     server, port = serving("cxx", "--workers", "1", "--max-workers", "3")
