@@ -104,6 +104,10 @@ def section_dispatch(rep: Report, dispatch: dict[str, Any] | None) -> None:
                    f"({fmt_ns(sync['median_ns'])} vs {fmt_ns(floor['median_ns'])})", ratio <= 4)
         rep.target("perf: sync Python dispatch per call", "≤ 1 µs", fmt_ns(sync["median_ns"]),
                    sync["median_ns"] <= 1000)
+        # The same goal on this machine's speed: 1 µs was set where the bare
+        # callback floor took 0.15 µs.
+        rep.target("perf: sync Python dispatch per call, scaled by the floor (1 µs at a "
+                   "0.15 µs floor)", "≤ 6.7x floor", f"{ratio:.1f}x", ratio <= 1.0 / 0.15)
     depth = dispatch["config"].get("pipeline_depth", 64)
     piped = {label: rows.get((label, 16, 1)) for label in ("sync_pipelined", "async_pipelined")}
     if piped["async_pipelined"]:
@@ -336,7 +340,13 @@ def section_processes(rep: Report, e2e: dict[str, Any] | None) -> None:
             gain = median_ratio([x["qps"] for x in run["throughput"]],
                                 [x["qps"] for x in one["throughput"]])
             cells.append(f"{qps:,.0f} ({gain:.2f}x)")
-            rep.target(f"4. --processes {n} / 1, {name}", "(no target)", f"{gain:.2f}x", None)
+            if n == 2 and suffix == "_work":
+                # Issue 13: keep the gain measured for a CPU-bound handler.
+                rep.target(f"13. --processes 2 / 1, {name}", "≥ 1.71x", f"{gain:.2f}x",
+                           gain >= 1.71)
+            else:
+                rep.target(f"4. --processes {n} / 1, {name}", "(no target)", f"{gain:.2f}x",
+                           None)
         bars.append((name, values))
         rep.add(f"| {name} | " + " | ".join(cells) + " |")
     rep.add("")
