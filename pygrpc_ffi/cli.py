@@ -78,7 +78,8 @@ HOST_LIMIT_FLAGS = (
 )
 
 
-def _host_limits(args: argparse.Namespace) -> list[str]:
+def _host_options(args: argparse.Namespace) -> list[str]:
+    """The cxx engine's own flags that were given: limits and scheduling."""
     out = []
     for flag in HOST_LIMIT_FLAGS:
         value = getattr(args, flag[2:].replace("-", "_"), None)
@@ -100,7 +101,7 @@ def host_command(args: argparse.Namespace, binary: pathlib.Path) -> list[str]:
         "--sys-path", _python_path(), "--grace-seconds", str(args.grace),
         # The host stops when this supervisor dies, even by SIGKILL.
         "--die-with-parent", str(os.getpid()),
-        *_host_limits(args),
+        *_host_options(args),
     ]
     if sys.prefix != sys.base_prefix:
         command += ["--venv", sys.prefix]
@@ -243,9 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in HOST_LIMIT_FLAGS:
         limits.add_argument(flag, type=int, default=None)
     limits.add_argument("--keepalive-permit-without-calls", action="store_true")
-    limits.add_argument("--worker-scheduling", choices=("batch", "normal"), default=None,
-                        help="batch (the host's default): handler threads run under "
-                        "SCHED_BATCH and never preempt gRPC's network threads when woken")
+    run.add_argument("--worker-scheduling", choices=("batch", "normal"), default=None,
+                     help="cxx engine: batch (the host's default) runs handler threads "
+                     "under SCHED_BATCH, so that they never preempt gRPC's network threads "
+                     "when woken; normal keeps the default scheduling")
     serve_options.add_arguments(run)
     build = commands.add_parser(
         "build-host", help="build the gRPC C++ host against this installed package")
