@@ -21,6 +21,7 @@ from typing import Any
 
 from . import _loop
 from ._answers import (
+    COPY_AT_MOST,
     INTERNAL_MESSAGE,
     InvalidResponse,
     Responder,
@@ -170,14 +171,26 @@ class _Stream:
         payload = self.responder.message_payload(answer)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[int, Any]] = loop.create_future()
-        handle = handles.add(_Pending(loop, future, None))
+        pending = _Pending(loop, future, None)
+        handle = handles.add(pending)
         if not len(payload):
             rc = lib.pgf_call_write(self.call, ffi.NULL, 0, ffi.NULL, ffi.NULL,
                                     lib._pgf_py_write_done, handle)
         else:
             buf = _from_buffer(payload)
-            rc = lib.pgf_call_write(self.call, buf, len(buf), _release_buffer,
-                                    handles.add(buf), lib._pgf_py_write_done, handle)
+            if len(buf) <= COPY_AT_MOST:
+                # Lent (no release): the host copies a message this small as
+                # it takes it and completes the write there, on this thread,
+                # instead of releasing the buffer later from one of its
+                # threads (a thread hop and the GIL per message).  The
+                # pending write keeps the bytes until the host is done, even
+                # if this coroutine is cancelled meanwhile.
+                pending.lent = buf
+                rc = lib.pgf_call_write(self.call, buf, len(buf), ffi.NULL, ffi.NULL,
+                                        lib._pgf_py_write_done, handle)
+            else:
+                rc = lib.pgf_call_write(self.call, buf, len(buf), _release_buffer,
+                                        handles.add(buf), lib._pgf_py_write_done, handle)
         if rc != lib.PGF_OK:
             handles.pop(handle)
             if rc == lib.PGF_ECANCELLED:
@@ -191,13 +204,14 @@ class _Stream:
 class _Pending:
     """A read or write in flight for an async handler; C completes it."""
 
-    __slots__ = ("future", "info", "loop")
+    __slots__ = ("future", "info", "lent", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any],
                  info: CallInfo | None) -> None:
         self.loop = loop
         self.future = future
         self.info = info
+        self.lent: Any = None  # the bytes a write lends the host until it completes
 
     def complete(self, result: int, msg: Any) -> None:
         request = None

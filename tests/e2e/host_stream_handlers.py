@@ -137,3 +137,13 @@ async def await_(requests: AsyncIterator[pgf.GrpcRequest]) -> AsyncIterator[byte
             yield bytes(r.payload)
     finally:
         _note_closed("AWait")
+
+
+@service.method(STREAM, "AReuse", response_streaming=True)
+async def areuse(request: pgf.GrpcRequest) -> AsyncIterator[bytearray]:
+    """Yields one bytearray, rewritten after each yield: once a write has
+    completed, its bytes are the handler's again."""
+    buf = bytearray(16)
+    for i in range(int(bytes(request.payload))):
+        buf[:] = bytes([i % 256]) * 16
+        yield buf

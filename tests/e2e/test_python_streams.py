@@ -185,3 +185,10 @@ def test_never_reading_client_of_python_server_stream_keeps_server_memory_bounde
           f"host RSS {rss_before // 1024} -> {rss_after // 1024} MiB")
     assert yielded < 128
     assert growth_mib < 128
+
+
+def test_async_stream_handler_may_rewrite_its_buffer_once_a_write_completed(
+        channel: grpc.Channel) -> None:
+    count = 300
+    got = list(channel.unary_stream(PY + "AReuse")(str(count).encode(), timeout=20))
+    assert got == [bytes([i % 256]) * 16 for i in range(count)]
