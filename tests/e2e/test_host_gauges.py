@@ -124,7 +124,7 @@ def test_a_burst_of_blocking_calls_wakes_every_idle_worker(
             while started(tmp_path) < 4 and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert started(tmp_path) == 4
-            assert handler_gauges(scrape(port))[BUSY] == 4
+            assert gauge(scrape_until(port, lambda s: gauge(s, BUSY) == 4), BUSY) == 4
         finally:
             (tmp_path / "release").touch()
         assert [f.result() for f in futures] == [b"released"] * 4
