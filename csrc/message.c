@@ -14,7 +14,7 @@ struct pgf_message {
 pgf_message *pgf_message_new(const uint8_t *data, size_t len,
                              pgf_release_fn release, void *ctx) {
     pgf_message *m = NULL;
-    if (data != NULL || len == 0)
+    if ((data != NULL || len == 0) && pgf__len_ok(len))
         m = malloc(sizeof(*m));
     if (m == NULL) {
         if (release)

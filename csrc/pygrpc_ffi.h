@@ -184,8 +184,8 @@ typedef void (*pgf_release_fn)(void *ctx);
  * until release(ctx) runs: exactly once, on the thread that drops the last
  * reference (release NULL: nothing to run; data must then outlive every
  * reference, static bytes for example).  NULL if data is NULL with len > 0
- * or on allocation failure; release has run then.  Release with
- * pgf_message_unref. */
+ * or len > PTRDIFF_MAX, or on allocation failure; release has run then.
+ * Release with pgf_message_unref. */
 PGF_API pgf_message *pgf_message_new(const uint8_t *data, size_t len,
                                      pgf_release_fn release, void *ctx);
 /* Adds a reference; returns m.  NULL is ok. */
@@ -538,20 +538,24 @@ PGF_API int pgf_call_initial_metadata_ready(const pgf_call *call);
 PGF_API int pgf_call_read(pgf_call *call, pgf_read_fn cb, void *user_data);
 /* Blocking form: waits for the next request message.  PGF_OK with *msg
  * OWNED, PGF_EOF or PGF_ECANCELLED (*msg NULL), PGF_ESTATE if another read
- * is outstanding.  Never call it on a thread the host needs to push the
- * message. */
+ * is outstanding.  The caller's reference must be valid on entry; the wait
+ * holds one of its own, so the call may finish and its other references
+ * go meanwhile (since 3).  Never call it on a thread the host needs to
+ * push the message. */
 PGF_API int pgf_call_read_wait(pgf_call *call, pgf_message **msg);
 /* Queues one response message (ownership as pgf_call_set_response; release
  * NULL: BORROWED until the write completes) and returns; cb(call, result,
  * user_data) runs exactly once when the host completed it (PGF_OK) or it
- * failed (PGF_ECANCELLED).  On error (PGF_EINVAL, PGF_ESTATE if a write is
- * outstanding or the call has no stream, PGF_ECANCELLED), release has run,
- * cb does not. */
+ * failed (PGF_ECANCELLED).  On error (PGF_EINVAL, also for len >
+ * PTRDIFF_MAX; PGF_ESTATE if a write is outstanding, the call has no stream
+ * or is finished; PGF_ECANCELLED), release has run, cb does not. */
 PGF_API int pgf_call_write(pgf_call *call, const uint8_t *data, size_t len,
                            pgf_release_fn release, void *ctx,
                            pgf_write_fn cb, void *user_data);
 /* Blocking form: queues the message and waits until the host completed the
- * write.  PGF_OK, or PGF_ECANCELLED if it was not delivered. */
+ * write.  PGF_OK, PGF_ECANCELLED if it was not delivered, or an error of
+ * pgf_call_write (release has run then).  References as in
+ * pgf_call_read_wait. */
 PGF_API int pgf_call_write_wait(pgf_call *call, const uint8_t *data,
                                 size_t len, pgf_release_fn release, void *ctx);
 /* Sends the initial metadata now, before any message (at most once; later

@@ -193,12 +193,17 @@ int pgf_call_read_wait(pgf_call *call, pgf_message **msg) {
     if (call == NULL || msg == NULL)
         return PGF_EINVAL;
     waiter w = {0, 0, NULL};
+    /* Our own reference: the call may finish, and every other reference
+     * go, while this thread waits on its mutex. */
+    pgf_call_ref(call);
     int rc = pgf_call_read(call, read_woken, &w);
-    if (rc != PGF_OK)
-        return rc;
-    wait_for(call, &w);
-    *msg = w.msg;
-    return w.result;
+    if (rc == PGF_OK) {
+        wait_for(call, &w);
+        *msg = w.msg;
+        rc = w.result;
+    }
+    pgf_call_unref(call);
+    return rc;
 }
 
 /* --------------------------------------------------------------- writes */
@@ -223,7 +228,8 @@ static pgf_write_fn take_queued_write(pgf_call *call, void **ud,
 int pgf_call_write(pgf_call *call, const uint8_t *data, size_t len,
                    pgf_release_fn release, void *ctx, pgf_write_fn cb,
                    void *user_data) {
-    if (call == NULL || cb == NULL || (data == NULL && len != 0)) {
+    if (call == NULL || cb == NULL || (data == NULL && len != 0) ||
+        !pgf__len_ok(len)) {
         if (release)
             release(ctx);
         return PGF_EINVAL;
@@ -332,12 +338,20 @@ static void write_woken(pgf_call *call, int result, void *ud) {
 
 int pgf_call_write_wait(pgf_call *call, const uint8_t *data, size_t len,
                         pgf_release_fn release, void *ctx) {
+    if (call == NULL) {
+        if (release)
+            release(ctx);
+        return PGF_EINVAL;
+    }
     waiter w = {0, 0, NULL};
+    pgf_call_ref(call); /* as in pgf_call_read_wait */
     int rc = pgf_call_write(call, data, len, release, ctx, write_woken, &w);
-    if (rc != PGF_OK)
-        return rc;
-    wait_for(call, &w);
-    return w.result;
+    if (rc == PGF_OK) {
+        wait_for(call, &w);
+        rc = w.result;
+    }
+    pgf_call_unref(call);
+    return rc;
 }
 
 /* ----------------------------------------------------- initial metadata */

@@ -64,8 +64,8 @@ def current_stream() -> _Stream | None:
 class StreamCancelled(Cancelled):
     """The call was cancelled (or finished) while the handler read or wrote."""
 
-    def __init__(self) -> None:
-        super().__init__("the call was cancelled")
+    def __init__(self, message: str = "the call was cancelled") -> None:
+        super().__init__(message)
 
 
 def is_async_handler(fn: Any) -> bool:
@@ -79,27 +79,59 @@ def is_async_handler(fn: Any) -> bool:
     return inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call)
 
 
-class _Stream:
-    """One streaming call as its handler sees it: the call (referenced until
-    the handler is done), what was read of it, and its written state."""
+class CallRef:
+    """A reference to a streaming call, held by every Python object that can
+    reach it (the stream, its request iterators, its requests, a servicer
+    context) and dropped when the last of them goes: a handle kept past the
+    handler (an iterator handed to a thread, stored, read after the handler
+    returned) reaches a finished call, which answers every read and write
+    with an error, never freed memory.  It references no Python object, so
+    it is never part of a cycle and goes as soon as its holders do."""
 
-    __slots__ = ("address", "binding", "call", "done", "info", "responder")
+    __slots__ = ("call", "done")
 
-    def __init__(self, binding: Any, call: Any) -> None:
-        self.binding = binding
+    def __init__(self, call: Any) -> None:
         self.call = lib.pgf_call_ref(call)
-        self.address = address_of(call)
-        self.info: CallInfo = read_call_info(call, self)
-        self.responder = Responder(call, binding.name)
-        self.done = False
+        self.done = False  # the handler is done with the call
 
     def is_active(self) -> bool:
         return not self.done and not lib.pgf_call_is_cancelled(self.call)
 
+    def __del__(self) -> None:
+        _unref(self.call)
+
+
+_unref = lib.pgf_call_unref
+
+
+class _Stream:
+    """One streaming call as its handler sees it: the call (referenced as long
+    as this object or anything made from it lives), what was read of it, and
+    its written state."""
+
+    __slots__ = ("address", "binding", "call", "info", "ref", "responder")
+
+    def __init__(self, binding: Any, call: Any) -> None:
+        self.binding = binding
+        self.ref = CallRef(call)
+        self.call = self.ref.call
+        self.address = address_of(call)
+        self.info: CallInfo = read_call_info(call, self.ref)
+        self.responder = Responder(call, binding.name)
+
+    @property
+    def done(self) -> bool:
+        return self.ref.done
+
+    def is_active(self) -> bool:
+        return self.ref.is_active()
+
     def release(self) -> None:
-        if not self.done:
-            self.done = True
-            lib.pgf_call_unref(self.call)
+        """The handler is done: reads and writes from now on fail."""
+        self.ref.done = True
+
+    def _over(self) -> StreamCancelled:
+        return StreamCancelled("the call has finished") if self.ref.done else StreamCancelled()
 
     # ------------------------------------------------------------ sync side
 
@@ -114,7 +146,7 @@ class _Stream:
             elif payload == _EOF:
                 return
             elif payload == _ECANCELLED:
-                raise StreamCancelled()
+                raise self._over()
             else:
                 raise RuntimeError(f"reading the request stream failed ({payload})")
 
@@ -135,8 +167,8 @@ class _Stream:
             rc = write_message(self.address, payload)
         except (TypeError, BufferError, ValueError) as exc:
             raise InvalidResponse(f"payload cannot be sent: {exc}") from None
-        if rc == _ECANCELLED:
-            raise StreamCancelled()
+        if rc == _ECANCELLED or self.ref.done:
+            raise self._over()
         if rc != lib.PGF_OK:
             raise InvalidResponse(f"the host refused a response message ({rc})")
 
@@ -151,14 +183,14 @@ class _Stream:
         if rc != lib.PGF_OK:
             handles.pop(handle)
             if rc == lib.PGF_ECANCELLED:
-                raise StreamCancelled()
+                raise self._over()
             raise RuntimeError(f"reading the request stream failed ({rc})")
         result, request = await future
         if result == lib.PGF_OK:
             return request
         if result == lib.PGF_EOF:
             return None
-        raise StreamCancelled()
+        raise self._over()
 
     async def arequests(self) -> AsyncIterator[Any]:
         while True:
@@ -193,12 +225,12 @@ class _Stream:
                                         handles.add(buf), lib._pgf_py_write_done, handle)
         if rc != lib.PGF_OK:
             handles.pop(handle)
-            if rc == lib.PGF_ECANCELLED:
-                raise StreamCancelled()
+            if rc == lib.PGF_ECANCELLED or self.ref.done:
+                raise self._over()
             raise InvalidResponse(f"the host refused a response message ({rc})")
         result, _ = await future
         if result != lib.PGF_OK:
-            raise StreamCancelled()
+            raise self._over()
 
 
 class _Pending:

@@ -9,6 +9,7 @@
 #include "check.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -760,6 +761,74 @@ static void test_cancel_unblocks_waiters(void) {
     CHECK_LIVE(base);
 }
 
+/* A length no object can have: refused as the header says, the release run
+ * once, nothing created or queued. */
+static void test_huge_lengths_refused(void) {
+    int64_t base[NKINDS];
+    live_snapshot(base);
+    static const uint8_t bytes[4] = "abc";
+    const size_t huge = (size_t)PTRDIFF_MAX + 1;
+    int before = released;
+    CHECK(pgf_message_new(bytes, huge, count_release, NULL) == NULL);
+    CHECK(pgf_message_new(bytes, SIZE_MAX, NULL, NULL) == NULL);
+    pgf_call *c = new_call("/s.S/M");
+    host h = {0, 0, 0};
+    CHECK_INT(pgf_call_set_stream(c, host_events, &h), PGF_OK);
+    outcome o = {0, 0, NULL};
+    CHECK_INT(pgf_call_write(c, bytes, huge, count_release, NULL, on_write, &o),
+              PGF_EINVAL);
+    CHECK_INT(pgf_call_write_wait(c, bytes, huge, count_release, NULL),
+              PGF_EINVAL);
+    CHECK_INT(pgf_call_write_wait(NULL, bytes, 1, count_release, NULL),
+              PGF_EINVAL);
+    CHECK_INT(released - before, 4);
+    CHECK_INT(o.calls, 0);
+    CHECK_INT(h.writes, 0);
+    pgf_call_unref(c);
+    CHECK_LIVE(base);
+}
+
+typedef struct lone_reader {
+    pgf_call *call;
+    int waiting;
+    int result;
+} lone_reader;
+
+static void *read_alone(void *p) {
+    lone_reader *r = p;
+    pgf_message *m = NULL;
+    __atomic_store_n(&r->waiting, 1, __ATOMIC_RELEASE);
+    r->result = pgf_call_read_wait(r->call, &m);
+    CHECK(m == NULL);
+    return NULL;
+}
+
+/* A thread waiting in pgf_call_read_wait whose caller's reference goes while
+ * it waits (a handler that returned while a thread still reads): the wait
+ * holds its own, ends PGF_ECANCELLED, and the call is freed after it. */
+static void test_waiter_outlives_other_references(void) {
+    int64_t base[NKINDS];
+    live_snapshot(base);
+    for (int i = 0; i < 50; i++) {
+        pgf_call *c = new_call("/s.S/M");
+        CHECK_INT(pgf_call_set_stream(c, ignore_events, NULL), PGF_OK);
+        lone_reader r = {c, 0, 0};
+        pthread_t t;
+        CHECK_INT(pthread_create(&t, NULL, read_alone, &r), 0);
+        while (!__atomic_load_n(&r.waiting, __ATOMIC_ACQUIRE))
+            sched_yield();
+        if (i % 2) {
+            struct timespec ts = {0, 200000};
+            nanosleep(&ts, NULL);
+        }
+        CHECK_INT(pgf_call_finish(c, PGF_STATUS_OK, NULL, 0), PGF_OK);
+        pgf_call_unref(c); /* the only reference but the waiter's */
+        pthread_join(t, NULL);
+        CHECK(r.result == PGF_ECANCELLED || r.result == PGF_ESTATE);
+    }
+    CHECK_LIVE(base);
+}
+
 /* A C streaming handler through the registry: counts the messages of a
  * client stream and answers the count as its one response. */
 static void count_handler(void *data, pgf_call *call) {
@@ -866,6 +935,8 @@ int main(void) {
     RUN_TEST(test_blocking_bidi_nonblocking_host, passed);
     RUN_TEST(test_nonblocking_completions, passed);
     RUN_TEST(test_cancel_unblocks_waiters, passed);
+    RUN_TEST(test_huge_lengths_refused, passed);
+    RUN_TEST(test_waiter_outlives_other_references, passed);
     RUN_TEST(test_c_streaming_handler, passed);
     RUN_TEST(test_cancel_cb_not_after_finish, passed);
     printf("test_stream: %d passed (%ld checks)\n", passed, check_count);
