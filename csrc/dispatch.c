@@ -17,6 +17,7 @@ pgf_handler *pgf__handler_new(pgf_handler_fn fn, void *data,
     h->release = release;
     h->kind = kind & ~PGF_FLAG_NONBLOCKING;
     h->nonblocking = (kind & PGF_FLAG_NONBLOCKING) != 0;
+    h->by_name = 0;
     pgf__live_add(PGF_LIVE_HANDLERS, 1);
     return h;
 }
@@ -74,7 +75,7 @@ static int dispatch(pgf_registry *reg, pgf_call *call, pgf_done_fn done,
         pgf__handler_unref(h);
         return rc;
     }
-    pgf__metrics_begin(call, h ? h->kind : -1);
+    pgf__metrics_begin(call, h ? h->kind : -1, h != NULL && h->by_name);
     if (h == NULL) {
         finish_unimplemented(call, known);
         return PGF_OK;

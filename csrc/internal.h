@@ -86,6 +86,7 @@ typedef struct pgf_handler {
     pgf_release_fn release;
     int kind;
     int nonblocking; /* registered with PGF_FLAG_NONBLOCKING */
+    int by_name;     /* registered for one method, not a whole service */
 } pgf_handler;
 
 pgf_handler *pgf__handler_new(pgf_handler_fn fn, void *data,
@@ -214,9 +215,11 @@ void pgf__stream_cancel_run(pgf_call *call, pgf__cancelled_ops *ops);
 pgf_read_fn pgf__stream_take_read(pgf_call *call, void **ud);
 
 /* Metrics (metrics.c): a dispatched call starts being counted (kind -1: no
- * handler), finishes, and delivers a request (sent 0) or sends a response
- * message (sent 1). */
-void pgf__metrics_begin(pgf_call *call, int kind);
+ * handler; registered: its handler is registered for its method by name,
+ * so it may take any free slot of the table, where other paths have only
+ * PGF_METRICS_MAX_UNREGISTERED), finishes, and delivers a request (sent 0)
+ * or sends a response message (sent 1). */
+void pgf__metrics_begin(pgf_call *call, int kind, int registered);
 void pgf__metrics_finish(pgf_call *call, int code, int response_set);
 void pgf__metrics_message(pgf_call *call, int sent);
 

@@ -94,6 +94,12 @@ static mtable *table; /* set once by init, then read atomically */
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t insert_mu = PTHREAD_MUTEX_INITIALIZER;
 static int enabled = 1;
+/* Entries made for paths no handler is registered for by name (a
+ * whole-service handler's, refused calls'): at most
+ * PGF_METRICS_MAX_UNREGISTERED, so that clients naming methods at will
+ * never take the slots of registered methods.  Changed under insert_mu;
+ * the table is this process's alone (its file is created anew). */
+static uint32_t unregistered_entries;
 
 static void table_header(mtable *t) {
     t->version = TABLE_VERSION;
@@ -156,8 +162,11 @@ static int slot_matches(const mentry *e, const char *path, size_t len) {
     return e->path_len == len && memcmp(e->path, path, len) == 0;
 }
 
-/* The entry counting path: found, inserted, or the overflow entry. */
-static mentry *lookup(mtable *t, const char *path, size_t len, int kind) {
+/* The entry counting path: found, inserted, or the overflow entry.  A path
+ * that is not registered by name gets an entry of its own only while fewer
+ * than PGF_METRICS_MAX_UNREGISTERED such entries exist. */
+static mentry *lookup(mtable *t, const char *path, size_t len, int kind,
+                      int registered) {
     if (kind < 0 || path == NULL || len == 0 || len >= PGF_METRICS_PATH_MAX)
         return &t->overflow;
     uint32_t start = hash_path(path, len) & (SLOTS - 1);
@@ -169,6 +178,12 @@ static mentry *lookup(mtable *t, const char *path, size_t len, int kind) {
         if (slot_matches(e, path, len))
             return e;
     }
+    /* A flood of unknown names stays off the mutex once their share is
+     * used up. */
+    if (!registered &&
+        __atomic_load_n(&unregistered_entries, __ATOMIC_RELAXED) >=
+            PGF_METRICS_MAX_UNREGISTERED)
+        return &t->overflow;
     /* Not there: insert under the mutex (states change only under it). */
     mentry *found = &t->overflow;
     pthread_mutex_lock(&insert_mu);
@@ -176,13 +191,19 @@ static mentry *lookup(mtable *t, const char *path, size_t len, int kind) {
         mentry *e = &t->slot[(start + i) & (SLOTS - 1)];
         if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) == SLOT_EMPTY) {
             if (__atomic_load_n(&t->entries, __ATOMIC_RELAXED) <
-                PGF_METRICS_MAX_METHODS) {
+                    PGF_METRICS_MAX_METHODS &&
+                (registered ||
+                 __atomic_load_n(&unregistered_entries, __ATOMIC_RELAXED) <
+                     PGF_METRICS_MAX_UNREGISTERED)) {
                 memcpy(e->path, path, len);
                 e->path[len] = '\0';
                 e->path_len = (uint32_t)len;
                 e->kind = kind;
                 __atomic_store_n(&e->state, SLOT_READY, __ATOMIC_RELEASE);
                 __atomic_fetch_add(&t->entries, 1, __ATOMIC_RELAXED);
+                if (!registered)
+                    __atomic_fetch_add(&unregistered_entries, 1,
+                                       __ATOMIC_RELAXED);
                 found = e;
             }
             break;
@@ -218,13 +239,13 @@ static void observe(mentry *e, int64_t ns) {
 
 /* ------------------------------------------------------ shim's hooks */
 
-void pgf__metrics_begin(pgf_call *call, int kind) {
+void pgf__metrics_begin(pgf_call *call, int kind, int registered) {
     if (!__atomic_load_n(&enabled, __ATOMIC_RELAXED) || call == NULL)
         return;
     mtable *t = get_table();
     if (!__atomic_load_n(&enabled, __ATOMIC_RELAXED))
         return; /* the environment turned it off */
-    mentry *e = lookup(t, call->path, call->path_len, kind);
+    mentry *e = lookup(t, call->path, call->path_len, kind, registered);
     add(&e->started, 1);
     __atomic_fetch_add(&e->in_flight, 1, __ATOMIC_RELAXED);
     if (call->request_set)
@@ -271,7 +292,9 @@ void pgf_metrics_count_refused(const char *path, size_t path_len, int kind,
     if (!__atomic_load_n(&enabled, __ATOMIC_RELAXED))
         return;
     mtable *t = get_table();
-    mentry *e = lookup(t, path, path_len, kind);
+    /* The host does not say whether path is registered by name: it counts
+     * as unregistered unless a dispatched call made its entry already. */
+    mentry *e = lookup(t, path, path_len, kind, 0);
     if (code < 0 || code > 16)
         code = PGF_STATUS_UNKNOWN;
     add(&e->started, 1);

@@ -691,7 +691,12 @@ PGF_API int64_t pgf_live_count(int kind);
  * path): calls to unknown methods (UNIMPLEMENTED), paths longer than
  * PGF_METRICS_PATH_MAX - 1 bytes, and methods beyond the bound are counted
  * in one overflow entry whose path is "" and kind -1, so clients cannot grow
- * it.  Entries are never removed.
+ * it.  Entries are never removed.  Paths with no handler registered for
+ * them by name (served by a whole-service handler, or answered by the host
+ * itself through pgf_metrics_count_refused) get entries of their own only
+ * up to PGF_METRICS_MAX_UNREGISTERED of them (since 3): whatever method
+ * names clients send, methods registered by name keep the other
+ * PGF_METRICS_MAX_METHODS - PGF_METRICS_MAX_UNREGISTERED slots.
  *
  * If the environment variable PGF_METRICS_FILE names a file when the first
  * call is counted (or a host gauge published, see below), the table lives
@@ -701,6 +706,7 @@ PGF_API int64_t pgf_live_count(int kind);
  * counting off. */
 
 #define PGF_METRICS_MAX_METHODS 512
+#define PGF_METRICS_MAX_UNREGISTERED 128 /* since 3 */
 #define PGF_METRICS_PATH_MAX 192
 /* Upper bounds (seconds) of the duration histogram's finite buckets:
  * 0.005 0.01 0.025 0.05 0.1 0.25 0.5 1 2.5 5 10 (Prometheus' defaults). */

@@ -172,6 +172,7 @@ static int add(pgf_registry *reg, const char *svc, size_t svc_len,
     e->service = pgf_name_new(svc, svc_len);
     free(key);
     e->handler = h;
+    h->by_name = method != NULL;
     if (e->key == NULL || e->service == NULL) {
         free_entry(e);
         return PGF_ENOMEM;

@@ -17,7 +17,10 @@ and labels (``grpc_type``, ``grpc_service``, ``grpc_method``)::
 Calls to methods nobody registered, and methods beyond the table's bound
 (``PGF_METRICS_MAX_METHODS``), are counted under ``grpc_service="unknown"``,
 ``grpc_method="unknown"``, ``grpc_type="unknown"``: clients cannot grow the
-number of series.
+number of series.  Method names a whole-service handler (``register_handler``)
+accepts get series of their own only up to ``PGF_METRICS_MAX_UNREGISTERED``
+(128), then count as unknown too, so that methods registered by name keep
+their slots (at least 384) whatever names clients send.
 
 The host's thread pools, as gauges the host publishes in the same table
 (``pgf_metrics_gauge_add``; the C++ host's pools do, as they change).  The
