@@ -41,17 +41,30 @@ def payload_of(result: Any) -> Any:
     )
 
 
-def add_metadata(call: Any, metadata: MetadataLike, add: Callable[..., int], what: str) -> None:
-    for key, value in iter_pairs(metadata):
+def add_metadata(call: Any, metadata: MetadataLike, add: Callable[..., int], what: str,
+                 dropped: Callable[[str], None] | None = None) -> None:
+    """Adds metadata in any form :func:`iter_pairs` reads to the call.  An
+    entry that cannot be sent raises InvalidResponse, or, with ``dropped``,
+    is reported to ``dropped(reason)`` and skipped (the others are sent)."""
+
+    def bad(reason: str) -> None:
+        if dropped is None:
+            raise InvalidResponse(f"invalid {what} metadata: {reason}")
+        dropped(reason)
+
+    for key, value in iter_pairs(metadata, bad):
         try:
             key_b, value_b = encode_entry(key, value)
         except (TypeError, ValueError) as exc:
-            raise InvalidResponse(f"invalid {what} metadata: {exc}") from None
+            bad(str(exc))
+            continue
         rc = add(call, key_b, len(key_b), value_b, len(value_b))
         if rc == lib.PGF_ESTATE and what == "initial":
             raise InvalidResponse("sent initial metadata after the first response message")
         if rc != lib.PGF_OK:
-            raise InvalidResponse(f"invalid {what} metadata {key!r}: {value!r}")
+            if dropped is None:
+                raise InvalidResponse(f"invalid {what} metadata {key!r}: {value!r}")
+            dropped(f"{key!r}: {value!r} is not valid gRPC metadata")
 
 
 def set_response(call: Any, result: Any) -> None:
@@ -113,9 +126,15 @@ def finish_error(call: Any, exc: BaseException, binding: Any) -> None:
     code = status_for_exception(exc)
     lib.pgf_call_reset_response(call)
     if isinstance(exc, GrpcError):
+        def dropped(reason: str) -> None:
+            _log.error("handler %s raised %r with a trailer that cannot be sent (%s); "
+                       "sent without it", binding.name, exc, reason)
+
         try:
             details = exc.details_bytes()
-            add_metadata(call, exc.trailers, lib.pgf_call_add_trailing_metadata, "trailing")
+            # A bad trailer never costs the call the status the handler chose.
+            add_metadata(call, exc.trailers, lib.pgf_call_add_trailing_metadata, "trailing",
+                         dropped)
         except (InvalidResponse, TypeError) as bad:
             _log.error("handler %s raised %r with %s; the call fails with INTERNAL",
                        binding.name, exc, bad)

@@ -81,7 +81,7 @@ from ._native import lib
 from ._requests import call_of
 from ._streams import StreamCancelled
 from .errors import GrpcError, client_message, status_for_exception
-from .metadata import MetadataValue, is_binary_key
+from .metadata import MetadataValue, is_binary_key, iter_pairs
 from .request import GrpcRequest
 from .response import GrpcResponse
 from .status import StatusCode
@@ -134,14 +134,17 @@ def _exception_message(exc: BaseException, code: StatusCode, expose: bool) -> st
     return client_message(exc, code, expose)
 
 
+def _dropped_entry(reason: str) -> None:
+    _log.error("metadata entry dropped: %s", reason)
+
+
 def _normalize_pairs(metadata: Any) -> list[tuple[str, MetadataValue]]:
-    """(key, value) pairs from what grpcio accepts as metadata: str or bytes
-    values in either kind of key are converted to what the key needs."""
+    """(key, value) pairs from what grpcio accepts as metadata (a mapping or
+    pairs, read by :func:`~pygrpc_ffi.metadata.iter_pairs`; an entry that is
+    not a pair is dropped with a log line): str or bytes values in either
+    kind of key are converted to what the key needs."""
     pairs: list[tuple[str, MetadataValue]] = []
-    if metadata is None:
-        return pairs
-    items: Iterable[Any] = metadata.items() if isinstance(metadata, Mapping) else metadata
-    for key, value in items:
+    for key, value in iter_pairs(metadata, _dropped_entry):
         if isinstance(key, bytes):
             key = key.decode("ascii", "replace")
         if isinstance(key, str) and is_binary_key(key):
@@ -303,7 +306,8 @@ class _ContextBase:
 
     def set_trailing_metadata(self, trailing_metadata: Any) -> None:
         """Replaces the trailing metadata sent with the status."""
-        self._trailing = tuple(trailing_metadata) if trailing_metadata is not None else None
+        self._trailing = (None if trailing_metadata is None
+                          else tuple(_normalize_pairs(trailing_metadata)))
 
     def trailing_metadata(self) -> Any:
         """The trailing metadata set so far, or None."""

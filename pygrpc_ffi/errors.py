@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Iterable
 from typing import Any, ClassVar
 
+from .metadata import MetadataLike, metadata_pairs
 from .status import StatusCode
-
-MetadataPairs = Iterable[tuple[str, "str | bytes"]]
 
 _log = logging.getLogger("pygrpc_ffi")
 
@@ -20,10 +18,13 @@ class GrpcError(Exception):
 
     ``details`` (a ``google.rpc.Status`` message or its serialized bytes) is
     sent as ``grpc-status-details-bin``; ``trailers`` are extra trailing
-    metadata.  ``GrpcError(StatusCode.NOT_FOUND)`` is a :class:`NotFound`.
-    An OK code is sent as UNKNOWN, as grpcio does.  A code that is not a
-    gRPC status (17, -1, None, "abc") is the server's own bug, not the
-    client's: it is sent as INTERNAL and logged.
+    metadata, in the forms :class:`GrpcResponse` takes (a mapping or (key,
+    value) pairs), kept as a list of pairs.  An entry that cannot be sent is
+    dropped with a log line; the status and message still reach the client.
+    ``GrpcError(StatusCode.NOT_FOUND)`` is a :class:`NotFound`.  An OK code
+    is sent as UNKNOWN, as grpcio does.  A code that is not a gRPC status
+    (17, -1, None, "abc") is the server's own bug, not the client's: it is
+    sent as INTERNAL and logged.
     """
 
     code: StatusCode
@@ -46,7 +47,7 @@ class GrpcError(Exception):
         message: str = "",
         *,
         details: Any = None,
-        trailers: MetadataPairs = (),
+        trailers: MetadataLike = (),
     ) -> None:
         try:
             code = StatusCode(code)
@@ -60,7 +61,7 @@ class GrpcError(Exception):
         self.code = code
         self.message = message
         self.details = details
-        self.trailers = list(trailers)
+        self.trailers = metadata_pairs(trailers, _dropped_trailer)
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}" if self.message else self.code.name
@@ -84,6 +85,10 @@ class GrpcError(Exception):
             GrpcError._by_code.setdefault(cls.default_code, cls)
 
 
+def _dropped_trailer(reason: str) -> None:
+    _log.error("GrpcError trailer dropped: %s", reason)
+
+
 class _CodedError(GrpcError):
     """A GrpcError whose code is fixed by its class."""
 
@@ -95,7 +100,7 @@ class _CodedError(GrpcError):
         message: Any = "",
         *args: Any,
         details: Any = None,
-        trailers: MetadataPairs = (),
+        trailers: MetadataLike = (),
     ) -> None:
         assert self.default_code is not None
         # Also accepts GrpcError's (code, message) form, used by GrpcError(code).

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from typing import Any
 
 MetadataValue = str | bytes
 MetadataLike = Mapping[str, MetadataValue] | Iterable[tuple[str, MetadataValue]] | None
@@ -114,15 +115,49 @@ class Metadata(MutableMapping[str, MetadataValue]):
         return f"Metadata({list(self._pairs)!r})"
 
 
-def iter_pairs(metadata: MetadataLike) -> Iterator[tuple[str, MetadataValue]]:
-    """(key, value) pairs from a Metadata, a mapping or an iterable of pairs."""
+def iter_pairs(metadata: object,
+               bad: Callable[[str], None] | None = None) -> Iterator[tuple[Any, Any]]:
+    """The (key, value) entries of metadata in any form the package accepts:
+    None, a :class:`Metadata` (every value), any other mapping (its items) or
+    an iterable of (key, value) pairs.  The one place that reads metadata a
+    user gives (responses, errors, contexts, test calls): a dict is never
+    taken for an iterable of its keys.
+
+    What is not metadata (a str, bytes or a number as the container; an entry
+    that is not a pair, such as ``"ab"`` or ``("k",)``) raises TypeError, or,
+    with ``bad``, is reported to ``bad(reason)`` and skipped.  Keys and values
+    are not checked here (see :func:`encode_entry`)."""
     if metadata is None:
-        return iter(())
+        return
     if isinstance(metadata, Metadata):
-        return iter(metadata.pairs())
+        yield from metadata.pairs()
+        return
     if isinstance(metadata, Mapping):
-        return iter(metadata.items())
-    return iter(metadata)
+        yield from metadata.items()
+        return
+    if isinstance(metadata, (str, bytes, bytearray, memoryview)) or not isinstance(
+            metadata, Iterable):
+        _bad(bad, f"metadata must be a mapping or (key, value) pairs, not "
+                  f"{type(metadata).__name__}")
+        return
+    for entry in metadata:
+        if isinstance(entry, (str, bytes, bytearray, memoryview)) or not isinstance(
+                entry, (tuple, list)) or len(entry) != 2:
+            _bad(bad, f"metadata entry {entry!r} is not a (key, value) pair")
+            continue
+        yield entry[0], entry[1]
+
+
+def _bad(bad: Callable[[str], None] | None, reason: str) -> None:
+    if bad is None:
+        raise TypeError(reason)
+    bad(reason)
+
+
+def metadata_pairs(metadata: object,
+                   bad: Callable[[str], None] | None = None) -> list[tuple[Any, Any]]:
+    """:func:`iter_pairs` as a list."""
+    return list(iter_pairs(metadata, bad))
 
 
 def request_value_bytes(key: object, value: object) -> bytes:

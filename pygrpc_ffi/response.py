@@ -12,7 +12,8 @@ class GrpcResponse:
 
     ``payload`` is any bytes-like object (sent without a copy) or a protobuf
     message (serialized for you).  ``metadata`` is sent as initial metadata,
-    ``trailers`` as trailing metadata: a mapping or (key, value) pairs, str
+    ``trailers`` as trailing metadata: a mapping or (key, value) pairs (the
+    forms :class:`GrpcError` takes, read by the same function when sent), str
     values, bytes for keys ending in ``-bin``.  Both default to a new empty
     dict, so ``response.metadata["k"] = "v"`` works (as in Spikard).
     """
