@@ -56,6 +56,11 @@ one scrape sees every process's calls, exactly and current.
 
     from pygrpc_ffi.metrics import start_metrics_server
     start_metrics_server(9100)          # /metrics of this process
+
+The server runs on one thread and bounds what clients can make it hold
+(16 connections, 5 s for a request head, 8 KiB of it, 10 s for an answer;
+see :mod:`pygrpc_ffi.metrics_server`): idle connections cannot take the
+process's threads or descriptors.
 """
 
 from __future__ import annotations
@@ -349,13 +354,18 @@ def metrics_dir_files(directory: str) -> list[str]:
 
 
 def start_metrics_server(port: int, addr: str = "0.0.0.0",
-                         files: Sequence[str] | None = None) -> Any:
-    """Serves ``/metrics`` on ``addr:port`` from a thread: the shim's call
+                         files: Sequence[str] | None = None, **limits: Any) -> Any:
+    """Serves ``/metrics`` on ``addr:port`` from one thread: the shim's call
     metrics (of this process, or of the table ``files``) in a registry of
-    their own.  Returns what ``prometheus_client.start_http_server`` returns
-    (the server and its thread, in recent versions)."""
-    from prometheus_client import CollectorRegistry, start_http_server
+    their own.  Returns the :class:`~pygrpc_ffi.metrics_server.MetricsServer`
+    (``.port``, ``.shutdown()``), whose connections, request size and
+    timeouts are bounded; ``limits`` (``max_connections``,
+    ``header_timeout``, ``write_timeout``, ``max_request_bytes``) override
+    its defaults."""
+    from prometheus_client import CollectorRegistry
+
+    from .metrics_server import MetricsServer
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ShimCollector(files))
-    return start_http_server(port, addr=addr, registry=registry)
+    return MetricsServer(registry, addr, port, **limits)

@@ -151,9 +151,8 @@ class Supervision:
         print(f"metrics on {host}:{self.args.metrics_port}/metrics", file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        server = self.server[0] if isinstance(self.server, tuple) else None
-        if server is not None:
-            server.shutdown()
+        if self.server is not None:
+            self.server.shutdown()
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
 
