@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(build-essential cmake pkg-config libgrpc++-dev libprotobuf-dev
-              protobuf-compiler protobuf-compiler-grpc nghttp2-client python3-venv libjemalloc-dev
+              protobuf-compiler protobuf-compiler-grpc nghttp2-client libnghttp2-dev python3-venv libjemalloc-dev
               clang libclang-rt-14-dev)
 
 missing=()

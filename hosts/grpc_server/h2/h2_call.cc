@@ -1,0 +1,849 @@
+#include "h2_call.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "../host.h"
+#include "grpc_wire.h"
+#include "h2_server.h"
+
+namespace pgf_host {
+namespace h2 {
+
+namespace {
+
+int64_t RealtimeNs() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+nghttp2_nv Nv(const std::string& k, const std::string& v) {
+  return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(k.data())),
+                    reinterpret_cast<uint8_t*>(const_cast<char*>(v.data())), k.size(), v.size(),
+                    NGHTTP2_NV_FLAG_NONE};
+}
+
+bool BinaryKey(const char* key, size_t len) {
+  return len >= 5 && std::memcmp(key + len - 4, "-bin", 4) == 0;
+}
+
+// The call's response metadata as HTTP/2 headers: -bin values in base64.
+void AppendMetadata(const pgf_metadata* md,
+                    std::vector<std::pair<std::string, std::string>>* out) {
+  size_t n = pgf_metadata_count(md);
+  for (size_t i = 0; i < n; ++i) {
+    const char* key;
+    size_t key_len;
+    const uint8_t* value;
+    size_t value_len;
+    if (pgf_metadata_get(md, i, &key, &key_len, &value, &value_len) != PGF_OK) continue;
+    std::string v = BinaryKey(key, key_len)
+                        ? Base64Encode(value, value_len)
+                        : std::string(reinterpret_cast<const char*>(value), value_len);
+    out->emplace_back(std::string(key, key_len), std::move(v));
+  }
+}
+
+std::vector<nghttp2_nv> Nvs(const std::vector<std::pair<std::string, std::string>>& hs) {
+  std::vector<nghttp2_nv> nv;
+  nv.reserve(hs.size());
+  for (const auto& h : hs) nv.push_back(Nv(h.first, h.second));
+  return nv;
+}
+
+// grpcio's text, so that both engines say the same.
+Status NotOneRequest(const std::string& path) {
+  return Status{PGF_STATUS_UNIMPLEMENTED,
+                "\"" + path + "\" requires exactly one request message."};
+}
+
+ssize_t ReadCb(nghttp2_session*, int32_t, uint8_t*, size_t length, uint32_t* data_flags,
+               nghttp2_data_source* source, void*) {
+  return static_cast<H2Call*>(source->ptr)->ReadData(length, data_flags);
+}
+
+void FreeBuffer(void* p) { std::free(p); }
+void DeleteString(void* p) { delete static_cast<std::string*>(p); }
+
+}  // namespace
+
+H2Call::H2Call(Conn* conn, int32_t stream_id)
+    : conn_(conn), loop_(conn->loop()), id_(stream_id) {
+  loop_->server()->live_calls.fetch_add(1, std::memory_order_relaxed);
+}
+
+void H2Call::Unref() {
+  if (refs_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  // The last reference goes on the loop: the handler is done and took (or
+  // never had) its answer, so the pgf_call frees plain C memory only.
+  for (pgf_message* m : ready_) pgf_message_unref(m);
+  std::free(msg_);
+  Server* server = loop_->server();
+  if (call_ != nullptr) pgf_call_unref(call_);
+  delete this;
+  server->live_calls.fetch_sub(1, std::memory_order_release);
+}
+
+bool H2Call::UnaryRequest() const {
+  return kind_ == PGF_KIND_UNARY || kind_ == PGF_KIND_SERVER_STREAMING;
+}
+
+bool H2Call::UnaryResponse() const {
+  return kind_ == PGF_KIND_UNARY || kind_ == PGF_KIND_CLIENT_STREAMING;
+}
+
+// ------------------------------------------------------------- headers
+
+void H2Call::OnHeader(const uint8_t* name, size_t namelen, const uint8_t* value,
+                      size_t valuelen) {
+  // Counted as HPACK counts a header list (RFC 7541 4.1) before anything is
+  // kept: a client repeating a 4 KiB indexed header costs us nothing past
+  // the limit (nghttp2 hands us its table's own copy).
+  md_bytes_ += namelen + valuelen + 32;
+  if (md_bytes_ > conn_->config().max_metadata_bytes) md_over_ = true;
+  if (md_over_ || headers_done_) return;  // client trailers: counted, ignored
+  std::string k(reinterpret_cast<const char*>(name), namelen);
+  std::string v(reinterpret_cast<const char*>(value), valuelen);
+  if (k[0] == ':') {
+    if (k == ":method") method_ = std::move(v);
+    else if (k == ":path") path_ = std::move(v);
+    return;
+  }
+  if (k == "content-type") content_type_ = std::move(v);
+  else if (k == "grpc-timeout") timeout_ = std::move(v);
+  else if (k == "grpc-encoding") encoding_ = std::move(v);
+  else if (k == "grpc-accept-encoding") accept_encoding_ = std::move(v);
+  else if (k == "te") return;
+  else if (BinaryKey(k.data(), k.size())) {
+    std::string raw;
+    if (Base64Decode(v, &raw)) md_.emplace_back(std::move(k), std::move(raw));
+  } else {
+    md_.emplace_back(std::move(k), std::move(v));
+  }
+}
+
+void H2Call::OnHeadersEnd() {
+  headers_done_ = true;
+  Host& host = GetHost();
+  if (md_over_) {
+    Refuse(200, Status{PGF_STATUS_RESOURCE_EXHAUSTED,
+                       "request metadata exceeds " +
+                           std::to_string(conn_->config().max_metadata_bytes) + " bytes"});
+    return;
+  }
+  if (method_ != "POST") {
+    Refuse(405, Status{PGF_STATUS_UNIMPLEMENTED, "method must be POST"});
+    return;
+  }
+  const char kGrpc[] = "application/grpc";
+  if (content_type_.compare(0, sizeof kGrpc - 1, kGrpc) != 0 ||
+      (content_type_.size() > sizeof kGrpc - 1 && content_type_[sizeof kGrpc - 1] != '+' &&
+       content_type_[sizeof kGrpc - 1] != ';')) {
+    Refuse(415, Status{PGF_STATUS_INTERNAL, "invalid content-type: " + content_type_});
+    return;
+  }
+  call_ = pgf_call_new(path_.data(), path_.size());
+  if (call_ == nullptr) {
+    Refuse(200, Status{PGF_STATUS_UNIMPLEMENTED, "malformed method path: " + path_});
+    return;
+  }
+  const pgf_name* svc = pgf_call_service(call_);
+  const pgf_name* method = pgf_call_method(call_);
+  kind_ = pgf_registry_method_kind(host.registry, pgf_name_str(svc), pgf_name_len(svc),
+                                   pgf_name_str(method), pgf_name_len(method));
+  if (kind_ < 0) {
+    // No handler: the shim answers UNIMPLEMENTED here, without a worker and
+    // without reading the request.
+    dispatched_ = true;
+    handler_done_ = false;
+    Ref();
+    if (pgf_dispatch_nonblocking(host.registry, call_, HandlerDone, this) == PGF_OK) return;
+    // Registered meanwhile (PGF_EWOULDBLOCK): served as any other call.
+    Unref();
+    dispatched_ = false;
+    handler_done_ = true;
+    kind_ = pgf_registry_method_kind(host.registry, pgf_name_str(svc), pgf_name_len(svc),
+                                     pgf_name_str(method), pgf_name_len(method));
+  }
+  if (!encoding_.empty() && encoding_ != "identity" && encoding_ != "gzip" &&
+      encoding_ != "deflate") {
+    Refuse(200, Status{PGF_STATUS_UNIMPLEMENTED,
+                       "Compression algorithm '" + encoding_ + "' is not supported"});
+    return;
+  }
+  if (!FillCall()) {
+    Refuse(200, Status{PGF_STATUS_RESOURCE_EXHAUSTED, "out of memory"});
+    return;
+  }
+  if (UnaryRequest()) {
+    // The unary fast path: dispatched as soon as the one message is here.
+    if (kind_ == PGF_KIND_SERVER_STREAMING &&
+        pgf_call_set_stream(call_, StreamEvent, this) != PGF_OK) {
+      Refuse(200, Status{PGF_STATUS_RESOURCE_EXHAUSTED, "out of memory"});
+    }
+    return;
+  }
+  // Request streams: the handler pulls every message itself.
+  if (pgf_call_set_stream(call_, StreamEvent, this) != PGF_OK) {
+    Refuse(200, Status{PGF_STATUS_RESOURCE_EXHAUSTED, "out of memory"});
+    return;
+  }
+  Dispatch();
+}
+
+// The request metadata goes into the call in one block, after the header
+// list passed --max-metadata-bytes.
+bool H2Call::FillCall() {
+  std::vector<pgf_metadata_entry> entries;
+  entries.reserve(md_.size());
+  for (const auto& kv : md_) {
+    entries.push_back(pgf_metadata_entry{
+        kv.first.data(), kv.first.size(),
+        reinterpret_cast<const uint8_t*>(kv.second.data()), kv.second.size()});
+  }
+  if (pgf_call_add_request_metadata_list(call_, entries.data(), entries.size()) != PGF_OK) {
+    return false;
+  }
+  md_.clear();
+  md_.shrink_to_fit();
+  pgf_call_set_peer(call_, conn_->peer().data(), conn_->peer().size());
+  int64_t timeout_ns;
+  if (!timeout_.empty() && ParseTimeout(timeout_, &timeout_ns)) {
+    // Past what int64 ns since 1970 holds (Go and Java send 2777778H for
+    // none): no deadline.
+    int64_t now = RealtimeNs();
+    if (timeout_ns < INT64_MAX - now) {
+      pgf_call_set_deadline(call_, now + timeout_ns);
+      deadline_ms_ = MonotonicMs() + timeout_ns / 1000000;
+      loop_->AddDeadline(deadline_ms_, this);
+    }
+  }
+  return true;
+}
+
+// ------------------------------------------------------------ dispatch
+
+void H2Call::Dispatch() {
+  Host& host = GetHost();
+  dispatched_ = true;
+  handler_done_ = false;
+  Ref();  // the handler's, until its kDone task ran
+  // A PGF_FLAG_NONBLOCKING C handler (the native echo) starts here, on the
+  // loop; any other on a worker.
+  int rc = pgf_dispatch_nonblocking(host.registry, call_, HandlerDone, this);
+  if (rc == PGF_OK) return;
+  Status refused{PGF_STATUS_INTERNAL, "dispatch failed"};
+  if (rc == PGF_EWOULDBLOCK) {
+    // Bounded: when every worker is busy and the queue is full, the call is
+    // answered here instead of waiting without limit.
+    switch (host.workers->PostBounded(RunDispatch, this, nullptr, host.max_queued_calls)) {
+      case WorkerPool::PostResult::kQueued:
+        return;
+      case WorkerPool::PostResult::kFull:
+        refused = Status{PGF_STATUS_RESOURCE_EXHAUSTED,
+                         "server overloaded: " + std::to_string(host.max_queued_calls) +
+                             " calls already wait for a handler thread"};
+        break;
+      case WorkerPool::PostResult::kStopped:
+        refused = Status{PGF_STATUS_UNAVAILABLE, "server is shutting down"};
+        break;
+    }
+  }
+  Unref();
+  EndWithoutHandler(std::move(refused));
+}
+
+// On a worker.
+void H2Call::RunDispatch(void* self, void*) {
+  auto* c = static_cast<H2Call*>(self);
+  // Expired or abandoned while queued (overload): no handler time.  The
+  // dispatch's reference goes with the task.
+  if (pgf_call_is_cancelled(c->call_)) {
+    c->Post(TaskKind::kRefused, PGF_STATUS_CANCELLED);
+    return;
+  }
+  if (pgf_dispatch_async(GetHost().registry, c->call_, HandlerDone, c) != PGF_OK) {
+    c->Post(TaskKind::kRefused, PGF_STATUS_INTERNAL);
+  }
+}
+
+void H2Call::HandlerDone(pgf_call*, void* self) {
+  // Any thread; the dispatch's reference goes with the task.
+  static_cast<H2Call*>(self)->Post(TaskKind::kDone);
+}
+
+// On the handler's thread, inside pgf_call_read / write /
+// send_initial_metadata: never blocks, and never touches the stream.
+void H2Call::StreamEvent(pgf_call*, int event, void* self) {
+  auto* c = static_cast<H2Call*>(self);
+  TaskKind kind;
+  switch (event) {
+    case PGF_EVENT_READ: kind = TaskKind::kRead; break;
+    case PGF_EVENT_WRITE: kind = TaskKind::kWrite; break;
+    case PGF_EVENT_INITIAL_METADATA: kind = TaskKind::kInitialMd; break;
+    default: return;
+  }
+  c->Ref();
+  c->Post(kind);
+}
+
+// The task carries one reference: a new one (stream events) or the
+// dispatch's (kDone, kRefused).
+void H2Call::Post(TaskKind kind, int arg) { loop_->Post(Task{this, kind, arg}); }
+
+void H2Call::RunTask(TaskKind kind, int arg) {
+  switch (kind) {
+    case TaskKind::kRead:
+      read_pending_ = true;
+      if (!ended_) Consume();
+      DeliverRead();
+      break;
+    case TaskKind::kWrite:
+      // One message in flight per stream: the next waits for it.
+      if (handler_write_in_flight_) {
+        write_event_ = true;
+      } else {
+        StartHandlerWrite();
+      }
+      break;
+    case TaskKind::kInitialMd:
+      if (!headers_sent_ && !ended_ && conn_ != nullptr) SendHeaders();
+      break;
+    case TaskKind::kDone:
+      handler_done_ = true;
+      if (ended_) {
+        DropAnswer();
+      } else {
+        MaybeEnd();
+      }
+      break;
+    case TaskKind::kRefused:
+      handler_done_ = true;
+      EndWithoutHandler(Status{arg, arg == PGF_STATUS_CANCELLED ? "cancelled" : "dispatch failed"});
+      break;
+  }
+  Unref();
+}
+
+void H2Call::EndWithoutHandler(Status status) {
+  pgf_metrics_count_refused(path_.data(), path_.size(), kind_, status.code);
+  handler_done_ = true;
+  if (!forced_) forced_ = std::move(status);
+  MaybeEnd();
+}
+
+// Answered before any handler: trailers-only (or a bare HTTP error).
+void H2Call::Refuse(int http_status, Status status) {
+  pgf_metrics_count_refused(path_.data(), path_.size(), kind_, status.code);
+  ended_ = true;
+  if (conn_ == nullptr) return;
+  std::vector<std::pair<std::string, std::string>> hs;
+  hs.emplace_back(":status", std::to_string(http_status));
+  if (http_status == 200) {
+    hs.emplace_back("content-type", "application/grpc");
+    for (auto& t : Trailers(status)) hs.push_back(std::move(t));
+  }
+  std::vector<nghttp2_nv> nv = Nvs(hs);
+  headers_sent_ = true;
+  nghttp2_submit_response(conn_->session(), id_, nv.data(), nv.size(), nullptr);
+  conn_->MarkDirty();
+}
+
+// --------------------------------------------------------------- reads
+
+// Reopens the stream's window for what was received: only while the
+// handler wants a message (or the unary request), so a client is held to
+// one window beyond what the handler read.
+void H2Call::Consume() {
+  if (conn_ == nullptr || unconsumed_ == 0) return;
+  nghttp2_session_consume_stream(conn_->session(), id_, unconsumed_);
+  unconsumed_ = 0;
+  conn_->MarkDirty();
+}
+
+void H2Call::OnData(const uint8_t* data, size_t len) {
+  if (ended_ || call_ == nullptr) {
+    // Answered already (the stream is reset once the status went): dropped.
+    nghttp2_session_consume_stream(conn_->session(), id_, len);
+    return;
+  }
+  unconsumed_ += len;
+  ParseData(data, len);
+  if (read_pending_ || UnaryRequest()) Consume();
+  DeliverRead();
+}
+
+void H2Call::ParseData(const uint8_t* data, size_t len) {
+  const Config& cfg = conn_->config();
+  while (len > 0 && !ended_ && !forced_) {
+    if (hdr_len_ < 5) {
+      size_t n = std::min(len, 5 - hdr_len_);
+      std::memcpy(hdr_ + hdr_len_, data, n);
+      hdr_len_ += n;
+      data += n;
+      len -= n;
+      if (hdr_len_ < 5) return;
+      uint8_t flag = hdr_[0];
+      msg_len_ = (size_t{hdr_[1]} << 24) | (size_t{hdr_[2]} << 16) | (size_t{hdr_[3]} << 8) |
+                 hdr_[4];
+      if (flag > 1) {
+        StreamError(Status{PGF_STATUS_INTERNAL,
+                           "invalid message flag " + std::to_string(flag)});
+        return;
+      }
+      if (flag == 1 && (encoding_.empty() || encoding_ == "identity")) {
+        StreamError(Status{PGF_STATUS_INTERNAL,
+                           "compressed message received without grpc-encoding"});
+        return;
+      }
+      if (msg_len_ > cfg.max_message_size) {
+        StreamError(Status{PGF_STATUS_RESOURCE_EXHAUSTED,
+                           "Received message larger than max (" + std::to_string(msg_len_) +
+                               " vs. " + std::to_string(cfg.max_message_size) + ")"});
+        return;
+      }
+      msg_compressed_ = flag == 1;
+      msg_fill_ = 0;
+      if (msg_len_ > 0) continue;
+    } else {
+      size_t n = std::min(len, msg_len_ - msg_fill_);
+      if (msg_fill_ + n > msg_cap_) {
+        // Grown as bytes arrive, not to the length the prefix announces: a
+        // client announcing 64 MiB and sending nothing costs nothing.
+        size_t cap = std::max({msg_cap_ * 2, msg_fill_ + n, size_t{256}});
+        cap = std::min(cap, msg_len_);
+        auto* p = static_cast<uint8_t*>(std::realloc(msg_, cap));
+        if (p == nullptr) {
+          StreamError(Status{PGF_STATUS_RESOURCE_EXHAUSTED, "out of memory"});
+          return;
+        }
+        msg_ = p;
+        msg_cap_ = cap;
+      }
+      std::memcpy(msg_ + msg_fill_, data, n);
+      msg_fill_ += n;
+      data += n;
+      len -= n;
+      if (msg_fill_ < msg_len_) return;
+    }
+    if (!FinishMessage()) return;
+  }
+}
+
+// The message just assembled becomes a pgf_message over our buffer.
+bool H2Call::FinishMessage() {
+  pgf_message* msg;
+  if (msg_compressed_) {
+    auto* out = new std::string;
+    if (!Decompress(encoding_, msg_, msg_len_, conn_->config().max_message_size, out)) {
+      delete out;
+      StreamError(Status{PGF_STATUS_INTERNAL, "cannot decompress the request message"});
+      return false;
+    }
+    msg = pgf_message_new(reinterpret_cast<const uint8_t*>(out->data()), out->size(),
+                          DeleteString, out);
+  } else if (msg_len_ == 0) {
+    msg = pgf_message_new(nullptr, 0, nullptr, nullptr);
+  } else {
+    msg = pgf_message_new(msg_, msg_len_, FreeBuffer, msg_);
+    msg_ = nullptr;
+    msg_cap_ = 0;
+  }
+  hdr_len_ = 0;
+  msg_len_ = msg_fill_ = 0;
+  if (msg == nullptr) {
+    StreamError(Status{PGF_STATUS_RESOURCE_EXHAUSTED, "out of memory"});
+    return false;
+  }
+  OnRequestMessage(msg);
+  return true;
+}
+
+void H2Call::OnRequestMessage(pgf_message* msg) {
+  if (!UnaryRequest()) {
+    ready_.push_back(msg);
+    return;
+  }
+  if (got_request_) {
+    // A second message: the handler stops, its answer is replaced.
+    pgf_message_unref(msg);
+    forced_ = NotOneRequest(path_);
+    if (dispatched_ && !handler_done_) CancelLater(call_);
+    MaybeEnd();
+    return;
+  }
+  got_request_ = true;
+  if (pgf_call_set_request_message(call_, msg) != PGF_OK) {
+    StreamError(Status{PGF_STATUS_RESOURCE_EXHAUSTED, "out of memory while reading the request"});
+    return;
+  }
+  Dispatch();
+}
+
+void H2Call::DeliverRead() {
+  if (!read_pending_) return;
+  if (!ready_.empty()) {
+    pgf_message* msg = ready_.front();
+    ready_.pop_front();
+    read_pending_ = false;
+    PushLater(call_, msg);
+  } else if (remote_closed_ || forced_) {
+    // The half-close (or a broken request stream): the end of the messages.
+    read_pending_ = false;
+    PushLater(call_, nullptr);
+  }
+}
+
+void H2Call::OnRemoteClose() {
+  remote_closed_ = true;
+  if (ended_ || call_ == nullptr) return;
+  if (UnaryRequest()) {
+    if (!got_request_) {
+      if (hdr_len_ == 0) {
+        Refuse(200, NotOneRequest(path_));
+      } else {
+        Refuse(200, Status{PGF_STATUS_INTERNAL, "incomplete request message"});
+      }
+      return;
+    }
+    MaybeEnd();  // the status may have waited for the half-close
+    return;
+  }
+  DeliverRead();
+}
+
+// A broken request stream: the handler is cancelled, the status is ours.
+void H2Call::StreamError(Status status) {
+  if (forced_ || ended_) return;
+  forced_ = std::move(status);
+  if (!dispatched_) {
+    Status s = *forced_;
+    Refuse(200, std::move(s));
+    return;
+  }
+  if (!handler_done_) CancelLater(call_);
+  DeliverRead();
+  MaybeEnd();
+}
+
+// -------------------------------------------------------------- writes
+
+void H2Call::StartHandlerWrite() {
+  const uint8_t* data;
+  size_t len;
+  pgf_release_fn release;
+  void* ctx;
+  if (pgf_call_take_write(call_, &data, &len, &release, &ctx, nullptr) != PGF_OK) return;
+  if (ended_ || conn_ == nullptr || forced_) {
+    if (release != nullptr) ReleaseLater(release, ctx);
+    WriteDoneLater(call_, false, true);
+    return;
+  }
+  if (len > conn_->config().max_message_size) {
+    if (release != nullptr) ReleaseLater(release, ctx);
+    WriteDoneLater(call_, false, true);
+    forced_ = Status{PGF_STATUS_RESOURCE_EXHAUSTED, "Sent message larger than max"};
+    if (!handler_done_) CancelLater(call_);
+    MaybeEnd();
+    return;
+  }
+  handler_write_in_flight_ = true;
+  StartOut(data, len, release, ctx, true);
+}
+
+bool H2Call::StartOut(const uint8_t* data, size_t len, pgf_release_fn release, void* ctx,
+                      bool handler_write) {
+  if (!headers_sent_) SendHeaders();
+  out_ = Out{};
+  uint8_t flag = 0;
+  if (compress_) {
+    std::string z;
+    if (Gzip(data, len, &z)) {
+      // Our own copy goes out; the handler's bytes are done with.
+      out_.owned = static_cast<uint8_t*>(std::malloc(z.size() + 1));
+      if (out_.owned != nullptr) {
+        std::memcpy(out_.owned, z.data(), z.size());
+        if (release != nullptr) ReleaseLater(release, ctx);
+        release = nullptr;
+        data = out_.owned;
+        len = z.size();
+        flag = 1;
+      }
+    }
+  }
+  out_.prefix[0] = flag;
+  out_.prefix[1] = static_cast<uint8_t>(len >> 24);
+  out_.prefix[2] = static_cast<uint8_t>(len >> 16);
+  out_.prefix[3] = static_cast<uint8_t>(len >> 8);
+  out_.prefix[4] = static_cast<uint8_t>(len);
+  out_.data = data;
+  out_.len = len;
+  out_.release = release;
+  out_.release_ctx = ctx;
+  out_.handler_write = handler_write;
+  out_.active = true;
+  Resume();
+  return true;
+}
+
+void H2Call::SendHeaders() {
+  headers_sent_ = true;
+  compress_ = call_ != nullptr && pgf_call_compress_response(call_) &&
+              ListHas(accept_encoding_, "gzip");
+  std::vector<std::pair<std::string, std::string>> hs;
+  hs.emplace_back(":status", "200");
+  hs.emplace_back("content-type", "application/grpc");
+  if (compress_) hs.emplace_back("grpc-encoding", "gzip");
+  hs.emplace_back("grpc-accept-encoding", "identity,deflate,gzip");
+  if (call_ != nullptr && dispatched_) AppendMetadata(pgf_call_initial_metadata(call_), &hs);
+  std::vector<nghttp2_nv> nv = Nvs(hs);
+  nghttp2_data_provider prd;
+  prd.source.ptr = this;
+  prd.read_callback = ReadCb;
+  nghttp2_submit_response(conn_->session(), id_, nv.data(), nv.size(), &prd);
+  conn_->MarkDirty();
+}
+
+void H2Call::Resume() {
+  if (!deferred_ || conn_ == nullptr) return;
+  deferred_ = false;
+  nghttp2_session_resume_data(conn_->session(), id_);
+  conn_->MarkDirty();
+}
+
+// nghttp2 asks for the next DATA frame: the message in flight, without a
+// copy (NO_COPY: SendData writes it), else the trailers, else later.
+ssize_t H2Call::ReadData(size_t length, uint32_t* data_flags) {
+  if (out_.active && out_.queued < out_.total()) {
+    size_t n = std::min(length, out_.total() - out_.queued);
+    out_.queued += n;
+    *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    return static_cast<ssize_t>(n);
+  }
+  if (!out_.active && trailers_pending_) {
+    trailers_pending_ = false;
+    *data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+    std::vector<nghttp2_nv> nv = Nvs(trailers_);
+    nghttp2_submit_trailer(conn_->session(), id_, nv.data(), nv.size());
+    trailers_.clear();
+    return 0;
+  }
+  deferred_ = true;
+  return NGHTTP2_ERR_DEFERRED;
+}
+
+int H2Call::SendData(const uint8_t* framehd, size_t length) {
+  iovec iov[3];
+  int n = 0;
+  iov[n++] = iovec{const_cast<uint8_t*>(framehd), 9};
+  size_t off = out_.sent;
+  size_t left = length;
+  if (off < 5 && left > 0) {
+    size_t k = std::min(5 - off, left);
+    iov[n++] = iovec{out_.prefix + off, k};
+    off += k;
+    left -= k;
+  }
+  if (left > 0) iov[n++] = iovec{const_cast<uint8_t*>(out_.data + (off - 5)), left};
+  conn_->Write(iov, n);
+  out_.sent += length;
+  if (out_.sent == out_.total()) OnOutSent();
+  return 0;
+}
+
+// The whole message is in the connection's hands (the socket, or its
+// buffer): the handler's write completes, its bytes are released.
+void H2Call::OnOutSent() {
+  Out done = out_;
+  out_ = Out{};
+  std::free(done.owned);
+  if (done.release != nullptr) ReleaseLater(done.release, done.release_ctx);
+  if (done.handler_write) {
+    handler_write_in_flight_ = false;
+    WriteDoneLater(call_, true, true);
+    if (write_event_) {
+      write_event_ = false;
+      StartHandlerWrite();
+    }
+  }
+  MaybeEnd();
+}
+
+// The transport is gone with a message in flight: not sent.
+void H2Call::FailOut() {
+  if (!out_.active) return;
+  Out done = out_;
+  out_ = Out{};
+  std::free(done.owned);
+  if (done.release != nullptr) ReleaseLater(done.release, done.release_ctx);
+  if (done.handler_write) {
+    handler_write_in_flight_ = false;
+    WriteDoneLater(call_, false, true);
+  }
+}
+
+// -------------------------------------------------------------- the end
+
+std::vector<std::pair<std::string, std::string>> H2Call::Trailers(const Status& status) {
+  std::vector<std::pair<std::string, std::string>> t;
+  t.emplace_back("grpc-status", std::to_string(status.code));
+  if (!status.message.empty()) {
+    t.emplace_back("grpc-message", PercentEncode(status.message.data(), status.message.size()));
+  }
+  if (call_ != nullptr && dispatched_ && !forced_) {
+    const uint8_t* details = nullptr;
+    size_t details_len = 0;
+    pgf_call_status_details(call_, &details, &details_len);
+    if (details_len > 0) {
+      t.emplace_back("grpc-status-details-bin", Base64Encode(details, details_len));
+    }
+    AppendMetadata(pgf_call_trailing_metadata(call_), &t);
+  }
+  return t;
+}
+
+void H2Call::SendStatus(const Status& status) {
+  ended_ = true;
+  if (conn_ == nullptr) return;
+  if (!headers_sent_) {
+    bool initial_md = call_ != nullptr && dispatched_ && !forced_ &&
+                      pgf_metadata_count(pgf_call_initial_metadata(call_)) > 0;
+    if (!initial_md) {
+      // Trailers-only.
+      Refuse(200, status);
+      return;
+    }
+    SendHeaders();
+  }
+  trailers_ = Trailers(status);
+  trailers_pending_ = true;
+  Resume();
+  conn_->MarkDirty();
+}
+
+void H2Call::MaybeEnd() {
+  if (ended_ || !handler_done_ || handler_write_in_flight_ || out_.active) return;
+  // A unary answer goes once the half-close came (as gRPC Java's servers).
+  if (UnaryRequest() && !remote_closed_ && !forced_ && conn_ != nullptr) return;
+  const uint8_t* data = nullptr;
+  size_t len = 0;
+  pgf_release_fn release = nullptr;
+  void* ctx = nullptr;
+  if (call_ != nullptr &&
+      pgf_call_take_write(call_, &data, &len, &release, &ctx, nullptr) == PGF_OK) {
+    if (!forced_ && conn_ != nullptr) {
+      // A write the handler queued just before it finished goes first.
+      handler_write_in_flight_ = true;
+      StartOut(data, len, release, ctx, true);
+      return;
+    }
+    if (release != nullptr) ReleaseLater(release, ctx);
+    WriteDoneLater(call_, false, true);
+  }
+  if (call_ != nullptr) {
+    release = nullptr;
+    pgf_call_take_response(call_, &data, &len, &release, &ctx);
+  }
+  if (forced_ || conn_ == nullptr || call_ == nullptr) {
+    if (release != nullptr) ReleaseLater(release, ctx);
+    SendStatus(forced_ ? *forced_ : Status{PGF_STATUS_CANCELLED, "cancelled"});
+    return;
+  }
+  int code = pgf_call_status(call_);
+  if (code < 0 || code > 16) code = PGF_STATUS_UNKNOWN;
+  size_t msg_len = 0;
+  const char* msg = pgf_call_status_message(call_, &msg_len);
+  Status status{code, std::string(msg, msg_len)};
+  bool has_response = release != nullptr || len > 0;
+  if (code != PGF_STATUS_OK || !(has_response || UnaryResponse())) {
+    // An error carries no response message; streams end without one unless
+    // the handler set it.
+    if (release != nullptr) ReleaseLater(release, ctx);
+    SendStatus(status);
+    return;
+  }
+  if (len > conn_->config().max_message_size) {
+    if (release != nullptr) ReleaseLater(release, ctx);
+    SendStatus(Status{PGF_STATUS_RESOURCE_EXHAUSTED, "Sent message larger than max"});
+    return;
+  }
+  // The unary answer (an empty message when the handler set none), then the
+  // status after it.
+  StartOut(data, len, release, ctx, false);
+  SendStatus(status);
+}
+
+// The status went without the handler's answer (deadline, reset): what it
+// left is released where a release may block.
+void H2Call::DropAnswer() {
+  if (call_ == nullptr) return;
+  const uint8_t* data = nullptr;
+  size_t len = 0;
+  pgf_release_fn release = nullptr;
+  void* ctx = nullptr;
+  if (pgf_call_take_write(call_, &data, &len, &release, &ctx, nullptr) == PGF_OK) {
+    if (release != nullptr) ReleaseLater(release, ctx);
+    WriteDoneLater(call_, false, true);
+  }
+  release = nullptr;
+  pgf_call_take_response(call_, &data, &len, &release, &ctx);
+  if (release != nullptr) ReleaseLater(release, ctx);
+}
+
+void H2Call::OnDeadline() {
+  deadline_ms_ = -1;
+  if (ended_) return;
+  cancelled_ = true;
+  forced_ = Status{PGF_STATUS_DEADLINE_EXCEEDED, "Deadline Exceeded"};
+  if (dispatched_ && !handler_done_) CancelLater(call_);
+  Abort(PGF_STATUS_DEADLINE_EXCEEDED, "Deadline Exceeded");
+}
+
+// The status now, whatever the handler does; a message half sent is cut by
+// a reset instead.
+void H2Call::Abort(int code, const char* message) {
+  if (!cancelled_ && dispatched_ && !handler_done_) CancelLater(call_);
+  cancelled_ = true;
+  if (ended_) return;
+  if (!forced_) forced_ = Status{code, message};
+  if (conn_ == nullptr) {
+    ended_ = true;
+    return;
+  }
+  if (out_.active && out_.sent > 0) {
+    ended_ = true;
+    nghttp2_submit_rst_stream(conn_->session(), NGHTTP2_FLAG_NONE, id_, NGHTTP2_CANCEL);
+    conn_->MarkDirty();
+    return;
+  }
+  FailOut();
+  SendStatus(*forced_);
+}
+
+void H2Call::OnStreamClose(uint32_t) {
+  if (!ended_) {
+    // Reset by the client (or the connection died) before the status went:
+    // the handler is cancelled (on the service pool: its callback may take
+    // the GIL), and finishes later.
+    ended_ = true;
+    cancelled_ = true;
+    if (dispatched_ && !handler_done_) CancelLater(call_);
+  }
+  FailOut();
+  conn_ = nullptr;
+  if (deadline_ms_ >= 0) loop_->RemoveDeadline(deadline_ms_, this);
+  deadline_ms_ = -1;
+  for (pgf_message* m : ready_) pgf_message_unref(m);
+  ready_.clear();
+  std::free(msg_);
+  msg_ = nullptr;
+  msg_cap_ = 0;
+  Unref();  // the stream's
+}
+
+}  // namespace h2
+}  // namespace pgf_host

@@ -1,0 +1,148 @@
+// One gRPC call over one HTTP/2 stream: the bridge between nghttp2's stream
+// and the shim's pgf_call (csrc/pygrpc_ffi.h, "streams").
+#pragma once
+
+#include <nghttp2/nghttp2.h>
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "pygrpc_ffi.h"
+
+namespace pgf_host {
+namespace h2 {
+
+class Conn;
+class Loop;
+enum class TaskKind;
+
+struct Status {
+  int code;
+  std::string message;
+};
+
+// Lifetime: refcounted.  The stream holds one reference until nghttp2
+// closes it (or the connection goes); a dispatched handler holds one until
+// its done callback's task ran on the loop; each posted task holds one.
+// Everything but the refcount is touched only on the loop's thread: handler
+// threads reach it through Loop::Post, never directly.
+class H2Call {
+ public:
+  H2Call(Conn* conn, int32_t stream_id);
+  void Ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void Unref();
+
+  // From nghttp2's callbacks, on the loop.
+  // A request header; counted against --max-metadata-bytes before it is kept.
+  void OnHeader(const uint8_t* name, size_t namelen, const uint8_t* value, size_t valuelen);
+  void OnHeadersEnd();
+  void OnData(const uint8_t* data, size_t len);
+  void OnRemoteClose();
+  void OnStreamClose(uint32_t error_code);
+  ssize_t ReadData(size_t length, uint32_t* data_flags);
+  int SendData(const uint8_t* framehd, size_t length);
+  void OnDeadline();
+  // The connection is going away, or the server stops: cancelled.
+  void Abort(int code, const char* message);
+
+  void RunTask(TaskKind kind, int arg);
+  int64_t deadline_ms() const { return deadline_ms_; }
+  bool remote_closed() const { return remote_closed_; }
+
+ private:
+  struct Out {
+    uint8_t prefix[5];
+    const uint8_t* data = nullptr;
+    size_t len = 0;
+    pgf_release_fn release = nullptr;
+    void* release_ctx = nullptr;
+    uint8_t* owned = nullptr;   // our own buffer (a compressed message): free()d
+    size_t queued = 0;          // handed to nghttp2 (prefix included)
+    size_t sent = 0;            // written to the connection
+    bool active = false;
+    bool handler_write = false; // completes the handler's write when sent
+    size_t total() const { return len + 5; }
+  };
+
+  static void HandlerDone(pgf_call* call, void* self);
+  static void StreamEvent(pgf_call* call, int event, void* self);
+  static void RunDispatch(void* self, void* unused);
+  void Post(TaskKind kind, int arg = 0);
+
+  bool FillCall();
+  void Dispatch();
+  void EndWithoutHandler(Status status);
+  void Refuse(int http_status, Status status);
+  void Consume();
+  void ParseData(const uint8_t* data, size_t len);
+  bool FinishMessage();
+  void OnRequestMessage(pgf_message* msg);
+  void DeliverRead();
+  void StartHandlerWrite();
+  bool StartOut(const uint8_t* data, size_t len, pgf_release_fn release, void* ctx,
+                bool handler_write);
+  void OnOutSent();
+  void FailOut();
+  void MaybeEnd();
+  void DropAnswer();
+  void SendHeaders();
+  void SendStatus(const Status& status);
+  void Resume();
+  void StreamError(Status status);
+  std::vector<std::pair<std::string, std::string>> Trailers(const Status& status);
+  void Finished();  // the transport side is over
+  bool UnaryRequest() const;
+  bool UnaryResponse() const;
+
+  std::atomic<int> refs_{1};
+  Conn* conn_;  // nullptr once the stream is gone
+  Loop* const loop_;
+  const int32_t id_;
+  pgf_call* call_ = nullptr;
+  int kind_ = -1;
+
+  // Request headers, kept only within --max-metadata-bytes.
+  std::string method_, path_, content_type_, timeout_, encoding_, accept_encoding_;
+  std::vector<std::pair<std::string, std::string>> md_;
+  size_t md_bytes_ = 0;
+  bool md_over_ = false;
+  bool headers_done_ = false;
+
+  // Request side.
+  uint8_t hdr_[5];
+  size_t hdr_len_ = 0;
+  uint8_t* msg_ = nullptr;  // the message being assembled
+  size_t msg_len_ = 0, msg_fill_ = 0, msg_cap_ = 0;
+  bool msg_compressed_ = false;
+  std::deque<pgf_message*> ready_;  // complete, not yet read
+  size_t unconsumed_ = 0;           // received, stream window not yet reopened
+  bool read_pending_ = false;
+  bool remote_closed_ = false;
+  bool got_request_ = false;  // unary: the one message came
+
+  // Response side.
+  Out out_;
+  bool headers_sent_ = false;
+  bool trailers_pending_ = false;
+  std::vector<std::pair<std::string, std::string>> trailers_;
+  bool deferred_ = false;
+  bool ended_ = false;           // the status was submitted (or the stream reset)
+  bool compress_ = false;        // responses go out gzip'ed
+  bool write_event_ = false;     // a handler write waits for the one in flight
+  bool handler_write_in_flight_ = false;
+
+  // Handler side.
+  bool dispatched_ = false;
+  bool handler_done_ = true;  // until dispatched
+  bool cancelled_ = false;
+  std::optional<Status> forced_;
+  int64_t deadline_ms_ = -1;  // CLOCK_MONOTONIC; -1: none
+};
+
+}  // namespace h2
+}  // namespace pgf_host
