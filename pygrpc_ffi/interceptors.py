@@ -28,6 +28,27 @@ four RPC kinds, for native handlers and grpcio servicers alike:
   request's payload is the zero-copy view).  Each hook may be ``async def``.
   Native interceptors run outside grpcio ones.
 
+Where native hooks run (the rule: never blocking code on the package's event
+loop, where every ``async def`` handler runs):
+
+* ``async def`` hooks run on the event loop, awaited there (for a call of a
+  sync handler, the dispatching thread waits for them); they must not block.
+* sync hooks run on the thread that dispatched the call (a host's worker, or
+  a thread of the package's own for ``async def`` handlers), except where
+  the call is on the loop: ``on_request``/``on_response`` of an ``async
+  def`` handler and ``after`` once its call is finished.  Those run on one
+  of a few hook threads (``pygrpc_ffi-hooks``) and the call awaits them, so
+  a sync hook may block (a slow log write, an exporter) and other calls go
+  on.  The ``after`` hooks of such a call run in order on one hook thread
+  (an ``async def`` one among them awaited on the loop from there), unless
+  all of them are ``async def``: then they are awaited on the loop.
+* hook jobs waiting for a thread are bounded by the queued-calls limit
+  (``--max-queued-calls``): while that many wait, new calls of services with
+  interceptors are refused at once with RESOURCE_EXHAUSTED, before any hook.
+  A call dispatched from the loop thread itself (``GrpcService.acall`` from
+  an ``async def`` handler, which runs a sync handler there too) runs its
+  ``before`` hooks there.
+
 The handler runs in a copy of the dispatching thread's ``contextvars``
 context in which ``before`` hooks ran, so a context variable a hook sets
 (an OpenTelemetry span, say) is seen by the handler, also by ``async def``
@@ -37,6 +58,7 @@ handlers and their tasks.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import inspect
 import itertools
@@ -47,7 +69,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from . import _loop, _runtime, _streams
+from . import _loop, _loop_calls, _runtime, _streams
 from ._answers import INTERNAL_MESSAGE, finish, finish_error
 from ._native import ffi, lib
 from ._requests import decode_name, read_metadata
@@ -67,6 +89,15 @@ _NO_DEADLINE = (1 << 63) - 1
 _ids = itertools.count(1)
 _CODES = tuple(StatusCode)
 _tasks: set[asyncio.Future[Any]] = set()  # async after hooks running on the loop
+# Sync hooks of calls whose handler runs on the event loop run on these
+# threads, never on the loop.  Jobs submitted and not done are counted; past
+# the queued-calls limit, new intercepted calls are refused (RESOURCE_EXHAUSTED):
+# the pool's queue holds at most that many jobs plus those of calls in flight.
+_HOOK_THREADS = 4
+_hook_pool = concurrent.futures.ThreadPoolExecutor(
+    max_workers=_HOOK_THREADS, thread_name_prefix="pygrpc_ffi-hooks")
+_hook_lock = threading.Lock()
+_hook_jobs = 0  # submitted to _hook_pool, not done yet
 _pid = os.getpid()
 _current_call: contextvars.ContextVar[ServerCall | None] = contextvars.ContextVar(
     "pygrpc_ffi_call", default=None)
@@ -299,6 +330,72 @@ def _call_capturing(fn: Callable[..., Any], *args: Any) -> tuple[Any, contextvar
     return fn(*args), contextvars.copy_context()
 
 
+def _hooks_busy() -> bool:
+    """Whether the hook threads' backlog is at its limit (new calls wait)."""
+    return _hook_jobs >= _HOOK_THREADS + _loop_calls._max_queued_calls
+
+
+def _submit_hook_job(info: ServerCall, fn: Callable[..., Any], *args: Any,
+                     owns_call: bool = False) -> concurrent.futures.Future[Any]:
+    """Runs ``fn(*args)`` on a hook thread in a copy of this context.  The
+    job holds a reference to the call (``owns_call``: the ServerCall's own,
+    dropped by fn's caller, the after hooks) so that no hook ever reads a
+    freed call, even one whose task was cancelled meanwhile."""
+    global _hook_jobs
+    call = info._call
+    if call is not None and not owns_call:
+        lib.pgf_call_ref(call)
+    context = contextvars.copy_context()
+
+    def job() -> Any:
+        global _hook_jobs
+        try:
+            return context.run(fn, *args)
+        finally:
+            with _hook_lock:
+                _hook_jobs -= 1
+            if call is not None and not owns_call:
+                lib.pgf_call_unref(call)
+
+    with _hook_lock:
+        _hook_jobs += 1
+    try:
+        return _hook_pool.submit(job)
+    except BaseException:  # shut down: nothing will run the job
+        with _hook_lock:
+            _hook_jobs -= 1
+        if call is not None and not owns_call:
+            lib.pgf_call_unref(call)
+        raise
+
+
+async def _run_hook(hook: Callable[..., Any], is_async: bool, info: ServerCall,
+                    *args: Any) -> None:
+    """On the loop: an ``async def`` hook is awaited here; a sync one runs on
+    a hook thread, awaited without blocking the loop (an awaitable it returns
+    is then awaited here)."""
+    if is_async:
+        await hook(info, *args)
+        return
+    future = asyncio.wrap_future(_submit_hook_job(info, hook, info, *args))
+    # A cancelled call does not stop its hook: it ends on its thread.
+    result = await asyncio.shield(future)
+    if inspect.isawaitable(result):
+        await result
+
+
+def _forget_parent_hooks() -> None:
+    """In the child of a fork(): the parent's hook threads are not here."""
+    global _hook_pool, _hook_lock, _hook_jobs
+    _hook_pool = concurrent.futures.ThreadPoolExecutor(
+        max_workers=_HOOK_THREADS, thread_name_prefix="pygrpc_ffi-hooks")
+    _hook_lock = threading.Lock()
+    _hook_jobs = 0
+
+
+_loop.on_fork_child(_forget_parent_hooks)
+
+
 def _size(message: Any) -> int:
     payload = getattr(message, "payload", message)
     if isinstance(payload, (bytes, bytearray, memoryview)):
@@ -334,6 +431,7 @@ class InterceptorChain:
         self._after: tuple[Callable[[ServerCall], Any], ...] = ()
         self._on_request: tuple[Callable[[ServerCall, Any], Any], ...] = ()
         self._on_response: tuple[Callable[[ServerCall, Any], Any], ...] = ()
+        self._after_async = False  # every after hook is async def
         self._messages = False
         self._asynchronous = False
         self.active = False
@@ -359,6 +457,7 @@ class InterceptorChain:
                 for name in hooks:
                     attr = f"_{name}"
                     setattr(self, attr, (*getattr(self, attr), getattr(interceptor, name)))
+                self._after_async = all(inspect.iscoroutinefunction(h) for h in self._after)
                 if getattr(interceptor, "needs_sizes", False) or {
                         "on_request", "on_response"} & set(hooks):
                     self._messages = True
@@ -368,7 +467,12 @@ class InterceptorChain:
 
     def run(self, binding: Any, call: Any) -> None:
         """Runs a call through the interceptors and its handler (from the
-        dispatch trampoline)."""
+        dispatch trampoline).  While the hook threads' backlog is full, the
+        call is refused with RESOURCE_EXHAUSTED, before any hook runs."""
+        if _hook_jobs and _hooks_busy():
+            finish(call, StatusCode.RESOURCE_EXHAUSTED,
+                   f"server overloaded: {_hook_jobs} interceptor hooks wait for a thread")
+            return
         lib.pgf_call_ref(call)  # dropped once the after hooks ran
         info = ServerCall(call, binding.kind)
         contextvars.copy_context().run(self._start, info, binding, call)
@@ -409,19 +513,46 @@ class InterceptorChain:
             self._finished(info)  # a sync handler; async ones call on_finish
 
     def _finished(self, info: ServerCall) -> None:
+        """Runs the after hooks once the call is finished, then drops the
+        call.  On the event loop (the call of an ``async def`` handler) they
+        never run there if any is sync: all run, in order, on a hook thread
+        (an ``async def`` one awaited on the loop from there); if every one
+        is ``async def``, they are awaited on the loop in a task."""
         if not info._finished():
             return
+        if self._after and _loop.is_loop_thread():
+            try:
+                if self._after_async:
+                    task = _loop.start_task(self._aafter(info))
+                    if not task.done():
+                        _tasks.add(task)
+                        task.add_done_callback(_tasks.discard)
+                else:
+                    _submit_hook_job(info, self._after_hooks, info, owns_call=True)
+                return
+            except BaseException:  # no thread, no loop: run them here
+                _log.exception("pygrpc_ffi cannot run the after hooks of %s off the loop",
+                               info.full_method)
+        self._after_hooks(info)
+
+    def _after_hooks(self, info: ServerCall) -> None:
         try:
             for hook in self._after:
                 try:
                     result = hook(info)
                     if inspect.isawaitable(result):
-                        if _loop.is_loop_thread():  # not to block the loop
-                            task = asyncio.ensure_future(result)
-                            _tasks.add(task)
-                            task.add_done_callback(_tasks.discard)
-                        else:
-                            _wait(result)
+                        _wait(result)
+                except Exception:
+                    _log.exception("interceptor %r failed after %s", hook, info.full_method)
+        finally:
+            call, info._call = info._call, None
+            lib.pgf_call_unref(call)
+
+    async def _aafter(self, info: ServerCall) -> None:
+        try:
+            for hook in self._after:
+                try:
+                    await hook(info)
                 except Exception:
                     _log.exception("interceptor %r failed after %s", hook, info.full_method)
         finally:
@@ -493,6 +624,9 @@ class InterceptorChain:
                         info: ServerCall) -> Callable[[Any], Any]:
         """fn with every request and answer passed to the message hooks."""
         on_request, on_response = self._on_request, self._on_response
+        # On the loop, sync hooks run on a hook thread (see _run_hook).
+        aon_request = tuple((h, inspect.iscoroutinefunction(h)) for h in on_request)
+        aon_response = tuple((h, inspect.iscoroutinefunction(h)) for h in on_response)
 
         def seen_in(message: Any) -> None:
             info.messages_in += 1
@@ -506,6 +640,18 @@ class InterceptorChain:
             for hook in on_response:
                 _wait(hook(info, message))
 
+        async def aseen_in(message: Any) -> None:
+            info.messages_in += 1
+            info.bytes_in += _size(message)
+            for hook, hook_is_async in aon_request:
+                await _run_hook(hook, hook_is_async, info, message)
+
+        async def aseen_out(message: Any) -> None:
+            info.messages_out += 1
+            info.bytes_out += _size(message)
+            for hook, hook_is_async in aon_response:
+                await _run_hook(hook, hook_is_async, info, message)
+
         def requests_in(requests: Iterator[Any]) -> Iterator[Any]:
             for request in requests:
                 seen_in(request)
@@ -513,7 +659,7 @@ class InterceptorChain:
 
         async def arequests_in(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
             async for request in requests:
-                seen_in(request)
+                await aseen_in(request)
                 yield request
 
         def answers_out(answers: Any) -> Iterator[Any]:
@@ -532,12 +678,12 @@ class InterceptorChain:
                 answers = await answers
             if not hasattr(answers, "__aiter__"):
                 for answer in answers:
-                    seen_out(answer)
+                    await aseen_out(answer)
                     yield answer
                 return
             try:
                 async for answer in answers:
-                    seen_out(answer)
+                    await aseen_out(answer)
                     yield answer
             finally:
                 aclose = getattr(answers, "aclose", None)
@@ -550,15 +696,22 @@ class InterceptorChain:
             seen_in(arg)
             return arg
 
+        async def aarg_in(arg: Any) -> Any:
+            """arg_in, on the loop."""
+            if kind & _KIND_REQUEST_STREAM:
+                return arequests_in(arg)
+            await aseen_in(arg)
+            return arg
+
         async def one_out(result: Any) -> Any:
             answer = await result
-            seen_out(answer)
+            await aseen_out(answer)
             return answer
 
         if kind & _KIND_RESPONSE_STREAM:
             if is_async:
                 async def stream_async(arg: Any) -> AsyncIterator[Any]:
-                    async for answer in aanswers_out(fn(arg_in(arg))):
+                    async for answer in aanswers_out(fn(await aarg_in(arg))):
                         yield answer
 
                 return stream_async
@@ -570,7 +723,7 @@ class InterceptorChain:
 
         if is_async:
             async def unary_async(arg: Any) -> Any:
-                return await one_out(fn(arg_in(arg)))
+                return await one_out(fn(await aarg_in(arg)))
 
             return unary_async
 
