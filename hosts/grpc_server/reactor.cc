@@ -10,19 +10,22 @@
 #include <vector>
 
 #include "host.h"
+#include "memory_budget.h"
 
 namespace pgf_host {
 
 // Messages up to this size are copied into gRPC's slice when their bytes
 // are borrowed (or their release is a nonblocking C handler's), see
-// StartMessageWrite.
-constexpr size_t kCopyLimit = 1024;
+// StartMessageWrite.  Such copies are not charged to the memory budget one
+// by one: they are part of MemoryBudget::kCallCost.
+constexpr size_t kCopyLimit = MemoryBudget::kUncountedMessage;
 
 // A write of borrowed bytes (release NULL): the handler may reuse them once
 // pgf_call_write_done ran, so that waits for both OnWriteDone and the
 // destroy callback of the slice that lends them to gRPC.
 struct BorrowedWrite {
   pgf_call* call;  // own reference
+  size_t charged;  // to the memory budget until gRPC drops the slice
   std::atomic<int> pending{2};
   std::atomic<bool> ok{false};
 };
@@ -38,36 +41,50 @@ void ArriveBorrowed(BorrowedWrite* w, bool may_inline) {
   delete w;
 }
 
-void DestroyBorrowed(void* p) { ArriveBorrowed(static_cast<BorrowedWrite*>(p), false); }
+void DestroyBorrowed(void* p) {
+  auto* w = static_cast<BorrowedWrite*>(p);
+  HostBudget().Release(w->charged);
+  ArriveBorrowed(w, false);
+}
 
 // Owned bytes handed to gRPC; freed by the slice's destroy callback.
 struct OwnedPayload {
   pgf_release_fn release;
   void* ctx;
+  size_t charged;  // to the memory budget until gRPC drops the slice
 };
 
 // gRPC runs this on one of its own threads, where nothing may block; the
 // release may take the GIL, so it goes to the service pool.
 void DestroyPayload(void* p) {
   auto* owned = static_cast<OwnedPayload*>(p);
+  HostBudget().Release(owned->charged);
   ReleaseLater(owned->release, owned->ctx);
   delete owned;
   GetHost().outstanding_buffers.fetch_sub(1, std::memory_order_release);
 }
 
-// A slice over owned bytes: release(ctx) runs once gRPC is done with them.
-grpc::Slice OwnedSlice(const uint8_t* data, size_t len, pgf_release_fn release, void* ctx) {
+// A slice over owned bytes: release(ctx) runs once gRPC is done with them,
+// and the `charged` bytes go back to the memory budget then.
+grpc::Slice OwnedSlice(const uint8_t* data, size_t len, pgf_release_fn release, void* ctx,
+                       size_t charged) {
   if (len == 0) {
+    HostBudget().Release(charged);
     ReleaseLater(release, ctx);
     return grpc::Slice();
   }
   GetHost().outstanding_buffers.fetch_add(1, std::memory_order_relaxed);
   return grpc::Slice(const_cast<uint8_t*>(data), len, DestroyPayload,
-                     new OwnedPayload{release, ctx});
+                     new OwnedPayload{release, ctx, charged});
 }
 
-// The release of a request message: the received slice it points into.
-void DeleteSlice(void* p) { delete static_cast<grpc::Slice*>(p); }
+// The release of a request message: the received slice it points into,
+// whose bytes were charged to the memory budget while they live.
+void DeleteSlice(void* p) {
+  auto* slice = static_cast<grpc::Slice*>(p);
+  HostBudget().Release(slice->size());
+  delete slice;
+}
 
 // The message gRPC delivered into buf, without a copy when it is one slice
 // (small messages); flattened once otherwise.  buf is emptied.  NULL on
@@ -78,6 +95,11 @@ pgf_message* TakeMessage(grpc::ByteBuffer* buf) {
     *slice = grpc::Slice();
   }
   buf->Clear();
+  // The bytes exist: charged whatever the total (DeleteSlice gives them
+  // back).  Reads are pulled, so a client cannot make the host hold more
+  // than the message its handler asked for and what its window lets it
+  // send ahead (BDP probing is off, main.cc).
+  HostBudget().Charge(slice->size());
   return pgf_message_new(slice->begin(), slice->size(), DeleteSlice, slice);
 }
 
@@ -195,6 +217,20 @@ CallReactor::CallReactor(grpc::GenericCallbackServerContext* ctx) : ctx_(ctx) {
     kind_ = pgf_registry_method_kind(host.registry, pgf_name_str(svc), pgf_name_len(svc),
                                      pgf_name_str(method), pgf_name_len(method));
   }
+  // The memory budget (--max-memory-bytes, memory_budget.h): the call's
+  // state is charged before anything is read or dispatched, or the call is
+  // refused.  Request streams, which a client can hold open without end,
+  // leave a reserve to calls with one request message.
+  MemoryBudget& budget = HostBudget();
+  if (!budget.TryCharge(MemoryBudget::kCallCost,
+                        UnaryRequest(kind_) ? 0 : budget.KeepFree())) {
+    ended_ = true;
+    grpc::Status refused(grpc::StatusCode::RESOURCE_EXHAUSTED, MemoryBudget::kRefusedText);
+    CountRefused(path, kind_, refused);
+    Finish(std::move(refused));
+    return;
+  }
+  admitted_ = true;
   if (UnaryRequest(kind_)) {
     // The unary fast path: dispatch as soon as the one message is here.
     reading_ = Reading::kRequest;
@@ -382,27 +418,31 @@ void CallReactor::OnHandlerWrite() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (ended_) return;  // End() takes it
+  }
+  // Taken at once, even while a write is in flight: its size is charged to
+  // the memory budget as it reaches the host (memory_budget.h, rule 2).
+  Taken w;
+  if (pgf_call_take_write(call_, &w.data, &w.len, &w.release, &w.ctx, nullptr) != PGF_OK) {
+    // Cancelled meanwhile: the shim completed it.  The handler is still
+    // running (the shim waits for this function before finishing).
+    return;
+  }
+  if (!ChargeMessage(&w)) {
+    RefuseWrite(w, Report::kNow);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
     if (write_in_flight_) {
       // The write before it was completed as it went to gRPC, which still
-      // sends it: OnWriteDone takes this one.
-      write_queued_ = true;
+      // sends it: OnWriteDone starts this one.
+      queued_ = w;
       return;
     }
     write_in_flight_ = true;
   }
-  const uint8_t* data;
-  size_t len;
-  pgf_release_fn release;
-  void* release_ctx;
-  if (pgf_call_take_write(call_, &data, &len, &release, &release_ctx, nullptr) != PGF_OK) {
-    // Cancelled meanwhile: the shim completed it.  The handler is still
-    // running (the shim waits for this function before finishing).
-    std::lock_guard<std::mutex> lock(mu_);
-    write_in_flight_ = false;
-    return;
-  }
   // On the handler's own thread: its write may complete here.
-  StartMessageWrite(data, len, release, release_ctx, Report::kNow);
+  StartMessageWrite(w, Report::kNow);
 }
 
 void CallReactor::CopyInitialMetadataLocked() {
@@ -429,8 +469,74 @@ void CallReactor::OnHandlerInitialMetadata() {
 
 // ----------------------------------------------------------------- writes
 
-void CallReactor::StartMessageWrite(const uint8_t* data, size_t len, pgf_release_fn release,
-                                    void* release_ctx, Report report) {
+bool CallReactor::Copied(const Taken& w) const {
+  return w.len <= kCopyLimit && ReleaseNeverBlocks(w.release, w.ctx);
+}
+
+bool CallReactor::ChargeMessage(Taken* w) {
+  size_t reserved;
+  bool first;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    reserved = reserved_;
+    reserved_ = 0;
+    first = !charged_any_;
+  }
+  MemoryBudget& budget = HostBudget();
+  budget.Release(reserved);  // this message takes the reservation's place
+  w->charged = 0;
+  if (w->len == 0 || Copied(*w)) return true;  // in kCallCost
+  if (first) {
+    // The call's first message held by reference: refused beyond the
+    // budget, as a new stream would be.
+    if (!budget.TryCharge(w->len)) return false;
+  } else {
+    budget.Charge(w->len);  // the stream was admitted: it waits instead
+  }
+  w->charged = w->len;
+  std::lock_guard<std::mutex> lock(mu_);
+  charged_any_ = true;
+  return true;
+}
+
+void CallReactor::RefuseWrite(const Taken& w, Report report) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!forced_) {
+      forced_ = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, MemoryBudget::kRefusedText);
+    }
+  }
+  if (w.release != nullptr) ReleaseLater(w.release, w.ctx);
+  // The handler learns it (its write failed, then the call is cancelled),
+  // stops, and its status is replaced.
+  if (report == Report::kNow) {
+    pgf_call_write_done(call_, 0);
+  } else {
+    WriteDoneLater(call_, false, report == Report::kSoon && pgf_call_nonblocking(call_) != 0);
+  }
+  CancelLater(call_);
+}
+
+void CallReactor::ReleaseReservation() {
+  size_t reserved;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    reserved = reserved_;
+    reserved_ = 0;
+  }
+  HostBudget().Release(reserved);
+}
+
+bool CallReactor::ReserveNext(const Taken& w) {
+  MemoryBudget& budget = HostBudget();
+  if (w.charged == 0) return budget.used() <= budget.limit();
+  if (!budget.TryCharge(w.charged)) return false;
+  std::lock_guard<std::mutex> lock(mu_);
+  reserved_ = w.charged;
+  return true;
+}
+
+void CallReactor::StartMessageWrite(const Taken& w, Report report) {
   {
     std::lock_guard<std::recursive_mutex> lock(send_mu_);
     CopyInitialMetadataLocked();
@@ -441,23 +547,27 @@ void CallReactor::StartMessageWrite(const uint8_t* data, size_t len, pgf_release
   // gRPC copies messages this small into its frames anyway, and a copy of a
   // few bytes costs far less than the release (or the completion) that would
   // otherwise wait for gRPC to drop the slice, on another thread.
-  bool copy = len <= kCopyLimit && ReleaseNeverBlocks(release, release_ctx);
-  if (copy || release != nullptr) {
+  bool copy = Copied(w);
+  if (copy || w.release != nullptr) {
     if (copy) {
-      if (len > 0) slice = grpc::Slice(data, len);
-      if (release != nullptr) release(release_ctx);  // plain C that never blocks
+      if (w.len > 0) slice = grpc::Slice(w.data, w.len);
+      if (w.release != nullptr) w.release(w.ctx);  // plain C that never blocks
     } else {
-      slice = OwnedSlice(data, len, release, release_ctx);
+      slice = OwnedSlice(w.data, w.len, w.release, w.ctx, w.charged);
     }
     // The bytes now live in the slice until gRPC drops it: the write is
     // complete for the handler as it is handed to gRPC (pgf_call_write_done:
     // "handed to the transport"), so the handler makes its next message
-    // while gRPC sends this one, and waits (queued, write_queued_) only if
-    // it is faster.  At most two messages per stream are in the host.
-    write_reported_ = report != Report::kOnDone;
-    if (report == Report::kNow) {
+    // while gRPC sends this one, and waits (queued_) only if it is faster:
+    // at most two messages per stream are in the host.  Only within the
+    // memory budget, though, which reserves room for that next message
+    // (memory_budget.h, rule 3); beyond it the write completes in
+    // OnWriteDone, once gRPC sent it, and the stream holds one message.
+    bool early = report != Report::kOnDone && ReserveNext(w);
+    write_reported_ = early;
+    if (early && report == Report::kNow) {
       pgf_call_write_done(call_, 1);
-    } else if (report == Report::kSoon) {
+    } else if (early) {
       // From a gRPC reaction: a nonblocking C handler's callback runs here;
       // any other on the stream pool, even one that never blocks: waking a
       // handler thread from here slowed Python server streams (the gRPC
@@ -465,12 +575,12 @@ void CallReactor::StartMessageWrite(const uint8_t* data, size_t len, pgf_release
       WriteDoneLater(call_, true, pgf_call_nonblocking(call_) != 0);
     }
   } else {
-    auto* w = new BorrowedWrite{pgf_call_ref(call_)};
-    borrowed_ = w;
-    if (len == 0) {
-      w->pending.store(1, std::memory_order_relaxed);  // no slice to wait for
+    auto* bw = new BorrowedWrite{pgf_call_ref(call_), w.charged};
+    borrowed_ = bw;
+    if (w.len == 0) {
+      bw->pending.store(1, std::memory_order_relaxed);  // no slice to wait for
     } else {
-      slice = grpc::Slice(const_cast<uint8_t*>(data), len, DestroyBorrowed, w);
+      slice = grpc::Slice(const_cast<uint8_t*>(w.data), w.len, DestroyBorrowed, bw);
     }
   }
   write_buf_ = grpc::ByteBuffer(&slice, 1);
@@ -487,14 +597,14 @@ void CallReactor::OnWriteDone(bool ok) {
   bool reported = write_reported_;
   write_reported_ = false;
   bool end = false;
-  bool next = false;
+  std::optional<Taken> next;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (write_queued_) {
+    if (queued_) {
       // The handler's next write waits (its previous one was reported when
       // it went to gRPC): it goes now, still counted as in flight.
-      write_queued_ = false;
-      next = true;
+      next = queued_;
+      queued_.reset();
     } else {
       write_in_flight_ = false;
       end = ReadyToEndLocked();
@@ -513,28 +623,8 @@ void CallReactor::OnWriteDone(bool ok) {
     // in case that comes late (pgf_call_cancel is idempotent).
     CancelLater(call_);
   }
-  if (next) StartQueuedWrite();
-  if (end) End();
-}
-
-void CallReactor::StartQueuedWrite() {
-  const uint8_t* data;
-  size_t len;
-  pgf_release_fn release;
-  void* release_ctx;
-  if (pgf_call_take_write(call_, &data, &len, &release, &release_ctx, nullptr) == PGF_OK) {
-    // On a gRPC thread: the completion runs here only if it never blocks.
-    StartMessageWrite(data, len, release, release_ctx, Report::kSoon);
-    return;
-  }
-  // Cancelled meanwhile: the shim completed it.
-  bool end;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    write_in_flight_ = false;
-    end = ReadyToEndLocked();
-    if (end) ended_ = true;
-  }
+  // On a gRPC thread: the completion runs here only if it never blocks.
+  if (next) StartMessageWrite(*next, Report::kSoon);
   if (end) End();
 }
 
@@ -570,6 +660,8 @@ void CallReactor::EndWithoutHandler(grpc::Status status) {
 }
 
 void CallReactor::End() {
+  // The handler makes no next message: its reservation goes back.
+  ReleaseReservation();
   std::optional<grpc::Status> forced;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -582,18 +674,22 @@ void CallReactor::End() {
 
   // A write the handler queued just before it finished goes first (before
   // the status, as the shim promises); OnWriteDone ends the RPC after it.
-  if (pgf_call_take_write(call_, &data, &len, &release, &release_ctx, nullptr) == PGF_OK) {
-    if (!forced) {
+  Taken w;
+  if (pgf_call_take_write(call_, &w.data, &w.len, &w.release, &w.ctx, nullptr) == PGF_OK) {
+    if (!forced && ChargeMessage(&w)) {
       {
         std::lock_guard<std::mutex> lock(mu_);
         write_in_flight_ = true;
         ended_ = false;
       }
       // The handler is done: reported when gRPC is (OnWriteDone).
-      StartMessageWrite(data, len, release, release_ctx, Report::kOnDone);
+      StartMessageWrite(w, Report::kOnDone);
       return;
     }
-    if (release != nullptr) ReleaseLater(release, release_ctx);
+    if (!forced) {
+      forced = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, MemoryBudget::kRefusedText);
+    }
+    if (w.release != nullptr) ReleaseLater(w.release, w.ctx);
     WriteDoneLater(call_, false, false);
   }
 
@@ -635,7 +731,15 @@ void CallReactor::End() {
     if (len > 0) payload = grpc::Slice(data, len);
     release(release_ctx);
   } else if (release != nullptr) {
-    payload = OwnedSlice(data, len, release, release_ctx);
+    // Held by gRPC until sent: charged to the memory budget (rule 2); the
+    // answer that would pass it is replaced by RESOURCE_EXHAUSTED.
+    Taken answer{data, len, release, release_ctx};
+    if (!ChargeMessage(&answer)) {
+      ReleaseLater(release, release_ctx);
+      Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, MemoryBudget::kRefusedText));
+      return;
+    }
+    payload = OwnedSlice(data, len, release, release_ctx, answer.charged);
   }
   write_buf_ = grpc::ByteBuffer(&payload, 1);
   grpc::WriteOptions options;
@@ -657,6 +761,8 @@ void CallReactor::OnDone() {
   // Inline: by now the response was taken and the handler registration
   // dropped at finish, so the last reference frees plain C memory only.
   pgf_call_unref(call_);
+  ReleaseReservation();
+  if (admitted_) HostBudget().Release(MemoryBudget::kCallCost);
   delete this;
 }
 

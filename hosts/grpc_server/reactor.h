@@ -58,12 +58,31 @@ class CallReactor final : public grpc::ServerGenericBidiReactor {
   // with it (kOnDone: the handler already finished).  Borrowed bytes that
   // are not copied complete when gRPC is done with them.
   enum class Report { kNow, kSoon, kOnDone };
+  // A response message taken from the call (pgf_call_take_write), and what
+  // of it is charged to the memory budget (memory_budget.h).
+  struct Taken {
+    const uint8_t* data = nullptr;
+    size_t len = 0;
+    pgf_release_fn release = nullptr;
+    void* ctx = nullptr;
+    size_t charged = 0;  // released when gRPC drops the message's slice
+  };
+  // Whether the message is copied into gRPC's slice (then not charged).
+  bool Copied(const Taken& w) const;
+  // Charges w to the memory budget as it reaches the host, in place of the
+  // reservation made for it (rule 2).  false: the call's first charged
+  // message would pass the budget; nothing is charged.
+  bool ChargeMessage(Taken* w);
+  // A message ChargeMessage refused: its bytes go back, its write fails,
+  // the call is cancelled and ends RESOURCE_EXHAUSTED.
+  void RefuseWrite(const Taken& w, Report report);
+  // Reserves room for the handler's next message (the size of w) before
+  // its write completes early (rule 3); false beyond the budget.
+  bool ReserveNext(const Taken& w);
+  void ReleaseReservation();
   // Starts the write of a message taken from the call; write_in_flight_ is
   // already set.
-  void StartMessageWrite(const uint8_t* data, size_t len, pgf_release_fn release,
-                         void* release_ctx, Report report);
-  // From OnWriteDone: takes and starts the write that waited for it.
-  void StartQueuedWrite();
+  void StartMessageWrite(const Taken& w, Report report);
   // With send_mu_ held: the initial metadata (and the compression level)
   // goes into the context before anything is sent, once.
   void CopyInitialMetadataLocked();
@@ -99,9 +118,15 @@ class CallReactor final : public grpc::ServerGenericBidiReactor {
   bool cancelled_ = false;
   bool handler_done_ = false;    // the done callback ran (or no handler will)
   bool write_in_flight_ = false;
-  // The handler queued its next write while one is in flight (the previous
+  // The handler's next write, taken while one is in flight (the previous
   // one, completed early): OnWriteDone starts it.
-  bool write_queued_ = false;
+  std::optional<Taken> queued_;
+  // Memory budget (memory_budget.h): the call's kCallCost is charged (from
+  // the constructor to OnDone); a message was charged; bytes reserved for
+  // the handler's next message.
+  bool admitted_ = false;
+  bool charged_any_ = false;
+  size_t reserved_ = 0;
   bool extra_pending_ = false;   // unary request: waiting for the half-close
   bool ended_ = false;           // End() is running or ran
   std::optional<grpc::Status> forced_;  // sent instead of the handler's
