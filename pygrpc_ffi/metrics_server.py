@@ -9,8 +9,10 @@ client can make it hold:
 
     connections        ``max_connections`` (default 16) at a time; beyond
                        it a new connection takes the place of the oldest one
-                       that has not sent its whole request head yet, or, if
-                       every connection is being answered, is closed at once
+                       that has not sent its whole request head yet, else of
+                       the oldest whose answer has been stuck for a second
+                       (a client that does not read), else it is closed at
+                       once
     request head       ``max_request_bytes`` (default 8 KiB), answered 431
     time for the head  ``header_timeout`` (default 5 s) from the connection,
                        then closed: an idle client costs one descriptor for
@@ -45,6 +47,7 @@ DEFAULT_HEADER_TIMEOUT = 5.0
 DEFAULT_WRITE_TIMEOUT = 10.0
 DEFAULT_MAX_REQUEST_BYTES = 8192
 _ACCEPTS_PER_TURN = 256  # a connect flood still lets the loop serve the others
+_STUCK = 1.0  # seconds an answer may take before a new connection may replace it
 _ACCEPT_PAUSE = 0.5  # seconds without accepting after accept() failed (EMFILE)
 _PATHS = ("/metrics", "/")
 
@@ -186,14 +189,26 @@ class MetricsServer:
                 self._accept_resume = time.monotonic() + _ACCEPT_PAUSE
                 return
             if self.connections >= self.max_connections:
-                if not self._reading:
-                    sock.close()  # every slot is being answered
+                victim = self._victim()
+                if victim is None:
+                    sock.close()  # every slot is being answered, none stuck
                     continue
-                self._close(next(iter(self._reading.values())))
+                self._close(victim)
             sock.setblocking(False)
             conn = _Connection(sock, time.monotonic() + self.header_timeout)
             self._reading[sock.fileno()] = conn
             self._selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _victim(self) -> _Connection | None:
+        """The connection a new one may replace: the oldest still reading
+        its request, else the oldest answer stuck for _STUCK seconds."""
+        if self._reading:
+            return next(iter(self._reading.values()))
+        if self._writing:
+            oldest = next(iter(self._writing.values()))
+            if oldest.deadline - self.write_timeout + _STUCK <= time.monotonic():
+                return oldest
+        return None
 
     def _expire(self, now: float) -> None:
         for conns in (self._reading, self._writing):

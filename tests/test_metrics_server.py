@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -112,3 +113,36 @@ def test_oversized_head_is_refused(server: MetricsServer) -> None:
 def test_limits_must_be_positive() -> None:
     with pytest.raises(ValueError):
         start_metrics_server(0, "127.0.0.1", max_connections=0)
+
+
+class _Big:
+    """A registry whose answer (~8 MB) cannot fit in the sockets' buffers."""
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        family = GaugeMetricFamily("big", "a large answer", labels=["pad"])
+        for i in range(8000):
+            family.add_metric([f"{i:08d}" + "x" * 1000], i)
+        yield family
+
+
+def test_a_client_that_does_not_read_is_replaced() -> None:
+    srv = MetricsServer(_Big(), "127.0.0.1", 0, max_connections=2, write_timeout=30)
+    stuck = []
+    try:
+        for _ in range(2):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", srv.port))
+            sock.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")  # and never reads
+            stuck.append(sock)
+        wait_for(lambda: len(srv._writing) == 2)
+        time.sleep(1.1)  # stuck longer than a second: a new client may replace them
+        status, _, body = get(srv)
+        assert status == 200 and len(body) > 8_000_000
+        assert srv.connections <= 1
+    finally:
+        for sock in stuck:
+            sock.close()
+        srv.shutdown()
