@@ -169,6 +169,10 @@ def serve(args: argparse.Namespace) -> int:
     if args.processes > 1 and args.listen.rsplit(":", 1)[-1] == "0":
         print("error: --processes N > 1 needs a fixed port, not 0", file=sys.stderr)
         return 2
+    problem = serve_options.check(args)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     binary = find_host_binary()
     if args.engine == "auto":
         args.engine = "cxx" if binary is not None else "grpcio"

@@ -5,6 +5,8 @@ gets them.
     --access-log                     one line per RPC on stderr (pygrpc_ffi.access)
     --metrics-port PORT              serve Prometheus /metrics on PORT
     --metrics-host HOST              ... on HOST (default: the --listen host)
+    --metrics-max-connections N      connections the metrics server holds (16)
+    --metrics-header-timeout SECONDS time a client has to send its request (5)
 
 ``MODULE:ATTRIBUTE`` names an interceptor object (grpcio or native), a class
 to instantiate without arguments, or a factory function to call without
@@ -36,8 +38,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from .interceptors import Interceptor, is_grpc_interceptor
+from .metrics_server import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 
-__all__ = ["Supervision", "add_arguments", "apply", "load_interceptor"]
+__all__ = ["Supervision", "add_arguments", "apply", "check", "load_interceptor"]
 
 ENV_MODULE = "PGF_SERVE_MODULE"
 ENV_INTERCEPTORS = "PGF_SERVE_INTERCEPTORS"
@@ -56,6 +59,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="serve Prometheus metrics on this port (/metrics)")
     parser.add_argument("--metrics-host", default=None,
                         help="address of the metrics server (default: the --listen host)")
+    parser.add_argument("--metrics-max-connections", type=int,
+                        default=DEFAULT_MAX_CONNECTIONS, metavar="N",
+                        help="connections the metrics server holds at once; beyond them a "
+                             "new one replaces the oldest idle one (default %(default)s)")
+    parser.add_argument("--metrics-header-timeout", type=float,
+                        default=DEFAULT_HEADER_TIMEOUT, metavar="SECONDS",
+                        help="seconds a metrics client has to send its request before it "
+                             "is disconnected (default %(default)s)")
+
+
+def check(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options, or None."""
+    if args.metrics_max_connections < 1:
+        return "--metrics-max-connections must be at least 1"
+    if not args.metrics_header_timeout > 0:
+        return "--metrics-header-timeout must be positive"
+    return None
+
+
+def _start_metrics_server(args: argparse.Namespace, files: list[str] | None = None) -> Any:
+    from .metrics import start_metrics_server
+
+    host = args.metrics_host or args.listen.rpartition(":")[0] or "0.0.0.0"
+    server = start_metrics_server(args.metrics_port, host.strip("[]"), files=files,
+                                  max_connections=args.metrics_max_connections,
+                                  header_timeout=args.metrics_header_timeout)
+    print(f"metrics on {host}:{args.metrics_port}/metrics", file=sys.stderr, flush=True)
+    return server
 
 
 def load_interceptor(spec: str) -> Any:
@@ -143,12 +174,9 @@ class Supervision:
         """Serves /metrics: the sum of every child's table."""
         if self.directory is None:
             return
-        from .metrics import metrics_dir_files, start_metrics_server
+        from .metrics import metrics_dir_files
 
-        host = self.args.metrics_host or self.args.listen.rpartition(":")[0] or "0.0.0.0"
-        self.server = start_metrics_server(self.args.metrics_port, host.strip("[]"),
-                                           files=metrics_dir_files(self.directory))
-        print(f"metrics on {host}:{self.args.metrics_port}/metrics", file=sys.stderr, flush=True)
+        self.server = _start_metrics_server(self.args, metrics_dir_files(self.directory))
 
     def close(self) -> None:
         if self.server is not None:
@@ -162,7 +190,4 @@ def serve_here(args: argparse.Namespace, service: Any) -> None:
     the only process) its own metrics server."""
     apply(service, args.interceptor, args.access_log)
     if args.metrics_port is not None:
-        from .metrics import start_metrics_server
-
-        host = args.metrics_host or args.listen.rpartition(":")[0] or "0.0.0.0"
-        start_metrics_server(args.metrics_port, host.strip("[]"))
+        _start_metrics_server(args)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import select
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -99,3 +101,34 @@ def test_idle_metrics_connections_hold_no_threads(engine: str) -> None:
         for sock in idle:
             sock.close()
         assert server.stop() == 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_metrics_limits_from_flags(engine: str) -> None:
+    port = free_port()
+    server = Server(engine, "--metrics-port", str(port), "--metrics-max-connections", "2",
+                    "--metrics-header-timeout", "0.5", module="metrics_flood_handlers")
+    socks: list[socket.socket] = []
+    try:
+        _timed_scrape(port)
+        for _ in range(3):
+            socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        start = time.monotonic()
+        assert _closed_by_server(socks[:1], 2.0) == 1  # replaced by the third at once
+        assert _closed_by_server(socks[1:], 3.0) == 2  # after 0.5 s, not 5
+        assert time.monotonic() - start < DEFAULT_HEADER_TIMEOUT - 1
+        _timed_scrape(port)
+    finally:
+        for sock in socks:
+            sock.close()
+        assert server.stop() == 0
+
+
+@pytest.mark.parametrize("flags", [["--metrics-max-connections", "0"],
+                                   ["--metrics-header-timeout", "0"]])
+def test_metrics_limit_flags_are_checked(flags: list[str]) -> None:
+    done = subprocess.run([sys.executable, "-m", "pygrpc_ffi", "serve", "nobody_module",
+                           "--metrics-port", "0", *flags],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "error: --metrics-" in done.stderr
