@@ -27,8 +27,10 @@ nghttp2_nv Nv(const std::string& k, const std::string& v) {
                     NGHTTP2_NV_FLAG_NONE};
 }
 
+// On the wire gRPC base64-encodes every key ending in -bin, the key "-bin"
+// included (which its metadata rules otherwise treat as text).
 bool BinaryKey(const char* key, size_t len) {
-  return len >= 5 && std::memcmp(key + len - 4, "-bin", 4) == 0;
+  return len >= 4 && std::memcmp(key + len - 4, "-bin", 4) == 0;
 }
 
 // The call's response metadata as HTTP/2 headers: -bin values in base64.
@@ -336,9 +338,15 @@ void H2Call::EndWithoutHandler(Status status) {
   MaybeEnd();
 }
 
-// Answered before any handler: trailers-only (or a bare HTTP error).
+// Answered without a handler, which counts in the shim's metrics as every
+// call does.
 void H2Call::Refuse(int http_status, Status status) {
   pgf_metrics_count_refused(path_.data(), path_.size(), kind_, status.code);
+  SendTrailersOnly(http_status, status);
+}
+
+// Trailers-only (or a bare HTTP error).
+void H2Call::SendTrailersOnly(int http_status, const Status& status) {
   ended_ = true;
   if (conn_ == nullptr) return;
   std::vector<std::pair<std::string, std::string>> hs;
@@ -713,8 +721,7 @@ void H2Call::SendStatus(const Status& status) {
     bool initial_md = call_ != nullptr && dispatched_ && !forced_ &&
                       pgf_metadata_count(pgf_call_initial_metadata(call_)) > 0;
     if (!initial_md) {
-      // Trailers-only.
-      Refuse(200, status);
+      SendTrailersOnly(200, status);
       return;
     }
     SendHeaders();
@@ -814,7 +821,9 @@ void H2Call::Abort(int code, const char* message) {
     ended_ = true;
     return;
   }
-  if (out_.active && out_.sent > 0) {
+  if (out_.active) {
+    // nghttp2 holds part of it, perhaps behind a window the client never
+    // reopens: the trailers could wait forever behind it.
     ended_ = true;
     nghttp2_submit_rst_stream(conn_->session(), NGHTTP2_FLAG_NONE, id_, NGHTTP2_CANCEL);
     conn_->MarkDirty();

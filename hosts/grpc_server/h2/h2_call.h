@@ -78,6 +78,7 @@ class H2Call {
   void Dispatch();
   void EndWithoutHandler(Status status);
   void Refuse(int http_status, Status status);
+  void SendTrailersOnly(int http_status, const Status& status);
   void Consume();
   void ParseData(const uint8_t* data, size_t len);
   bool FinishMessage();

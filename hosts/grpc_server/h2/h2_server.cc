@@ -304,7 +304,10 @@ void Conn::AbortCalls() {
   std::vector<H2Call*> open;
   for (auto& kv : calls_) open.push_back(kv.second);
   for (H2Call* call : open) call->Abort(PGF_STATUS_CANCELLED, "server shutdown");
-  MarkDirty();
+  // What the socket takes now goes; then the connection closes, whether the
+  // client reads or not.
+  Flush();
+  CloseSoon();
 }
 
 void Conn::Tick(int64_t now) {
