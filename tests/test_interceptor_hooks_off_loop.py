@@ -73,7 +73,7 @@ def served() -> Iterator[tuple[pgf.GrpcService, SlowSync, AsyncAfter]]:
 
     @service.method(S, "Slow")
     async def slow_method(request: pgf.GrpcRequest) -> bytes:
-        return b"slow"
+        return bytes(request.payload)
 
     @service.method(S, "Fast")
     async def fast(request: pgf.GrpcRequest) -> bytes:
@@ -96,22 +96,24 @@ def wait_for(predicate: Any, what: str, limit: float = 20) -> None:
         time.sleep(0.005)
 
 
-@pytest.mark.parametrize("hook", ["after", "on_request", "on_response"])
+@pytest.mark.parametrize(("hook", "method"), [("after", "Slow"), ("on_response", "Slow"),
+                                              ("on_request", "Chat")])
 def test_a_sleeping_sync_hook_does_not_hold_other_async_calls(
-        served: tuple[pgf.GrpcService, SlowSync, AsyncAfter], hook: str) -> None:
+        served: tuple[pgf.GrpcService, SlowSync, AsyncAfter], hook: str, method: str) -> None:
     service, slow, _ = served
     assert service.call(S, "Fast", b"warm", timeout=10).payload == b"warm"
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        sleeper = pool.submit(service.call, S, "Slow", b"", metadata=[("x-slow", hook)],
-                              timeout=30)
+        # (A unary async call's on_request runs before its handler, off the loop.)
+        sleeper = pool.submit(service.call_stream, S, method, [b"slow"],
+                              metadata=[("x-slow", hook)], timeout=30)
         assert slow.sleeping.wait(10), "the slow hook never ran"
         started = time.monotonic()
         fast = service.call(S, "Fast", b"quick", timeout=30)
         took = time.monotonic() - started
         assert (fast.code, fast.payload) == (pgf.StatusCode.OK, b"quick")
         assert took < SLEEP / 2, f"an async call waited {took:.2f} s for a sleeping {hook} hook"
-        assert sleeper.result(30).payload == b"slow"
-    wait_for(lambda: ("Slow", pgf.StatusCode.OK) in slow.afters, "the slow call's after hook")
+        assert list(sleeper.result(30).messages) == [b"slow"]
+    wait_for(lambda: (method, pgf.StatusCode.OK) in slow.afters, "the slow call's after hook")
 
 
 def test_sync_hooks_of_async_calls_never_run_on_the_loop(
