@@ -194,7 +194,7 @@ void H2Call::OnHeadersEnd() {
     Refuse(200, Status{PGF_STATUS_RESOURCE_EXHAUSTED, "out of memory"});
     return;
   }
-  Dispatch();
+  ScheduleDispatch();
 }
 
 // The request metadata goes into the call in one block, after the header
@@ -228,6 +228,24 @@ bool H2Call::FillCall() {
 }
 
 // ------------------------------------------------------------ dispatch
+
+// After the bytes read with the request were all processed: a request
+// reset in the same read (rapid reset: HEADERS, DATA, RST_STREAM in one
+// packet) never reaches a handler, a worker or the queue.
+void H2Call::DispatchIfOpen() {
+  if (conn_ != nullptr && !ended_ && !dispatched_ && !forced_) {
+    Dispatch();
+  } else if (!dispatched_) {
+    handler_done_ = true;  // none will run
+    if (forced_ && !ended_) EndWithoutHandler(*forced_);
+  }
+  Unref();  // DispatchSoon's
+}
+
+void H2Call::ScheduleDispatch() {
+  handler_done_ = false;  // one will run, unless the stream closes first
+  conn_->DispatchSoon(this);
+}
 
 void H2Call::Dispatch() {
   Host& host = GetHost();
@@ -489,7 +507,7 @@ void H2Call::OnRequestMessage(pgf_message* msg) {
     StreamError(Status{PGF_STATUS_RESOURCE_EXHAUSTED, "out of memory while reading the request"});
     return;
   }
-  Dispatch();
+  ScheduleDispatch();
 }
 
 void H2Call::DeliverRead() {

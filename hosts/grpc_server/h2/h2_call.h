@@ -51,6 +51,8 @@ class H2Call {
   void Abort(int code, const char* message);
 
   void RunTask(TaskKind kind, int arg);
+  // Dispatches the call unless its stream closed meanwhile.
+  void DispatchIfOpen();
   int64_t deadline_ms() const { return deadline_ms_; }
   bool remote_closed() const { return remote_closed_; }
 
@@ -76,6 +78,7 @@ class H2Call {
 
   bool FillCall();
   void Dispatch();
+  void ScheduleDispatch();
   void EndWithoutHandler(Status status);
   void Refuse(int http_status, Status status);
   void SendTrailersOnly(int http_status, const Status& status);

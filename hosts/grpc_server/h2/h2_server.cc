@@ -151,7 +151,19 @@ void Conn::OnEvents(uint32_t events) {
   MarkDirty();
 }
 
+void Conn::DispatchSoon(H2Call* call) {
+  call->Ref();
+  to_dispatch_.push_back(call);
+}
+
 void Conn::ReadSocket() {
+  ReadFrames();
+  std::vector<H2Call*> calls;
+  calls.swap(to_dispatch_);
+  for (H2Call* call : calls) call->DispatchIfOpen();
+}
+
+void Conn::ReadFrames() {
   uint8_t buf[64 * 1024];
   // Bounded per turn, so one busy connection does not starve the others.
   for (int i = 0; i < 8 && !closing_; ++i) {
@@ -297,6 +309,9 @@ void Conn::Close() {
   for (auto& kv : calls_) open.push_back(kv.second);
   calls_.clear();
   for (H2Call* call : open) call->OnStreamClose(NGHTTP2_CANCEL);
+  std::vector<H2Call*> pending;
+  pending.swap(to_dispatch_);
+  for (H2Call* call : pending) call->DispatchIfOpen();  // closed: not dispatched
   epoll_ctl(loop_->epfd(), EPOLL_CTL_DEL, fd_, nullptr);
 }
 

@@ -82,6 +82,9 @@ class Conn {
   size_t buffered() const { return wbuf_.size() - woff_; }
 
   void Forget(int32_t stream_id) { calls_.erase(stream_id); }
+  // The call is dispatched once the bytes read with its request are all
+  // processed (ReadSocket), if its stream is still open then.
+  void DispatchSoon(H2Call* call);
   void Adopt(int32_t stream_id, H2Call* call) { calls_[stream_id] = call; }
   size_t calls() const { return calls_.size(); }
 
@@ -113,6 +116,7 @@ class Conn {
 
  private:
   void ReadSocket();
+  void ReadFrames();
   bool WriteBuffered();
   void UpdateEpoll();
 
@@ -128,6 +132,7 @@ class Conn {
   bool draining_ = false;
   bool close_after_flush_ = false;  // a GOAWAY for an error went out
   std::unordered_map<int32_t, H2Call*> calls_;
+  std::vector<H2Call*> to_dispatch_;  // each with a reference
   int64_t created_ms_;
   int64_t last_call_ms_;       // a call was open at this time (idle)
   int64_t last_read_ms_;       // bytes arrived (keepalive)
