@@ -69,7 +69,9 @@ def _python_path() -> str:
 
 
 # The C++ host's limits, passed through as given (its own defaults
-# otherwise; see hosts/grpc_server/README.md).  The grpcio engine ignores them.
+# otherwise; see hosts/grpc_server/README.md).  The grpcio engine ignores them
+# but --max-memory-bytes, which bounds its calls in progress or queued
+# (grpcio_server.start).
 HOST_LIMIT_FLAGS = (
     "--max-concurrent-streams", "--max-metadata-bytes", "--max-queued-calls",
     "--max-memory-bytes", "--keepalive-time-ms", "--keepalive-timeout-ms",
@@ -117,6 +119,8 @@ def grpcio_command(args: argparse.Namespace) -> list[str]:
         "--max-workers", str(args.max_workers),
         "--max-message-size", str(args.max_message_size), "--grace", str(args.grace),
         "--reuse-port", *serve_options.child_flags(args),
+        *(["--max-memory-bytes", str(args.max_memory_bytes)]
+          if args.max_memory_bytes is not None else []),
     ]
 
 
@@ -217,9 +221,10 @@ def serve_grpcio_here(args: argparse.Namespace) -> int:
     except Exception as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    memory = {} if args.max_memory_bytes is None else {"max_memory_bytes": args.max_memory_bytes}
     grpcio_serve(default_service(), args.listen, max_workers=max(args.max_workers, args.workers),
                  max_message_size=args.max_message_size, grace=args.grace,
-                 reuse_port=args.reuse_port)
+                 reuse_port=args.reuse_port, **memory)
     return 0
 
 

@@ -57,6 +57,16 @@ _log = logging.getLogger("pygrpc_ffi")
 
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 DEFAULT_MAX_WORKERS = min(32, 4 * (os.cpu_count() or 1))
+# --max-memory-bytes, as for the C++ host.  grpcio queues calls beyond
+# max_workers without limit (each a stream grpcio keeps, and for an
+# ``async def`` handler the task to come); the memory flag bounds them by
+# count: at most max_memory_bytes // CALL_COST calls in progress or queued
+# (grpcio's maximum_concurrent_rpcs), beyond which grpcio answers
+# RESOURCE_EXHAUSTED.  CALL_COST is the C++ host's per-call charge
+# (hosts/grpc_server/memory_budget.h); measured here: 22.5 KiB per
+# half-open ``async def`` bidi stream queued in grpcio (3,000 held, +66 MiB).
+DEFAULT_MAX_MEMORY_BYTES = 1 << 30
+CALL_COST = 32 * 1024
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 # grpcio reports ~2**63 seconds remaining when the client set no deadline.
 _NO_DEADLINE_THRESHOLD = 1e15
@@ -361,7 +371,8 @@ def start(service: GrpcService | None = None, address: str = "127.0.0.1:50051", 
           grace: float | None = 10.0,
           reuse_port: bool = False,
           options: Sequence[tuple[str, Any]] = (),
-          interceptors: Sequence[Any] = ()) -> GrpcioServer:
+          interceptors: Sequence[Any] = (),
+          max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES) -> GrpcioServer:
     """Starts a grpcio server that serves ``service`` (default:
     :func:`~pygrpc_ffi.default_service`) on ``address`` (port 0: any free
     port, see ``.port``) and returns at once.  ``max_message_size`` bounds
@@ -370,9 +381,13 @@ def start(service: GrpcService | None = None, address: str = "127.0.0.1:50051", 
     cannot be bound: a port in use is not shared unless ``reuse_port`` (for
     several server processes on one port, SO_REUSEPORT).  ``interceptors``
     are added to the service (see :meth:`GrpcService.add_interceptor`): they
-    run on every host that serves it."""
+    run on every host that serves it.  ``max_memory_bytes`` bounds the calls
+    in progress or queued to ``max_memory_bytes // CALL_COST`` (32 KiB
+    each); beyond it a new call gets RESOURCE_EXHAUSTED."""
     if max_workers < 1:
         raise ValueError("max_workers must be at least 1")
+    if max_memory_bytes < CALL_COST:
+        raise ValueError(f"max_memory_bytes must be at least {CALL_COST}")
     service = service if service is not None else default_service()
     for interceptor in interceptors:
         service.add_interceptor(interceptor)
@@ -381,6 +396,7 @@ def start(service: GrpcService | None = None, address: str = "127.0.0.1:50051", 
         futures.ThreadPoolExecutor(max_workers=max_workers,
                                    thread_name_prefix="pygrpc_ffi-grpcio"),
         handlers=(_Handler(service),),
+        maximum_concurrent_rpcs=max_memory_bytes // CALL_COST,
         options=[
             ("grpc.max_receive_message_length", max_message_size),
             ("grpc.max_send_message_length", max_message_size),
@@ -411,7 +427,8 @@ def serve(service: GrpcService | None = None, address: str = "127.0.0.1:50051", 
           max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
           grace: float = 10.0,
           reuse_port: bool = False,
-          interceptors: Sequence[Any] = ()) -> None:
+          interceptors: Sequence[Any] = (),
+          max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES) -> None:
     """Serves ``service`` until SIGINT or SIGTERM, then stops gracefully.
 
     Prints ``listening on HOST:PORT`` (the bound port) to stdout once it
@@ -419,13 +436,13 @@ def serve(service: GrpcService | None = None, address: str = "127.0.0.1:50051", 
     calls in flight ``grace`` seconds; a second signal cancels them at once.
     Returns when the server has stopped.  Must run in the main thread (it
     installs the signal handlers, and restores the previous ones).
-    ``reuse_port``, ``interceptors``: see :func:`start`.
+    ``reuse_port``, ``interceptors``, ``max_memory_bytes``: see :func:`start`.
     """
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("serve() must run in the main thread; use start() elsewhere")
     server = start(service, address, max_workers=max_workers,
                    max_message_size=max_message_size, grace=grace, reuse_port=reuse_port,
-                   interceptors=interceptors)
+                   interceptors=interceptors, max_memory_bytes=max_memory_bytes)
     signals: list[int] = []
 
     def on_signal(signum: int, frame: Any) -> None:

@@ -219,11 +219,11 @@ CallReactor::CallReactor(grpc::GenericCallbackServerContext* ctx) : ctx_(ctx) {
   }
   // The memory budget (--max-memory-bytes, memory_budget.h): the call's
   // state is charged before anything is read or dispatched, or the call is
-  // refused.  Request streams, which a client can hold open without end,
-  // leave a reserve to calls with one request message.
+  // refused.  Streams, which a client can hold open without end (by never
+  // half-closing, or never reading), leave a reserve to unary calls.
   MemoryBudget& budget = HostBudget();
-  if (!budget.TryCharge(MemoryBudget::kCallCost,
-                        UnaryRequest(kind_) ? 0 : budget.KeepFree())) {
+  keep_free_ = kind_ == PGF_KIND_UNARY ? 0 : budget.KeepFree();
+  if (!budget.TryCharge(MemoryBudget::kCallCost, keep_free_)) {
     ended_ = true;
     grpc::Status refused(grpc::StatusCode::RESOURCE_EXHAUSTED, MemoryBudget::kRefusedText);
     CountRefused(path, kind_, refused);
@@ -489,7 +489,7 @@ bool CallReactor::ChargeMessage(Taken* w) {
   if (first) {
     // The call's first message held by reference: refused beyond the
     // budget, as a new stream would be.
-    if (!budget.TryCharge(w->len)) return false;
+    if (!budget.TryCharge(w->len, keep_free_)) return false;
   } else {
     budget.Charge(w->len);  // the stream was admitted: it waits instead
   }
@@ -529,8 +529,8 @@ void CallReactor::ReleaseReservation() {
 
 bool CallReactor::ReserveNext(const Taken& w) {
   MemoryBudget& budget = HostBudget();
-  if (w.charged == 0) return budget.used() <= budget.limit();
-  if (!budget.TryCharge(w.charged)) return false;
+  if (w.charged == 0) return budget.used() + keep_free_ <= budget.limit();
+  if (!budget.TryCharge(w.charged, keep_free_)) return false;
   std::lock_guard<std::mutex> lock(mu_);
   reserved_ = w.charged;
   return true;

@@ -126,6 +126,7 @@ class CallReactor final : public grpc::ServerGenericBidiReactor {
   // the handler's next message.
   bool admitted_ = false;
   bool charged_any_ = false;
+  size_t keep_free_ = 0;  // what this call's TryCharges leave (rule 1)
   size_t reserved_ = 0;
   bool extra_pending_ = false;   // unary request: waiting for the half-close
   bool ended_ = false;           // End() is running or ran
