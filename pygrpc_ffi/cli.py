@@ -251,7 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     limits = run.add_argument_group("limits of the cxx engine (passed to the host; defaults "
                                     "in hosts/grpc_server/README.md)")
     for flag in HOST_LIMIT_FLAGS:
-        limits.add_argument(flag, type=int, default=None)
+        limits.add_argument(flag, type=int, default=None, help=(
+            "what calls may hold (default 1 GiB); the grpcio engine takes it too, as at "
+            "most MAX_MEMORY_BYTES / 32 KiB calls in progress or queued"
+            if flag == "--max-memory-bytes" else None))
     limits.add_argument("--keepalive-permit-without-calls", action="store_true")
     run.add_argument("--worker-scheduling", choices=("batch", "normal"), default=None,
                      help="cxx engine: batch (the host's default) runs handler threads "

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -39,6 +40,7 @@ HOLD = "/e2e.Budget/Hold"
 BIG = "/e2e.Budget/Big"
 NO_READ = "/e2e.Budget/NoRead"
 PING = "/e2e.Budget/Ping"
+STREAM = "/e2e.Budget/Stream"
 
 
 @pytest.fixture()
@@ -328,3 +330,25 @@ def pings(ch: grpc.Channel) -> bool:
         if err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
             raise
         return False
+
+
+def test_streams_larger_than_the_budget_flow_through_it_and_give_it_back(host: Host) -> None:
+    # Messages of 30 MiB: the first one fits the streams' 56 MiB, the room
+    # for a second does not, so each write completes only once the
+    # transport sent it (memory_budget.h, rule 3): the stream waits, it
+    # does not fail.  Three such streams in turn (450 MiB): every charge
+    # comes back, or the last stream's first message would be refused.
+    size = 30 * MiB
+    with host.channel() as ch:
+        for _ in range(3):
+            got = [len(m) for m in ch.unary_stream(STREAM)(f"5 {size}".encode(), timeout=60)]
+            assert got == [size] * 5
+    # Meanwhile and after, many streams fit again.
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda _: read_count(host, 20, MiB), range(8))) == [20 * MiB] * 8
+
+
+def read_count(host: Host, count: int, size: int) -> int:
+    with host.channel() as ch:
+        return sum(len(m) for m in ch.unary_stream(STREAM)(f"{count} {size}".encode(),
+                                                           timeout=60))
