@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "../host.h"
+#include "../memory_budget.h"
 #include "grpc_wire.h"
 #include "h2_server.h"
 
@@ -68,8 +69,27 @@ ssize_t ReadCb(nghttp2_session*, int32_t, uint8_t*, size_t length, uint32_t* dat
   return static_cast<H2Call*>(source->ptr)->ReadData(length, data_flags);
 }
 
-void FreeBuffer(void* p) { std::free(p); }
-void DeleteString(void* p) { delete static_cast<std::string*>(p); }
+// A request message's buffer: its capacity in a header before the bytes,
+// charged to the memory budget (memory_budget.h, rule 4) until the last
+// reference to the message goes.
+constexpr size_t kBufHeader = 16;
+
+void FreeBuffer(void* base) {
+  size_t cap;
+  std::memcpy(&cap, base, sizeof cap);
+  HostBudget().Release(cap);
+  std::free(base);
+}
+
+struct ChargedString {
+  std::string bytes;
+};
+
+void DeleteString(void* p) {
+  auto* s = static_cast<ChargedString*>(p);
+  HostBudget().Release(s->bytes.size());
+  delete s;
+}
 
 }  // namespace
 
@@ -83,7 +103,8 @@ void H2Call::Unref() {
   // The last reference goes on the loop: the handler is done and took (or
   // never had) its answer, so the pgf_call frees plain C memory only.
   for (pgf_message* m : ready_) pgf_message_unref(m);
-  std::free(msg_);
+  FreeAssembly();
+  if (admitted_) HostBudget().Release(MemoryBudget::kCallCost);
   Server* server = loop_->server();
   if (call_ != nullptr) pgf_call_unref(call_);
   delete this;
@@ -177,6 +198,15 @@ void H2Call::OnHeadersEnd() {
                        "Compression algorithm '" + encoding_ + "' is not supported"});
     return;
   }
+  // The memory budget (--max-memory-bytes, memory_budget.h, rule 1), before
+  // anything is copied or dispatched; streams leave a reserve to unary calls.
+  MemoryBudget& budget = HostBudget();
+  keep_free_ = kind_ == PGF_KIND_UNARY ? 0 : budget.KeepFree();
+  if (!budget.TryCharge(MemoryBudget::kCallCost, keep_free_)) {
+    Refuse(200, Status{PGF_STATUS_RESOURCE_EXHAUSTED, MemoryBudget::kRefusedText});
+    return;
+  }
+  admitted_ = true;
   if (!FillCall()) {
     Refuse(200, Status{PGF_STATUS_RESOURCE_EXHAUSTED, "out of memory"});
     return;
@@ -381,6 +411,14 @@ void H2Call::SendTrailersOnly(int http_status, const Status& status) {
 
 // --------------------------------------------------------------- reads
 
+void H2Call::FreeAssembly() {
+  if (msg_ == nullptr) return;
+  HostBudget().Release(msg_cap_);
+  std::free(msg_ - kBufHeader);
+  msg_ = nullptr;
+  msg_cap_ = 0;
+}
+
 // Reopens the stream's window for what was received: only while the
 // handler wants a message (or the unary request), so a client is held to
 // one window beyond what the handler read.
@@ -442,12 +480,21 @@ void H2Call::ParseData(const uint8_t* data, size_t len) {
         // client announcing 64 MiB and sending nothing costs nothing.
         size_t cap = std::max({msg_cap_ * 2, msg_fill_ + n, size_t{256}});
         cap = std::min(cap, msg_len_);
-        auto* p = static_cast<uint8_t*>(std::realloc(msg_, cap));
-        if (p == nullptr) {
+        // Many streams each announcing a large message cannot together hold
+        // more than the budget (each alone: --max-message-size).
+        size_t grow = cap - msg_cap_;
+        if (!HostBudget().TryCharge(grow, keep_free_)) {
+          StreamError(Status{PGF_STATUS_RESOURCE_EXHAUSTED, MemoryBudget::kRefusedText});
+          return;
+        }
+        auto* base = static_cast<uint8_t*>(
+            std::realloc(msg_ == nullptr ? nullptr : msg_ - kBufHeader, cap + kBufHeader));
+        if (base == nullptr) {
+          HostBudget().Release(grow);
           StreamError(Status{PGF_STATUS_RESOURCE_EXHAUSTED, "out of memory"});
           return;
         }
-        msg_ = p;
+        msg_ = base + kBufHeader;
         msg_cap_ = cap;
       }
       std::memcpy(msg_ + msg_fill_, data, n);
@@ -464,18 +511,23 @@ void H2Call::ParseData(const uint8_t* data, size_t len) {
 bool H2Call::FinishMessage() {
   pgf_message* msg;
   if (msg_compressed_) {
-    auto* out = new std::string;
-    if (!Decompress(encoding_, msg_, msg_len_, conn_->config().max_message_size, out)) {
+    auto* out = new ChargedString;
+    if (!Decompress(encoding_, msg_, msg_len_, conn_->config().max_message_size,
+                    &out->bytes)) {
       delete out;
       StreamError(Status{PGF_STATUS_INTERNAL, "cannot decompress the request message"});
       return false;
     }
-    msg = pgf_message_new(reinterpret_cast<const uint8_t*>(out->data()), out->size(),
-                          DeleteString, out);
+    HostBudget().Charge(out->bytes.size());  // exists: rule 4
+    msg = pgf_message_new(reinterpret_cast<const uint8_t*>(out->bytes.data()),
+                          out->bytes.size(), DeleteString, out);
   } else if (msg_len_ == 0) {
     msg = pgf_message_new(nullptr, 0, nullptr, nullptr);
   } else {
-    msg = pgf_message_new(msg_, msg_len_, FreeBuffer, msg_);
+    // The charge goes with the message, released with its last reference.
+    uint8_t* base = msg_ - kBufHeader;
+    std::memcpy(base, &msg_cap_, sizeof msg_cap_);
+    msg = pgf_message_new(msg_, msg_len_, FreeBuffer, base);
     msg_ = nullptr;
     msg_cap_ = 0;
   }
@@ -578,12 +630,21 @@ void H2Call::StartHandlerWrite() {
     return;
   }
   handler_write_in_flight_ = true;
-  StartOut(data, len, release, ctx, true);
+  if (!StartOut(data, len, release, ctx, true)) {
+    handler_write_in_flight_ = false;
+    WriteDoneLater(call_, false, true);
+    forced_ = Status{PGF_STATUS_RESOURCE_EXHAUSTED, MemoryBudget::kRefusedText};
+    if (!handler_done_) CancelLater(call_);
+    MaybeEnd();
+  }
 }
 
 bool H2Call::StartOut(const uint8_t* data, size_t len, pgf_release_fn release, void* ctx,
                       bool handler_write) {
-  if (!headers_sent_) SendHeaders();
+  if (!headers_sent_) {
+    compress_ = call_ != nullptr && pgf_call_compress_response(call_) &&
+                ListHas(accept_encoding_, "gzip");
+  }
   out_ = Out{};
   uint8_t flag = 0;
   if (compress_) {
@@ -601,6 +662,24 @@ bool H2Call::StartOut(const uint8_t* data, size_t len, pgf_release_fn release, v
       }
     }
   }
+  // Held by reference until sent: charged to the memory budget (rule 2).
+  // The first message of a call beyond the budget ends it (trailers-only,
+  // before any header: a client's zero window cannot hold that status), as
+  // a new stream would be refused; later ones exist already and are charged.
+  size_t charge = len > MemoryBudget::kUncountedMessage ? len : 0;
+  if (charge > 0) {
+    MemoryBudget& budget = HostBudget();
+    if (!response_charged_ && !budget.TryCharge(charge, keep_free_)) {
+      std::free(out_.owned);
+      out_ = Out{};
+      if (release != nullptr) ReleaseLater(release, ctx);
+      return false;
+    }
+    if (response_charged_) budget.Charge(charge);
+    response_charged_ = true;
+  }
+  if (!headers_sent_) SendHeaders();
+  out_.charged = charge;
   out_.prefix[0] = flag;
   out_.prefix[1] = static_cast<uint8_t>(len >> 24);
   out_.prefix[2] = static_cast<uint8_t>(len >> 16);
@@ -612,14 +691,18 @@ bool H2Call::StartOut(const uint8_t* data, size_t len, pgf_release_fn release, v
   out_.release_ctx = ctx;
   out_.handler_write = handler_write;
   out_.active = true;
-  Resume();
+  // One DATA item per message: the trailers can then go as HEADERS, which
+  // no flow-control window holds back, whenever no message is in flight.
+  nghttp2_data_provider prd;
+  prd.source.ptr = this;
+  prd.read_callback = ReadCb;
+  nghttp2_submit_data(conn_->session(), NGHTTP2_FLAG_NONE, id_, &prd);
+  conn_->MarkDirty();
   return true;
 }
 
 void H2Call::SendHeaders() {
   headers_sent_ = true;
-  compress_ = call_ != nullptr && pgf_call_compress_response(call_) &&
-              ListHas(accept_encoding_, "gzip");
   std::vector<std::pair<std::string, std::string>> hs;
   hs.emplace_back(":status", "200");
   hs.emplace_back("content-type", "application/grpc");
@@ -627,39 +710,21 @@ void H2Call::SendHeaders() {
   hs.emplace_back("grpc-accept-encoding", "identity,deflate,gzip");
   if (call_ != nullptr && dispatched_) AppendMetadata(pgf_call_initial_metadata(call_), &hs);
   std::vector<nghttp2_nv> nv = Nvs(hs);
-  nghttp2_data_provider prd;
-  prd.source.ptr = this;
-  prd.read_callback = ReadCb;
-  nghttp2_submit_response(conn_->session(), id_, nv.data(), nv.size(), &prd);
+  nghttp2_submit_headers(conn_->session(), NGHTTP2_FLAG_NONE, id_, nullptr, nv.data(),
+                         nv.size(), nullptr);
   conn_->MarkDirty();
 }
 
-void H2Call::Resume() {
-  if (!deferred_ || conn_ == nullptr) return;
-  deferred_ = false;
-  nghttp2_session_resume_data(conn_->session(), id_);
-  conn_->MarkDirty();
-}
-
-// nghttp2 asks for the next DATA frame: the message in flight, without a
-// copy (NO_COPY: SendData writes it), else the trailers, else later.
+// nghttp2 asks for the next DATA frame of the message in flight: sent
+// without a copy (NO_COPY: SendData writes it).
 ssize_t H2Call::ReadData(size_t length, uint32_t* data_flags) {
-  if (out_.active && out_.queued < out_.total()) {
-    size_t n = std::min(length, out_.total() - out_.queued);
-    out_.queued += n;
-    *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-    return static_cast<ssize_t>(n);
-  }
-  if (!out_.active && trailers_pending_) {
-    trailers_pending_ = false;
+  size_t n = std::min(length, out_.total() - out_.queued);
+  out_.queued += n;
+  *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+  if (out_.queued == out_.total()) {
     *data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
-    std::vector<nghttp2_nv> nv = Nvs(trailers_);
-    nghttp2_submit_trailer(conn_->session(), id_, nv.data(), nv.size());
-    trailers_.clear();
-    return 0;
   }
-  deferred_ = true;
-  return NGHTTP2_ERR_DEFERRED;
+  return static_cast<ssize_t>(n);
 }
 
 int H2Call::SendData(const uint8_t* framehd, size_t length) {
@@ -677,26 +742,43 @@ int H2Call::SendData(const uint8_t* framehd, size_t length) {
   if (left > 0) iov[n++] = iovec{const_cast<uint8_t*>(out_.data + (off - 5)), left};
   conn_->Write(iov, n);
   out_.sent += length;
-  if (out_.sent == out_.total()) OnOutSent();
+  // Completed once nghttp2 is done with the item (after this callback):
+  // only then may the next message or the trailers be submitted.
+  if (out_.sent == out_.total()) conn_->AfterSend(this);
   return 0;
 }
 
 // The whole message is in the connection's hands (the socket, or its
 // buffer): the handler's write completes, its bytes are released.
 void H2Call::OnOutSent() {
+  if (!out_.active || out_.sent != out_.total()) return;  // failed meanwhile
   Out done = out_;
   out_ = Out{};
+  HostBudget().Release(done.charged);
   std::free(done.owned);
   if (done.release != nullptr) ReleaseLater(done.release, done.release_ctx);
   if (done.handler_write) {
     handler_write_in_flight_ = false;
     WriteDoneLater(call_, true, true);
-    if (write_event_) {
-      write_event_ = false;
-      StartHandlerWrite();
-    }
+  }
+  if (trailers_pending_) {
+    trailers_pending_ = false;
+    SubmitTrailers();
+    return;
+  }
+  if (write_event_) {
+    write_event_ = false;
+    StartHandlerWrite();
   }
   MaybeEnd();
+}
+
+void H2Call::SubmitTrailers() {
+  if (conn_ == nullptr) return;
+  std::vector<nghttp2_nv> nv = Nvs(trailers_);
+  nghttp2_submit_trailer(conn_->session(), id_, nv.data(), nv.size());
+  trailers_.clear();
+  conn_->MarkDirty();
 }
 
 // The transport is gone with a message in flight: not sent.
@@ -704,6 +786,7 @@ void H2Call::FailOut() {
   if (!out_.active) return;
   Out done = out_;
   out_ = Out{};
+  HostBudget().Release(done.charged);
   std::free(done.owned);
   if (done.release != nullptr) ReleaseLater(done.release, done.release_ctx);
   if (done.handler_write) {
@@ -745,9 +828,11 @@ void H2Call::SendStatus(const Status& status) {
     SendHeaders();
   }
   trailers_ = Trailers(status);
-  trailers_pending_ = true;
-  Resume();
-  conn_->MarkDirty();
+  if (out_.active) {
+    trailers_pending_ = true;  // after the message (OnOutSent)
+    return;
+  }
+  SubmitTrailers();
 }
 
 void H2Call::MaybeEnd() {
@@ -763,7 +848,10 @@ void H2Call::MaybeEnd() {
     if (!forced_ && conn_ != nullptr) {
       // A write the handler queued just before it finished goes first.
       handler_write_in_flight_ = true;
-      StartOut(data, len, release, ctx, true);
+      if (StartOut(data, len, release, ctx, true)) return;
+      handler_write_in_flight_ = false;
+      WriteDoneLater(call_, false, true);
+      SendStatus(Status{PGF_STATUS_RESOURCE_EXHAUSTED, MemoryBudget::kRefusedText});
       return;
     }
     if (release != nullptr) ReleaseLater(release, ctx);
@@ -798,7 +886,10 @@ void H2Call::MaybeEnd() {
   }
   // The unary answer (an empty message when the handler set none), then the
   // status after it.
-  StartOut(data, len, release, ctx, false);
+  if (!StartOut(data, len, release, ctx, false)) {
+    SendStatus(Status{PGF_STATUS_RESOURCE_EXHAUSTED, MemoryBudget::kRefusedText});
+    return;
+  }
   SendStatus(status);
 }
 
@@ -866,9 +957,7 @@ void H2Call::OnStreamClose(uint32_t) {
   deadline_ms_ = -1;
   for (pgf_message* m : ready_) pgf_message_unref(m);
   ready_.clear();
-  std::free(msg_);
-  msg_ = nullptr;
-  msg_cap_ = 0;
+  FreeAssembly();
   Unref();  // the stream's
 }
 

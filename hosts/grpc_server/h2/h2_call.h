@@ -46,6 +46,8 @@ class H2Call {
   void OnStreamClose(uint32_t error_code);
   ssize_t ReadData(size_t length, uint32_t* data_flags);
   int SendData(const uint8_t* framehd, size_t length);
+  // The message's last frame went (after nghttp2_session_send returned).
+  void OnOutSent();
   void OnDeadline();
   // The connection is going away, or the server stops: cancelled.
   void Abort(int code, const char* message);
@@ -64,6 +66,7 @@ class H2Call {
     pgf_release_fn release = nullptr;
     void* release_ctx = nullptr;
     uint8_t* owned = nullptr;   // our own buffer (a compressed message): free()d
+    size_t charged = 0;         // to the memory budget until sent
     size_t queued = 0;          // handed to nghttp2 (prefix included)
     size_t sent = 0;            // written to the connection
     bool active = false;
@@ -83,6 +86,7 @@ class H2Call {
   void Refuse(int http_status, Status status);
   void SendTrailersOnly(int http_status, const Status& status);
   void Consume();
+  void FreeAssembly();
   void ParseData(const uint8_t* data, size_t len);
   bool FinishMessage();
   void OnRequestMessage(pgf_message* msg);
@@ -90,13 +94,12 @@ class H2Call {
   void StartHandlerWrite();
   bool StartOut(const uint8_t* data, size_t len, pgf_release_fn release, void* ctx,
                 bool handler_write);
-  void OnOutSent();
   void FailOut();
   void MaybeEnd();
   void DropAnswer();
   void SendHeaders();
   void SendStatus(const Status& status);
-  void Resume();
+  void SubmitTrailers();
   void StreamError(Status status);
   std::vector<std::pair<std::string, std::string>> Trailers(const Status& status);
   void Finished();  // the transport side is over
@@ -134,11 +137,16 @@ class H2Call {
   bool headers_sent_ = false;
   bool trailers_pending_ = false;
   std::vector<std::pair<std::string, std::string>> trailers_;
-  bool deferred_ = false;
   bool ended_ = false;           // the status was submitted (or the stream reset)
   bool compress_ = false;        // responses go out gzip'ed
   bool write_event_ = false;     // a handler write waits for the one in flight
   bool handler_write_in_flight_ = false;
+  bool response_charged_ = false;  // a response message was charged (rule 2)
+
+  // The memory budget (memory_budget.h): admitted (kCallCost charged), and
+  // the reserve this call leaves to unary calls.
+  bool admitted_ = false;
+  size_t keep_free_ = 0;
 
   // Handler side.
   bool dispatched_ = false;

@@ -151,6 +151,12 @@ void Conn::OnEvents(uint32_t events) {
   MarkDirty();
 }
 
+void Conn::AfterSend(H2Call* call) {
+  call->Ref();
+  sent_.push_back(call);
+  MarkDirty();
+}
+
 void Conn::DispatchSoon(H2Call* call) {
   call->Ref();
   to_dispatch_.push_back(call);
@@ -264,9 +270,18 @@ bool Conn::WriteBuffered() {
 void Conn::Flush() {
   dirty_ = false;
   if (closing_) return;
-  if (buffered() < kHighWater && nghttp2_session_send(session_) != 0) {
-    CloseSoon();
-    return;
+  for (int round = 0; round < 16 && buffered() < kHighWater; ++round) {
+    if (nghttp2_session_send(session_) != 0) {
+      CloseSoon();
+      return;
+    }
+    if (sent_.empty()) break;
+    std::vector<H2Call*> sent;
+    sent.swap(sent_);
+    for (H2Call* call : sent) {
+      call->OnOutSent();  // may submit the next message or the trailers
+      call->Unref();
+    }
   }
   if (!WriteBuffered()) return;
   if (buffered() == 0 && (close_after_flush_ || (!nghttp2_session_want_read(session_) &&
@@ -312,6 +327,9 @@ void Conn::Close() {
   std::vector<H2Call*> pending;
   pending.swap(to_dispatch_);
   for (H2Call* call : pending) call->DispatchIfOpen();  // closed: not dispatched
+  std::vector<H2Call*> sent;
+  sent.swap(sent_);
+  for (H2Call* call : sent) call->Unref();  // their streams are gone
   epoll_ctl(loop_->epfd(), EPOLL_CTL_DEL, fd_, nullptr);
 }
 

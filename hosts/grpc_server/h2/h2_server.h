@@ -85,6 +85,9 @@ class Conn {
   // The call is dispatched once the bytes read with its request are all
   // processed (ReadSocket), if its stream is still open then.
   void DispatchSoon(H2Call* call);
+  // The call's message is sent: completed once nghttp2_session_send
+  // returned (nghttp2 takes a new DATA item for the stream only then).
+  void AfterSend(H2Call* call);
   void Adopt(int32_t stream_id, H2Call* call) { calls_[stream_id] = call; }
   size_t calls() const { return calls_.size(); }
 
@@ -133,6 +136,7 @@ class Conn {
   bool close_after_flush_ = false;  // a GOAWAY for an error went out
   std::unordered_map<int32_t, H2Call*> calls_;
   std::vector<H2Call*> to_dispatch_;  // each with a reference
+  std::vector<H2Call*> sent_;         // AfterSend, each with a reference
   int64_t created_ms_;
   int64_t last_call_ms_;       // a call was open at this time (idle)
   int64_t last_read_ms_;       // bytes arrived (keepalive)

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "../host.h"
+#include "../memory_budget.h"
 #include "../native_echo.h"
 #include "../options.h"
 #include "../worker_pool.h"
@@ -88,6 +89,10 @@ int Run(const Options& opts) {
   host.registry = pgf_default_registry();
   host.max_metadata_bytes = static_cast<size_t>(opts.max_metadata_bytes);
   host.max_queued_calls = static_cast<size_t>(opts.max_queued_calls);
+  // What calls hold (their state, Python tasks included, and their messages)
+  // is counted against --max-memory-bytes; beyond it new calls are refused
+  // (memory_budget.h).
+  HostBudget().SetLimit(static_cast<size_t>(opts.max_memory_bytes));
   // The same bound for async handlers' calls waiting for the event loop,
   // which never wait for a worker (pygrpc_ffi/_loop_calls.py reads it).
   setenv("PYGRPC_FFI_MAX_QUEUED_CALLS", std::to_string(opts.max_queued_calls).c_str(), 1);
