@@ -333,12 +333,59 @@ void H2Call::StreamEvent(pgf_call*, int event, void* self) {
   TaskKind kind;
   switch (event) {
     case PGF_EVENT_READ: kind = TaskKind::kRead; break;
-    case PGF_EVENT_WRITE: kind = TaskKind::kWrite; break;
+    case PGF_EVENT_WRITE:
+      if (!c->TakeWrite(true)) return;
+      kind = TaskKind::kWrite;
+      break;
     case PGF_EVENT_INITIAL_METADATA: kind = TaskKind::kInitialMd; break;
     default: return;
   }
   c->Ref();
   c->Post(kind);
+}
+
+// On the handler's thread: the message is taken and charged to the memory
+// budget here, so that a write beyond it fails at once for the handler (as
+// in the gRPC C++ host) instead of after a hop to the loop, while the
+// handler makes more.  False if there is nothing for the loop to do.
+bool H2Call::TakeWrite(bool on_handler_thread) {
+  Taken t;
+  if (pgf_call_take_write(call_, &t.data, &t.len, &t.release, &t.ctx, nullptr) != PGF_OK) {
+    return false;
+  }
+  if (!ChargeResponse(t.len, &t.charged)) {
+    if (t.release != nullptr) ReleaseLater(t.release, t.ctx);
+    if (on_handler_thread) {
+      pgf_call_write_done(call_, 0);
+    } else {
+      WriteDoneLater(call_, false, true);
+    }
+    CancelLater(call_);
+    Ref();
+    Post(TaskKind::kRefused, kWriteRefused);
+    return false;
+  }
+  std::lock_guard<std::mutex> lock(taken_mu_);
+  taken_ = t;
+  return true;
+}
+
+// Rule 2 of memory_budget.h: a response message held by reference is
+// charged until sent; the call's first one only within the budget.
+bool H2Call::ChargeResponse(size_t len, size_t* charged) {
+  *charged = 0;
+  if (len <= MemoryBudget::kUncountedMessage) return true;
+  MemoryBudget& budget = HostBudget();
+  if (!response_charged_.exchange(true)) {
+    if (!budget.TryCharge(len, keep_free_)) {
+      response_charged_ = false;
+      return false;
+    }
+  } else {
+    budget.Charge(len);  // the stream was admitted: it waits instead
+  }
+  *charged = len;
+  return true;
 }
 
 // The task carries one reference: a new one (stream events) or the
@@ -372,6 +419,13 @@ void H2Call::RunTask(TaskKind kind, int arg) {
       }
       break;
     case TaskKind::kRefused:
+      if (arg == kWriteRefused) {
+        // A write beyond the memory budget: the handler was told and
+        // cancelled; its status is replaced.
+        if (!forced_) forced_ = Status{PGF_STATUS_RESOURCE_EXHAUSTED, MemoryBudget::kRefusedText};
+        MaybeEnd();
+        break;
+      }
       handler_done_ = true;
       EndWithoutHandler(Status{arg, arg == PGF_STATUS_CANCELLED ? "cancelled" : "dispatch failed"});
       break;
@@ -611,18 +665,22 @@ void H2Call::StreamError(Status status) {
 // -------------------------------------------------------------- writes
 
 void H2Call::StartHandlerWrite() {
-  const uint8_t* data;
-  size_t len;
-  pgf_release_fn release;
-  void* ctx;
-  if (pgf_call_take_write(call_, &data, &len, &release, &ctx, nullptr) != PGF_OK) return;
+  Taken t;
+  {
+    std::lock_guard<std::mutex> lock(taken_mu_);
+    if (!taken_) return;
+    t = *taken_;
+    taken_.reset();
+  }
   if (ended_ || conn_ == nullptr || forced_) {
-    if (release != nullptr) ReleaseLater(release, ctx);
+    HostBudget().Release(t.charged);
+    if (t.release != nullptr) ReleaseLater(t.release, t.ctx);
     WriteDoneLater(call_, false, true);
     return;
   }
-  if (len > conn_->config().max_message_size) {
-    if (release != nullptr) ReleaseLater(release, ctx);
+  if (t.len > conn_->config().max_message_size) {
+    HostBudget().Release(t.charged);
+    if (t.release != nullptr) ReleaseLater(t.release, t.ctx);
     WriteDoneLater(call_, false, true);
     forced_ = Status{PGF_STATUS_RESOURCE_EXHAUSTED, "Sent message larger than max"};
     if (!handler_done_) CancelLater(call_);
@@ -630,17 +688,14 @@ void H2Call::StartHandlerWrite() {
     return;
   }
   handler_write_in_flight_ = true;
-  if (!StartOut(data, len, release, ctx, true)) {
-    handler_write_in_flight_ = false;
-    WriteDoneLater(call_, false, true);
-    forced_ = Status{PGF_STATUS_RESOURCE_EXHAUSTED, MemoryBudget::kRefusedText};
-    if (!handler_done_) CancelLater(call_);
-    MaybeEnd();
-  }
+  StartOut(t, true);
 }
 
-bool H2Call::StartOut(const uint8_t* data, size_t len, pgf_release_fn release, void* ctx,
-                      bool handler_write) {
+void H2Call::StartOut(const Taken& t, bool handler_write) {
+  const uint8_t* data = t.data;
+  size_t len = t.len;
+  pgf_release_fn release = t.release;
+  void* ctx = t.ctx;
   if (!headers_sent_) {
     compress_ = call_ != nullptr && pgf_call_compress_response(call_) &&
                 ListHas(accept_encoding_, "gzip");
@@ -662,24 +717,8 @@ bool H2Call::StartOut(const uint8_t* data, size_t len, pgf_release_fn release, v
       }
     }
   }
-  // Held by reference until sent: charged to the memory budget (rule 2).
-  // The first message of a call beyond the budget ends it (trailers-only,
-  // before any header: a client's zero window cannot hold that status), as
-  // a new stream would be refused; later ones exist already and are charged.
-  size_t charge = len > MemoryBudget::kUncountedMessage ? len : 0;
-  if (charge > 0) {
-    MemoryBudget& budget = HostBudget();
-    if (!response_charged_ && !budget.TryCharge(charge, keep_free_)) {
-      std::free(out_.owned);
-      out_ = Out{};
-      if (release != nullptr) ReleaseLater(release, ctx);
-      return false;
-    }
-    if (response_charged_) budget.Charge(charge);
-    response_charged_ = true;
-  }
   if (!headers_sent_) SendHeaders();
-  out_.charged = charge;
+  out_.charged = t.charged;
   out_.prefix[0] = flag;
   out_.prefix[1] = static_cast<uint8_t>(len >> 24);
   out_.prefix[2] = static_cast<uint8_t>(len >> 16);
@@ -698,7 +737,6 @@ bool H2Call::StartOut(const uint8_t* data, size_t len, pgf_release_fn release, v
   prd.read_callback = ReadCb;
   nghttp2_submit_data(conn_->session(), NGHTTP2_FLAG_NONE, id_, &prd);
   conn_->MarkDirty();
-  return true;
 }
 
 void H2Call::SendHeaders() {
@@ -843,19 +881,16 @@ void H2Call::MaybeEnd() {
   size_t len = 0;
   pgf_release_fn release = nullptr;
   void* ctx = nullptr;
-  if (call_ != nullptr &&
-      pgf_call_take_write(call_, &data, &len, &release, &ctx, nullptr) == PGF_OK) {
-    if (!forced_ && conn_ != nullptr) {
-      // A write the handler queued just before it finished goes first.
-      handler_write_in_flight_ = true;
-      if (StartOut(data, len, release, ctx, true)) return;
-      handler_write_in_flight_ = false;
-      WriteDoneLater(call_, false, true);
-      SendStatus(Status{PGF_STATUS_RESOURCE_EXHAUSTED, MemoryBudget::kRefusedText});
-      return;
-    }
-    if (release != nullptr) ReleaseLater(release, ctx);
-    WriteDoneLater(call_, false, true);
+  bool queued;
+  {
+    std::lock_guard<std::mutex> lock(taken_mu_);
+    queued = taken_.has_value();
+  }
+  if (queued || (call_ != nullptr && TakeWrite(false))) {
+    // A write the handler queued just before it finished goes first (or
+    // fails, if the call is over).
+    StartHandlerWrite();
+    if (handler_write_in_flight_) return;
   }
   if (call_ != nullptr) {
     release = nullptr;
@@ -886,10 +921,13 @@ void H2Call::MaybeEnd() {
   }
   // The unary answer (an empty message when the handler set none), then the
   // status after it.
-  if (!StartOut(data, len, release, ctx, false)) {
+  Taken t{data, len, release, ctx, 0};
+  if (!ChargeResponse(len, &t.charged)) {
+    if (release != nullptr) ReleaseLater(release, ctx);
     SendStatus(Status{PGF_STATUS_RESOURCE_EXHAUSTED, MemoryBudget::kRefusedText});
     return;
   }
+  StartOut(t, false);
   SendStatus(status);
 }
 

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
@@ -59,6 +60,16 @@ class H2Call {
   bool remote_closed() const { return remote_closed_; }
 
  private:
+  // A response message taken from the call.
+  struct Taken {
+    const uint8_t* data = nullptr;
+    size_t len = 0;
+    pgf_release_fn release = nullptr;
+    void* ctx = nullptr;
+    size_t charged = 0;  // to the memory budget
+  };
+  static constexpr int kWriteRefused = -1;  // kRefused's arg: a write beyond the budget
+
   struct Out {
     uint8_t prefix[5];
     const uint8_t* data = nullptr;
@@ -92,8 +103,9 @@ class H2Call {
   void OnRequestMessage(pgf_message* msg);
   void DeliverRead();
   void StartHandlerWrite();
-  bool StartOut(const uint8_t* data, size_t len, pgf_release_fn release, void* ctx,
-                bool handler_write);
+  bool TakeWrite(bool on_handler_thread);
+  bool ChargeResponse(size_t len, size_t* charged);
+  void StartOut(const Taken& t, bool handler_write);
   void FailOut();
   void MaybeEnd();
   void DropAnswer();
@@ -141,7 +153,12 @@ class H2Call {
   bool compress_ = false;        // responses go out gzip'ed
   bool write_event_ = false;     // a handler write waits for the one in flight
   bool handler_write_in_flight_ = false;
-  bool response_charged_ = false;  // a response message was charged (rule 2)
+  // A response message was charged (rule 2); set on the handler's thread.
+  std::atomic<bool> response_charged_{false};
+  // The write taken on the handler's thread, for the loop (at most one: a
+  // write completes only once sent).
+  std::mutex taken_mu_;
+  std::optional<Taken> taken_;
 
   // The memory budget (memory_budget.h): admitted (kCallCost charged), and
   // the reserve this call leaves to unary calls.
