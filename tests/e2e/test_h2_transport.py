@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import hpack
@@ -61,6 +62,8 @@ class Attacker:
         self.encoder = hpack.Encoder()
         self.address = address
         self.goaway = threading.Event()
+        self.goaway_code = -1
+        self.pings = 0  # PINGs from the host (never answered)
         self.closed = threading.Event()
         self.sent_frames = 0
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -94,7 +97,10 @@ class Attacker:
                     if len(buf) < 9 + length:
                         break
                     if buf[3] == 0x7:  # GOAWAY
+                        self.goaway_code = int.from_bytes(buf[13:17], "big")
                         self.goaway.set()
+                    elif buf[3] == 0x6 and not buf[4] & 0x1:  # PING, not an ACK
+                        self.pings += 1
                     buf = buf[9 + length:]
         except OSError:
             pass
@@ -296,3 +302,56 @@ def test_rapid_reset_closes_the_abusive_connections_and_others_are_served(host: 
     assert max(sent) < 15000, sent
     assert grown < 64 * 1024 * SANITIZER_FACTOR, grown
     assert legit.ok > 0 and not legit.failures, legit.failures[:3]
+
+
+# ------------------------------------------------------------ pings, keepalive
+
+@pytest.fixture()
+def host_with(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    if not H2_BINARY.exists():
+        pytest.skip(f"{H2_BINARY} is not built")
+    monkeypatch.setenv("PGF_HOST_BINARY", str(H2_BINARY))
+    started: list[Host] = []
+
+    def start(*extra: str) -> Host:
+        started.append(Host(*extra))
+        return started[-1]
+
+    yield start
+    for h in started:
+        assert h.stop() == 0
+
+
+def test_a_ping_flood_gets_goaway_enhance_your_calm(host_with: Any) -> None:
+    host = host_with("--max-ping-strikes", "2", "--min-ping-interval-ms", "300000")
+    a = Attacker(host.address)
+    try:
+        # gRPC's policy: pings closer than the interval with no data sent in
+        # between are strikes; beyond the strikes, GOAWAY ENHANCE_YOUR_CALM.
+        for i in range(10):
+            if not a.send(hf.PingFrame(0, opaque_data=i.to_bytes(8, "big")).serialize()):
+                break
+            time.sleep(0.02)
+        assert a.goaway.wait(5) and a.goaway_code == 0xB
+        assert a.closed.wait(5)
+    finally:
+        a.close()
+    assert served_after(host)
+
+
+def test_keepalive_closes_a_connection_whose_peer_does_not_answer(host_with: Any) -> None:
+    host = host_with("--keepalive-time-ms", "300", "--keepalive-timeout-ms", "300")
+    a = Attacker(host.address)  # reads, never ACKs a PING: a dead peer
+    try:
+        # Checked once a second: ping after ~1 s quiet, closed ~1 s later.
+        assert a.closed.wait(6), "the host kept a dead peer's connection"
+        assert a.pings >= 1
+    finally:
+        a.close()
+    # A live client answers the pings (grpcio does) and keeps its connection.
+    with grpc.insecure_channel(host.address,
+                               options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+        call = ch.unary_unary(ECHO)
+        for _ in range(3):
+            assert call(b"alive", timeout=10) == b"alive"
+            time.sleep(1.2)

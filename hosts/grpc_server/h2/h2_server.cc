@@ -270,20 +270,30 @@ bool Conn::WriteBuffered() {
 void Conn::Flush() {
   dirty_ = false;
   if (closing_) return;
-  for (int round = 0; round < 16 && buffered() < kHighWater; ++round) {
-    if (nghttp2_session_send(session_) != 0) {
-      CloseSoon();
-      return;
+  // nghttp2 stops (WOULDBLOCK) at our high-water mark; once the socket took
+  // the buffer it is asked again, else frames it still holds would wait for
+  // an event that may never come.
+  for (int round = 0;; ++round) {
+    while (buffered() < kHighWater) {
+      if (nghttp2_session_send(session_) != 0) {
+        CloseSoon();
+        return;
+      }
+      if (sent_.empty()) break;
+      std::vector<H2Call*> sent;
+      sent.swap(sent_);
+      for (H2Call* call : sent) {
+        call->OnOutSent();  // may submit the next message or the trailers
+        call->Unref();
+      }
     }
-    if (sent_.empty()) break;
-    std::vector<H2Call*> sent;
-    sent.swap(sent_);
-    for (H2Call* call : sent) {
-      call->OnOutSent();  // may submit the next message or the trailers
-      call->Unref();
+    if (!WriteBuffered()) return;
+    if (buffered() > 0 || !nghttp2_session_want_write(session_)) break;
+    if (round == 8) {
+      MarkDirty();  // the socket keeps taking it: the rest next turn
+      break;
     }
   }
-  if (!WriteBuffered()) return;
   if (buffered() == 0 && (close_after_flush_ || (!nghttp2_session_want_read(session_) &&
                                                   !nghttp2_session_want_write(session_)))) {
     CloseSoon();  // GOAWAY went and no stream is left (or a terminated session)
