@@ -22,8 +22,10 @@ handler, by the method's kind in the registry), driven through the C ABI's
 stream functions exactly as the C++ host drives them: the handler pulls each
 request message (read from grpcio's request iterator on a reader thread of
 the call, only when asked), and each response message is yielded to grpcio,
-which resumes the generator -- and so completes the handler's write -- only
-once it has sent the message.  BDP probing is off, so a client that writes
+which resumes the generator only once it has sent the message; the
+handler's write completes then, or as the message is handed to grpcio if
+the memory budget (--max-memory-bytes, _MessageBudget) has room for the
+handler's next message.  BDP probing is off, so a client that writes
 faster than the handler reads is held back by the default 64 KiB HTTP/2
 window instead of filling MiBs of transport buffers (``options`` may turn it
 back on).  A method that takes one request message
@@ -47,7 +49,7 @@ import grpc
 
 from . import _runtime
 from ._calls import new_call, read_result
-from ._local_host import new_message, take_write_copy
+from ._local_host import new_message
 from ._native import ffi, lib
 from .service import GrpcService, default_service
 
@@ -154,10 +156,61 @@ class _EngineStream:
 
 
 def _take_write(call: Any) -> bytes | None:
-    """The queued response message, copied and its write completed: the
-    handler may queue the next one, which waits until grpcio has sent this
-    one and asks for more (two in flight at most)."""
-    return take_write_copy(call)
+    """The queued response message, copied and its bytes released; its
+    write stays to be completed (``pgf_call_write_done``).  None if no write
+    is queued."""
+    data = ffi.new("const uint8_t **")
+    size = ffi.new("size_t *")
+    release = ffi.new("pgf_release_fn *")
+    ctx = ffi.new("void **")
+    if lib.pgf_call_take_write(call, data, size, release, ctx, ffi.NULL) != lib.PGF_OK:
+        return None
+    message = ffi.buffer(data[0], size[0])[:] if size[0] else b""
+    if release[0] != ffi.NULL:
+        release[0](ctx[0])
+    return message
+
+
+# Messages up to this size are not charged one by one (CALL_COST has them).
+_UNCOUNTED_MESSAGE = 1024
+_REFUSED_TEXT = "server memory budget (--max-memory-bytes) exhausted"
+
+
+class _MessageBudget:
+    """The response messages grpcio holds for the calls in progress, counted
+    against --max-memory-bytes by the C++ host's rules 2 and 3
+    (hosts/grpc_server/memory_budget.h): a message is charged from the moment
+    it is taken from the handler until grpcio has sent it, twice its size
+    (this engine's copy and the one grpcio makes to send it); a call's first
+    charged message beyond the budget ends the call RESOURCE_EXHAUSTED; a
+    write completes before grpcio has sent it only with room reserved for
+    the handler's next message, else once it was sent.  Streams leave an
+    eighth of the budget to unary calls.  (Calls themselves are bounded by
+    count: maximum_concurrent_rpcs, see start.)"""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def keep_free(self, kind: int) -> int:
+        return 0 if kind == lib.PGF_KIND_UNARY else self.limit // 8
+
+    def try_charge(self, n: int, keep_free: int) -> bool:
+        with self._lock:
+            if self.used + n + keep_free > self.limit:
+                return False
+            self.used += n
+            return True
+
+    def charge(self, n: int) -> None:
+        with self._lock:
+            self.used += n
+
+    def release(self, n: int) -> None:
+        if n:
+            with self._lock:
+                self.used -= n
 
 
 def _one_request(path: str, requests: Iterator[bytes], context: Any) -> bytes:
@@ -181,9 +234,13 @@ class _Call:
     grpcio's context."""
 
     def __init__(self, service: GrpcService, path: str, kind: int,
-                 requests: Iterator[bytes], context: Any) -> None:
+                 requests: Iterator[bytes], context: Any, budget: _MessageBudget) -> None:
         self.context = context
         self.kind = kind
+        self.budget = budget
+        self.keep_free = budget.keep_free(kind)
+        self.charged_any = False
+        self.reserved = 0
         remaining = context.time_remaining()
         if remaining is not None and remaining >= _NO_DEADLINE_THRESHOLD:
             remaining = None
@@ -222,18 +279,18 @@ class _Call:
                 if event == lib.PGF_EVENT_WRITE:
                     message = _take_write(call)
                     if message is not None:
-                        self._send_initial_metadata()
-                        yield message  # resumed once grpcio has sent it
+                        yield from self._send(message)
                 elif event == lib.PGF_EVENT_INITIAL_METADATA:
                     self._send_initial_metadata()
                 elif event == _EVENT_DONE:
                     break
             last = _take_write(call)  # queued just before the finish
             if last is not None:
-                self._send_initial_metadata()
-                yield last
+                yield from self._send(last)
             result, compress = read_result(call)
         finally:
+            self.budget.release(self.reserved)
+            self.reserved = 0
             # Normally finished here; if grpcio dropped the RPC (a cancel
             # while a message was on its way), the handler is told so.
             lib.pgf_call_cancel(call)
@@ -253,6 +310,42 @@ class _Call:
             context.set_compression(grpc.Compression.Gzip)
         if not self.kind & lib.PGF_KIND_SERVER_STREAMING:
             yield result.payload
+
+    def _send(self, message: bytes) -> Iterator[bytes]:
+        """Yields a message taken from the handler to grpcio (which resumes
+        this once it has sent it) and completes the handler's write: at once
+        if the budget has room for the handler's next message, else once
+        grpcio has sent this one (_MessageBudget)."""
+        budget = self.budget
+        budget.release(self.reserved)  # this message takes its place
+        self.reserved = 0
+        cost = 2 * len(message) if len(message) > _UNCOUNTED_MESSAGE else 0
+        if cost:
+            if self.charged_any:
+                budget.charge(cost)
+            elif not budget.try_charge(cost, self.keep_free):
+                lib.pgf_call_write_done(self.call, 0)
+                lib.pgf_call_cancel(self.call)
+                self.context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, _REFUSED_TEXT)
+            self.charged_any = True
+        if cost:
+            early = budget.try_charge(cost, self.keep_free)
+        else:
+            early = budget.used + self.keep_free <= budget.limit
+        completed = early
+        if early:
+            self.reserved = cost
+            lib.pgf_call_write_done(self.call, 1)
+        try:
+            self._send_initial_metadata()
+            yield message  # resumed once grpcio has sent it
+            if not completed:
+                completed = True
+                lib.pgf_call_write_done(self.call, 1)
+        finally:
+            budget.release(cost)
+            if not completed:  # grpcio dropped the RPC meanwhile
+                lib.pgf_call_write_done(self.call, 0)
 
     def _dispatch(self) -> None:
         # The registry is read only until the handler starts: a racing
@@ -295,8 +388,9 @@ def _count_unimplemented() -> None:
 class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
     """Every method registered in the service, as raw bytes."""
 
-    def __init__(self, service: GrpcService) -> None:
+    def __init__(self, service: GrpcService, budget: _MessageBudget) -> None:
         self._service = service
+        self._budget = budget
 
     def service(self, handler_call_details: Any) -> Any:
         path = handler_call_details.method
@@ -306,7 +400,7 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
         if len(parts) != 3 or parts[0] or not parts[1] or not parts[2]:
             _count_unimplemented()
             return None
-        service = self._service
+        service, budget = self._service, self._budget
         kind = service._method_kind(parts[1], parts[2])
         if kind < 0:
             _count_unimplemented()  # grpcio answers it: the shim never sees the call
@@ -314,12 +408,12 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
 
         if kind & lib.PGF_KIND_SERVER_STREAMING:
             def stream_behavior(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
-                yield from _Call(service, path, kind, requests, context).run()
+                yield from _Call(service, path, kind, requests, context, budget).run()
 
             return grpc.stream_stream_rpc_method_handler(stream_behavior)
 
         def unary_behavior(requests: Iterator[bytes], context: Any) -> bytes:
-            answers = list(_Call(service, path, kind, requests, context).run())
+            answers = list(_Call(service, path, kind, requests, context, budget).run())
             return answers[-1] if answers else b""
 
         return grpc.stream_unary_rpc_method_handler(unary_behavior)
@@ -395,7 +489,7 @@ def start(service: GrpcService | None = None, address: str = "127.0.0.1:50051", 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers,
                                    thread_name_prefix="pygrpc_ffi-grpcio"),
-        handlers=(_Handler(service),),
+        handlers=(_Handler(service, _MessageBudget(max_memory_bytes)),),
         maximum_concurrent_rpcs=max_memory_bytes // CALL_COST,
         options=[
             ("grpc.max_receive_message_length", max_message_size),
