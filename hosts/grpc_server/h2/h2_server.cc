@@ -9,11 +9,13 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstddef>
 #include <cstring>
 
 #include "h2_call.h"
@@ -58,6 +60,7 @@ std::string PeerOf(const sockaddr_storage& ss) {
     inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
     return std::string("ipv6:[") + host + "]:" + std::to_string(ntohs(a->sin6_port));
   }
+  if (ss.ss_family == AF_UNIX) return "unix:";
   return "unknown";
 }
 
@@ -704,8 +707,36 @@ Loop* Server::NextLoop() {
   return loops_[next_.fetch_add(1, std::memory_order_relaxed) % loops_.size()].get();
 }
 
+// unix:PATH and unix-abstract:NAME, as gRPC names them.
+static int ListenUnix(const std::string& addr, std::string* error) {
+  bool abstract = addr.rfind("unix-abstract:", 0) == 0;
+  std::string path = addr.substr(abstract ? 14 : 5);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  size_t offset = abstract ? 1 : 0;  // abstract: a leading NUL
+  if (path.empty() || path.size() + offset >= sizeof sa.sun_path) {
+    *error = "cannot listen on " + addr + ": bad path";
+    return -1;
+  }
+  std::memcpy(sa.sun_path + offset, path.data(), path.size());
+  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + offset + path.size());
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&sa), len) != 0 || listen(fd, 1024) != 0) {
+    *error = "cannot listen on " + addr + ": " + std::strerror(errno);
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 bool Server::Start(int* port, std::string* error) {
   std::string addr = opts_.listen;
+  if (addr.rfind("unix:", 0) == 0 || addr.rfind("unix-abstract:", 0) == 0) {
+    listen_fd_ = ListenUnix(addr, error);
+    if (listen_fd_ < 0) return false;
+    *port = 1;  // no port: the address is the path
+    return StartLoops(error);
+  }
   size_t colon = addr.rfind(':');
   if (colon == std::string::npos) {
     *error = "cannot listen on " + addr + ": expected HOST:PORT";
@@ -746,7 +777,10 @@ bool Server::Start(int* port, std::string* error) {
   *port = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
                                          : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
   listen_fd_ = fd;
+  return StartLoops(error);
+}
 
+bool Server::StartLoops(std::string* error) {
   unsigned n = std::max(1u, std::min(4u, std::thread::hardware_concurrency()));
   for (unsigned i = 0; i < n; ++i) {
     loops_.push_back(std::make_unique<Loop>(this, static_cast<int>(i)));
@@ -755,7 +789,7 @@ bool Server::Start(int* port, std::string* error) {
       return false;
     }
   }
-  loops_[0]->SetListener(fd);
+  loops_[0]->SetListener(listen_fd_);
   for (auto& l : loops_) l->Start();
   return true;
 }

@@ -218,6 +218,7 @@ class Server {
 
   const Config& config() const { return config_; }
   Loop* NextLoop();
+  bool StartLoops(std::string* error);
   // H2Call objects alive (each until its handler finished and its stream
   // closed).
   std::atomic<int64_t> live_calls{0};
