@@ -4,11 +4,13 @@
 // any other transport of this host charge the same budget by the same rules,
 // which are:
 //
-//  1. A call is admitted with TryCharge(kCallCost, keep_free) before
-//     anything of it is read or dispatched, and Release(kCallCost)d when it
-//     is over (the transport dropped it).  kCallCost is what a dispatched
-//     stream was measured to hold, transport and handler together (see
-//     below).  Streams (every kind but unary: a client holds a request
+//  1. A call is admitted with TryCharge(CallCost(request_stream),
+//     keep_free) before anything of it is read or dispatched, and the same
+//     is Release()d when it is over (the transport dropped it).  kCallCost
+//     is what a dispatched stream was measured to hold, transport and
+//     handler together (see below); a call whose request is a stream is
+//     charged kReadAhead more, the request bytes a client may send ahead of
+//     its handler's reads (rule 4).  Streams (every kind but unary: a client holds a request
 //     stream open by never half-closing it, a response stream by never
 //     reading it) pass keep_free = KeepFree() here and in the TryCharges of
 //     rules 2 and 3: they leave a reserve of the budget to unary calls, so
@@ -37,22 +39,26 @@
 //
 //  4. Request messages are Charge()d as they arrive (they exist) and
 //     Release()d when their last reference goes (a handler may keep them).
-//     Reads are pulled: a stream holds one HTTP/2 window (64 KiB; BDP
-//     probing off) of request bytes its handler has not asked for, which
-//     the transport's own quota counts.
+//     Reads are pulled: a request stream holds at most one HTTP/2 window
+//     (64 KiB; BDP probing off) of request bytes its handler has not asked
+//     for: kReadAhead, charged with the call.  (A message a handler asked
+//     for may take up to the message size limit while it arrives: that is
+//     the transport's buffer, which gRPC's ResourceQuota bounds.)
 //
-// What a stream holds is then at most kCallCost + its response message (+
-// one reserved) + the request messages its handler still references, all
-// counted here.  Messages of up to kUncountedMessage bytes that the
+// What a stream holds is then at most CallCost() + its response message
+// (+ one reserved) + the request messages its handler still references,
+// all counted here.  Messages of up to kUncountedMessage bytes that the
 // transport copies are part of kCallCost.  The total stays within the
 // budget but for the last message of each stream already admitted (rule
 // 2's Charge) and the difference of a message from its reservation.
 //
 // Measured with the flag at 64 MiB (release host): 6,000 half-open async
-// bidi streams grew the host by +49 MiB (1,792 admitted, the rest
-// refused), 150 async server streams of 1 MiB messages to a client with a
+// bidi streams grew the host by +21-23 MiB (597 admitted at 96 KiB, the
+// rest refused), 2,100 bidi streams each filling its window ahead of a
+// handler that never reads by +59-73 MiB (597 admitted), 150 async server
+// streams of 1 MiB messages to a client with a
 // zero window by +62-67 MiB (28-30 admitted, two messages each); without
-// the budget +141 and +306 MiB (tests/e2e/test_stream_memory_budget.py).
+// the budget +141, +125 and +306 MiB (tests/e2e/test_stream_memory_budget.py).
 #pragma once
 
 #include <atomic>
@@ -72,6 +78,14 @@ class MemoryBudget {
   // the two copied messages of up to kUncountedMessage bytes a stream may
   // hold and for allocator slack.
   static constexpr size_t kCallCost = 32 * 1024;
+  // One HTTP/2 stream window: the request bytes a client may send ahead of
+  // a handler that does not read (measured: 63 KiB accepted per stream).
+  static constexpr size_t kReadAhead = 64 * 1024;
+  // What rule 1 charges a call: kCallCost, plus kReadAhead if its request
+  // is a stream (client-streaming or bidi).
+  static constexpr size_t CallCost(bool request_stream) {
+    return kCallCost + (request_stream ? kReadAhead : 0);
+  }
   // Messages up to this size that the transport copies are not charged one
   // by one (they are in kCallCost).
   static constexpr size_t kUncountedMessage = 1024;

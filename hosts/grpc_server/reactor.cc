@@ -223,14 +223,15 @@ CallReactor::CallReactor(grpc::GenericCallbackServerContext* ctx) : ctx_(ctx) {
   // half-closing, or never reading), leave a reserve to unary calls.
   MemoryBudget& budget = HostBudget();
   keep_free_ = kind_ == PGF_KIND_UNARY ? 0 : budget.KeepFree();
-  if (!budget.TryCharge(MemoryBudget::kCallCost, keep_free_)) {
+  const size_t cost = MemoryBudget::CallCost(!UnaryRequest(kind_));
+  if (!budget.TryCharge(cost, keep_free_)) {
     ended_ = true;
     grpc::Status refused(grpc::StatusCode::RESOURCE_EXHAUSTED, MemoryBudget::kRefusedText);
     CountRefused(path, kind_, refused);
     Finish(std::move(refused));
     return;
   }
-  admitted_ = true;
+  admitted_ = cost;
   if (UnaryRequest(kind_)) {
     // The unary fast path: dispatch as soon as the one message is here.
     reading_ = Reading::kRequest;
@@ -762,7 +763,7 @@ void CallReactor::OnDone() {
   // dropped at finish, so the last reference frees plain C memory only.
   pgf_call_unref(call_);
   ReleaseReservation();
-  if (admitted_) HostBudget().Release(MemoryBudget::kCallCost);
+  HostBudget().Release(admitted_);
   delete this;
 }
 

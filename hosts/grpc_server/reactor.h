@@ -121,10 +121,10 @@ class CallReactor final : public grpc::ServerGenericBidiReactor {
   // The handler's next write, taken while one is in flight (the previous
   // one, completed early): OnWriteDone starts it.
   std::optional<Taken> queued_;
-  // Memory budget (memory_budget.h): the call's kCallCost is charged (from
-  // the constructor to OnDone); a message was charged; bytes reserved for
-  // the handler's next message.
-  bool admitted_ = false;
+  // Memory budget (memory_budget.h): what the call itself is charged (its
+  // CallCost, from the constructor to OnDone; 0 if not admitted); a message
+  // was charged; bytes reserved for the handler's next message.
+  size_t admitted_ = 0;
   bool charged_any_ = false;
   size_t keep_free_ = 0;  // what this call's TryCharges leave (rule 1)
   size_t reserved_ = 0;

@@ -9,6 +9,7 @@ hosts/grpc_server/memory_budget.h."""
 from __future__ import annotations
 
 import random
+import select
 import socket
 import threading
 import time
@@ -20,6 +21,7 @@ import grpc
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 import h2.settings
 import pytest
 from conftest import ENGINES, Server
@@ -30,6 +32,9 @@ pytestmark = pytest.mark.timeout(120)
 
 MiB = 1 << 20
 FLAG = 64 * MiB
+# Request streams the budget admits (hosts/grpc_server/memory_budget.h):
+# 32 KiB of state and 64 KiB of read-ahead each, within 7/8 of the flag.
+STREAMS_ADMITTED = (FLAG - FLAG // 8) // (96 * 1024)
 # What the host may grow by beyond the flag: the Python side of the calls
 # refused meanwhile, allocator slack, gRPC's connection buffers.  Measured
 # (release host, 2 vCPUs): +49 MiB for (a), +73 MiB for (b), against +141
@@ -139,9 +144,10 @@ def test_half_open_async_streams_beyond_the_budget_are_refused(host: Host) -> No
               f"{refused} refused, host RSS peak +{grown // MiB} MiB")
         assert grown < (FLAG + CONSTANT) * SANITIZER_FACTOR
         assert set(statuses) == {EXHAUSTED}
-        # Each admitted stream is charged 32 KiB: at most 7/8 of 64 MiB of
-        # them (1,792); the rest are refused.
-        assert 6000 - 1792 <= refused < 6000
+        # Each admitted bidi stream is charged 96 KiB (its state and one
+        # window of read-ahead): at most 7/8 of 64 MiB of them (597); the
+        # rest are refused.
+        assert 6000 - STREAMS_ADMITTED <= refused < 6000
     finally:
         if peak is not None:
             peak.stop()
@@ -149,6 +155,70 @@ def test_half_open_async_streams_beyond_the_budget_are_refused(host: Host) -> No
     # Right after: the streams are gone, their budget is back.
     assert legitimate_call(host) is not None
     assert serves_soon(host)
+
+
+def test_read_ahead_of_handlers_that_never_read_stays_within_the_budget(host: Host) -> None:
+    # 3 connections x 700 bidi streams whose handler never reads, each
+    # filled with one window (64 KiB) of an unfinished message: the window
+    # is charged with the stream, so at most STREAMS_ADMITTED of them hold
+    # one (before: all 2,100, +109 MiB for 1,500).
+    hostname, port = host.address.rsplit(":", 1)
+    clients = []
+    before = host.status("VmRSS")
+    peak = PeakRss(host)
+    try:
+        for _ in range(3):
+            sock = socket.create_connection((hostname, int(port)), timeout=10)
+            conn = h2.connection.H2Connection(
+                h2.config.H2Configuration(client_side=True, header_encoding="ascii"))
+            conn.initiate_connection()
+            sids = []
+            for _ in range(700):
+                sid = conn.get_next_available_stream_id()
+                conn.send_headers(sid, [
+                    (":method", "POST"), (":scheme", "http"), (":path", NO_READ),
+                    (":authority", "test"), ("content-type", "application/grpc"),
+                    ("te", "trailers")])
+                conn.send_data(sid, b"\0" + (16 * MiB).to_bytes(4, "big"))
+                sids.append(sid)
+            sock.sendall(conn.data_to_send())
+            clients.append((sock, conn, sids))
+        chunk = bytes(16384)
+        refused: set[tuple[int, int]] = set()  # (connection, stream)
+        sent = {(k, sid): 0 for k, (_, _, sids) in enumerate(clients) for sid in sids}
+        idle_since = time.monotonic()
+        while time.monotonic() - idle_since < 1.5:
+            for k, (sock, conn, sids) in enumerate(clients):
+                for sid in sids:
+                    if (k, sid) in refused:
+                        continue
+                    try:
+                        room = min(conn.local_flow_control_window(sid), len(chunk),
+                                   65536 - sent[k, sid])  # one window at most
+                        if room > 0:
+                            conn.send_data(sid, chunk[:room])
+                            sent[k, sid] += room
+                            idle_since = time.monotonic()
+                    except h2.exceptions.StreamClosedError:
+                        refused.add((k, sid))
+                sock.sendall(conn.data_to_send())
+                if not select.select([sock], [], [], 0.002)[0]:
+                    continue
+                data = sock.recv(1 << 20)
+                for event in conn.receive_data(data):
+                    if isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+                        refused.add((k, event.stream_id))
+                sock.sendall(conn.data_to_send())
+        grown = (peak.stop() - before) * 1024
+        print(f"2,100 streams with 64 KiB unread each, flag {FLAG // MiB} MiB: "
+              f"{len(refused)} refused, host RSS peak +{grown // MiB} MiB")
+        assert grown < (FLAG + CONSTANT) * SANITIZER_FACTOR
+        assert len(refused) >= 2100 - STREAMS_ADMITTED
+        assert legitimate_call(host) is not None
+    finally:
+        peak.stop()
+        for sock, _, _ in clients:
+            sock.close()
 
 
 # --------------------------------------- (b) unread async server streams
