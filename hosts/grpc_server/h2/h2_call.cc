@@ -104,7 +104,7 @@ void H2Call::Unref() {
   // never had) its answer, so the pgf_call frees plain C memory only.
   for (pgf_message* m : ready_) pgf_message_unref(m);
   FreeAssembly();
-  if (admitted_) HostBudget().Release(MemoryBudget::kCallCost);
+  HostBudget().Release(admitted_);
   Server* server = loop_->server();
   if (call_ != nullptr) pgf_call_unref(call_);
   delete this;
@@ -202,11 +202,13 @@ void H2Call::OnHeadersEnd() {
   // anything is copied or dispatched; streams leave a reserve to unary calls.
   MemoryBudget& budget = HostBudget();
   keep_free_ = kind_ == PGF_KIND_UNARY ? 0 : budget.KeepFree();
-  if (!budget.TryCharge(MemoryBudget::kCallCost, keep_free_)) {
+  // A request stream is charged its one window of read-ahead too.
+  size_t cost = MemoryBudget::CallCost(!UnaryRequest());
+  if (!budget.TryCharge(cost, keep_free_)) {
     Refuse(200, Status{PGF_STATUS_RESOURCE_EXHAUSTED, MemoryBudget::kRefusedText});
     return;
   }
-  admitted_ = true;
+  admitted_ = cost;
   if (!FillCall()) {
     Refuse(200, Status{PGF_STATUS_RESOURCE_EXHAUSTED, "out of memory"});
     return;
@@ -355,11 +357,13 @@ bool H2Call::TakeWrite(bool on_handler_thread) {
   }
   if (!ChargeResponse(t.len, &t.charged)) {
     if (t.release != nullptr) ReleaseLater(t.release, t.ctx);
-    if (on_handler_thread) {
-      pgf_call_write_done(call_, 0);
-    } else {
+    if (!on_handler_thread) {
+      // On the loop (the handler finished with this write queued).
       WriteDoneLater(call_, false, true);
+      if (!forced_) forced_ = Status{PGF_STATUS_RESOURCE_EXHAUSTED, MemoryBudget::kRefusedText};
+      return false;
     }
+    pgf_call_write_done(call_, 0);
     CancelLater(call_);
     Ref();
     Post(TaskKind::kRefused, kWriteRefused);

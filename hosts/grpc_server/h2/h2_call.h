@@ -160,9 +160,9 @@ class H2Call {
   std::mutex taken_mu_;
   std::optional<Taken> taken_;
 
-  // The memory budget (memory_budget.h): admitted (kCallCost charged), and
-  // the reserve this call leaves to unary calls.
-  bool admitted_ = false;
+  // The memory budget (memory_budget.h): what admission charged (rule 1),
+  // and the reserve this call leaves to unary calls.
+  size_t admitted_ = 0;
   size_t keep_free_ = 0;
 
   // Handler side.
