@@ -100,8 +100,9 @@ H2Call::H2Call(Conn* conn, int32_t stream_id)
 
 void H2Call::Unref() {
   if (refs_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-  // The last reference goes on the loop: the handler is done and took (or
-  // never had) its answer, so the pgf_call frees plain C memory only.
+  // The last reference goes on the loop (or on a handler's thread, in a
+  // stream event's guard): the handler is done and took (or never had) its
+  // answer, and the stream is closed, so only plain C memory is freed.
   for (pgf_message* m : ready_) pgf_message_unref(m);
   FreeAssembly();
   HostBudget().Release(admitted_);
@@ -336,9 +337,13 @@ void H2Call::StreamEvent(pgf_call*, int event, void* self) {
   switch (event) {
     case PGF_EVENT_READ: kind = TaskKind::kRead; break;
     case PGF_EVENT_WRITE:
-      if (!c->TakeWrite(true)) return;
-      kind = TaskKind::kWrite;
-      break;
+      // Completing the write here may finish the call on this thread (its
+      // done callback is not waited for then) and the loop may end it at
+      // once: a reference keeps `c` while we are in it.
+      c->Ref();
+      c->TakeWrite(true);
+      c->Unref();
+      return;
     case PGF_EVENT_INITIAL_METADATA: kind = TaskKind::kInitialMd; break;
     default: return;
   }
@@ -346,10 +351,11 @@ void H2Call::StreamEvent(pgf_call*, int event, void* self) {
   c->Post(kind);
 }
 
-// On the handler's thread: the message is taken and charged to the memory
+// On the handler's thread (posting the kWrite), or on the loop for a write
+// left queued at the finish: the message is taken and charged to the memory
 // budget here, so that a write beyond it fails at once for the handler (as
 // in the gRPC C++ host) instead of after a hop to the loop, while the
-// handler makes more.  False if there is nothing for the loop to do.
+// handler makes more.  True if it was queued for the loop.
 bool H2Call::TakeWrite(bool on_handler_thread) {
   Taken t;
   if (pgf_call_take_write(call_, &t.data, &t.len, &t.release, &t.ctx, nullptr) != PGF_OK) {
@@ -363,14 +369,39 @@ bool H2Call::TakeWrite(bool on_handler_thread) {
       if (!forced_) forced_ = Status{PGF_STATUS_RESOURCE_EXHAUSTED, MemoryBudget::kRefusedText};
       return false;
     }
-    pgf_call_write_done(call_, 0);
-    CancelLater(call_);
     Ref();
     Post(TaskKind::kRefused, kWriteRefused);
+    pgf_call_write_done(call_, 0);
+    CancelLater(call_);
     return false;
   }
-  std::lock_guard<std::mutex> lock(taken_mu_);
-  taken_ = t;
+  // A small message whose bytes may be copied here (borrowed, or released
+  // without blocking) is copied and its write completed at once, when no
+  // other is unsent: the handler makes its next message while the loop
+  // sends this one (as the gRPC host does), and its next write waits until
+  // this one is sent, so a stream holds at most two messages in the host.
+  bool first = unsent_.fetch_add(1, std::memory_order_acq_rel) == 0;
+  if (on_handler_thread && first && t.len <= MemoryBudget::kUncountedMessage &&
+      (t.release == nullptr || pgf_call_nonblocking(call_) ||
+       pgf_release_never_blocks(t.release, t.ctx))) {
+    t.copy = static_cast<uint8_t*>(std::malloc(t.len + 1));
+    if (t.copy != nullptr) {
+      std::memcpy(t.copy, t.data, t.len);
+      if (t.release != nullptr) t.release(t.ctx);  // never blocks
+      t.data = t.copy;
+      t.release = nullptr;
+      t.early = true;
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(taken_mu_);
+    taken_.push_back(t);
+  }
+  if (on_handler_thread) {
+    Ref();
+    Post(TaskKind::kWrite);
+  }
+  if (t.early) pgf_call_write_done(call_, 1);
   return true;
 }
 
@@ -668,24 +699,33 @@ void H2Call::StreamError(Status status) {
 
 // -------------------------------------------------------------- writes
 
+// A taken handler message that will not be sent.
+void H2Call::DropTaken(const Taken& t) {
+  unsent_.fetch_sub(1, std::memory_order_acq_rel);
+  HostBudget().Release(t.charged);
+  std::free(t.copy);
+  if (t.release != nullptr) ReleaseLater(t.release, t.ctx);
+  if (t.early) {
+    CancelLater(call_);  // completed already: the handler learns it so
+  } else {
+    WriteDoneLater(call_, false, true);
+  }
+}
+
 void H2Call::StartHandlerWrite() {
   Taken t;
   {
     std::lock_guard<std::mutex> lock(taken_mu_);
-    if (!taken_) return;
-    t = *taken_;
-    taken_.reset();
+    if (taken_.empty()) return;
+    t = taken_.front();
+    taken_.pop_front();
   }
   if (ended_ || conn_ == nullptr || forced_) {
-    HostBudget().Release(t.charged);
-    if (t.release != nullptr) ReleaseLater(t.release, t.ctx);
-    WriteDoneLater(call_, false, true);
+    DropTaken(t);
     return;
   }
   if (t.len > conn_->config().max_message_size) {
-    HostBudget().Release(t.charged);
-    if (t.release != nullptr) ReleaseLater(t.release, t.ctx);
-    WriteDoneLater(call_, false, true);
+    DropTaken(t);
     forced_ = Status{PGF_STATUS_RESOURCE_EXHAUSTED, "Sent message larger than max"};
     if (!handler_done_) CancelLater(call_);
     MaybeEnd();
@@ -705,13 +745,16 @@ void H2Call::StartOut(const Taken& t, bool handler_write) {
                 ListHas(accept_encoding_, "gzip");
   }
   out_ = Out{};
+  out_.owned = t.copy;
   uint8_t flag = 0;
   if (compress_) {
     std::string z;
     if (Gzip(data, len, &z)) {
       // Our own copy goes out; the handler's bytes are done with.
-      out_.owned = static_cast<uint8_t*>(std::malloc(z.size() + 1));
-      if (out_.owned != nullptr) {
+      auto* zipped = static_cast<uint8_t*>(std::malloc(z.size() + 1));
+      if (zipped != nullptr) {
+        std::free(out_.owned);
+        out_.owned = zipped;
         std::memcpy(out_.owned, z.data(), z.size());
         if (release != nullptr) ReleaseLater(release, ctx);
         release = nullptr;
@@ -733,6 +776,7 @@ void H2Call::StartOut(const Taken& t, bool handler_write) {
   out_.release = release;
   out_.release_ctx = ctx;
   out_.handler_write = handler_write;
+  out_.early = t.early;
   out_.active = true;
   // One DATA item per message: the trailers can then go as HEADERS, which
   // no flow-control window holds back, whenever no message is in flight.
@@ -801,7 +845,8 @@ void H2Call::OnOutSent() {
   if (done.release != nullptr) ReleaseLater(done.release, done.release_ctx);
   if (done.handler_write) {
     handler_write_in_flight_ = false;
-    WriteDoneLater(call_, true, true);
+    unsent_.fetch_sub(1, std::memory_order_acq_rel);
+    if (!done.early) WriteDoneLater(call_, true, true);
   }
   if (trailers_pending_) {
     trailers_pending_ = false;
@@ -833,7 +878,12 @@ void H2Call::FailOut() {
   if (done.release != nullptr) ReleaseLater(done.release, done.release_ctx);
   if (done.handler_write) {
     handler_write_in_flight_ = false;
-    WriteDoneLater(call_, false, true);
+    unsent_.fetch_sub(1, std::memory_order_acq_rel);
+    if (done.early) {
+      CancelLater(call_);  // completed already: the handler learns it so
+    } else {
+      WriteDoneLater(call_, false, true);
+    }
   }
 }
 
@@ -888,7 +938,7 @@ void H2Call::MaybeEnd() {
   bool queued;
   {
     std::lock_guard<std::mutex> lock(taken_mu_);
-    queued = taken_.has_value();
+    queued = !taken_.empty();
   }
   if (queued || (call_ != nullptr && TakeWrite(false))) {
     // A write the handler queued just before it finished goes first (or
@@ -994,6 +1044,18 @@ void H2Call::OnStreamClose(uint32_t) {
     if (dispatched_ && !handler_done_) CancelLater(call_);
   }
   FailOut();
+  // Writes taken and waiting for the one in flight will not be sent either.
+  write_event_ = false;
+  for (;;) {
+    Taken t;
+    {
+      std::lock_guard<std::mutex> lock(taken_mu_);
+      if (taken_.empty()) break;
+      t = taken_.front();
+      taken_.pop_front();
+    }
+    DropTaken(t);
+  }
   conn_ = nullptr;
   if (deadline_ms_ >= 0) loop_->RemoveDeadline(deadline_ms_, this);
   deadline_ms_ = -1;

@@ -67,6 +67,8 @@ class H2Call {
     pgf_release_fn release = nullptr;
     void* ctx = nullptr;
     size_t charged = 0;  // to the memory budget
+    uint8_t* copy = nullptr;  // ours (data points into it): free()d once sent
+    bool early = false;       // completed for the handler as it was taken
   };
   static constexpr int kWriteRefused = -1;  // kRefused's arg: a write beyond the budget
 
@@ -82,6 +84,7 @@ class H2Call {
     size_t sent = 0;            // written to the connection
     bool active = false;
     bool handler_write = false; // completes the handler's write when sent
+    bool early = false;         // ...which was completed as it was taken
     size_t total() const { return len + 5; }
   };
 
@@ -104,6 +107,7 @@ class H2Call {
   void DeliverRead();
   void StartHandlerWrite();
   bool TakeWrite(bool on_handler_thread);
+  void DropTaken(const Taken& t);
   bool ChargeResponse(size_t len, size_t* charged);
   void StartOut(const Taken& t, bool handler_write);
   void FailOut();
@@ -155,10 +159,12 @@ class H2Call {
   bool handler_write_in_flight_ = false;
   // A response message was charged (rule 2); set on the handler's thread.
   std::atomic<bool> response_charged_{false};
-  // The write taken on the handler's thread, for the loop (at most one: a
-  // write completes only once sent).
+  // Writes taken on the handler's thread, for the loop: at most two (one
+  // completed early, the next waits until it is sent).
   std::mutex taken_mu_;
-  std::optional<Taken> taken_;
+  std::deque<Taken> taken_;
+  // Handler messages taken and not yet sent (or failed).
+  std::atomic<int> unsent_{0};
 
   // The memory budget (memory_budget.h): what admission charged (rule 1),
   // and the reserve this call leaves to unary calls.
