@@ -139,19 +139,20 @@ class BuildShimThenExt(build_ext):
                      cmake / "pygrpc_ffiConfig.cmake")
         (cmake / "pygrpc_ffiConfigVersion.cmake").write_text(
             CMAKE_VERSION_TEMPLATE.format(version=VERSION, major=VERSION.split(".")[0]))
-        if HOST_SRC.is_dir():  # the C++ host's sources, for `pygrpc-ffi build-host`
+        if HOST_SRC.is_dir():  # the C++ hosts' sources, for `pygrpc-ffi build-host`
             host = out_dir / "host_src"
-            host.mkdir(exist_ok=True)
-            for src in HOST_SRC.iterdir():
+            for src in HOST_SRC.rglob("*"):
                 if src.suffix in (".cc", ".h") or src.name == "CMakeLists.txt":
-                    shutil.copy2(src, host / src.name)
+                    target = host / src.relative_to(HOST_SRC)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(src, target)
 
     def package_files(self) -> list[pathlib.Path]:
         out_dir = self.package_dir()
         names = [SHIM, "include/pygrpc_ffi.h", "pkgconfig/pygrpc_ffi.pc",
                  "cmake/pygrpc_ffiConfigVersion.cmake"]
         files = [out_dir / n for n in names]
-        files += sorted((out_dir / "host_src").glob("*"))
+        files += sorted(f for f in (out_dir / "host_src").rglob("*") if f.is_file())
         return [f for f in files if f.exists()]
 
     def get_outputs(self) -> list[str]:

@@ -33,6 +33,9 @@ from typing import Any
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PY = sys.executable
 HOST = ROOT / "build" / "grpc_server" / "pygrpc_ffi_server"
+# The same host on gRPC C++ 1.51 (Debian's), the product host until the
+# transport moved to libnghttp2: the before/after of that move.
+GRPCPP_HOST = ROOT / "build" / "grpc_server" / "pygrpc_ffi_grpcpp_server"
 PATH = "/bench.Echo/Echo"
 ASYNC_PATH = "/bench.Echo/AsyncEcho"  # the same echo, ``async def``
 WORK_PATH = "/bench.Echo/Work"  # ~0.2 ms of Python per call (bench/handlers.py)
@@ -50,6 +53,7 @@ class Spec:
     available: str = ""  # why it cannot run, if it cannot
     cwd: str = ""  # where it runs (a baseline checkout for A/B runs); ROOT if empty
     path: str = ""  # the method h2load calls; PATH if empty
+    env: tuple[tuple[str, str], ...] = ()  # set for the server, beside the environment
 
 
 @dataclass
@@ -105,7 +109,17 @@ def specs(workers: int) -> list[Spec]:
              [PY, "-m", "bench.grpcio_servers", "aio", "--listen", "127.0.0.1:{port}"]),
         Spec("e", "pip-only engine (--engine grpcio)", [*cli, "--engine", "grpcio"],
              "" if engine.exists() else "pygrpc_ffi/grpcio_server.py does not exist yet"),
+        Spec("a_grpcpp", f"gRPC C++ 1.51 host + Python echo ({workers} workers)",
+             [*cli, "--workers", str(workers)], _built(GRPCPP_HOST),
+             env=(("PGF_HOST_BINARY", str(GRPCPP_HOST)),)),
+        Spec("b_grpcpp", "gRPC C++ 1.51 host + native C unary echo",
+             [str(GRPCPP_HOST), "--listen", "127.0.0.1:{port}", "--workers", str(workers),
+              "--native-unary-echo", "bench.Echo"], _built(GRPCPP_HOST)),
     ]
+
+
+def _built(binary: pathlib.Path) -> str:
+    return "" if binary.exists() else f"{binary} is not built"
 
 
 PROCESSES = (1, 2, 4)
@@ -125,7 +139,8 @@ class Server:
         self.command = [part.replace("{port}", str(free_port())) for part in spec.command]
         self.stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(self.command, cwd=spec.cwd or ROOT, stdout=subprocess.PIPE,
-                                     stderr=self.stderr, text=True, start_new_session=True)
+                                     stderr=self.stderr, text=True, start_new_session=True,
+                                     env={**os.environ, **dict(spec.env)})
         self.address = ""
 
     def wait_listening(self, timeout: float = 30.0) -> str:
@@ -342,7 +357,9 @@ def quick_ab(args: argparse.Namespace, rounds: int, seconds: float, warmup: floa
         for den in keys:
             if num != den and qps[num] and qps[den] and (
                     den == num + "@base" or (num, den) in {("a", "b"), ("a", "c"), ("a", "d"),
-                                                           ("a_async", "a")}):
+                                                           ("a_async", "a"),
+                                                           ("a", "a_grpcpp"),
+                                                           ("b", "b_grpcpp")}):
                 ratios = sorted(x / y for x, y in zip(qps[num], qps[den], strict=False))
                 print(f"  {num} / {den} (per round, median): {ratios[len(ratios) // 2]:.2f}",
                       flush=True)
@@ -359,7 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "(default: the number of cores, at least 2)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5, quick 1)")
     parser.add_argument("--seconds", type=float, help="window per run (default 4, quick 1)")
-    parser.add_argument("--only", help="comma-separated server keys (a,b,c,d,e): only these, "
+    parser.add_argument("--only", help="comma-separated server keys (a,b,c,d,e, a_grpcpp, "
+                                       "b_grpcpp): only these, "
                                        "no latency, no profile, no processes section")
     parser.add_argument("--baseline", type=pathlib.Path,
                         help="with --only: another checkout (built, with its .venv) whose "

@@ -289,11 +289,13 @@ def build_host(args: argparse.Namespace) -> int:
         print("error: the C++ host's sources are not in this installation", file=sys.stderr)
         return 2
     missing = [tool for tool in ("cmake", "pkg-config", "c++") if shutil.which(tool) is None]
-    if not missing and subprocess.run(["pkg-config", "--exists", "grpc++"]).returncode != 0:
-        missing.append("libgrpc++-dev (pkg-config grpc++)")
+    if not missing:
+        for module, package in (("libnghttp2", "libnghttp2-dev"), ("zlib", "zlib1g-dev")):
+            if subprocess.run(["pkg-config", "--exists", module]).returncode != 0:
+                missing.append(f"{package} (pkg-config {module})")
     if missing:
         print(f"error: building the C++ host needs {', '.join(missing)}; on Debian/Ubuntu: "
-              "apt-get install build-essential cmake pkg-config libgrpc++-dev",
+              "apt-get install build-essential cmake pkg-config libnghttp2-dev zlib1g-dev",
               file=sys.stderr)
         return 2
     output: pathlib.Path = args.output or installed_host_path()
@@ -302,7 +304,8 @@ def build_host(args: argparse.Namespace) -> int:
         configure = ["cmake", "-S", str(sources), "-B", str(build_dir),
                      "-DCMAKE_BUILD_TYPE=Release", "-DPGF_FIND_PACKAGE=ON",
                      f"-Dpygrpc_ffi_DIR={get_cmake_dir()}"]
-        compile_ = ["cmake", "--build", str(build_dir), "-j", str(max(args.jobs, 1))]
+        compile_ = ["cmake", "--build", str(build_dir), "--target", HOST_BINARY_NAME,
+                    "-j", str(max(args.jobs, 1))]
         for command in (configure, compile_):
             print("+ " + " ".join(command), file=sys.stderr, flush=True)
             if subprocess.run(command, stdout=sys.stderr).returncode != 0:

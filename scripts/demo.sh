@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job: serve the example handlers through the C ABI in the gRPC C++
+# The main job: serve the example handlers through the C ABI in the C++
 # host, and show a real grpcio client getting answers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 address=$(sed -n 's/^listening on //p' "$out" | head -1)
-echo "demo: gRPC C++ host with Python handlers on $address"
+echo "demo: C++ host (libnghttp2) with Python handlers on $address"
 .venv/bin/python examples/demo_client.py "$address"
 kill -TERM $server
 wait $server

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a fresh Debian machine, then
-# builds the C shim, the cffi module and the gRPC C++ host.  Idempotent.
+# builds the C shim, the cffi module and the C++ hosts.  Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(build-essential cmake pkg-config libgrpc++-dev libprotobuf-dev
-              protobuf-compiler protobuf-compiler-grpc nghttp2-client libnghttp2-dev python3-venv libjemalloc-dev
-              clang libclang-rt-14-dev)
+APT_PACKAGES=(build-essential cmake pkg-config libnghttp2-dev zlib1g-dev libgrpc++-dev
+              libprotobuf-dev protobuf-compiler protobuf-compiler-grpc nghttp2-client
+              python3-venv libjemalloc-dev clang libclang-rt-14-dev)
+# The product host's HTTP/2 stack (hosts/grpc_server/h2/README.md): Debian's
+# security-maintained libnghttp2, at least the release that carries the
+# rapid-reset (CVE-2023-44487) and CONTINUATION-flood (CVE-2024-28182) fixes.
+# Raise the pin when Debian ships a fix that matters to the host.
+NGHTTP2_PIN=1.52.0-1+deb12u3
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -18,6 +23,16 @@ if ((${#missing[@]})); then
     SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+nghttp2_version() { dpkg-query -W -f='${Version}' libnghttp2-dev; }
+if ! dpkg --compare-versions "$(nghttp2_version)" ge "$NGHTTP2_PIN"; then
+    echo "setup: libnghttp2-dev $(nghttp2_version) is older than $NGHTTP2_PIN: upgrading"
+    SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --only-upgrade \
+        libnghttp2-dev libnghttp2-14 >/dev/null
+    dpkg --compare-versions "$(nghttp2_version)" ge "$NGHTTP2_PIN" \
+        || { echo "setup: libnghttp2-dev $NGHTTP2_PIN or later is needed" >&2; exit 1; }
 fi
 
 # The interpreter must come with a shared libpython: hosts load it at run time.

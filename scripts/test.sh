@@ -39,12 +39,17 @@ for v in 3.10 3.13; do
 done
 PATH="$PATH" $PY -m nox --no-color -s tests-3.10 tests-3.13 -- -x
 
-echo "== end-to-end tests again, the C++ host and shim under ASan + UBSan"
+echo "== the gRPC C++ host (for servers with their own gRPC C++): streams and interop"
+PGF_E2E_ENGINES=cxx PGF_HOST_BINARY="$PWD/build/grpc_server/pygrpc_ffi_grpcpp_server" \
+    $PY -m pytest -q -p no:cacheprovider tests/e2e/test_interop_unary.py \
+        tests/e2e/test_streams_e2e.py tests/e2e/test_stale_stream_handles.py
+
+echo "== end-to-end tests again, the product host and shim under ASan + UBSan"
 cmake -S hosts/grpc_server -B build/grpc_server_asan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
       -DPGF_SANITIZE=address,undefined -DPGF_LIBRARY="$PWD/build/asan/libpygrpc_ffi.so" \
       >build/grpc_server_asan.log 2>&1
-cmake --build build/grpc_server_asan -j2 >>build/grpc_server_asan.log 2>&1 \
-    || { cat build/grpc_server_asan.log >&2; exit 1; }
+cmake --build build/grpc_server_asan --target pygrpc_ffi_server -j2 \
+    >>build/grpc_server_asan.log 2>&1 || { cat build/grpc_server_asan.log >&2; exit 1; }
 PGF_E2E_ENGINES=cxx PGF_HOST_BINARY="$PWD/build/grpc_server_asan/pygrpc_ffi_server" \
 PYTHONMALLOC=malloc ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \

@@ -84,7 +84,8 @@ def test_wheel_and_sdist_contents(dists: dict[str, pathlib.Path]) -> None:
                      "pygrpc_ffi/cmake/pygrpc_ffiConfig.cmake",
                      "pygrpc_ffi/cmake/pygrpc_ffiConfigVersion.cmake",
                      "pygrpc_ffi/host_src/CMakeLists.txt", "pygrpc_ffi/host_src/main.cc",
-                     "pygrpc_ffi/cli.py"):
+                     "pygrpc_ffi/host_src/h2/main.cc", "pygrpc_ffi/host_src/h2/h2_call.cc",
+                     "pygrpc_ffi/host_src/memory_budget.cc", "pygrpc_ffi/cli.py"):
         assert required in names
     natives = [n for n in names if n.startswith("pygrpc_ffi/_native")]
     # The limited API of 3.11 (the fast path needs its buffer protocol); a
@@ -104,7 +105,8 @@ def test_wheel_and_sdist_contents(dists: dict[str, pathlib.Path]) -> None:
     for required in ("setup.py", "pyproject.toml", "ffi_build.py", "README.md", "MANIFEST.in",
                      "csrc/pygrpc_ffi.h", "csrc/embed.c", "csrc/Makefile",
                      "pysrc/unary.c", "pysrc/unary.h",
-                     "hosts/grpc_server/CMakeLists.txt",
+                     "hosts/grpc_server/CMakeLists.txt", "hosts/grpc_server/h2/h2_server.cc",
+                     "hosts/grpc_server/h2/README.md",
                      "pygrpc_ffi/cmake/pygrpc_ffiConfig.cmake"):
         assert required in members
     sources = {p.name for p in (ROOT / "csrc").glob("*.c")}
@@ -228,7 +230,8 @@ def test_pip_install_serves_with_the_grpcio_engine(
 
 
 @pytest.mark.skipif(shutil.which("cmake") is None or subprocess.run(
-    ["pkg-config", "--exists", "grpc++"]).returncode != 0, reason="needs libgrpc++-dev and cmake")
+    ["pkg-config", "--exists", "libnghttp2"]).returncode != 0,
+    reason="needs libnghttp2-dev and cmake")
 def test_build_host_against_the_installed_package(
         venv: pathlib.Path, tmp_path: pathlib.Path) -> None:
     binary = pathlib.Path(run(venv / "bin" / "pygrpc-ffi", "build-host", "--jobs", "2",
@@ -236,6 +239,8 @@ def test_build_host_against_the_installed_package(
     assert binary == venv / "bin" / "pygrpc_ffi_server"
     linked = run("ldd", binary)
     assert f"{installed(venv, '--libdir')}/libpygrpc_ffi.so" in linked
+    # The product host: the patched libnghttp2 transport, not gRPC C++ 1.51.
+    assert "libnghttp2.so" in linked and "libgrpc" not in linked
     host = _host_dir(venv, tmp_path)
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PGF_HOST_BINARY")}
