@@ -1,7 +1,7 @@
-// pygrpc_ffi_h2_server: the product host on the nghttp2 transport
+// pygrpc_ffi_server: the product host on the nghttp2 transport
 // (h2_server.*), routing every method to the pygrpc_ffi default registry.
-// The same options, start-up, output and exit codes as pygrpc_ffi_server
-// (main.cc), whose gRPC C++ transport it replaces.
+// The same options, start-up, output and exit codes as the gRPC C++ host
+// (pygrpc_ffi_grpcpp_server, ../main.cc), whose transport it replaces.
 #include <signal.h>
 #include <sys/prctl.h>
 #include <unistd.h>
