@@ -29,7 +29,7 @@ build/minimal_host | tee build/minimal_host.out
 grep -q "^status 0: Hello, C host!$" build/minimal_host.out
 
 echo "== Python and end-to-end tests (with the packaging tests: sdist, wheel, fresh venv)"
-$PY -m pytest -q -p no:cacheprovider
+$PY -m pytest -q -p no:cacheprovider --durations=15
 
 echo "== the oldest and the newest Python: the wheel in a fresh venv each (nox)"
 # pyenv's interpreters first on PATH, where nox looks for python3.X.
