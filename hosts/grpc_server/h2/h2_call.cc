@@ -386,7 +386,7 @@ bool H2Call::TakeWrite(bool on_handler_thread) {
        pgf_release_never_blocks(t.release, t.ctx))) {
     t.copy = static_cast<uint8_t*>(std::malloc(t.len + 1));
     if (t.copy != nullptr) {
-      std::memcpy(t.copy, t.data, t.len);
+      if (t.len != 0) std::memcpy(t.copy, t.data, t.len);  // data may be NULL
       if (t.release != nullptr) t.release(t.ctx);  // never blocks
       t.data = t.copy;
       t.release = nullptr;
