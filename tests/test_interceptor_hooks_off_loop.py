@@ -158,6 +158,9 @@ def test_blocked_after_hooks_refuse_new_calls_past_the_limit(small_limit: int) -
         return bytes(request.payload)
 
     backlog = interceptors._HOOK_THREADS + small_limit
+    # Hook jobs of earlier tests in this process (a sleeping hook) count
+    # against the same backlog: let them end first.
+    wait_for(lambda: interceptors._hook_jobs == 0, "earlier tests' hook jobs", limit=60)
     try:
         for i in range(backlog):
             answer = service.call(S, "Fast", b"ok", metadata=[("x-n", str(i))], timeout=10)
