@@ -167,7 +167,7 @@ class _Stream:
             rc = write_message(self.address, payload)
         except (TypeError, BufferError, ValueError) as exc:
             raise InvalidResponse(f"payload cannot be sent: {exc}") from None
-        if rc == _ECANCELLED or self.ref.done:
+        if rc == _ECANCELLED or (rc != lib.PGF_OK and self.ref.done):
             raise self._over()
         if rc != lib.PGF_OK:
             raise InvalidResponse(f"the host refused a response message ({rc})")
