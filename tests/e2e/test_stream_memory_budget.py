@@ -371,7 +371,8 @@ class EngineServer(Server):
         return proc_status(self.process.pid, field)
 
 
-@pytest.mark.skipif("grpcio" not in ENGINES, reason="the grpcio engine is not installed")
+@pytest.mark.skipif("grpcio" not in ENGINES,
+                    reason="the grpcio engine is not installed or PGF_E2E_ENGINES leaves it out")
 def test_grpcio_engine_bounds_its_calls_by_the_memory_flag() -> None:
     # grpcio queued calls beyond its max_workers without limit (issue 24:
     # +415 MiB for 19,439 half-open async streams).  `pygrpc-ffi serve`
@@ -409,7 +410,8 @@ def test_grpcio_engine_bounds_its_calls_by_the_memory_flag() -> None:
             assert server.stop() == 0
 
 
-@pytest.mark.skipif("grpcio" not in ENGINES, reason="the grpcio engine is not installed")
+@pytest.mark.skipif("grpcio" not in ENGINES,
+                    reason="the grpcio engine is not installed or PGF_E2E_ENGINES leaves it out")
 def test_grpcio_engine_unread_server_streams_stay_within_the_budget() -> None:
     # Finding 5 on the grpcio engine: each stream held its message in grpcio
     # (two copies) and the handler's next one: +199 MiB with the flag at
