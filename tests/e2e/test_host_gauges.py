@@ -49,6 +49,16 @@ def started(where: pathlib.Path) -> int:
     return len(list(where.glob("started-*")))
 
 
+def started_when(where: pathlib.Path, count: int, timeout: float = 10) -> int:
+    """The number of handlers that have written their start file, once it
+    reaches count or the timeout ends (a worker counts as busy a moment
+    before its handler writes the file)."""
+    deadline = time.monotonic() + timeout
+    while started(where) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return started(where)
+
+
 @pytest.fixture()
 def serving() -> Iterator[Callable[..., tuple[Server, int]]]:
     """Starts ``pygrpc-ffi serve limits_handlers --metrics-port`` servers;
@@ -87,7 +97,9 @@ def test_busy_workers_and_queued_calls_follow_blocked_handlers(
                                   and gauge(s, BUSY) == 2)
             assert handler_gauges(loaded) == {QUEUED: calls - 2, WORKERS: 2, BUSY: 2,
                                               WORKERS_MAX: 2}
-            assert started(tmp_path) == 2  # the gauges agree with the handlers
+            assert started_when(tmp_path, 2) == 2  # the gauges agree with the handlers
+            time.sleep(0.2)
+            assert started(tmp_path) == 2  # and no third handler runs while both are held
         finally:
             (tmp_path / "release").touch()
         assert [f.result() for f in futures] == [b"released"] * calls
@@ -120,10 +132,7 @@ def test_a_burst_of_blocking_calls_wakes_every_idle_worker(
         block = channel.unary_unary(BLOCK)
         futures = [block.future(arg, timeout=60) for _ in range(4)]
         try:
-            deadline = time.monotonic() + 10
-            while started(tmp_path) < 4 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert started(tmp_path) == 4
+            assert started_when(tmp_path, 4) == 4
             assert gauge(scrape_until(port, lambda s: gauge(s, BUSY) == 4), BUSY) == 4
         finally:
             (tmp_path / "release").touch()
