@@ -396,6 +396,12 @@ def _forget_parent_hooks() -> None:
 _loop.on_fork_child(_forget_parent_hooks)
 
 
+def _runs_async(fn: Callable[..., Any], is_async: bool) -> bool:
+    """Whether a call of ``fn`` runs on the event loop (an ``async def``
+    unary handler's binding does not say so: its queue does)."""
+    return is_async or _streams.is_async_handler(fn)
+
+
 def _size(message: Any) -> int:
     payload = getattr(message, "payload", message)
     if isinstance(payload, (bytes, bytearray, memoryview)):
@@ -491,17 +497,18 @@ class InterceptorChain:
                 resolved = self._resolve(binding, info, named)
                 if resolved is None:
                     finish(call, StatusCode.UNIMPLEMENTED, METHOD_NOT_FOUND)
-                    self._finished(info)
+                    self._finished(info, _runs_async(binding.fn, binding.is_async))
                     return
                 fn, is_async = resolved
             if self._messages:
                 fn = self._count_messages(fn, binding.kind, is_async, info)
         except BaseException as exc:
             finish_error(call, exc, named)
-            self._finished(info)
+            self._finished(info, _runs_async(binding.fn, binding.is_async))
             return
+        runs_async = _runs_async(fn, is_async)
         named.fn, named.is_async = fn, is_async
-        named.on_finish = lambda: self._finished(info)
+        named.on_finish = lambda: self._finished(info, runs_async)
         try:
             _runtime.run(named, call)
         except BaseException:
@@ -510,23 +517,23 @@ class InterceptorChain:
                 lib.pgf_call_reset_response(call)
                 finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
         if lib.pgf_call_is_finished(call):
-            self._finished(info)  # a sync handler; async ones call on_finish
+            # A sync handler; async ones call on_finish, and whichever
+            # of the two comes first runs the after hooks.
+            self._finished(info, runs_async)
 
-    def _finished(self, info: ServerCall) -> None:
+    def _finished(self, info: ServerCall, is_async: bool) -> None:
         """Runs the after hooks once the call is finished, then drops the
-        call.  On the event loop (the call of an ``async def`` handler) they
-        never run there if any is sync: all run, in order, on a hook thread
-        (an ``async def`` one awaited on the loop from there); if every one
-        is ``async def``, they are awaited on the loop in a task."""
+        call.  For the call of an ``async def`` handler (or any call on the
+        event loop) they never run on the finishing thread if any is sync:
+        all run, in order, on a hook thread (an ``async def`` one awaited on
+        the loop from there); if every one is ``async def``, they are awaited
+        on the loop in a task."""
         if not info._finished():
             return
-        if self._after and _loop.is_loop_thread():
+        if self._after and (is_async or _loop.is_loop_thread()):
             try:
                 if self._after_async:
-                    task = _loop.start_task(self._aafter(info))
-                    if not task.done():
-                        _tasks.add(task)
-                        task.add_done_callback(_tasks.discard)
+                    _loop.submit(self._start_aafter, info)
                 else:
                     _submit_hook_job(info, self._after_hooks, info, owns_call=True)
                 return
@@ -547,6 +554,13 @@ class InterceptorChain:
         finally:
             call, info._call = info._call, None
             lib.pgf_call_unref(call)
+
+    def _start_aafter(self, info: ServerCall) -> None:
+        """On the loop: awaits the ``async def`` after hooks in a task."""
+        task = _loop.start_task(self._aafter(info))
+        if not task.done():
+            _tasks.add(task)
+            task.add_done_callback(_tasks.discard)
 
     async def _aafter(self, info: ServerCall) -> None:
         try:
