@@ -44,11 +44,8 @@ int pgf_call_is_cancelled(const pgf_call *call) {
 int pgf_call_on_cancel(pgf_call *call, pgf_cancel_fn fn, void *user_data) {
     if (call == NULL)
         return PGF_EINVAL;
-    pthread_mutex_lock(&call->mu);
-    if (call->finished) {
-        pthread_mutex_unlock(&call->mu);
+    if (pgf__call_lock_unless(call, &call->finished) != PGF_OK)
         return PGF_ESTATE;
-    }
     if (call->cancelled) {
         if (fn == NULL) {
             pthread_mutex_unlock(&call->mu);

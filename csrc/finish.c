@@ -24,9 +24,7 @@ int pgf_call_finish(pgf_call *call, int code, const char *msg, size_t len) {
         memcpy(copy, msg, len);
         copy[len] = '\0';
     }
-    pthread_mutex_lock(&call->mu);
-    if (call->finished) {
-        pthread_mutex_unlock(&call->mu);
+    if (pgf__call_lock_unless(call, &call->finished) != PGF_OK) {
         free(copy);
         return PGF_ESTATE;
     }

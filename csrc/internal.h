@@ -264,6 +264,17 @@ static inline int pgf__call_is_finished(const pgf_call *c) {
     return __atomic_load_n(&c->finished, __ATOMIC_ACQUIRE);
 }
 
+/* Locks mu and returns PGF_OK unless *state (&c->dispatched for the
+ * request side, &c->finished for the response side) is set; then returns
+ * PGF_ESTATE with mu not held. */
+static inline int pgf__call_lock_unless(pgf_call *c, const int *state) {
+    pthread_mutex_lock(&c->mu);
+    if (!*state)
+        return PGF_OK;
+    pthread_mutex_unlock(&c->mu);
+    return PGF_ESTATE;
+}
+
 /* Runs fn(call, event, host_data) counted as in progress (see
  * pgf__call_stream_fn_elsewhere); mu is held on entry and released here.
  * Holds a reference: what fn completes on this thread may drop the

@@ -10,11 +10,8 @@
 int pgf_call_set_request(pgf_call *call, const uint8_t *data, size_t len) {
     if (call == NULL || (data == NULL && len != 0) || !pgf__len_ok(len))
         return PGF_EINVAL;
-    pthread_mutex_lock(&call->mu);
-    if (call->dispatched) {
-        pthread_mutex_unlock(&call->mu);
+    if (pgf__call_lock_unless(call, &call->dispatched) != PGF_OK)
         return PGF_ESTATE;
-    }
     pgf_message *old = call->request_msg;
     call->request_msg = NULL;
     call->request = data;
@@ -30,9 +27,7 @@ int pgf_call_set_request_message(pgf_call *call, pgf_message *msg) {
         pgf_message_unref(msg);
         return PGF_EINVAL;
     }
-    pthread_mutex_lock(&call->mu);
-    if (call->dispatched) {
-        pthread_mutex_unlock(&call->mu);
+    if (pgf__call_lock_unless(call, &call->dispatched) != PGF_OK) {
         pgf_message_unref(msg);
         return PGF_ESTATE;
     }
@@ -54,11 +49,10 @@ int pgf_call_add_request_metadata(pgf_call *call,
                                   const uint8_t *value, size_t value_len) {
     if (call == NULL)
         return PGF_EINVAL;
-    pthread_mutex_lock(&call->mu);
-    int rc = call->dispatched ? PGF_ESTATE
-                              : pgf__metadata_append(&call->request_md, key,
-                                                     key_len, value,
-                                                     value_len);
+    if (pgf__call_lock_unless(call, &call->dispatched) != PGF_OK)
+        return PGF_ESTATE;
+    int rc = pgf__metadata_append(&call->request_md, key, key_len, value,
+                                  value_len);
     pthread_mutex_unlock(&call->mu);
     return rc;
 }
@@ -68,10 +62,9 @@ int pgf_call_add_request_metadata_list(pgf_call *call,
                                        size_t count) {
     if (call == NULL)
         return PGF_EINVAL;
-    pthread_mutex_lock(&call->mu);
-    int rc = call->dispatched ? PGF_ESTATE
-                              : pgf__metadata_append_list(&call->request_md,
-                                                          entries, count);
+    if (pgf__call_lock_unless(call, &call->dispatched) != PGF_OK)
+        return PGF_ESTATE;
+    int rc = pgf__metadata_append_list(&call->request_md, entries, count);
     pthread_mutex_unlock(&call->mu);
     return rc;
 }
@@ -79,14 +72,11 @@ int pgf_call_add_request_metadata_list(pgf_call *call,
 int pgf_call_set_deadline(pgf_call *call, int64_t deadline_unix_ns) {
     if (call == NULL)
         return PGF_EINVAL;
-    pthread_mutex_lock(&call->mu);
-    int rc = PGF_ESTATE;
-    if (!call->dispatched) {
-        call->deadline = deadline_unix_ns;
-        rc = PGF_OK;
-    }
+    if (pgf__call_lock_unless(call, &call->dispatched) != PGF_OK)
+        return PGF_ESTATE;
+    call->deadline = deadline_unix_ns;
     pthread_mutex_unlock(&call->mu);
-    return rc;
+    return PGF_OK;
 }
 
 int pgf_call_set_peer(pgf_call *call, const char *peer, size_t len) {
@@ -98,9 +88,7 @@ int pgf_call_set_peer(pgf_call *call, const char *peer, size_t len) {
     if (len)
         memcpy(p, peer, len);
     p[len] = '\0';
-    pthread_mutex_lock(&call->mu);
-    if (call->dispatched) {
-        pthread_mutex_unlock(&call->mu);
+    if (pgf__call_lock_unless(call, &call->dispatched) != PGF_OK) {
         free(p);
         return PGF_ESTATE;
     }

@@ -10,9 +10,7 @@
  * earlier one; PGF_ESTATE (owner released) once the call is finished. */
 static int install_response(pgf_call *call, const uint8_t *data, size_t len,
                             pgf_owned_buffer *owner) {
-    pthread_mutex_lock(&call->mu);
-    if (call->finished) {
-        pthread_mutex_unlock(&call->mu);
+    if (pgf__call_lock_unless(call, &call->finished) != PGF_OK) {
         pgf__owned_buffer_release(owner);
         return PGF_ESTATE;
     }
@@ -101,9 +99,7 @@ int pgf_call_set_status_details(pgf_call *call,
             return PGF_ENOMEM;
         memcpy(copy, data, len);
     }
-    pthread_mutex_lock(&call->mu);
-    if (call->finished) {
-        pthread_mutex_unlock(&call->mu);
+    if (pgf__call_lock_unless(call, &call->finished) != PGF_OK) {
         free(copy);
         return PGF_ESTATE;
     }
@@ -125,14 +121,11 @@ int pgf_call_set_status_details(pgf_call *call,
 int pgf_call_set_compress_response(pgf_call *call, int enable) {
     if (call == NULL)
         return PGF_EINVAL;
-    pthread_mutex_lock(&call->mu);
-    int rc = PGF_ESTATE;
-    if (!call->finished) {
-        call->compress = enable != 0;
-        rc = PGF_OK;
-    }
+    if (pgf__call_lock_unless(call, &call->finished) != PGF_OK)
+        return PGF_ESTATE;
+    call->compress = enable != 0;
     pthread_mutex_unlock(&call->mu);
-    return rc;
+    return PGF_OK;
 }
 
 int pgf_call_compress_response(const pgf_call *call) {
@@ -142,11 +135,8 @@ int pgf_call_compress_response(const pgf_call *call) {
 int pgf_call_reset_response(pgf_call *call) {
     if (call == NULL)
         return PGF_EINVAL;
-    pthread_mutex_lock(&call->mu);
-    if (call->finished) {
-        pthread_mutex_unlock(&call->mu);
+    if (pgf__call_lock_unless(call, &call->finished) != PGF_OK)
         return PGF_ESTATE;
-    }
     pgf_owned_buffer *old = call->response_owner;
     call->response_owner = NULL;
     call->response = NULL;

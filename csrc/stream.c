@@ -10,15 +10,12 @@ static int call_over(const pgf_call *c) { return c->finished || c->cancelled; }
 int pgf_call_set_stream(pgf_call *call, pgf_stream_fn fn, void *host_data) {
     if (call == NULL || fn == NULL)
         return PGF_EINVAL;
-    pthread_mutex_lock(&call->mu);
-    int rc = PGF_ESTATE;
-    if (!call->dispatched) {
-        call->stream_fn = fn;
-        call->stream_data = host_data;
-        rc = PGF_OK;
-    }
+    if (pgf__call_lock_unless(call, &call->dispatched) != PGF_OK)
+        return PGF_ESTATE;
+    call->stream_fn = fn;
+    call->stream_data = host_data;
     pthread_mutex_unlock(&call->mu);
-    return rc;
+    return PGF_OK;
 }
 
 /* The callbacks of the blocking forms: they only signal the waiting
