@@ -14,7 +14,6 @@ may call only files on lower lines), or if a file is missing from them.
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import pathlib
 import re
@@ -107,24 +106,6 @@ def find_cycles(graph: dict[str, dict[str, set[str]]]) -> list[list[str]]:
     return components
 
 
-def one_cycle(graph: dict[str, dict[str, set[str]]], component: list[str]) -> list[str]:
-    """A closed path through the component's first file, for the report."""
-    start = component[0]
-    members = set(component)
-    path = [start]
-    seen = {start}
-    while True:
-        node = path[-1]
-        succs = sorted(s for s in graph[node] if s in members)
-        if start in succs and len(path) > 1:
-            return [*path, start]
-        nxt = next((s for s in succs if s not in seen), None)
-        if nxt is None:  # every member is reachable: close the loop anyway
-            return [*path, start]
-        path.append(nxt)
-        seen.add(nxt)
-
-
 def read_layers(internal_h: pathlib.Path) -> list[list[str]] | None:
     """The files of each layer, top first, or None if the block is missing."""
     match = re.search(r"LAYERS \(top first\)\s*\n(.*?)\n\s*\*\s*END LAYERS",
@@ -155,10 +136,10 @@ def main() -> int:
 
     problems = []
     for component in find_cycles(graph):
-        path = one_cycle(graph, component)
-        steps = [f"{a} -> {b} ({', '.join(sorted(graph[a][b]))})"
-                 for a, b in itertools.pairwise(path)]
-        problems.append("cycle among " + ", ".join(component) + ":\n    "
+        members = set(component)
+        steps = [f"{a} -> {b} ({', '.join(sorted(syms))})"
+                 for a in component for b, syms in sorted(graph[a].items()) if b in members]
+        problems.append("cycle among " + ", ".join(component) + ", by these calls:\n    "
                         + "\n    ".join(steps))
 
     layers = read_layers(csrc / "internal.h")
