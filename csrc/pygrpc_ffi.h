@@ -167,6 +167,7 @@ PGF_API pgf_name *pgf_name_ref(pgf_name *name);
 PGF_API void pgf_name_unref(pgf_name *name);
 /* BORROWED until the caller's reference goes; NUL-terminated. */
 PGF_API const char *pgf_name_str(const pgf_name *name);
+/* The length of pgf_name_str, without its NUL; 0 for NULL. */
 PGF_API size_t pgf_name_len(const pgf_name *name);
 
 /* -------------------------------------------------------------- metadata */
@@ -180,6 +181,7 @@ PGF_API size_t pgf_name_len(const pgf_name *name);
  * the key "-bin" alone is not binary) are raw bytes. */
 typedef struct pgf_metadata pgf_metadata;
 
+/* The number of entries; 0 for NULL. */
 PGF_API size_t pgf_metadata_count(const pgf_metadata *md);
 /* Entry i (0-based).  Outputs are BORROWED until the call that owns md is
  * freed (response metadata: or reset by pgf_call_reset_response).  Returns
@@ -245,6 +247,8 @@ typedef void (*pgf_cancel_fn)(pgf_call *call, void *user_data);
  * Returns NULL if the path is malformed or on allocation failure.
  * Release with pgf_call_unref. */
 PGF_API pgf_call *pgf_call_new(const char *path, size_t path_len);
+/* Adds a reference; returns call.  Each reference needs one pgf_call_unref.
+ * NULL is ok. */
 PGF_API pgf_call *pgf_call_ref(pgf_call *call);
 /* Drops a reference.  On the last one, a response payload or message that
  * nobody took is released (its release function may enter Python: see
@@ -320,6 +324,7 @@ PGF_API void pgf_call_request(const pgf_call *call, const uint8_t **data, size_t
 PGF_API pgf_message *pgf_call_request_message(const pgf_call *call);
 /* Request metadata, BORROWED until the caller's reference to the call goes. */
 PGF_API const pgf_metadata *pgf_call_request_metadata(const pgf_call *call);
+/* The deadline the host set; INT64_MAX if none. */
 PGF_API int64_t pgf_call_deadline(const pgf_call *call);
 /* The peer, BORROWED until the caller's reference to the call goes; "" if
  * the host set none. */
@@ -332,6 +337,7 @@ PGF_API const char *pgf_call_peer(const pgf_call *call, size_t *len);
  * The callback of a Python handler takes the GIL, so this may block: hosts
  * with event threads that must not block call it from a thread of their own. */
 PGF_API void pgf_call_cancel(pgf_call *call);
+/* 1 once the call is cancelled, else 0. */
 PGF_API int pgf_call_is_cancelled(const pgf_call *call);
 /* Sets the function run once when the call is cancelled: at once (on this
  * thread) if it already is, never if the call finishes first.  Replaces an
@@ -380,6 +386,7 @@ PGF_API int pgf_call_set_status_details(pgf_call *call,
 /* Asks the host to compress the response payload (enable != 0) with its
  * default algorithm, or to send it uncompressed (the default). */
 PGF_API int pgf_call_set_compress_response(pgf_call *call, int enable);
+/* 1 if the handler asked for a compressed response, else 0. */
 PGF_API int pgf_call_compress_response(const pgf_call *call);
 /* Drops every response field set so far (payload released, metadata and
  * details cleared), for a handler that fails after it started answering. */
@@ -398,10 +405,12 @@ PGF_API int pgf_call_reset_response(pgf_call *call);
  * another thread, waits for it first, so that no callback runs after
  * finish. */
 PGF_API int pgf_call_finish(pgf_call *call, int code, const char *msg, size_t len);
+/* 1 once the call is finished, else 0. */
 PGF_API int pgf_call_is_finished(const pgf_call *call);
 
 /* --- response side: read by the host once the call is finished ---------- */
 
+/* The status code the call finished with; PGF_STATUS_UNKNOWN until then. */
 PGF_API int pgf_call_status(const pgf_call *call);
 /* The status message, BORROWED until the caller's reference to the call
  * goes; NUL-terminated, "" if none. */
