@@ -106,9 +106,11 @@ PGF_API unsigned pgf_version_number(void);
 #define PGF_ESTATE (-6)     /* not allowed in the object's current state */
 #define PGF_EPYTHON (-7)    /* the embedded interpreter reported an error */
 #define PGF_EOF (-8)        /* since 2: the request stream has ended */
-#define PGF_ECANCELLED (-9) /* since 2: the call was cancelled; a read also
-                               gets it once the call is finished (a write
-                               then gets PGF_ESTATE) */
+#define PGF_ECANCELLED (-9) /* since 2: the call was cancelled, or a stream
+                               operation cannot complete: a read once the
+                               call is finished, a write the host could
+                               not send (pgf_call_write on a finished call
+                               is PGF_ESTATE) */
 #define PGF_EWOULDBLOCK (-10) /* since 2: the handler may block (see
                                  pgf_dispatch_nonblocking) */
 #define PGF_EVERSION (-11)  /* since 2: a file written by another version of
