@@ -1,39 +1,8 @@
-/* Handler registrations' lifetimes and the dispatch of calls to them. */
+/* Dispatch: finds a call's handler in a registry, starts the call and runs
+ * the handler on this thread (or finishes the call as UNIMPLEMENTED). */
 #include "internal.h"
 
 #include <stdio.h>
-#include <stdlib.h>
-
-/* ------------------------------------------------------------- handlers */
-
-pgf_handler *pgf__handler_new(pgf_handler_fn fn, void *data,
-                              pgf_release_fn release, int kind) {
-    pgf_handler *h = malloc(sizeof(*h));
-    if (h == NULL)
-        return NULL;
-    h->refs = 1;
-    h->fn = fn;
-    h->data = data;
-    h->release = release;
-    h->kind = kind & ~PGF_FLAG_NONBLOCKING;
-    h->nonblocking = (kind & PGF_FLAG_NONBLOCKING) != 0;
-    h->by_name = 0;
-    pgf__live_add(PGF_LIVE_HANDLERS, 1);
-    return h;
-}
-
-void pgf__handler_ref(pgf_handler *h) { pgf__ref(&h->refs); }
-
-void pgf__handler_unref(pgf_handler *h) {
-    if (h && pgf__unref(&h->refs)) {
-        if (h->release)
-            h->release(h->data);
-        free(h);
-        pgf__live_add(PGF_LIVE_HANDLERS, -1);
-    }
-}
-
-/* ------------------------------------------------------------ dispatch */
 
 static void finish_unimplemented(pgf_call *call, int service_known) {
     const pgf_name *svc = pgf_call_service(call);
@@ -75,7 +44,10 @@ static int dispatch(pgf_registry *reg, pgf_call *call, pgf_done_fn done,
         pgf__handler_unref(h);
         return rc;
     }
-    pgf__metrics_begin(call, h ? h->kind : -1, h != NULL && h->by_name);
+    /* The request is set before dispatch, never after: read unlocked. */
+    pgf__metrics_begin(&call->metrics, call->path, call->path_len,
+                       h ? h->kind : -1, h != NULL && h->by_name,
+                       call->request_set);
     if (h == NULL) {
         finish_unimplemented(call, known);
         return PGF_OK;

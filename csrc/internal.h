@@ -1,4 +1,37 @@
-/* Shared internals of the shim; not part of the ABI (hidden symbols). */
+/* Shared internals of the shim; not part of the ABI (hidden symbols).
+ *
+ * One file per concept, in layers: a file calls only files on lower lines,
+ * never one on its own line or above (tests/c/check_layering.py reads the
+ * block below and fails on any other call, and on any cycle).
+ *
+ * LAYERS (top first)
+ *   dispatch.c embed.c
+ *   stream.c cancel.c finish.c request.c response.c
+ *   call.c registry.c
+ *   handler.c
+ *   name.c message.c metadata.c metrics.c
+ *   live.c abi.c
+ * END LAYERS
+ *
+ *   dispatch   pgf_dispatch*: looks the handler up, starts the call, runs it
+ *   embed      starting an embedded Python interpreter (stands alone)
+ *   stream     reads and writes of a call: handler side and host side
+ *   cancel     pgf_call_cancel and the cancellation callback
+ *   finish     pgf_call_finish: the one completion of a call
+ *   request    what the host sets before dispatch, read by the handler
+ *   response   what the handler answers, read or taken by the host
+ *   call       the call object: lifetime, its lock, the operations still
+ *              outstanding on it (taken when it is cancelled, finished or
+ *              freed), and the host's stream function
+ *   registry   the map from service and method names to registrations
+ *   handler    a refcounted handler registration
+ *   name       immutable refcounted strings
+ *   message    bytes crossing the ABI: refcounted messages, owned buffers
+ *   metadata   metadata lists and the rules for what a server may send
+ *   metrics    per-method call statistics and the host's gauges
+ *   live       counts of live objects
+ *   abi        versions and error texts
+ */
 #ifndef PGF_INTERNAL_H
 #define PGF_INTERNAL_H
 
@@ -10,14 +43,10 @@
 
 #include <pthread.h>
 
-#define PGF_LIVE_KINDS 6
-
 /* No object is larger than PTRDIFF_MAX bytes: a longer (pointer, length)
  * argument is rejected before any size arithmetic or memory access, so
  * len + 1 and the like never wrap around. */
 static inline int pgf__len_ok(size_t len) { return len <= (size_t)PTRDIFF_MAX; }
-
-void pgf__live_add(int kind, int64_t delta);
 
 /* Atomic refcount helpers (GCC/Clang builtins keep the code C99). */
 static inline void pgf__ref(int64_t *refs) {
@@ -37,7 +66,21 @@ static inline size_t pgf__add_size(size_t a, size_t b, int *ok) {
     return a + b;
 }
 
-/* ------------------------------------------------------------ metadata */
+/* A stored string, or "" when there is none; *len (if not NULL) its length. */
+static inline const char *pgf__string_or_empty(const char *s, size_t s_len,
+                                               size_t *len) {
+    if (len)
+        *len = s ? s_len : 0;
+    return s ? s : "";
+}
+
+/* ---------------------------------------------------------------- live.c */
+
+#define PGF_LIVE_KINDS 6
+
+void pgf__live_add(int kind, int64_t delta);
+
+/* ------------------------------------------------------------ metadata.c */
 
 typedef struct pgf_md_entry {
     char *key;          /* NUL-terminated; value follows in the same block */
@@ -76,7 +119,48 @@ int pgf__metadata_append_bounded(pgf_metadata *md, size_t reserved,
  * characters. */
 size_t pgf__status_message_fit(const char *msg, size_t len);
 
-/* ------------------------------------------------------------ handlers */
+/* ------------------------------------------------------------- message.c */
+
+/* A response payload or message owned by a call, then by its host. */
+typedef struct pgf_owned_buffer {
+    pgf_release_fn release; /* NULL: a copy, its bytes follow in `copy` */
+    void *ctx;
+    uint8_t copy[];
+} pgf_owned_buffer;
+
+/* A new wrapper of (release, ctx) that owns it, counted in
+ * PGF_LIVE_BUFFERS; NULL on allocation failure (release has run then). */
+pgf_owned_buffer *pgf__owned_buffer_new(pgf_release_fn release, void *ctx);
+/* A new copy of data[0..len), in the same allocation as its wrapper (its
+ * release frees memory only); NULL on allocation failure. */
+pgf_owned_buffer *pgf__owned_copy_new(const uint8_t *data, size_t len);
+/* A pgf_release_fn: runs the wrapped release and frees the wrapper. */
+void pgf__owned_buffer_release(void *owned_buffer);
+
+/* ------------------------------------------------------------- metrics.c */
+
+/* Where a dispatched call is counted: its table entry (NULL: not counted)
+ * and when it was dispatched. */
+typedef struct pgf__metrics_mark {
+    void *entry; /* read and written atomically */
+    int64_t start_ns;
+} pgf__metrics_mark;
+
+/* A call to path is dispatched (kind -1: no handler; registered: its
+ * handler is registered for its method by name, so it may take any free
+ * slot of the table, where other paths have only
+ * PGF_METRICS_MAX_UNREGISTERED; request_received: its one request message
+ * is there already).  Fills in *mark for the two functions below. */
+void pgf__metrics_begin(pgf__metrics_mark *mark, const char *path,
+                        size_t path_len, int kind, int registered,
+                        int request_received);
+/* The call finished with code (response_set: with a unary response). */
+void pgf__metrics_finish(pgf__metrics_mark *mark, int code, int response_set);
+/* The call delivered a request message (sent 0) or sent a response
+ * message (sent 1). */
+void pgf__metrics_message(pgf__metrics_mark *mark, int sent);
+
+/* ------------------------------------------------------------- handler.c */
 
 /* A registration: refcounted so that unregistering during calls is safe. */
 typedef struct pgf_handler {
@@ -89,10 +173,15 @@ typedef struct pgf_handler {
     int by_name;     /* registered for one method, not a whole service */
 } pgf_handler;
 
+/* A new registration with one reference; NULL on allocation failure
+ * (release has not run then). */
 pgf_handler *pgf__handler_new(pgf_handler_fn fn, void *data,
                               pgf_release_fn release, int kind);
 void pgf__handler_ref(pgf_handler *h);
+/* Drops a reference; the last one runs release(data).  NULL is ok. */
 void pgf__handler_unref(pgf_handler *h);
+
+/* ------------------------------------------------------------ registry.c */
 
 /* Looks up the handler for a call; returns a new reference or NULL.
  * *service_known tells whether anything is registered for the service. */
@@ -101,25 +190,7 @@ pgf_handler *pgf__registry_lookup(pgf_registry *reg,
                                   const char *method, size_t method_len,
                                   int *service_known);
 
-/* ------------------------------------------------------------ buffers */
-
-/* A response payload or message owned by a call, then by its host. */
-typedef struct pgf_owned_buffer {
-    pgf_release_fn release; /* NULL: a copy, its bytes follow in `copy` */
-    void *ctx;
-    uint8_t copy[];
-} pgf_owned_buffer;
-
-/* OWNED wrapper of (release, ctx), counted in PGF_LIVE_BUFFERS; NULL on
- * allocation failure (release has run then). */
-pgf_owned_buffer *pgf__owned_buffer_new(pgf_release_fn release, void *ctx);
-/* OWNED copy of data[0..len), in the same allocation as its wrapper (its
- * release frees memory only); NULL on allocation failure. */
-pgf_owned_buffer *pgf__owned_copy_new(const uint8_t *data, size_t len);
-/* A pgf_release_fn: runs the wrapped release and frees the wrapper. */
-void pgf__owned_buffer_release(void *owned_buffer);
-
-/* --------------------------------------------------------------- calls */
+/* ---------------------------------------------------------------- call.c */
 
 /* An outstanding write: queued by the handler, then taken by the host. */
 enum { PGF__WRITE_NONE, PGF__WRITE_QUEUED, PGF__WRITE_TAKEN };
@@ -131,7 +202,7 @@ struct pgf_call {
     char *path;                 /* "/service/method", NUL-terminated */
     size_t path_len;
 
-    /* Request: set by the host before dispatch. */
+    /* Request (request.c): set by the host before dispatch. */
     const uint8_t *request;
     size_t request_len;
     pgf_message *request_msg;   /* owned request, or NULL (borrowed) */
@@ -172,7 +243,7 @@ struct pgf_call {
     int stream_fn_running;      /* stream_fn calls in progress (finish waits) */
     int nonblocking;            /* the handler is PGF_FLAG_NONBLOCKING */
 
-    /* Response: set by the handler. */
+    /* Response (response.c): set by the handler. */
     int status;
     char *message;
     size_t message_len;
@@ -185,19 +256,38 @@ struct pgf_call {
     pgf_owned_buffer *response_owner;
     int compress;
 
-    /* Metrics (metrics.c): the table entry counting this call, once
-     * dispatched (NULL: not counted), and when it was dispatched. */
-    void *metrics_entry;
-    int64_t metrics_start_ns;
+    /* Metrics: counted once dispatched. */
+    pgf__metrics_mark metrics;
 };
 
+static inline int pgf__call_is_finished(const pgf_call *c) {
+    return __atomic_load_n(&c->finished, __ATOMIC_ACQUIRE);
+}
+
+/* Locks mu and returns PGF_OK unless *state (&c->dispatched for the
+ * request side, &c->finished for the response side) is set; then returns
+ * PGF_ESTATE with mu not held. */
+static inline int pgf__call_lock_unless(pgf_call *c, const int *state) {
+    pthread_mutex_lock(&c->mu);
+    if (!*state)
+        return PGF_OK;
+    pthread_mutex_unlock(&c->mu);
+    return PGF_ESTATE;
+}
+
+/* Runs fn(call, event, host_data) counted as in progress (see
+ * pgf__call_stream_fn_elsewhere); mu is held on entry and released here.
+ * Holds a reference: what fn completes on this thread may drop the
+ * caller's last one. */
+void pgf__call_run_stream_fn(pgf_call *call, pgf_stream_fn fn,
+                             void *host_data, int event);
 /* With mu held: stream_fn calls in progress on threads other than this one.
  * pgf_call_finish waits until there is none, so that hosts may free their
  * host_data once the done callback ran. */
-int pgf__stream_fn_elsewhere(const pgf_call *call);
-
-/* Completes operations left outstanding on a call being freed. */
-void pgf__stream_drop(pgf_call *call);
+int pgf__call_stream_fn_elsewhere(const pgf_call *call);
+/* With mu held: takes an outstanding read to complete it with
+ * PGF_ECANCELLED; returns its callback (NULL: none). */
+pgf_read_fn pgf__call_take_read(pgf_call *call, void **ud);
 
 /* What a cancellation completes: taken with mu held, run without it. */
 typedef struct pgf__cancelled_ops {
@@ -208,24 +298,20 @@ typedef struct pgf__cancelled_ops {
     pgf_owned_buffer *write_owner;
 } pgf__cancelled_ops;
 
-void pgf__stream_cancel_locked(pgf_call *call, pgf__cancelled_ops *ops);
-void pgf__stream_cancel_run(pgf_call *call, pgf__cancelled_ops *ops);
-/* With mu held: takes an outstanding read to complete it with
- * PGF_ECANCELLED; returns its callback (NULL: none). */
-pgf_read_fn pgf__stream_take_read(pgf_call *call, void **ud);
+/* With mu held: takes the outstanding read and a write the host has not
+ * taken yet. */
+void pgf__call_take_cancelled(pgf_call *call, pgf__cancelled_ops *ops);
+/* Without mu: completes what pgf__call_take_cancelled took with
+ * PGF_ECANCELLED. */
+void pgf__call_run_cancelled(pgf_call *call, pgf__cancelled_ops *ops);
 
-/* Metrics (metrics.c): a dispatched call starts being counted (kind -1: no
- * handler; registered: its handler is registered for its method by name,
- * so it may take any free slot of the table, where other paths have only
- * PGF_METRICS_MAX_UNREGISTERED), finishes, and delivers a request (sent 0)
- * or sends a response message (sent 1). */
-void pgf__metrics_begin(pgf_call *call, int kind, int registered);
-void pgf__metrics_finish(pgf_call *call, int code, int response_set);
-void pgf__metrics_message(pgf_call *call, int sent);
-
-/* Dispatch (dispatch.c) asks the call to start and to wait. */
+/* Dispatch: marks the call dispatched (PGF_ESTATE if it was, or is
+ * finished) and takes the reference pgf_call_finish drops. */
 int pgf__call_begin_dispatch(pgf_call *call, pgf_done_fn done, void *ud);
+/* Hands the call the lookup's reference to its registration, dropped at
+ * finish. */
 void pgf__call_set_handler(pgf_call *call, pgf_handler *h);
+/* Waits until the call is finished. */
 void pgf__call_wait(pgf_call *call);
 
 #endif

@@ -237,25 +237,27 @@ static void observe(mentry *e, int64_t ns) {
     add(&e->sum_ns, (uint64_t)ns);
 }
 
-/* ------------------------------------------------------ shim's hooks */
+/* ------------------------------------------- hooks of dispatch and calls */
 
-void pgf__metrics_begin(pgf_call *call, int kind, int registered) {
-    if (!__atomic_load_n(&enabled, __ATOMIC_RELAXED) || call == NULL)
+void pgf__metrics_begin(pgf__metrics_mark *mark, const char *path,
+                        size_t path_len, int kind, int registered,
+                        int request_received) {
+    if (!__atomic_load_n(&enabled, __ATOMIC_RELAXED))
         return;
     mtable *t = get_table();
     if (!__atomic_load_n(&enabled, __ATOMIC_RELAXED))
         return; /* the environment turned it off */
-    mentry *e = lookup(t, call->path, call->path_len, kind, registered);
+    mentry *e = lookup(t, path, path_len, kind, registered);
     add(&e->started, 1);
     __atomic_fetch_add(&e->in_flight, 1, __ATOMIC_RELAXED);
-    if (call->request_set)
+    if (request_received)
         add(&e->msg_received, 1);
-    call->metrics_start_ns = now_ns();
-    __atomic_store_n(&call->metrics_entry, (void *)e, __ATOMIC_RELEASE);
+    mark->start_ns = now_ns();
+    __atomic_store_n(&mark->entry, (void *)e, __ATOMIC_RELEASE);
 }
 
-void pgf__metrics_finish(pgf_call *call, int code, int response_set) {
-    mentry *e = __atomic_load_n(&call->metrics_entry, __ATOMIC_ACQUIRE);
+void pgf__metrics_finish(pgf__metrics_mark *mark, int code, int response_set) {
+    mentry *e = __atomic_load_n(&mark->entry, __ATOMIC_ACQUIRE);
     if (e == NULL)
         return;
     if (code < 0 || code > 16)
@@ -263,12 +265,12 @@ void pgf__metrics_finish(pgf_call *call, int code, int response_set) {
     add(&e->handled[code], 1);
     if (code == PGF_STATUS_OK && response_set)
         add(&e->msg_sent, 1);
-    observe(e, now_ns() - call->metrics_start_ns);
+    observe(e, now_ns() - mark->start_ns);
     __atomic_fetch_sub(&e->in_flight, 1, __ATOMIC_RELAXED);
 }
 
-void pgf__metrics_message(pgf_call *call, int sent) {
-    mentry *e = __atomic_load_n(&call->metrics_entry, __ATOMIC_ACQUIRE);
+void pgf__metrics_message(pgf__metrics_mark *mark, int sent) {
+    mentry *e = __atomic_load_n(&mark->entry, __ATOMIC_ACQUIRE);
     if (e != NULL)
         add(sent ? &e->msg_sent : &e->msg_received, 1);
 }

@@ -12,15 +12,13 @@
  *   - Every function whose name does not say otherwise is thread-safe.
  *   - Functions that can fail return int: PGF_OK (0) or a negative PGF_E*
  *     code.  errno is never used.
- *   - A pointer argument is BORROWED unless the comment says OWNED: the
- *     callee copies what it keeps.  An OWNED result comes with the function
- *     that releases it; call that exactly once.
  *   - Strings are (pointer, length) pairs and need not be NUL-terminated.
  *   - Every RPC is a stream of request messages and a stream of response
  *     messages; a unary call is a stream of one each way and keeps its own
  *     fast functions (pgf_call_set_request / pgf_call_set_response).  See
  *     "streams" below for reads, writes, flow control and half-close.
- *   - "since N" marks what version N of the ABI added.
+ *   - "since N" marks what version N of the ABI added; what has no such
+ *     note is in every version (since 1).
  *   - Every argument has defined behaviour.  A NULL object (call, registry,
  *     name, metadata) gives PGF_EINVAL, NULL, 0 or "" and changes nothing;
  *     a NULL output pointer is skipped (the other outputs are still set);
@@ -29,7 +27,36 @@
  *     that large) is PGF_EINVAL (PGF_EMETADATA for metadata, NULL for
  *     constructors) before any memory is read or size computed; sizes are
  *     computed without overflow, and an allocation that cannot be made is
- *     PGF_ENOMEM.  (Since ABI 1, this release.)
+ *     PGF_ENOMEM.
+ *
+ * Ownership: every pointer that crosses the ABI is one of three things, and
+ * each function's comment says which, with these words:
+ *   OWNED     the receiver owns it and gives it back exactly once: with the
+ *             release function that came with it, or with the function the
+ *             comment names (pgf_..._unref for refcounted objects).
+ *   BORROWED  the owner keeps it; the receiver may use it until the moment
+ *             the comment names ("until the call is finished"), and not
+ *             after.  An argument BORROWED without a named moment is used
+ *             during the function only.
+ *   COPIED    the library copies the bytes before the function returns; the
+ *             caller's bytes stay the caller's.
+ * Pointer arguments are BORROWED for the function's duration, and what the
+ * library keeps of them is COPIED, unless the comment says otherwise.  Bytes
+ * handed over without a copy come with a release argument, as sqlite3's
+ * destructor argument does:
+ *   release a function  OWNED: the library takes the bytes over and runs
+ *                       release(ctx) exactly once, when they are no longer
+ *                       used -- also when the function fails (then before
+ *                       it returns);
+ *   release NULL        BORROWED until the moment the function names.
+ * The same rule runs the other way: an output release (pgf_call_take_response,
+ * pgf_call_take_write) is a function the host runs once, or NULL when
+ * nothing is owed.  A function ending in _copy (pgf_call_set_response_copy)
+ * takes the bytes COPIED instead.  A refcounted object (pgf_name,
+ * pgf_message, pgf_call) returned OWNED is one reference: drop it with its
+ * _unref; a reference passed OWNED is the callee's from then on, also when
+ * the function fails (pgf_call_push_request_nonblocking's PGF_EWOULDBLOCK
+ * is the one exception, and says so).
  *
  * C99.  Includes no Python header.  All names start with pgf_ / PGF_.
  */
@@ -79,7 +106,11 @@ PGF_API unsigned pgf_version_number(void);
 #define PGF_ESTATE (-6)     /* not allowed in the object's current state */
 #define PGF_EPYTHON (-7)    /* the embedded interpreter reported an error */
 #define PGF_EOF (-8)        /* since 2: the request stream has ended */
-#define PGF_ECANCELLED (-9) /* since 2: the call was cancelled or finished */
+#define PGF_ECANCELLED (-9) /* since 2: the call was cancelled, or a stream
+                               operation cannot complete: a read once the
+                               call is finished, a write the host could
+                               not send (pgf_call_write on a finished call
+                               is PGF_ESTATE) */
 #define PGF_EWOULDBLOCK (-10) /* since 2: the handler may block (see
                                  pgf_dispatch_nonblocking) */
 #define PGF_EVERSION (-11)  /* since 2: a file written by another version of
@@ -92,8 +123,7 @@ PGF_API unsigned pgf_version_number(void);
  * limit (8 KiB of metadata per header block) receives the handler's status
  * rather than RESOURCE_EXHAUSTED.  Sizes count as gRPC sends and clients
  * account them (HPACK, RFC 7541 4.1): key + value + 32 per entry, binary
- * values base64-encoded, the status message percent-encoded.  (Since ABI 1,
- * this release.) */
+ * values base64-encoded, the status message percent-encoded. */
 /* Status message: longer messages are truncated (between UTF-8 characters). */
 #define PGF_MAX_STATUS_MESSAGE 2048
 /* Initial metadata, and trailing metadata together with the status details:
@@ -129,30 +159,35 @@ PGF_API const char *pgf_strerror(int rc);
 /* An immutable, refcounted string (service or method name). */
 typedef struct pgf_name pgf_name;
 
-/* OWNED: a new name holding a copy of s[0..len); NULL on allocation failure,
- * if s is NULL with len > 0, or if len > PTRDIFF_MAX.
- * Release with pgf_name_unref. */
+/* OWNED: a new name of s[0..len), COPIED; NULL on allocation failure, if s
+ * is NULL with len > 0, or if len > PTRDIFF_MAX.  Release with
+ * pgf_name_unref. */
 PGF_API pgf_name *pgf_name_new(const char *s, size_t len);
 /* Adds a reference; returns name.  Each reference needs one pgf_name_unref. */
 PGF_API pgf_name *pgf_name_ref(pgf_name *name);
 /* Drops a reference; the name is freed when the last one goes.  NULL is ok. */
 PGF_API void pgf_name_unref(pgf_name *name);
-/* BORROWED, NUL-terminated, valid while the caller holds a reference. */
+/* BORROWED until the caller's reference goes; NUL-terminated. */
 PGF_API const char *pgf_name_str(const pgf_name *name);
+/* The length of pgf_name_str, without its NUL; 0 for NULL. */
 PGF_API size_t pgf_name_len(const pgf_name *name);
 
 /* -------------------------------------------------------------- metadata */
 
 /* An ordered, multi-valued list of (key, value) entries owned by a call.
- * Keys are lowercase; values of binary keys (at least 5 characters, ending in
- * "-bin", as in gRPC core: the key "-bin" alone is not binary) are raw
- * bytes. */
+ * Response metadata (initial, trailing) passed pgf_metadata_validate, so its
+ * keys are lowercase.  Request metadata holds the keys as the host added
+ * them, not checked nor lowercased (HTTP/2 transports deliver lowercase
+ * keys; a host of another kind lowercases them itself if it must).  Values
+ * of binary keys (at least 5 characters, ending in "-bin", as in gRPC core:
+ * the key "-bin" alone is not binary) are raw bytes. */
 typedef struct pgf_metadata pgf_metadata;
 
+/* The number of entries; 0 for NULL. */
 PGF_API size_t pgf_metadata_count(const pgf_metadata *md);
-/* Entry i (0-based).  Outputs are BORROWED from md and stay valid until the
- * call that owns md is freed (response metadata: or reset by
- * pgf_call_reset_response).  Returns PGF_EINVAL if i is out of range. */
+/* Entry i (0-based).  Outputs are BORROWED until the call that owns md is
+ * freed (response metadata: or reset by pgf_call_reset_response).  Returns
+ * PGF_EINVAL if i is out of range. */
 PGF_API int pgf_metadata_get(const pgf_metadata *md, size_t i,
                      const char **key, size_t *key_len,
                      const uint8_t **value, size_t *value_len);
@@ -180,20 +215,20 @@ typedef struct pgf_message pgf_message;
 /* Releases a buffer handed across the ABI; ctx is the pointer given with it. */
 typedef void (*pgf_release_fn)(void *ctx);
 
-/* OWNED: a message over data[0..len), which must stay valid and unchanged
- * until release(ctx) runs: exactly once, on the thread that drops the last
- * reference (release NULL: nothing to run; data must then outlive every
- * reference, static bytes for example).  NULL if data is NULL with len > 0
- * or len > PTRDIFF_MAX, or on allocation failure; release has run then.
- * Release with pgf_message_unref. */
+/* OWNED: a new message over data[0..len), not copied.  release a function:
+ * the bytes are OWNED by the message, and release(ctx) runs exactly once,
+ * on the thread that drops the last reference.  release NULL: the bytes
+ * are BORROWED until the last reference goes (static bytes, for example).
+ * NULL if data is NULL with len > 0 or len > PTRDIFF_MAX, or on allocation
+ * failure; release has run then.  Release with pgf_message_unref. */
 PGF_API pgf_message *pgf_message_new(const uint8_t *data, size_t len,
                                      pgf_release_fn release, void *ctx);
 /* Adds a reference; returns m.  NULL is ok. */
 PGF_API pgf_message *pgf_message_ref(pgf_message *m);
 /* Drops a reference; the last one runs the release.  NULL is ok. */
 PGF_API void pgf_message_unref(pgf_message *m);
-/* BORROWED bytes, valid while the caller holds a reference; *len may be 0.
- * NULL m gives NULL and 0.  len may be NULL. */
+/* BORROWED until the caller's reference goes; *len may be 0.  NULL m gives
+ * NULL and 0.  len may be NULL. */
 PGF_API const uint8_t *pgf_message_data(const pgf_message *m, size_t *len);
 
 /* ----------------------------------------------------------------- calls */
@@ -214,6 +249,8 @@ typedef void (*pgf_cancel_fn)(pgf_call *call, void *user_data);
  * Returns NULL if the path is malformed or on allocation failure.
  * Release with pgf_call_unref. */
 PGF_API pgf_call *pgf_call_new(const char *path, size_t path_len);
+/* Adds a reference; returns call.  Each reference needs one pgf_call_unref.
+ * NULL is ok. */
 PGF_API pgf_call *pgf_call_ref(pgf_call *call);
 /* Drops a reference.  On the last one, a response payload or message that
  * nobody took is released (its release function may enter Python: see
@@ -224,25 +261,31 @@ PGF_API pgf_call *pgf_call_ref(pgf_call *call);
  * drops the registration then. */
 PGF_API void pgf_call_unref(pgf_call *call);
 
-/* BORROWED names, valid while the caller holds a reference to the call. */
+/* BORROWED until the caller's reference to the call goes. */
 PGF_API const pgf_name *pgf_call_service(const pgf_call *call);
 PGF_API const pgf_name *pgf_call_method(const pgf_call *call);
 
 /* --- request side: set by the host before dispatch ---------------------- */
 
-/* The request payload.  BORROWED: data must stay valid and unchanged until
- * the call is finished (pgf_dispatch returned or the done callback ran).
- * Python handlers get a copy of borrowed bytes (a view could outlive them);
- * hosts that want zero copy to Python use pgf_call_set_request_message. */
+/* Each of these returns PGF_ESTATE, and changes nothing, once the call is
+ * dispatched (pgf_call_set_request_message releases msg then, as on any
+ * error). */
+
+/* The request payload, BORROWED until the call is finished (pgf_dispatch
+ * returned or the done callback ran): data must stay valid and unchanged
+ * until then.  Python handlers get a copy of borrowed bytes (a view could
+ * outlive them); hosts that want zero copy to Python use
+ * pgf_call_set_request_message.  Replaces an earlier request. */
 PGF_API int pgf_call_set_request(pgf_call *call, const uint8_t *data, size_t len);
-/* The request payload as a message (since 2): the reference msg is OWNED by
- * the call from now on, also on error.  The bytes live as long as the call
+/* The request payload as a message (since 2): msg is an OWNED reference,
+ * the call's from now on, also on error.  The bytes live as long as the call
  * or any reference taken with pgf_call_request_message, whichever is longer:
  * a handler, or a Python view of them, may keep them past the call.
  * Replaces an earlier request.  PGF_ESTATE once dispatched. */
 PGF_API int pgf_call_set_request_message(pgf_call *call, pgf_message *msg);
-/* Appends one request metadata entry (copied).  The key must be non-empty;
- * host input is otherwise taken as the transport delivered it. */
+/* Appends one request metadata entry, COPIED.  The key must be non-empty
+ * (PGF_EINVAL); host input is otherwise taken as the transport delivered
+ * it: neither checked nor lowercased. */
 PGF_API int pgf_call_add_request_metadata(pgf_call *call,
                                   const char *key, size_t key_len,
                                   const uint8_t *value, size_t value_len);
@@ -253,13 +296,13 @@ typedef struct pgf_metadata_entry {
     const uint8_t *value;
     size_t value_len;
 } pgf_metadata_entry;
-/* Appends count request metadata entries (since 2), copied together into
+/* Appends count request metadata entries (since 2), COPIED together into
  * one allocation: a host that copies a whole header list this way makes one
  * malloc per call, not one per entry.  All or nothing: PGF_EINVAL (nothing
  * appended) if an entry breaks the rule of pgf_call_add_request_metadata, if
  * entries is NULL with count > 0, or if count exceeds what memory can hold;
  * PGF_ENOMEM; PGF_ESTATE once dispatched.  count 0 appends nothing (PGF_OK).
- * entries is BORROWED for the duration of the call only.  Bounding what a
+ * entries is BORROWED for the function's duration only.  Bounding what a
  * client may send is the host's job: this copies whatever it is given. */
 PGF_API int pgf_call_add_request_metadata_list(pgf_call *call,
                                   const pgf_metadata_entry *entries,
@@ -267,12 +310,12 @@ PGF_API int pgf_call_add_request_metadata_list(pgf_call *call,
 /* Absolute deadline, nanoseconds since the Unix epoch (CLOCK_REALTIME);
  * INT64_MAX (the default) means none. */
 PGF_API int pgf_call_set_deadline(pgf_call *call, int64_t deadline_unix_ns);
-/* The client's address, copied, for example "ipv4:127.0.0.1:5123". */
+/* The client's address, COPIED, for example "ipv4:127.0.0.1:5123". */
 PGF_API int pgf_call_set_peer(pgf_call *call, const char *peer, size_t len);
 
 /* --- request side: read by the handler ---------------------------------- */
 
-/* BORROWED request payload (as set by the host), valid until the call is
+/* The request payload as set by the host, BORROWED until the call is
  * finished; *len may be 0.  Either output may be NULL; a NULL call gives
  * NULL, 0. */
 PGF_API void pgf_call_request(const pgf_call *call, const uint8_t **data, size_t *len);
@@ -281,10 +324,12 @@ PGF_API void pgf_call_request(const pgf_call *call, const uint8_t **data, size_t
  * host lent its bytes with pgf_call_set_request.  Release with
  * pgf_message_unref. */
 PGF_API pgf_message *pgf_call_request_message(const pgf_call *call);
-/* BORROWED request metadata, valid while a reference to the call is held. */
+/* Request metadata, BORROWED until the caller's reference to the call goes. */
 PGF_API const pgf_metadata *pgf_call_request_metadata(const pgf_call *call);
+/* The deadline the host set; INT64_MAX if none. */
 PGF_API int64_t pgf_call_deadline(const pgf_call *call);
-/* BORROWED peer string; "" if the host set none. */
+/* The peer, BORROWED until the caller's reference to the call goes; "" if
+ * the host set none. */
 PGF_API const char *pgf_call_peer(const pgf_call *call, size_t *len);
 
 /* --- cancellation -------------------------------------------------------- */
@@ -294,6 +339,7 @@ PGF_API const char *pgf_call_peer(const pgf_call *call, size_t *len);
  * The callback of a Python handler takes the GIL, so this may block: hosts
  * with event threads that must not block call it from a thread of their own. */
 PGF_API void pgf_call_cancel(pgf_call *call);
+/* 1 once the call is cancelled, else 0. */
 PGF_API int pgf_call_is_cancelled(const pgf_call *call);
 /* Sets the function run once when the call is cancelled: at once (on this
  * thread) if it already is, never if the call finishes first.  Replaces an
@@ -302,30 +348,39 @@ PGF_API int pgf_call_on_cancel(pgf_call *call, pgf_cancel_fn fn, void *user_data
 
 /* --- response side: set by the handler, before pgf_call_finish ------------ */
 
-/* The response payload, passed without a copy.  OWNED by the call from now
- * on: release(ctx) runs exactly once, when the host is done with the bytes,
- * or when the call is freed if nobody took them.  Replaces (and releases) an
- * earlier payload.  On error, release(ctx) has already run. */
+/* Each function here that changes the call returns PGF_ESTATE, and changes
+ * nothing, once the call is finished (a release given has run then, as on
+ * any error). */
+
+/* The response payload, not copied.  release a function: the bytes are
+ * OWNED by the call from now on, and release(ctx) runs exactly once, when
+ * the host is done with them, or when the call is freed if nobody took
+ * them; on error, before this returns.  release NULL: BORROWED until the
+ * host is done with them (it runs the release it took with
+ * pgf_call_take_response) or the call is freed.  Replaces (and releases) an
+ * earlier payload.  PGF_ESTATE once the call is finished. */
 PGF_API int pgf_call_set_response(pgf_call *call, const uint8_t *data, size_t len,
                           pgf_release_fn release, void *ctx);
-/* Like pgf_call_set_response, but the call keeps a copy of data[0..len)
- * (since 3): the bytes stay the caller's.  The release a host takes with the
- * copy never blocks (pgf_release_never_blocks).  PGF_EINVAL for bad
+/* Like pgf_call_set_response, but data[0..len) is COPIED (since 3): the
+ * bytes stay the caller's.  The release a host takes with the copy never
+ * blocks (pgf_release_never_blocks).  PGF_EINVAL for bad
  * arguments, PGF_ESTATE once the call is finished, PGF_ENOMEM if the copy
  * cannot be made; on any error the call is unchanged. */
 PGF_API int pgf_call_set_response_copy(pgf_call *call, const uint8_t *data,
                                        size_t len);
-/* Append response metadata (copied) sent before the payload (initial) or
+/* Append response metadata, COPIED, sent before the payload (initial) or
  * with the status (trailing).  PGF_EMETADATA if pgf_metadata_validate
  * rejects the entry, or if the list would exceed PGF_MAX_RESPONSE_METADATA
- * (trailing: with the status details); the call is unchanged then. */
+ * (trailing: with the status details); the call is unchanged then.  Initial
+ * metadata is PGF_ESTATE also once it is sent or queued to be (see
+ * "streams"). */
 PGF_API int pgf_call_add_initial_metadata(pgf_call *call,
                                   const char *key, size_t key_len,
                                   const uint8_t *value, size_t value_len);
 PGF_API int pgf_call_add_trailing_metadata(pgf_call *call,
                                    const char *key, size_t key_len,
                                    const uint8_t *value, size_t value_len);
-/* Serialized google.rpc.Status (copied), sent by the host as the trailer
+/* Serialized google.rpc.Status, COPIED, sent by the host as the trailer
  * "grpc-status-details-bin".  PGF_EMETADATA if it and the trailing metadata
  * would exceed PGF_MAX_RESPONSE_METADATA; the call is unchanged then. */
 PGF_API int pgf_call_set_status_details(pgf_call *call,
@@ -333,49 +388,57 @@ PGF_API int pgf_call_set_status_details(pgf_call *call,
 /* Asks the host to compress the response payload (enable != 0) with its
  * default algorithm, or to send it uncompressed (the default). */
 PGF_API int pgf_call_set_compress_response(pgf_call *call, int enable);
+/* 1 if the handler asked for a compressed response, else 0. */
 PGF_API int pgf_call_compress_response(const pgf_call *call);
 /* Drops every response field set so far (payload released, metadata and
  * details cleared), for a handler that fails after it started answering. */
 PGF_API int pgf_call_reset_response(pgf_call *call);
 
-/* Completes the call with a status code and message (copied).  Exactly once
+/* Completes the call with a status code and message (COPIED).  Exactly once
  * per call, from any thread; a second finish returns PGF_ESTATE.  A code
  * outside 0..16 is sent as UNKNOWN.  A message longer than
- * PGF_MAX_STATUS_MESSAGE (as sent) is truncated.  A valid call always finishes, whatever
- * the other arguments: msg NULL (whatever len) or len > PTRDIFF_MAX means no
- * message, and if the message cannot be copied (out of memory) the call
- * finishes without it; only call NULL is PGF_EINVAL.  Wakes pgf_dispatch, or runs the done
- * callback of pgf_dispatch_async, on this thread; then drops the call's
- * reference to its registration (which may release the handler data).  If a
- * cancellation callback is running on another thread, waits for it first, so
- * that no callback runs after finish. */
+ * PGF_MAX_STATUS_MESSAGE (as sent) is truncated.  A valid call always
+ * finishes, whatever the other arguments: msg NULL (whatever len) or len >
+ * PTRDIFF_MAX means no message, and if the message cannot be copied (out of
+ * memory) the call finishes without it; only call NULL is PGF_EINVAL.
+ * Wakes pgf_dispatch, or runs the done callback of pgf_dispatch_async, on
+ * this thread; then drops the call's reference to its registration (which
+ * may release the handler data).  If a cancellation callback is running on
+ * another thread, waits for it first, so that no callback runs after
+ * finish. */
 PGF_API int pgf_call_finish(pgf_call *call, int code, const char *msg, size_t len);
+/* 1 once the call is finished, else 0. */
 PGF_API int pgf_call_is_finished(const pgf_call *call);
 
 /* --- response side: read by the host once the call is finished ---------- */
 
+/* The status code the call finished with; PGF_STATUS_UNKNOWN until then. */
 PGF_API int pgf_call_status(const pgf_call *call);
-/* BORROWED, NUL-terminated message; "" if none. */
+/* The status message, BORROWED until the caller's reference to the call
+ * goes; NUL-terminated, "" if none. */
 PGF_API const char *pgf_call_status_message(const pgf_call *call, size_t *len);
-/* BORROWED serialized google.rpc.Status; *len 0 if none.  Either output may
- * be NULL. */
+/* The serialized google.rpc.Status, BORROWED until the caller's reference
+ * to the call goes; *len 0 if none.  Either output may be NULL. */
 PGF_API void pgf_call_status_details(const pgf_call *call,
                              const uint8_t **data, size_t *len);
+/* Response metadata, BORROWED until the caller's reference to the call
+ * goes. */
 PGF_API const pgf_metadata *pgf_call_initial_metadata(const pgf_call *call);
 PGF_API const pgf_metadata *pgf_call_trailing_metadata(const pgf_call *call);
-/* BORROWED view of the response payload, valid until the payload is taken or
- * the call is freed; *len 0 if none.  Either output may be NULL. */
+/* The response payload, BORROWED until it is taken or the call is freed;
+ * *len 0 if none.  Either output may be NULL. */
 PGF_API void pgf_call_response(const pgf_call *call, const uint8_t **data, size_t *len);
-/* Takes ownership of the response payload: afterwards the host must call
- * release(ctx) exactly once (from any thread) when it is done with data.
- * *release is NULL, and nothing is owed, if there is no payload. */
+/* Takes the response payload OWNED: the host runs *release(*ctx) exactly
+ * once (from any thread) when it is done with *data.  *release is NULL, and
+ * nothing is owed, if there is no payload.  PGF_EINVAL if an output is
+ * NULL. */
 PGF_API int pgf_call_take_response(pgf_call *call, const uint8_t **data, size_t *len,
                            pgf_release_fn *release, void **ctx);
 /* 1 if release(ctx), as taken with pgf_call_take_response or
  * pgf_call_take_write, only frees memory (since 3): the bytes are the
- * call's own copy, and a host may release them on any thread, an event
- * thread included.  0 otherwise: the release may block (it may take the
- * GIL) and belongs on a thread that may. */
+ * call's own copy (or BORROWED from the handler), and a host may release
+ * them on any thread, an event thread included.  0 otherwise: the release
+ * may block (it may take the GIL) and belongs on a thread that may. */
 PGF_API int pgf_release_never_blocks(pgf_release_fn release, void *ctx);
 
 /* --------------------------------------------------------------- streams */
@@ -407,10 +470,11 @@ PGF_API int pgf_release_never_blocks(pgf_release_fn release, void *ctx);
  *   the host.  A failure to send a message completed so shows as the
  *   cancellation of the call.
  *
- *   Ownership per message is that of unary payloads: a request message is a
- *   pgf_message reference the reader releases; a response message is OWNED
- *   with a release callback, or BORROWED with release NULL: valid until its
- *   write completes (the callback ran, or pgf_call_write_wait returned).
+ *   Ownership per message follows the release rule (see the top): a
+ *   request message is an OWNED pgf_message reference the reader releases;
+ *   a response message is OWNED with a release function, or BORROWED with
+ *   release NULL until its write completes (the callback ran, or
+ *   pgf_call_write_wait returned).
  *
  *   Half-close: the end of the request stream reads as PGF_EOF; the handler
  *   ends the response stream by finishing the call (status and trailers
@@ -486,8 +550,8 @@ typedef void (*pgf_write_fn)(pgf_call *call, int result, void *user_data);
  * is not waited for). */
 PGF_API int pgf_call_set_stream(pgf_call *call, pgf_stream_fn fn,
                                 void *host_data);
-/* After PGF_EVENT_READ: hands over the next request message (the reference
- * is OWNED by the call from now on, also on error), or msg NULL for the end
+/* After PGF_EVENT_READ: hands over the next request message (an OWNED
+ * reference, the call's from now on, also on error), or msg NULL for the end
  * of the request stream (the client half-closed, or the read failed).
  * Completes the handler's read on this thread.  PGF_ESTATE if no read was
  * asked (the call was cancelled or finished meanwhile): msg is released. */
@@ -543,10 +607,12 @@ PGF_API int pgf_call_read(pgf_call *call, pgf_read_fn cb, void *user_data);
  * go meanwhile (since 3).  Never call it on a thread the host needs to
  * push the message. */
 PGF_API int pgf_call_read_wait(pgf_call *call, pgf_message **msg);
-/* Queues one response message (ownership as pgf_call_set_response; release
- * NULL: BORROWED until the write completes) and returns; cb(call, result,
- * user_data) runs exactly once when the host completed it (PGF_OK) or it
- * failed (PGF_ECANCELLED).  On error (PGF_EINVAL, also for len >
+/* Queues one response message, not copied, and returns.  release a
+ * function: data[0..len) is OWNED by the call from now on, and release(ctx)
+ * runs exactly once, when the host is done with the bytes; release NULL:
+ * BORROWED until the write completes.  cb(call, result, user_data) runs
+ * exactly once when the host completed it (PGF_OK) or it failed
+ * (PGF_ECANCELLED).  On error (PGF_EINVAL, also for len >
  * PTRDIFF_MAX; PGF_ESTATE if a write is outstanding, the call has no stream
  * or is finished; PGF_ECANCELLED), release has run, cb does not. */
 PGF_API int pgf_call_write(pgf_call *call, const uint8_t *data, size_t len,
@@ -576,18 +642,20 @@ typedef void (*pgf_handler_fn)(void *handler_data, pgf_call *call);
 /* OWNED: a new, empty registry; NULL on allocation failure. */
 PGF_API pgf_registry *pgf_registry_new(void);
 /* Unregisters everything and frees the registry.  Calls in flight finish
- * normally.  Must not be called on pgf_default_registry(). */
+ * normally.  On pgf_default_registry() it does nothing: that one is never
+ * freed. */
 PGF_API void pgf_registry_free(pgf_registry *reg);
 /* BORROWED: the process-wide registry that embedded hosts dispatch into and
  * that pygrpc_ffi.default_service() registers into.  Never freed. */
 PGF_API pgf_registry *pgf_default_registry(void);
 
-/* Registers fn for every method of service ("package.Service").
- * handler_data is OWNED by the registry from now on: release(handler_data),
- * if release is not NULL, runs exactly once, after the handler is
- * unregistered and the last call using it has finished -- on the thread that
- * dropped the last reference.  On error, release has already run.
- * PGF_EEXIST if the service is already registered. */
+/* Registers fn for every method of service ("package.Service").  release a
+ * function: handler_data is OWNED by the registry from now on, and
+ * release(handler_data) runs exactly once, after the handler is
+ * unregistered and the last call using it has finished -- on the thread
+ * that dropped the last reference; on error, before this returns.  release
+ * NULL: handler_data is BORROWED until then.  PGF_EEXIST if the service is
+ * already registered. */
 PGF_API int pgf_registry_register_service(pgf_registry *reg,
                                   const char *service, size_t service_len,
                                   pgf_handler_fn fn, void *handler_data,

@@ -1,8 +1,7 @@
 /* The registry: a thread-safe map from service and method names to
- * handler registrations.  Dispatch lives in dispatch.c. */
+ * handler registrations (handler.c). */
 #include "internal.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 

@@ -1,59 +1,21 @@
 /* Streams on a call: pulled reads, back-pressured writes, initial metadata.
- * The protocol is described in pygrpc_ffi.h ("streams"). */
+ * The protocol is described in pygrpc_ffi.h ("streams"); what a
+ * cancellation, the finish or the last unref completes is in call.c. */
 #include "internal.h"
 
 #include <stdlib.h>
 
 static int call_over(const pgf_call *c) { return c->finished || c->cancelled; }
 
-/* The stream_fn calls this thread is inside of, for one call (a host may
- * complete an operation inside its stream_fn, and the handler may finish
- * the call from that completion: finish must not wait for itself). */
-static __thread const pgf_call *fn_call;
-static __thread int fn_depth;
-
-/* Runs fn(call, event) counted as in progress; mu is held on entry and
- * released here.  Holds a reference: what fn completes on this thread may
- * drop the caller's last one. */
-static void run_stream_fn(pgf_call *call, pgf_stream_fn fn, void *host_data,
-                          int event) {
-    call->stream_fn_running++;
-    pgf_call_ref(call);
-    pthread_mutex_unlock(&call->mu);
-    const pgf_call *saved_call = fn_call;
-    int saved_depth = fn_depth;
-    if (fn_call != call) {
-        fn_call = call;
-        fn_depth = 0;
-    }
-    fn_depth++;
-    fn(call, event, host_data);
-    fn_call = saved_call;
-    fn_depth = saved_depth;
-    pthread_mutex_lock(&call->mu);
-    if (--call->stream_fn_running == 0)
-        pthread_cond_broadcast(&call->cv);
-    pthread_mutex_unlock(&call->mu);
-    pgf_call_unref(call);
-}
-
-int pgf__stream_fn_elsewhere(const pgf_call *call) {
-    int mine = fn_call == call ? fn_depth : 0;
-    return call->stream_fn_running > mine;
-}
-
 int pgf_call_set_stream(pgf_call *call, pgf_stream_fn fn, void *host_data) {
     if (call == NULL || fn == NULL)
         return PGF_EINVAL;
-    pthread_mutex_lock(&call->mu);
-    int rc = PGF_ESTATE;
-    if (!call->dispatched) {
-        call->stream_fn = fn;
-        call->stream_data = host_data;
-        rc = PGF_OK;
-    }
+    if (pgf__call_lock_unless(call, &call->dispatched) != PGF_OK)
+        return PGF_ESTATE;
+    call->stream_fn = fn;
+    call->stream_data = host_data;
     pthread_mutex_unlock(&call->mu);
-    return rc;
+    return PGF_OK;
 }
 
 /* The callbacks of the blocking forms: they only signal the waiting
@@ -64,17 +26,6 @@ static void read_woken(pgf_call *call, int result, pgf_message *msg,
 static void write_woken(pgf_call *call, int result, void *ud);
 
 /* ---------------------------------------------------------------- reads */
-
-pgf_read_fn pgf__stream_take_read(pgf_call *call, void **ud) {
-    if (!call->read_pending)
-        return NULL;
-    call->read_pending = 0;
-    *ud = call->read_ud;
-    pgf_read_fn cb = call->read_cb;
-    call->read_cb = NULL;
-    call->read_ud = NULL;
-    return cb;
-}
 
 int pgf_call_read(pgf_call *call, pgf_read_fn cb, void *user_data) {
     if (call == NULL || cb == NULL)
@@ -114,7 +65,8 @@ int pgf_call_read(pgf_call *call, pgf_read_fn cb, void *user_data) {
     call->read_pending = 1;
     call->read_cb = cb;
     call->read_ud = user_data;
-    run_stream_fn(call, call->stream_fn, call->stream_data, PGF_EVENT_READ);
+    pgf__call_run_stream_fn(call, call->stream_fn, call->stream_data,
+                            PGF_EVENT_READ);
     return PGF_OK;
 }
 
@@ -122,7 +74,7 @@ int pgf_call_read(pgf_call *call, pgf_read_fn cb, void *user_data) {
  * released here. */
 static int push_locked(pgf_call *call, pgf_message *msg) {
     void *ud = NULL;
-    pgf_read_fn cb = pgf__stream_take_read(call, &ud);
+    pgf_read_fn cb = pgf__call_take_read(call, &ud);
     if (cb != NULL && msg == NULL)
         call->requests_ended = 1;
     pthread_mutex_unlock(&call->mu);
@@ -131,7 +83,7 @@ static int push_locked(pgf_call *call, pgf_message *msg) {
         return PGF_ESTATE;
     }
     if (msg != NULL)
-        pgf__metrics_message(call, 0);
+        pgf__metrics_message(&call->metrics, 0);
     cb(call, msg ? PGF_OK : PGF_EOF, msg, ud);
     return PGF_OK;
 }
@@ -208,23 +160,6 @@ int pgf_call_read_wait(pgf_call *call, pgf_message **msg) {
 
 /* --------------------------------------------------------------- writes */
 
-/* With mu held: takes a write the host has not taken yet. */
-static pgf_write_fn take_queued_write(pgf_call *call, void **ud,
-                                      pgf_owned_buffer **owner) {
-    if (call->write_state != PGF__WRITE_QUEUED)
-        return NULL;
-    call->write_state = PGF__WRITE_NONE;
-    *ud = call->write_ud;
-    *owner = call->write_owner;
-    pgf_write_fn cb = call->write_cb;
-    call->write_owner = NULL;
-    call->write_cb = NULL;
-    call->write_ud = NULL;
-    call->write_data = NULL;
-    call->write_len = 0;
-    return cb;
-}
-
 int pgf_call_write(pgf_call *call, const uint8_t *data, size_t len,
                    pgf_release_fn release, void *ctx, pgf_write_fn cb,
                    void *user_data) {
@@ -260,7 +195,8 @@ int pgf_call_write(pgf_call *call, const uint8_t *data, size_t len,
     call->write_cb = cb;
     call->write_ud = user_data;
     __atomic_store_n(&call->initial_md_ready, 1, __ATOMIC_RELEASE);
-    run_stream_fn(call, call->stream_fn, call->stream_data, PGF_EVENT_WRITE);
+    pgf__call_run_stream_fn(call, call->stream_fn, call->stream_data,
+                            PGF_EVENT_WRITE);
     return PGF_OK;
 }
 
@@ -308,7 +244,7 @@ static int write_done_locked(pgf_call *call, int ok) {
     call->write_len = 0;
     pthread_mutex_unlock(&call->mu);
     if (ok)
-        pgf__metrics_message(call, 1);
+        pgf__metrics_message(&call->metrics, 1);
     cb(call, ok ? PGF_OK : PGF_ECANCELLED, ud);
     return PGF_OK;
 }
@@ -364,8 +300,8 @@ int pgf_call_send_initial_metadata(pgf_call *call) {
     __atomic_store_n(&call->initial_md_ready, 1, __ATOMIC_RELEASE);
     pgf_stream_fn fn = call->finished ? NULL : call->stream_fn;
     if (!already && fn)
-        run_stream_fn(call, fn, call->stream_data,
-                      PGF_EVENT_INITIAL_METADATA);
+        pgf__call_run_stream_fn(call, fn, call->stream_data,
+                                PGF_EVENT_INITIAL_METADATA);
     else
         pthread_mutex_unlock(&call->mu);
     return PGF_OK;
@@ -374,32 +310,4 @@ int pgf_call_send_initial_metadata(pgf_call *call) {
 int pgf_call_initial_metadata_ready(const pgf_call *call) {
     return call ? __atomic_load_n(&call->initial_md_ready, __ATOMIC_ACQUIRE)
                 : 0;
-}
-
-/* ---------------------------------------------------- cancel and free */
-
-void pgf__stream_cancel_locked(pgf_call *call, pgf__cancelled_ops *ops) {
-    ops->read_cb = pgf__stream_take_read(call, &ops->read_ud);
-    ops->write_cb = take_queued_write(call, &ops->write_ud, &ops->write_owner);
-}
-
-void pgf__stream_cancel_run(pgf_call *call, pgf__cancelled_ops *ops) {
-    if (ops->read_cb)
-        ops->read_cb(call, PGF_ECANCELLED, NULL, ops->read_ud);
-    if (ops->write_owner)
-        pgf__owned_buffer_release(ops->write_owner);
-    if (ops->write_cb)
-        ops->write_cb(call, PGF_ECANCELLED, ops->write_ud);
-}
-
-void pgf__stream_drop(pgf_call *call) {
-    /* The last reference is gone: nobody can complete these any more. */
-    pgf__cancelled_ops ops = {0};
-    pgf__stream_cancel_locked(call, &ops);
-    if (call->write_state == PGF__WRITE_TAKEN) {
-        ops.write_cb = call->write_cb;
-        ops.write_ud = call->write_ud;
-        call->write_state = PGF__WRITE_NONE;
-    }
-    pgf__stream_cancel_run(call, &ops);
 }

@@ -13,11 +13,11 @@ $PY -m ruff check pygrpc_ffi tests examples ffi_build.py setup.py noxfile.py ben
 $PY -m mypy
 
 echo "== C tests (shim, embedded host), then again under ASan + UBSan"
-make -s -C csrc test PYTHON="$PY"
-make -s -C csrc test-asan PYTHON="$PY"
+make -s -C tests/c test PYTHON="$PY"
+make -s -C tests/c test-asan PYTHON="$PY"
 
 echo "== C tests under ThreadSanitizer"
-make -s -C csrc test-tsan PYTHON="$PY"
+make -s -C tests/c test-tsan PYTHON="$PY"
 
 echo "== fuzzing the C shim (libFuzzer, ASan + UBSan, about 15 s per harness)"
 bash tests/fuzz/run.sh "${PGF_FUZZ_SECONDS:-15}"

@@ -7,7 +7,7 @@
  * into them from many threads, synchronously and asynchronously, as a real
  * server would: taking every response payload and releasing it.
  *
- *   test_embed_host VENV SYS_PATH    (make -C csrc test passes the repo's
+ *   test_embed_host VENV SYS_PATH    (make -C tests/c test passes the repo's
  *                                     .venv and tests/c) */
 #define _GNU_SOURCE /* syscall(SYS_gettid) */
 

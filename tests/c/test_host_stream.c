@@ -7,7 +7,7 @@
  * only handlers registered with PGF_FLAG_NONBLOCKING (or none) on the
  * caller's thread.
  *
- * Build: make -C csrc test (or test-asan). */
+ * Build: make -C tests/c test (or test-asan). */
 #include "pygrpc_ffi.h"
 #include "check.h"
 

@@ -8,7 +8,7 @@
  * thread pools (published roles only, exact under concurrent updates, in
  * the file too), and files of another layout refused.
  *
- * Build: make -C csrc test (or test-asan, test-tsan). */
+ * Build: make -C tests/c test (or test-asan, test-tsan). */
 #define _POSIX_C_SOURCE 200809L /* setenv */
 #include "pygrpc_ffi.h"
 #include "check.h"

@@ -5,7 +5,7 @@
  * and an invalid list appends nothing.  Every PGF_LIVE_* counter returns to
  * its start value; under ASan the block is freed exactly once.
  *
- * Build: make -C csrc test (or test-asan). */
+ * Build: make -C tests/c test (or test-asan). */
 #include "pygrpc_ffi.h"
 #include "check.h"
 

@@ -4,7 +4,7 @@
  * multi-threaded stress of dispatch against register/unregister.  Every
  * PGF_LIVE_* counter must be back to zero at the end.
  *
- * Build: make -C csrc test (or test-asan, with leak detection on). */
+ * Build: make -C tests/c test (or test-asan, with leak detection on). */
 #define _GNU_SOURCE /* RTLD_NEXT, for the pthread_mutex_unlock interposer */
 
 #include "pygrpc_ffi.h"

@@ -4,7 +4,7 @@
  * the blocking forms across threads.  A small fake host records the events
  * a call reports.  Every PGF_LIVE_* counter returns to its start value.
  *
- * Build: make -C csrc test (or test-asan). */
+ * Build: make -C tests/c test (or test-asan). */
 #include "pygrpc_ffi.h"
 #include "check.h"
 
@@ -797,10 +797,18 @@ typedef struct lone_reader {
 static void *read_alone(void *p) {
     lone_reader *r = p;
     pgf_message *m = NULL;
-    __atomic_store_n(&r->waiting, 1, __ATOMIC_RELEASE);
     r->result = pgf_call_read_wait(r->call, &m);
     CHECK(m == NULL);
     return NULL;
+}
+
+/* The reader's read reached the host: its wait holds its reference now
+ * (before, the caller's reference was the only one, and dropping it raced
+ * with the reader taking its own). */
+static void note_read(pgf_call *call, int event, void *data) {
+    (void)call;
+    if (event == PGF_EVENT_READ)
+        __atomic_store_n(&((lone_reader *)data)->waiting, 1, __ATOMIC_RELEASE);
 }
 
 /* A thread waiting in pgf_call_read_wait whose caller's reference goes while
@@ -811,8 +819,8 @@ static void test_waiter_outlives_other_references(void) {
     live_snapshot(base);
     for (int i = 0; i < 50; i++) {
         pgf_call *c = new_call("/s.S/M");
-        CHECK_INT(pgf_call_set_stream(c, ignore_events, NULL), PGF_OK);
         lone_reader r = {c, 0, 0};
+        CHECK_INT(pgf_call_set_stream(c, note_read, &r), PGF_OK);
         pthread_t t;
         CHECK_INT(pthread_create(&t, NULL, read_alone, &r), 0);
         while (!__atomic_load_n(&r.waiting, __ATOMIC_ACQUIRE))

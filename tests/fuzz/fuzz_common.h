@@ -2,7 +2,7 @@
  * property prints what failed and aborts, so libFuzzer records the input as
  * a crash; live-object snapshots prove that every input frees what it made.
  *
- * Build: make -C csrc fuzz; run: bash tests/fuzz/run.sh. */
+ * Build: make -C tests/fuzz; run: bash tests/fuzz/run.sh. */
 #ifndef PGF_FUZZ_COMMON_H
 #define PGF_FUZZ_COMMON_H
 

@@ -12,7 +12,7 @@ shift || true
 harnesses=("$@")
 ((${#harnesses[@]})) || harnesses=(fuzz_path fuzz_metadata fuzz_call fuzz_registry)
 
-make -s -C csrc fuzz
+make -s -C tests/fuzz
 mkdir -p build/fuzz/artifacts
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
