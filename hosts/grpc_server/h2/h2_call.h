@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "../admission.h"
 #include "pygrpc_ffi.h"
 
 namespace pgf_host {
@@ -22,10 +23,7 @@ class Conn;
 class Loop;
 enum class TaskKind;
 
-struct Status {
-  int code;
-  std::string message;
-};
+using Status = CallStatus;
 
 // Lifetime: refcounted.  The stream holds one reference until nghttp2
 // closes it (or the connection goes); a dispatched handler holds one until
@@ -111,6 +109,7 @@ class H2Call {
   bool ChargeResponse(size_t len, size_t* charged);
   void StartOut(const Taken& t, bool handler_write);
   void FailOut();
+  void EndOut(bool sent);
   void MaybeEnd();
   void DropAnswer();
   void SendHeaders();
