@@ -1,7 +1,7 @@
 // The byte and metadata bridge between HTTP/2 (nghttp2) and the shim:
 // response metadata as HTTP/2 headers (-bin values in base64), and request
-// messages in buffers charged to the memory budget (../memory_budget.h,
-// rule 4) until the last reference to the message goes.  The gRPC wire
+// messages assembled from DATA bytes into buffers charged to the memory
+// budget (../memory_budget.h).  The gRPC wire
 // format itself (prefixes, base64, timeouts, compression) is grpc_wire.h's.
 #pragma once
 
@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "../admission.h"
 #include "../metadata.h"
 #include "pygrpc_ffi.h"
 
@@ -34,23 +35,45 @@ std::vector<nghttp2_nv> Nvs(const Headers& hs);
 // Now, in ns since the Unix epoch.
 int64_t RealtimeNs();
 
-// A request message's buffer, grown as its bytes arrive: msg (nullptr at
-// first) resized to hold cap bytes; nullptr on allocation failure (msg is
-// then unchanged).  The caller charges the growth to the memory budget.
-uint8_t* ResizeMessageBuffer(uint8_t* msg, size_t cap);
+// Request messages out of one stream's DATA bytes, in gRPC's framing: each
+// 5-byte prefix is checked as it arrives (flag 0, or 1 with a
+// grpc-encoding; a length within --max-message-size), and the buffer grows
+// as the bytes arrive, not to the length the prefix announces, charged to
+// the memory budget (rule 4) until the last reference to the message goes.
+// A complete message becomes a pgf_message over the buffer without a copy
+// (or over its decompressed bytes).
+class MessageAssembler {
+ public:
+  enum class Result { kMore, kMessage, kError };
 
-// Frees a buffer that did not become a message; its cap bytes go back to
-// the memory budget.
-void FreeMessageBuffer(uint8_t* msg, size_t cap);
+  MessageAssembler() = default;
+  MessageAssembler(const MessageAssembler&) = delete;
+  MessageAssembler& operator=(const MessageAssembler&) = delete;
+  ~MessageAssembler() { Free(); }
 
-// A message over the first len bytes of the buffer, which it owns from now
-// on: freed, and its cap bytes given back to the budget, with the message's
-// last reference.
-pgf_message* MessageOverBuffer(uint8_t* msg, size_t cap, size_t len);
+  // Takes bytes from *data (advancing it and *len) up to the end of the
+  // next message.  kMore: all taken, no message complete; kMessage: *msg is
+  // complete (the caller owns it); kError: the stream is broken, *error
+  // says how.  keep_free: what the growth of the buffer leaves in the
+  // budget.
+  Result Next(const uint8_t** data, size_t* len, const std::string& encoding,
+              size_t max_message_size, size_t keep_free, pgf_message** msg,
+              CallStatus* error);
+  // Whether a message has begun (part of its prefix came).
+  bool started() const { return hdr_len_ != 0; }
+  // Frees the buffer of a message not complete; its charge goes back.
+  void Free();
 
-// A message over bytes (a decompressed message), charged to the budget
-// until the message's last reference goes.
-pgf_message* MessageOverString(std::string bytes);
+ private:
+  Result Finish(const std::string& encoding, size_t max_message_size, pgf_message** msg,
+                CallStatus* error);
+
+  uint8_t hdr_[5];
+  size_t hdr_len_ = 0;
+  uint8_t* msg_ = nullptr;  // the message being assembled
+  size_t msg_len_ = 0, msg_fill_ = 0, msg_cap_ = 0;
+  bool msg_compressed_ = false;
+};
 
 }  // namespace h2
 }  // namespace pgf_host

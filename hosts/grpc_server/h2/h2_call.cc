@@ -33,7 +33,7 @@ void H2Call::Unref() {
   // stream event's guard): the handler is done and took (or never had) its
   // answer, and the stream is closed, so only plain C memory is freed.
   for (pgf_message* m : ready_) pgf_message_unref(m);
-  FreeAssembly();
+  assembler_.Free();
   HostBudget().Release(admitted_);
   Server* server = loop_->server();
   if (call_ != nullptr) pgf_call_unref(call_);
@@ -382,13 +382,6 @@ void H2Call::SendTrailersOnly(int http_status, const Status& status) {
 
 // --------------------------------------------------------------- reads
 
-void H2Call::FreeAssembly() {
-  if (msg_ == nullptr) return;
-  FreeMessageBuffer(msg_, msg_cap_);
-  msg_ = nullptr;
-  msg_cap_ = 0;
-}
-
 // Reopens the stream's window for what was received: only while the
 // handler wants a message (or the unary request), so a client is held to
 // one window beyond what the handler read.
@@ -414,94 +407,20 @@ void H2Call::OnData(const uint8_t* data, size_t len) {
 void H2Call::ParseData(const uint8_t* data, size_t len) {
   const Config& cfg = conn_->config();
   while (len > 0 && !ended_ && !forced_) {
-    if (hdr_len_ < 5) {
-      size_t n = std::min(len, 5 - hdr_len_);
-      std::memcpy(hdr_ + hdr_len_, data, n);
-      hdr_len_ += n;
-      data += n;
-      len -= n;
-      if (hdr_len_ < 5) return;
-      uint8_t flag = hdr_[0];
-      msg_len_ = (size_t{hdr_[1]} << 24) | (size_t{hdr_[2]} << 16) | (size_t{hdr_[3]} << 8) |
-                 hdr_[4];
-      if (flag > 1) {
-        StreamError(Status{PGF_STATUS_INTERNAL,
-                           "invalid message flag " + std::to_string(flag)});
+    pgf_message* msg = nullptr;
+    Status error;
+    switch (assembler_.Next(&data, &len, encoding_, cfg.max_message_size, keep_free_, &msg,
+                            &error)) {
+      case MessageAssembler::Result::kMore:
         return;
-      }
-      if (flag == 1 && (encoding_.empty() || encoding_ == "identity")) {
-        StreamError(Status{PGF_STATUS_INTERNAL,
-                           "compressed message received without grpc-encoding"});
+      case MessageAssembler::Result::kError:
+        StreamError(std::move(error));
         return;
-      }
-      if (msg_len_ > cfg.max_message_size) {
-        StreamError(Status{PGF_STATUS_RESOURCE_EXHAUSTED,
-                           "Received message larger than max (" + std::to_string(msg_len_) +
-                               " vs. " + std::to_string(cfg.max_message_size) + ")"});
-        return;
-      }
-      msg_compressed_ = flag == 1;
-      msg_fill_ = 0;
-      if (msg_len_ > 0) continue;
-    } else {
-      size_t n = std::min(len, msg_len_ - msg_fill_);
-      if (msg_fill_ + n > msg_cap_) {
-        // Grown as bytes arrive, not to the length the prefix announces: a
-        // client announcing 64 MiB and sending nothing costs nothing.
-        size_t cap = std::max({msg_cap_ * 2, msg_fill_ + n, size_t{256}});
-        cap = std::min(cap, msg_len_);
-        // Many streams each announcing a large message cannot together hold
-        // more than the budget (each alone: --max-message-size).
-        size_t grow = cap - msg_cap_;
-        if (!HostBudget().TryCharge(grow, keep_free_)) {
-          StreamError(Status{PGF_STATUS_RESOURCE_EXHAUSTED, MemoryBudget::kRefusedText});
-          return;
-        }
-        uint8_t* grown = ResizeMessageBuffer(msg_, cap);
-        if (grown == nullptr) {
-          HostBudget().Release(grow);
-          StreamError(Status{PGF_STATUS_RESOURCE_EXHAUSTED, "out of memory"});
-          return;
-        }
-        msg_ = grown;
-        msg_cap_ = cap;
-      }
-      std::memcpy(msg_ + msg_fill_, data, n);
-      msg_fill_ += n;
-      data += n;
-      len -= n;
-      if (msg_fill_ < msg_len_) return;
+      case MessageAssembler::Result::kMessage:
+        OnRequestMessage(msg);
+        break;
     }
-    if (!FinishMessage()) return;
   }
-}
-
-// The message just assembled becomes a pgf_message over our buffer.
-bool H2Call::FinishMessage() {
-  pgf_message* msg;
-  if (msg_compressed_) {
-    std::string bytes;
-    if (!Decompress(encoding_, msg_, msg_len_, conn_->config().max_message_size, &bytes)) {
-      StreamError(Status{PGF_STATUS_INTERNAL, "cannot decompress the request message"});
-      return false;
-    }
-    msg = MessageOverString(std::move(bytes));
-  } else if (msg_len_ == 0) {
-    msg = pgf_message_new(nullptr, 0, nullptr, nullptr);
-  } else {
-    // The charge goes with the message, released with its last reference.
-    msg = MessageOverBuffer(msg_, msg_cap_, msg_len_);
-    msg_ = nullptr;
-    msg_cap_ = 0;
-  }
-  hdr_len_ = 0;
-  msg_len_ = msg_fill_ = 0;
-  if (msg == nullptr) {
-    StreamError(Status{PGF_STATUS_RESOURCE_EXHAUSTED, "out of memory"});
-    return false;
-  }
-  OnRequestMessage(msg);
-  return true;
 }
 
 void H2Call::OnRequestMessage(pgf_message* msg) {
@@ -544,7 +463,7 @@ void H2Call::OnRemoteClose() {
   if (ended_ || call_ == nullptr) return;
   if (UnaryRequest()) {
     if (!got_request_) {
-      if (hdr_len_ == 0) {
+      if (!assembler_.started()) {
         Refuse(200, NotOneRequest(path_));
       } else {
         Refuse(200, Status{PGF_STATUS_INTERNAL, "incomplete request message"});
@@ -927,7 +846,7 @@ void H2Call::OnStreamClose(uint32_t) {
   deadline_ms_ = -1;
   for (pgf_message* m : ready_) pgf_message_unref(m);
   ready_.clear();
-  FreeAssembly();
+  assembler_.Free();
   Unref();  // the stream's
 }
 
