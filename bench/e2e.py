@@ -36,6 +36,10 @@ HOST = ROOT / "build" / "grpc_server" / "pygrpc_ffi_server"
 # The same host on gRPC C++ 1.51 (Debian's), the product host until the
 # transport moved to libnghttp2: the before/after of that move.
 GRPCPP_HOST = ROOT / "build" / "grpc_server" / "pygrpc_ffi_grpcpp_server"
+# The bench's builds of both hosts (bench/host/): the same hosts with the C
+# handlers (--native-echo, ...) of the native servers; the product has none.
+BENCH_HOST = ROOT / "build" / "grpc_server" / "pygrpc_ffi_bench_server"
+GRPCPP_BENCH_HOST = ROOT / "build" / "grpc_server" / "pygrpc_ffi_grpcpp_bench_server"
 PATH = "/bench.Echo/Echo"
 ASYNC_PATH = "/bench.Echo/AsyncEcho"  # the same echo, ``async def``
 WORK_PATH = "/bench.Echo/Work"  # ~0.2 ms of Python per call (bench/handlers.py)
@@ -98,8 +102,8 @@ def specs(workers: int) -> list[Spec]:
         # The unary path, as the Python echo takes (the bidi echo pays a
         # read and a write more per call: 1.3x slower for unary calls).
         Spec("b", "C++ host + native C unary echo (ceiling)",
-             [str(HOST), "--listen", "127.0.0.1:{port}", "--workers", str(workers),
-              "--native-unary-echo", "bench.Echo"]),
+             [str(BENCH_HOST), "--listen", "127.0.0.1:{port}", "--workers", str(workers),
+              "--native-unary-echo", "bench.Echo"], _built(BENCH_HOST)),
         # The same thread count as the host's workers: on the 2-core machine
         # both serve most with as many threads as cores (bench/results/NOTES.md).
         Spec("c", f"grpcio sync server ({workers} threads)",
@@ -113,13 +117,21 @@ def specs(workers: int) -> list[Spec]:
              [*cli, "--workers", str(workers)], _built(GRPCPP_HOST),
              env=(("PGF_HOST_BINARY", str(GRPCPP_HOST)),)),
         Spec("b_grpcpp", "gRPC C++ 1.51 host + native C unary echo",
-             [str(GRPCPP_HOST), "--listen", "127.0.0.1:{port}", "--workers", str(workers),
-              "--native-unary-echo", "bench.Echo"], _built(GRPCPP_HOST)),
+             [str(GRPCPP_BENCH_HOST), "--listen", "127.0.0.1:{port}", "--workers", str(workers),
+              "--native-unary-echo", "bench.Echo"], _built(GRPCPP_BENCH_HOST)),
     ]
 
 
 def _built(binary: pathlib.Path) -> str:
     return "" if binary.exists() else f"{binary} is not built"
+
+
+def bench_host(root: pathlib.Path = ROOT) -> pathlib.Path:
+    """The host with the bench's C handlers in the checkout at ``root``: its
+    bench build, or, in a checkout from before there was one, the host itself
+    (which then had them)."""
+    bench = root / BENCH_HOST.relative_to(ROOT)
+    return bench if root == ROOT or bench.exists() else root / HOST.relative_to(ROOT)
 
 
 PROCESSES = (1, 2, 4)
@@ -324,7 +336,7 @@ def bench_servers(specs_: list[Spec], rounds: int, seconds: float, warmup: float
 def host_specs_from(root: pathlib.Path, workers: int) -> list[Spec]:
     """Servers (a) and (b) run from another checkout, for before/after runs."""
     py = root / ".venv" / "bin" / "python"
-    host = root / HOST.relative_to(ROOT)
+    host = bench_host(root)
     unary_echo = host.exists() and b"--native-unary-echo" in host.read_bytes()
     return [
         Spec("a@base", f"C++ host + Python echo ({workers} workers), baseline",

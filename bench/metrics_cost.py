@@ -22,13 +22,13 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from bench.e2e import HOST, PY, ROOT, Spec, bench_servers, body_file, free_port
+from bench.e2e import BENCH_HOST, PY, ROOT, Spec, bench_servers, body_file, free_port
 
 
 def specs(workers: int, metrics_port: int) -> list[Spec]:
     cli = [PY, "-m", "pygrpc_ffi", "serve", "bench.handlers", "--listen", "127.0.0.1:{port}",
            "--workers", str(workers)]
-    native = [str(HOST), "--listen", "127.0.0.1:{port}", "--workers", str(workers),
+    native = [str(BENCH_HOST), "--listen", "127.0.0.1:{port}", "--workers", str(workers),
               "--native-echo", "bench.Echo"]
     return [
         Spec("py_off", "C++ host + Python echo, metrics off", ["env", "PGF_METRICS=0", *cli]),

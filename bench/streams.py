@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench.e2e import HOST, PY, ROOT, Server, Spec
+from bench.e2e import BENCH_HOST, PY, ROOT, Server, Spec, bench_host
 
 CLIENT = ROOT / "build" / "bench" / "stream_client"
 MODES = {"bidi": "Bidi", "server": "Server"}
@@ -62,7 +62,7 @@ class StreamSpec:
 def host_specs(workers: int, root: pathlib.Path = ROOT, suffix: str = "") -> list[StreamSpec]:
     """The C++ host's servers, from the checkout at ``root``."""
     py_bin = root / ".venv" / "bin" / "python" if root != ROOT else pathlib.Path(PY)
-    host = root / HOST.relative_to(ROOT)
+    host = bench_host(root)
     cwd = str(root) if root != ROOT else ""
     cli = [str(py_bin), "-m", "pygrpc_ffi", "serve", "bench.handlers", "--listen",
            "127.0.0.1:{port}", "--workers", str(workers)]
@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = results[stream_spec.spec.key]
             if result.error:
                 continue
-            if stream_spec.spec.key == "b" and not HOST.exists():
+            if stream_spec.spec.key == "b" and not BENCH_HOST.exists():
                 result.error = "the C++ host is not built"
                 continue
             server = Server(stream_spec.spec)

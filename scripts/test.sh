@@ -48,7 +48,7 @@ echo "== end-to-end tests again, the product host and shim under ASan + UBSan"
 cmake -S hosts/grpc_server -B build/grpc_server_asan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
       -DPGF_SANITIZE=address,undefined -DPGF_LIBRARY="$PWD/build/asan/libpygrpc_ffi.so" \
       >build/grpc_server_asan.log 2>&1
-cmake --build build/grpc_server_asan --target pygrpc_ffi_server -j2 \
+cmake --build build/grpc_server_asan --target pygrpc_ffi_server pygrpc_ffi_bench_server -j2 \
     >>build/grpc_server_asan.log 2>&1 || { cat build/grpc_server_asan.log >&2; exit 1; }
 PGF_E2E_ENGINES=cxx PGF_HOST_BINARY="$PWD/build/grpc_server_asan/pygrpc_ffi_server" \
 PYTHONMALLOC=malloc ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \

@@ -1,6 +1,8 @@
 #!/bin/sh
-# Configures and builds pygrpc_ffi_server (Release) into <repo>/build/grpc_server
-# and prints the binary's path.  Needs libpygrpc_ffi.so: make -C csrc first.
+# Configures and builds the hosts (Release) into <repo>/build/grpc_server --
+# pygrpc_ffi_server, pygrpc_ffi_grpcpp_server where grpc++ is found, and the
+# bench's builds of both (bench/host/) -- and prints the product binary's
+# path.  Needs libpygrpc_ffi.so: make -C csrc first.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)

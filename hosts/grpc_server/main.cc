@@ -1,10 +1,5 @@
-// pygrpc_ffi_server: a gRPC C++ server that routes every method to the
-// pygrpc_ffi default registry.  Options, startup and shutdown live here.
-#include <grpcpp/grpcpp.h>
-#ifdef PGF_HAVE_ABSL_SYNC
-#include <absl/synchronization/mutex.h>
-#endif
-#include <grpcpp/resource_quota.h>
+#include "main.h"
+
 #include <signal.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -13,16 +8,10 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <memory>
-#include <string>
 #include <thread>
 
 #include "host.h"
 #include "memory_budget.h"
-#include "native_echo.h"
-#include "options.h"
-#include "pygrpc_ffi.h"
-#include "reactor.h"
 #include "worker_pool.h"
 
 namespace pgf_host {
@@ -37,7 +26,8 @@ std::string BoundAddress(const std::string& addr, int port) {
 }
 
 // Exits the process if shutdown hangs (a handler that never finishes keeps
-// Server::Shutdown waiting forever) or if a second signal asks to stop now.
+// the transport's Shutdown waiting forever) or if a second signal asks to
+// stop now.
 void Watchdog(const sigset_t* sigs, double limit_seconds, const std::atomic<bool>* done) {
   auto until = std::chrono::steady_clock::now() +
                std::chrono::milliseconds(static_cast<int64_t>(limit_seconds * 1000));
@@ -63,9 +53,12 @@ int Fail(bool python_started, const std::string& message) {
   return 2;
 }
 
-int Run(const Options& opts) {
-  // Block the stop signals before any thread exists (gRPC's, Python's, ours)
-  // so they all inherit the mask and only sigwait below ever sees them.
+}  // namespace
+
+int Serve(const Options& opts, Transport* transport, const RegisterHandlers& register_handlers) {
+  // Block the stop signals before any thread exists (the transport's,
+  // Python's, ours) so they all inherit the mask and only sigwait below
+  // ever sees them.
   sigset_t sigs;
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGINT);
@@ -88,13 +81,6 @@ int Run(const Options& opts) {
     return Fail(false, "libpygrpc_ffi implements ABI " + std::to_string(pgf_abi_version()) +
                            ", this server needs " + std::to_string(PGF_ABI_VERSION));
   }
-#ifdef PGF_HAVE_ABSL_SYNC
-  // absl builds without NDEBUG (Debian's) check every absl::Mutex, which
-  // gRPC uses throughout, for lock-order cycles: bookkeeping on each lock,
-  // unlock and destruction (~2-5 % of the host's CPU under load).  Release
-  // builds of absl do not; neither does the host.
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-#endif
   Host& host = GetHost();
   host.registry = pgf_default_registry();
   host.max_metadata_bytes = static_cast<size_t>(opts.max_metadata_bytes);
@@ -107,23 +93,9 @@ int Run(const Options& opts) {
   // which never wait for a worker (pygrpc_ffi/_loop_calls.py reads it).
   setenv("PYGRPC_FFI_MAX_QUEUED_CALLS", std::to_string(opts.max_queued_calls).c_str(), 1);
 
-  for (const std::string& svc : opts.native_echo) {
-    int rc = RegisterNativeEcho(host.registry, svc);
-    if (rc != PGF_OK) {
-      return Fail(false, "--native-echo " + svc + ": " + pgf_strerror(rc));
-    }
-  }
-  for (const std::string& svc : opts.native_unary_echo) {
-    int rc = RegisterNativeUnaryEcho(host.registry, svc);
-    if (rc != PGF_OK) {
-      return Fail(false, "--native-unary-echo " + svc + ": " + pgf_strerror(rc));
-    }
-  }
-  for (const std::string& svc : opts.native_server_stream) {
-    int rc = RegisterNativeServerStream(host.registry, svc);
-    if (rc != PGF_OK) {
-      return Fail(false, "--native-server-stream " + svc + ": " + pgf_strerror(rc));
-    }
+  if (register_handlers) {
+    std::string error = register_handlers(host.registry);
+    if (!error.empty()) return Fail(false, error);
   }
 
   bool python = !opts.modules.empty();
@@ -137,7 +109,7 @@ int Run(const Options& opts) {
     }
   }
 
-  // Never deleted: a late gRPC event during exit may still Post to a
+  // Never deleted: a late transport event during exit may still Post to a
   // stopped pool (which refuses), so the objects must outlive everything.
   // Each publishes its queue and thread counts in the shim's metrics table.
   WorkerPool& workers =
@@ -150,53 +122,13 @@ int Run(const Options& opts) {
   host.service = &service;
   host.streams = &streams;
 
-  GenericService generic;
-  grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(opts.listen, grpc::InsecureServerCredentials(), &port);
-  builder.RegisterCallbackGenericService(&generic);
-  builder.SetMaxReceiveMessageSize(opts.max_message_size);
-  builder.SetMaxSendMessageSize(opts.max_message_size);
-  builder.SetCompressionAlgorithmSupportStatus(GRPC_COMPRESS_DEFLATE, true);
-  builder.SetCompressionAlgorithmSupportStatus(GRPC_COMPRESS_GZIP, true);
-  // Without --reuse-port a second server on the same port fails to bind
-  // instead of silently sharing it.
-  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, opts.reuse_port ? 1 : 0);
-  // Per connection; beyond it the client's new streams wait (or are refused).
-  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, opts.max_concurrent_streams);
-  // gRPC 1.51 enforces this only once the client has ACKed our SETTINGS;
-  // the reactor enforces it again for every call (reactor.cc).
-  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, opts.max_metadata_bytes);
-  // Connections: keepalive finds dead peers; pings are policed; idle and old
-  // connections are closed, so nothing a client opens (half-open streams
-  // included) is held forever.
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, opts.keepalive_time_ms);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, opts.keepalive_timeout_ms);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS,
-                             opts.keepalive_permit_without_calls ? 1 : 0);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
-                             opts.min_ping_interval_ms);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, opts.max_ping_strikes);
-  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, opts.max_connection_idle_ms);
-  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, opts.max_connection_age_ms);
-  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
-                             opts.max_connection_age_grace_ms);
-  // No BDP probing: with it gRPC grows a stream's receive window to several
-  // MiB (measured: 4-5.5 MiB accepted per stream whose handler never
-  // reads); without it a stream takes one HTTP/2 window (64 KiB) ahead of
-  // its handler's reads.  grpcio_server.py does the same for grpcio.
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
-  // What gRPC may allocate for connections and calls (buffers, streams).
-  grpc::ResourceQuota quota("pygrpc_ffi_server");
-  quota.Resize(static_cast<size_t>(opts.max_memory_bytes));
-  builder.SetResourceQuota(quota);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
-    server.reset();
+  std::string error;
+  if (!transport->Start(opts, &port, &error)) {
     workers.Stop();
     streams.Stop();
     service.Stop();
-    return Fail(python, "cannot listen on " + opts.listen);
+    return Fail(python, error);
   }
 
   std::printf("listening on %s\n", BoundAddress(opts.listen, port).c_str());
@@ -208,17 +140,14 @@ int Run(const Options& opts) {
   std::atomic<bool> stopped{false};
   std::thread watchdog(Watchdog, &sigs, opts.grace_seconds + 10.0, &stopped);
 
-  // In-flight calls get the grace period; then gRPC cancels them, and
-  // Shutdown returns once every reactor is done.
-  auto deadline = std::chrono::system_clock::now() +
-                  std::chrono::milliseconds(static_cast<int64_t>(opts.grace_seconds * 1000));
-  server->Shutdown(deadline);
-  server.reset();
+  // In-flight calls get the grace period; then they are cancelled, and
+  // Shutdown returns once every call is done.
+  transport->Shutdown(opts.grace_seconds);
   // Nothing dispatches any more; finish what is queued.
   workers.Stop();
   streams.Stop();
-  // gRPC may drop its last slice references (and so release payloads)
-  // shortly after the server is gone.
+  // gRPC C++ may drop its last slice references (and so release payloads)
+  // shortly after its server is gone; the nghttp2 transport holds none.
   auto buffers_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
   while (host.outstanding_buffers.load(std::memory_order_acquire) > 0 &&
          std::chrono::steady_clock::now() < buffers_deadline) {
@@ -237,16 +166,15 @@ int Run(const Options& opts) {
   return 0;
 }
 
-}  // namespace
-}  // namespace pgf_host
-
-int main(int argc, char** argv) {
-  pgf_host::Options opts;
+int HostMain(int argc, char** argv, Transport* transport) {
+  Options opts;
   std::string message;
   int code = 0;
-  if (!pgf_host::ParseOptions(argc, argv, &opts, &message, &code)) {
+  if (!ParseOptions(argc, argv, &opts, &message, &code)) {
     std::fputs(message.c_str(), code == 0 ? stdout : stderr);
     return code;
   }
-  return pgf_host::Run(opts);
+  return Serve(opts, transport);
 }
+
+}  // namespace pgf_host

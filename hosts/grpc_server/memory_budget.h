@@ -1,8 +1,8 @@
 // The host's memory budget (--max-memory-bytes): one count of what the
 // calls in flight hold, whatever transport serves them.  Transport-
-// independent (no gRPC, no HTTP/2): the gRPC C++ reactor (reactor.cc) and
-// any other transport of this host charge the same budget by the same rules,
-// which are:
+// independent (no gRPC, no HTTP/2): the gRPC C++ reactor
+// (grpcpp/reactor.cc) and any other transport of this host charge the same
+// budget by the same rules, which are:
 //
 //  1. A call is admitted with TryCharge(CallCost(request_stream),
 //     keep_free) before anything of it is read or dispatched, and the same

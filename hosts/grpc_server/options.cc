@@ -58,15 +58,6 @@ const char kUsage[] =
     "                           (repeatable)\n"
     "  --venv DIR               virtualenv whose site-packages Python uses\n"
     "  --sys-path P1:P2         extra sys.path entries\n"
-    "  --native-echo SERVICE    serve every method of SERVICE with a C echo\n"
-    "                           handler (repeatable)\n"
-    "  --native-unary-echo SERVICE\n"
-    "                           serve every method of SERVICE with a C unary echo\n"
-    "                           (one request message; repeatable)\n"
-    "  --native-server-stream SERVICE\n"
-    "                           serve every method of SERVICE with a C server\n"
-    "                           stream: a request holding the decimal N gets N\n"
-    "                           16-byte messages (repeatable)\n"
     "  --grace-seconds S        shutdown grace for in-flight calls (default 10)\n"
     "  --reuse-port             share the port with other processes (SO_REUSEPORT)\n"
     "  --die-with-parent PID    stop (as on SIGTERM) when the parent process, which\n"
@@ -140,8 +131,6 @@ bool ParseOptions(int argc, char** argv, Options* opts, std::string* message,
         arg == "--max-metadata-bytes" || arg == "--max-queued-calls" ||
         IntOption(opts, arg) != nullptr || arg == "--max-memory-bytes" ||
         arg == "--module" || arg == "--venv" || arg == "--sys-path" ||
-        arg == "--native-echo" || arg == "--native-server-stream" ||
-        arg == "--native-unary-echo" ||
         arg == "--grace-seconds" || arg == "--die-with-parent") {
       if (!need(&v)) {
         *message = "error: " + arg + " needs a value\n" + kUsage;
@@ -224,24 +213,6 @@ bool ParseOptions(int argc, char** argv, Options* opts, std::string* message,
       opts->venv = v;
     } else if (arg == "--sys-path") {
       opts->sys_path = v;
-    } else if (arg == "--native-echo") {
-      if (v.empty()) {
-        *message = "error: --native-echo needs a service name\n";
-        return false;
-      }
-      opts->native_echo.push_back(v);
-    } else if (arg == "--native-unary-echo") {
-      if (v.empty()) {
-        *message = "error: --native-unary-echo needs a service name\n";
-        return false;
-      }
-      opts->native_unary_echo.push_back(v);
-    } else if (arg == "--native-server-stream") {
-      if (v.empty()) {
-        *message = "error: --native-server-stream needs a service name\n";
-        return false;
-      }
-      opts->native_server_stream.push_back(v);
     } else if (arg == "--grace-seconds") {
       char* end = nullptr;
       errno = 0;

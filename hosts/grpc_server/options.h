@@ -1,4 +1,5 @@
-// Command-line options of pygrpc_ffi_server.
+// Command-line options of the hosts (pygrpc_ffi_server and
+// pygrpc_ffi_grpcpp_server).
 #pragma once
 
 #include <string>
@@ -32,9 +33,6 @@ struct Options {
   std::vector<std::string> modules;
   std::string venv;
   std::string sys_path;
-  std::vector<std::string> native_echo;
-  std::vector<std::string> native_server_stream;
-  std::vector<std::string> native_unary_echo;
   double grace_seconds = 10.0;
   bool reuse_port = false;  // let several processes share the port
   long parent_pid = 0;  // --die-with-parent: stop when this process is gone

@@ -1,4 +1,5 @@
-"""What the host's stream tests serve besides the C echo (--native-echo):
+"""What the host's stream tests serve besides the bench's C echo
+(--native-echo of pygrpc_ffi_bench_server, bench/host/):
 the unary Python handlers of interop_handlers, e2e.HostStreams (the server's
 live C objects, request messages included; which handlers were closed) and
 e2e.PyStream, Python streaming handlers of every kind, sync and async."""

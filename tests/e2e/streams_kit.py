@@ -20,21 +20,40 @@ from conftest import CHANNEL_OPTIONS, HERE, PROTOS, ROOT, Server
 from pygrpc_ffi.cli import find_host_binary
 
 ECHO = "/echo.Echo/Any"
-COUNT = "/echo.Count/Any"  # the host's C server stream: N 16-byte messages for b"N"
-UNARY_C = "/echo.Unary/Any"  # the host's C unary echo
+COUNT = "/echo.Count/Any"  # the bench's C server stream: N 16-byte messages for b"N"
+UNARY_C = "/echo.Unary/Any"  # the bench's C unary echo
 UNARY_PY = "/grpc.testing.TestService/EmptyCall"
+
+# The bench's build of each host: the same host with the C handlers of
+# bench/host/native_handlers.h, which the product binaries do not have.
+BENCH_HOSTS = {"pygrpc_ffi_server": "pygrpc_ffi_bench_server",
+               "pygrpc_ffi_grpcpp_server": "pygrpc_ffi_grpcpp_bench_server"}
+
+
+def bench_host_binary() -> pathlib.Path | None:
+    """The bench's build of the host under test (find_host_binary: the product
+    host, or the one $PGF_HOST_BINARY names), from the same build directory;
+    built there (its CMake target) if it is not yet."""
+    binary = find_host_binary()
+    if binary is None or binary.name not in BENCH_HOSTS:
+        return None
+    bench = binary.with_name(BENCH_HOSTS[binary.name])
+    if not bench.is_file() and (binary.parent / "CMakeCache.txt").is_file():
+        subprocess.run(["cmake", "--build", str(binary.parent), "--target", bench.name],
+                       check=False, capture_output=True)
+    return bench if bench.is_file() else None
 
 
 class Host:
-    """pygrpc_ffi_server itself (so its pid is the host's): the C echo on
-    echo.Echo, the C server stream on echo.Count, the C unary echo on
-    echo.Unary, and
+    """The host itself (so its pid is the host's), in the bench's build
+    (bench_host_binary): the C echo on echo.Echo, the C server stream on
+    echo.Count, the C unary echo on echo.Unary, and
     tests/e2e/host_stream_handlers.py in Python."""
 
     def __init__(self, *extra: str) -> None:
-        binary = find_host_binary()
+        binary = bench_host_binary()
         if binary is None:
-            pytest.skip("the C++ host is not built")
+            pytest.skip("the C++ host (with the bench's C handlers) is not built")
         command = [str(binary), "--listen", "127.0.0.1:0", "--workers", "4",
                    "--native-echo", "echo.Echo", "--native-server-stream", "echo.Count",
                    "--native-unary-echo", "echo.Unary",

@@ -1,6 +1,7 @@
-"""Streams through the gRPC C++ host: its C bidi echo (--native-echo) called
-with every RPC kind by grpcio clients and by a raw HTTP/2 client, its C
-server stream (--native-server-stream), unary Python methods given zero or
+"""Streams through the host, in the bench's build (streams_kit.Host): the
+bench's C bidi echo (--native-echo) called with every RPC kind by grpcio
+clients and by a raw HTTP/2 client, its C server stream
+(--native-server-stream), unary Python methods given zero or
 two request messages, cancellation and deadlines mid stream, and what streams
 cost the host (memory per stream, no thread per stream, bounded memory for a
 client that never reads)."""

@@ -1,7 +1,5 @@
 #include "h2_call.h"
 
-#include <time.h>
-
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -9,6 +7,7 @@
 #include "../host.h"
 #include "../memory_budget.h"
 #include "grpc_wire.h"
+#include "h2_bridge.h"
 #include "h2_server.h"
 
 namespace pgf_host {
@@ -16,79 +15,9 @@ namespace h2 {
 
 namespace {
 
-int64_t RealtimeNs() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
-
-nghttp2_nv Nv(const std::string& k, const std::string& v) {
-  return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(k.data())),
-                    reinterpret_cast<uint8_t*>(const_cast<char*>(v.data())), k.size(), v.size(),
-                    NGHTTP2_NV_FLAG_NONE};
-}
-
-// On the wire gRPC base64-encodes every key ending in -bin, the key "-bin"
-// included (which its metadata rules otherwise treat as text).
-bool BinaryKey(const char* key, size_t len) {
-  return len >= 4 && std::memcmp(key + len - 4, "-bin", 4) == 0;
-}
-
-// The call's response metadata as HTTP/2 headers: -bin values in base64.
-void AppendMetadata(const pgf_metadata* md,
-                    std::vector<std::pair<std::string, std::string>>* out) {
-  size_t n = pgf_metadata_count(md);
-  for (size_t i = 0; i < n; ++i) {
-    const char* key;
-    size_t key_len;
-    const uint8_t* value;
-    size_t value_len;
-    if (pgf_metadata_get(md, i, &key, &key_len, &value, &value_len) != PGF_OK) continue;
-    std::string v = BinaryKey(key, key_len)
-                        ? Base64Encode(value, value_len)
-                        : std::string(reinterpret_cast<const char*>(value), value_len);
-    out->emplace_back(std::string(key, key_len), std::move(v));
-  }
-}
-
-std::vector<nghttp2_nv> Nvs(const std::vector<std::pair<std::string, std::string>>& hs) {
-  std::vector<nghttp2_nv> nv;
-  nv.reserve(hs.size());
-  for (const auto& h : hs) nv.push_back(Nv(h.first, h.second));
-  return nv;
-}
-
-// grpcio's text, so that both engines say the same.
-Status NotOneRequest(const std::string& path) {
-  return Status{PGF_STATUS_UNIMPLEMENTED,
-                "\"" + path + "\" requires exactly one request message."};
-}
-
 ssize_t ReadCb(nghttp2_session*, int32_t, uint8_t*, size_t length, uint32_t* data_flags,
                nghttp2_data_source* source, void*) {
   return static_cast<H2Call*>(source->ptr)->ReadData(length, data_flags);
-}
-
-// A request message's buffer: its capacity in a header before the bytes,
-// charged to the memory budget (memory_budget.h, rule 4) until the last
-// reference to the message goes.
-constexpr size_t kBufHeader = 16;
-
-void FreeBuffer(void* base) {
-  size_t cap;
-  std::memcpy(&cap, base, sizeof cap);
-  HostBudget().Release(cap);
-  std::free(base);
-}
-
-struct ChargedString {
-  std::string bytes;
-};
-
-void DeleteString(void* p) {
-  auto* s = static_cast<ChargedString*>(p);
-  HostBudget().Release(s->bytes.size());
-  delete s;
 }
 
 }  // namespace
@@ -104,7 +33,7 @@ void H2Call::Unref() {
   // stream event's guard): the handler is done and took (or never had) its
   // answer, and the stream is closed, so only plain C memory is freed.
   for (pgf_message* m : ready_) pgf_message_unref(m);
-  FreeAssembly();
+  assembler_.Free();
   HostBudget().Release(admitted_);
   Server* server = loop_->server();
   if (call_ != nullptr) pgf_call_unref(call_);
@@ -112,13 +41,9 @@ void H2Call::Unref() {
   server->live_calls.fetch_sub(1, std::memory_order_release);
 }
 
-bool H2Call::UnaryRequest() const {
-  return kind_ == PGF_KIND_UNARY || kind_ == PGF_KIND_SERVER_STREAMING;
-}
+bool H2Call::UnaryRequest() const { return pgf_host::UnaryRequest(kind_); }
 
-bool H2Call::UnaryResponse() const {
-  return kind_ == PGF_KIND_UNARY || kind_ == PGF_KIND_CLIENT_STREAMING;
-}
+bool H2Call::UnaryResponse() const { return pgf_host::UnaryResponse(kind_); }
 
 // ------------------------------------------------------------- headers
 
@@ -127,7 +52,7 @@ void H2Call::OnHeader(const uint8_t* name, size_t namelen, const uint8_t* value,
   // Counted as HPACK counts a header list (RFC 7541 4.1) before anything is
   // kept: a client repeating a 4 KiB indexed header costs us nothing past
   // the limit (nghttp2 hands us its table's own copy).
-  md_bytes_ += namelen + valuelen + 32;
+  md_bytes_ += MetadataEntryCost(namelen, valuelen);
   if (md_bytes_ > conn_->config().max_metadata_bytes) md_over_ = true;
   if (md_over_ || headers_done_) return;  // client trailers: counted, ignored
   std::string k(reinterpret_cast<const char*>(name), namelen);
@@ -152,11 +77,8 @@ void H2Call::OnHeader(const uint8_t* name, size_t namelen, const uint8_t* value,
 
 void H2Call::OnHeadersEnd() {
   headers_done_ = true;
-  Host& host = GetHost();
   if (md_over_) {
-    Refuse(200, Status{PGF_STATUS_RESOURCE_EXHAUSTED,
-                       "request metadata exceeds " +
-                           std::to_string(conn_->config().max_metadata_bytes) + " bytes"});
+    Refuse(200, MetadataTooLarge());
     return;
   }
   if (method_ != "POST") {
@@ -172,26 +94,18 @@ void H2Call::OnHeadersEnd() {
   }
   call_ = pgf_call_new(path_.data(), path_.size());
   if (call_ == nullptr) {
-    Refuse(200, Status{PGF_STATUS_UNIMPLEMENTED, "malformed method path: " + path_});
+    Refuse(200, MalformedPath(path_));
     return;
   }
-  const pgf_name* svc = pgf_call_service(call_);
-  const pgf_name* method = pgf_call_method(call_);
-  kind_ = pgf_registry_method_kind(host.registry, pgf_name_str(svc), pgf_name_len(svc),
-                                   pgf_name_str(method), pgf_name_len(method));
-  if (kind_ < 0) {
-    // No handler: the shim answers UNIMPLEMENTED here, without a worker and
-    // without reading the request.
+  bool answered = false;
+  kind_ = KindFirst(call_, HandlerDone, this, &answered);
+  if (answered) {
+    // No handler: the shim's answer comes as a kDone task, later on this
+    // loop, with the dispatch's reference.
     dispatched_ = true;
     handler_done_ = false;
     Ref();
-    if (pgf_dispatch_nonblocking(host.registry, call_, HandlerDone, this) == PGF_OK) return;
-    // Registered meanwhile (PGF_EWOULDBLOCK): served as any other call.
-    Unref();
-    dispatched_ = false;
-    handler_done_ = true;
-    kind_ = pgf_registry_method_kind(host.registry, pgf_name_str(svc), pgf_name_len(svc),
-                                     pgf_name_str(method), pgf_name_len(method));
+    return;
   }
   if (!encoding_.empty() && encoding_ != "identity" && encoding_ != "gzip" &&
       encoding_ != "deflate") {
@@ -199,17 +113,12 @@ void H2Call::OnHeadersEnd() {
                        "Compression algorithm '" + encoding_ + "' is not supported"});
     return;
   }
-  // The memory budget (--max-memory-bytes, memory_budget.h, rule 1), before
-  // anything is copied or dispatched; streams leave a reserve to unary calls.
-  MemoryBudget& budget = HostBudget();
-  keep_free_ = kind_ == PGF_KIND_UNARY ? 0 : budget.KeepFree();
-  // A request stream is charged its one window of read-ahead too.
-  size_t cost = MemoryBudget::CallCost(!UnaryRequest());
-  if (!budget.TryCharge(cost, keep_free_)) {
+  // The memory budget (--max-memory-bytes), before anything is copied or
+  // dispatched.
+  if (!Admit(kind_, &admitted_, &keep_free_)) {
     Refuse(200, Status{PGF_STATUS_RESOURCE_EXHAUSTED, MemoryBudget::kRefusedText});
     return;
   }
-  admitted_ = cost;
   if (!FillCall()) {
     Refuse(200, Status{PGF_STATUS_RESOURCE_EXHAUSTED, "out of memory"});
     return;
@@ -233,16 +142,7 @@ void H2Call::OnHeadersEnd() {
 // The request metadata goes into the call in one block, after the header
 // list passed --max-metadata-bytes.
 bool H2Call::FillCall() {
-  std::vector<pgf_metadata_entry> entries;
-  entries.reserve(md_.size());
-  for (const auto& kv : md_) {
-    entries.push_back(pgf_metadata_entry{
-        kv.first.data(), kv.first.size(),
-        reinterpret_cast<const uint8_t*>(kv.second.data()), kv.second.size()});
-  }
-  if (pgf_call_add_request_metadata_list(call_, entries.data(), entries.size()) != PGF_OK) {
-    return false;
-  }
+  if (!SetRequestMetadata(call_, md_)) return false;
   md_.clear();
   md_.shrink_to_fit();
   pgf_call_set_peer(call_, conn_->peer().data(), conn_->peer().size());
@@ -281,31 +181,13 @@ void H2Call::ScheduleDispatch() {
 }
 
 void H2Call::Dispatch() {
-  Host& host = GetHost();
   dispatched_ = true;
   handler_done_ = false;
   Ref();  // the handler's, until its kDone task ran
-  // A PGF_FLAG_NONBLOCKING C handler (the native echo) starts here, on the
-  // loop; any other on a worker.
-  int rc = pgf_dispatch_nonblocking(host.registry, call_, HandlerDone, this);
-  if (rc == PGF_OK) return;
-  Status refused{PGF_STATUS_INTERNAL, "dispatch failed"};
-  if (rc == PGF_EWOULDBLOCK) {
-    // Bounded: when every worker is busy and the queue is full, the call is
-    // answered here instead of waiting without limit.
-    switch (host.workers->PostBounded(RunDispatch, this, nullptr, host.max_queued_calls)) {
-      case WorkerPool::PostResult::kQueued:
-        return;
-      case WorkerPool::PostResult::kFull:
-        refused = Status{PGF_STATUS_RESOURCE_EXHAUSTED,
-                         "server overloaded: " + std::to_string(host.max_queued_calls) +
-                             " calls already wait for a handler thread"};
-        break;
-      case WorkerPool::PostResult::kStopped:
-        refused = Status{PGF_STATUS_UNAVAILABLE, "server is shutting down"};
-        break;
-    }
-  }
+  // A PGF_FLAG_NONBLOCKING C handler starts here, on the loop; any other on
+  // a worker (RunDispatch).
+  Status refused;
+  if (StartHandler(call_, HandlerDone, this, RunDispatch, &refused)) return;
   Unref();
   EndWithoutHandler(std::move(refused));
 }
@@ -469,7 +351,7 @@ void H2Call::RunTask(TaskKind kind, int arg) {
 }
 
 void H2Call::EndWithoutHandler(Status status) {
-  pgf_metrics_count_refused(path_.data(), path_.size(), kind_, status.code);
+  CountRefused(path_, kind_, status.code);
   handler_done_ = true;
   if (!forced_) forced_ = std::move(status);
   MaybeEnd();
@@ -478,7 +360,7 @@ void H2Call::EndWithoutHandler(Status status) {
 // Answered without a handler, which counts in the shim's metrics as every
 // call does.
 void H2Call::Refuse(int http_status, Status status) {
-  pgf_metrics_count_refused(path_.data(), path_.size(), kind_, status.code);
+  CountRefused(path_, kind_, status.code);
   SendTrailersOnly(http_status, status);
 }
 
@@ -499,14 +381,6 @@ void H2Call::SendTrailersOnly(int http_status, const Status& status) {
 }
 
 // --------------------------------------------------------------- reads
-
-void H2Call::FreeAssembly() {
-  if (msg_ == nullptr) return;
-  HostBudget().Release(msg_cap_);
-  std::free(msg_ - kBufHeader);
-  msg_ = nullptr;
-  msg_cap_ = 0;
-}
 
 // Reopens the stream's window for what was received: only while the
 // handler wants a message (or the unary request), so a client is held to
@@ -533,101 +407,20 @@ void H2Call::OnData(const uint8_t* data, size_t len) {
 void H2Call::ParseData(const uint8_t* data, size_t len) {
   const Config& cfg = conn_->config();
   while (len > 0 && !ended_ && !forced_) {
-    if (hdr_len_ < 5) {
-      size_t n = std::min(len, 5 - hdr_len_);
-      std::memcpy(hdr_ + hdr_len_, data, n);
-      hdr_len_ += n;
-      data += n;
-      len -= n;
-      if (hdr_len_ < 5) return;
-      uint8_t flag = hdr_[0];
-      msg_len_ = (size_t{hdr_[1]} << 24) | (size_t{hdr_[2]} << 16) | (size_t{hdr_[3]} << 8) |
-                 hdr_[4];
-      if (flag > 1) {
-        StreamError(Status{PGF_STATUS_INTERNAL,
-                           "invalid message flag " + std::to_string(flag)});
+    pgf_message* msg = nullptr;
+    Status error;
+    switch (assembler_.Next(&data, &len, encoding_, cfg.max_message_size, keep_free_, &msg,
+                            &error)) {
+      case MessageAssembler::Result::kMore:
         return;
-      }
-      if (flag == 1 && (encoding_.empty() || encoding_ == "identity")) {
-        StreamError(Status{PGF_STATUS_INTERNAL,
-                           "compressed message received without grpc-encoding"});
+      case MessageAssembler::Result::kError:
+        StreamError(std::move(error));
         return;
-      }
-      if (msg_len_ > cfg.max_message_size) {
-        StreamError(Status{PGF_STATUS_RESOURCE_EXHAUSTED,
-                           "Received message larger than max (" + std::to_string(msg_len_) +
-                               " vs. " + std::to_string(cfg.max_message_size) + ")"});
-        return;
-      }
-      msg_compressed_ = flag == 1;
-      msg_fill_ = 0;
-      if (msg_len_ > 0) continue;
-    } else {
-      size_t n = std::min(len, msg_len_ - msg_fill_);
-      if (msg_fill_ + n > msg_cap_) {
-        // Grown as bytes arrive, not to the length the prefix announces: a
-        // client announcing 64 MiB and sending nothing costs nothing.
-        size_t cap = std::max({msg_cap_ * 2, msg_fill_ + n, size_t{256}});
-        cap = std::min(cap, msg_len_);
-        // Many streams each announcing a large message cannot together hold
-        // more than the budget (each alone: --max-message-size).
-        size_t grow = cap - msg_cap_;
-        if (!HostBudget().TryCharge(grow, keep_free_)) {
-          StreamError(Status{PGF_STATUS_RESOURCE_EXHAUSTED, MemoryBudget::kRefusedText});
-          return;
-        }
-        auto* base = static_cast<uint8_t*>(
-            std::realloc(msg_ == nullptr ? nullptr : msg_ - kBufHeader, cap + kBufHeader));
-        if (base == nullptr) {
-          HostBudget().Release(grow);
-          StreamError(Status{PGF_STATUS_RESOURCE_EXHAUSTED, "out of memory"});
-          return;
-        }
-        msg_ = base + kBufHeader;
-        msg_cap_ = cap;
-      }
-      std::memcpy(msg_ + msg_fill_, data, n);
-      msg_fill_ += n;
-      data += n;
-      len -= n;
-      if (msg_fill_ < msg_len_) return;
+      case MessageAssembler::Result::kMessage:
+        OnRequestMessage(msg);
+        break;
     }
-    if (!FinishMessage()) return;
   }
-}
-
-// The message just assembled becomes a pgf_message over our buffer.
-bool H2Call::FinishMessage() {
-  pgf_message* msg;
-  if (msg_compressed_) {
-    auto* out = new ChargedString;
-    if (!Decompress(encoding_, msg_, msg_len_, conn_->config().max_message_size,
-                    &out->bytes)) {
-      delete out;
-      StreamError(Status{PGF_STATUS_INTERNAL, "cannot decompress the request message"});
-      return false;
-    }
-    HostBudget().Charge(out->bytes.size());  // exists: rule 4
-    msg = pgf_message_new(reinterpret_cast<const uint8_t*>(out->bytes.data()),
-                          out->bytes.size(), DeleteString, out);
-  } else if (msg_len_ == 0) {
-    msg = pgf_message_new(nullptr, 0, nullptr, nullptr);
-  } else {
-    // The charge goes with the message, released with its last reference.
-    uint8_t* base = msg_ - kBufHeader;
-    std::memcpy(base, &msg_cap_, sizeof msg_cap_);
-    msg = pgf_message_new(msg_, msg_len_, FreeBuffer, base);
-    msg_ = nullptr;
-    msg_cap_ = 0;
-  }
-  hdr_len_ = 0;
-  msg_len_ = msg_fill_ = 0;
-  if (msg == nullptr) {
-    StreamError(Status{PGF_STATUS_RESOURCE_EXHAUSTED, "out of memory"});
-    return false;
-  }
-  OnRequestMessage(msg);
-  return true;
 }
 
 void H2Call::OnRequestMessage(pgf_message* msg) {
@@ -670,7 +463,7 @@ void H2Call::OnRemoteClose() {
   if (ended_ || call_ == nullptr) return;
   if (UnaryRequest()) {
     if (!got_request_) {
-      if (hdr_len_ == 0) {
+      if (!assembler_.started()) {
         Refuse(200, NotOneRequest(path_));
       } else {
         Refuse(200, Status{PGF_STATUS_INTERNAL, "incomplete request message"});
@@ -838,16 +631,7 @@ int H2Call::SendData(const uint8_t* framehd, size_t length) {
 // buffer): the handler's write completes, its bytes are released.
 void H2Call::OnOutSent() {
   if (!out_.active || out_.sent != out_.total()) return;  // failed meanwhile
-  Out done = out_;
-  out_ = Out{};
-  HostBudget().Release(done.charged);
-  std::free(done.owned);
-  if (done.release != nullptr) ReleaseLater(done.release, done.release_ctx);
-  if (done.handler_write) {
-    handler_write_in_flight_ = false;
-    unsent_.fetch_sub(1, std::memory_order_acq_rel);
-    if (!done.early) WriteDoneLater(call_, true, true);
-  }
+  EndOut(true);
   if (trailers_pending_) {
     trailers_pending_ = false;
     SubmitTrailers();
@@ -871,19 +655,24 @@ void H2Call::SubmitTrailers() {
 // The transport is gone with a message in flight: not sent.
 void H2Call::FailOut() {
   if (!out_.active) return;
+  EndOut(false);
+}
+
+// The message in flight is over, sent or not: its bytes are released and
+// the handler's write, if it was one, completes.
+void H2Call::EndOut(bool sent) {
   Out done = out_;
   out_ = Out{};
   HostBudget().Release(done.charged);
   std::free(done.owned);
   if (done.release != nullptr) ReleaseLater(done.release, done.release_ctx);
-  if (done.handler_write) {
-    handler_write_in_flight_ = false;
-    unsent_.fetch_sub(1, std::memory_order_acq_rel);
-    if (done.early) {
-      CancelLater(call_);  // completed already: the handler learns it so
-    } else {
-      WriteDoneLater(call_, false, true);
-    }
+  if (!done.handler_write) return;
+  handler_write_in_flight_ = false;
+  unsent_.fetch_sub(1, std::memory_order_acq_rel);
+  if (!done.early) {
+    WriteDoneLater(call_, sent, true);
+  } else if (!sent) {
+    CancelLater(call_);  // completed already: the handler learns it so
   }
 }
 
@@ -955,13 +744,9 @@ void H2Call::MaybeEnd() {
     SendStatus(forced_ ? *forced_ : Status{PGF_STATUS_CANCELLED, "cancelled"});
     return;
   }
-  int code = pgf_call_status(call_);
-  if (code < 0 || code > 16) code = PGF_STATUS_UNKNOWN;
-  size_t msg_len = 0;
-  const char* msg = pgf_call_status_message(call_, &msg_len);
-  Status status{code, std::string(msg, msg_len)};
+  Status status = HandlerStatus(call_);
   bool has_response = release != nullptr || len > 0;
-  if (code != PGF_STATUS_OK || !(has_response || UnaryResponse())) {
+  if (status.code != PGF_STATUS_OK || !(has_response || UnaryResponse())) {
     // An error carries no response message; streams end without one unless
     // the handler set it.
     if (release != nullptr) ReleaseLater(release, ctx);
@@ -1061,7 +846,7 @@ void H2Call::OnStreamClose(uint32_t) {
   deadline_ms_ = -1;
   for (pgf_message* m : ready_) pgf_message_unref(m);
   ready_.clear();
-  FreeAssembly();
+  assembler_.Free();
   Unref();  // the stream's
 }
 

@@ -13,6 +13,8 @@
 #include <utility>
 #include <vector>
 
+#include "../admission.h"
+#include "h2_bridge.h"
 #include "pygrpc_ffi.h"
 
 namespace pgf_host {
@@ -22,10 +24,7 @@ class Conn;
 class Loop;
 enum class TaskKind;
 
-struct Status {
-  int code;
-  std::string message;
-};
+using Status = CallStatus;
 
 // Lifetime: refcounted.  The stream holds one reference until nghttp2
 // closes it (or the connection goes); a dispatched handler holds one until
@@ -100,9 +99,7 @@ class H2Call {
   void Refuse(int http_status, Status status);
   void SendTrailersOnly(int http_status, const Status& status);
   void Consume();
-  void FreeAssembly();
   void ParseData(const uint8_t* data, size_t len);
-  bool FinishMessage();
   void OnRequestMessage(pgf_message* msg);
   void DeliverRead();
   void StartHandlerWrite();
@@ -111,6 +108,7 @@ class H2Call {
   bool ChargeResponse(size_t len, size_t* charged);
   void StartOut(const Taken& t, bool handler_write);
   void FailOut();
+  void EndOut(bool sent);
   void MaybeEnd();
   void DropAnswer();
   void SendHeaders();
@@ -137,11 +135,7 @@ class H2Call {
   bool headers_done_ = false;
 
   // Request side.
-  uint8_t hdr_[5];
-  size_t hdr_len_ = 0;
-  uint8_t* msg_ = nullptr;  // the message being assembled
-  size_t msg_len_ = 0, msg_fill_ = 0, msg_cap_ = 0;
-  bool msg_compressed_ = false;
+  MessageAssembler assembler_;
   std::deque<pgf_message*> ready_;  // complete, not yet read
   size_t unconsumed_ = 0;           // received, stream window not yet reopened
   bool read_pending_ = false;

@@ -1,10 +1,10 @@
-#include "native_echo.h"
+#include "native_handlers.h"
 
 #include <cstdlib>
 #include <cstring>
 #include <string>
 
-namespace pgf_host {
+namespace pgf_bench {
 
 namespace {
 
@@ -189,4 +189,4 @@ int RegisterNativeEcho(pgf_registry* reg, const std::string& service) {
                                nullptr, nullptr);
 }
 
-}  // namespace pgf_host
+}  // namespace pgf_bench

@@ -1,16 +1,12 @@
 #include "reactor.h"
 
-#include <atomic>
-#include <grpc/support/time.h>
-
-#include <chrono>
 #include <cstdint>
-#include <map>
 #include <string>
-#include <vector>
 
-#include "host.h"
-#include "memory_budget.h"
+#include "../admission.h"
+#include "../host.h"
+#include "../memory_budget.h"
+#include "bridge.h"
 
 namespace pgf_host {
 
@@ -20,218 +16,38 @@ namespace pgf_host {
 // by one: they are part of MemoryBudget::kCallCost.
 constexpr size_t kCopyLimit = MemoryBudget::kUncountedMessage;
 
-// A write of borrowed bytes (release NULL): the handler may reuse them once
-// pgf_call_write_done ran, so that waits for both OnWriteDone and the
-// destroy callback of the slice that lends them to gRPC.
-struct BorrowedWrite {
-  pgf_call* call;  // own reference
-  size_t charged;  // to the memory budget until gRPC drops the slice
-  std::atomic<int> pending{2};
-  std::atomic<bool> ok{false};
-};
-
-namespace {
-
-// The last of OnWriteDone (may_inline) and the slice's destroy callback
-// (not: it may run deep inside gRPC) completes the write.
-void ArriveBorrowed(BorrowedWrite* w, bool may_inline) {
-  if (w->pending.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-  WriteDoneLater(w->call, w->ok.load(std::memory_order_acquire), may_inline);
-  pgf_call_unref(w->call);  // plain C: WriteDoneLater holds its own
-  delete w;
-}
-
-void DestroyBorrowed(void* p) {
-  auto* w = static_cast<BorrowedWrite*>(p);
-  HostBudget().Release(w->charged);
-  ArriveBorrowed(w, false);
-}
-
-// Owned bytes handed to gRPC; freed by the slice's destroy callback.
-struct OwnedPayload {
-  pgf_release_fn release;
-  void* ctx;
-  size_t charged;  // to the memory budget until gRPC drops the slice
-};
-
-// gRPC runs this on one of its own threads, where nothing may block; the
-// release may take the GIL, so it goes to the service pool.
-void DestroyPayload(void* p) {
-  auto* owned = static_cast<OwnedPayload*>(p);
-  HostBudget().Release(owned->charged);
-  ReleaseLater(owned->release, owned->ctx);
-  delete owned;
-  GetHost().outstanding_buffers.fetch_sub(1, std::memory_order_release);
-}
-
-// A slice over owned bytes: release(ctx) runs once gRPC is done with them,
-// and the `charged` bytes go back to the memory budget then.
-grpc::Slice OwnedSlice(const uint8_t* data, size_t len, pgf_release_fn release, void* ctx,
-                       size_t charged) {
-  if (len == 0) {
-    HostBudget().Release(charged);
-    ReleaseLater(release, ctx);
-    return grpc::Slice();
-  }
-  GetHost().outstanding_buffers.fetch_add(1, std::memory_order_relaxed);
-  return grpc::Slice(const_cast<uint8_t*>(data), len, DestroyPayload,
-                     new OwnedPayload{release, ctx, charged});
-}
-
-// The release of a request message: the received slice it points into,
-// whose bytes were charged to the memory budget while they live.
-void DeleteSlice(void* p) {
-  auto* slice = static_cast<grpc::Slice*>(p);
-  HostBudget().Release(slice->size());
-  delete slice;
-}
-
-// The message gRPC delivered into buf, without a copy when it is one slice
-// (small messages); flattened once otherwise.  buf is emptied.  NULL on
-// allocation failure.
-pgf_message* TakeMessage(grpc::ByteBuffer* buf) {
-  auto* slice = new grpc::Slice;
-  if (!buf->TrySingleSlice(slice).ok() && !buf->DumpToSingleSlice(slice).ok()) {
-    *slice = grpc::Slice();
-  }
-  buf->Clear();
-  // The bytes exist: charged whatever the total (DeleteSlice gives them
-  // back).  Reads are pulled, so a client cannot make the host hold more
-  // than the message its handler asked for and what its window lets it
-  // send ahead (BDP probing is off, main.cc).
-  HostBudget().Charge(slice->size());
-  return pgf_message_new(slice->begin(), slice->size(), DeleteSlice, slice);
-}
-
-// The call's deadline in ns since the Unix epoch; INT64_MAX for none.  Read
-// from the raw gpr_timespec: ServerContext::deadline() converts it to a
-// nanosecond time_point, which overflows past 2262, so a grpc-timeout of
-// ~236 years or more ("2777778H", what Go and Java clients send for no
-// deadline) came out as a deadline in the past.  Such deadlines, and any
-// beyond INT64_MAX ns, mean no deadline.
-int64_t DeadlineUnixNs(gpr_timespec raw) {
-  if (gpr_time_cmp(raw, gpr_inf_future(raw.clock_type)) == 0) return INT64_MAX;
-  gpr_timespec t = gpr_convert_clock_type(raw, GPR_CLOCK_REALTIME);
-  if (gpr_time_cmp(t, gpr_inf_future(GPR_CLOCK_REALTIME)) == 0) return INT64_MAX;
-  constexpr int64_t kNsPerSec = 1000000000;
-  if (t.tv_sec >= INT64_MAX / kNsPerSec - 1) return INT64_MAX;
-  if (t.tv_sec < 0) return 0;  // before the epoch: long expired
-  return t.tv_sec * kNsPerSec + t.tv_nsec;
-}
-
-template <typename AddFn>
-void CopyMetadata(const pgf_metadata* md, AddFn add) {
-  size_t n = pgf_metadata_count(md);
-  for (size_t i = 0; i < n; ++i) {
-    const char* key;
-    size_t key_len;
-    const uint8_t* value;
-    size_t value_len;
-    if (pgf_metadata_get(md, i, &key, &key_len, &value, &value_len) != PGF_OK) continue;
-    add(std::string(key, key_len),
-        std::string(reinterpret_cast<const char*>(value), value_len));
-  }
-}
-
-// Whether the request metadata fits `limit` bytes, counted as HPACK counts
-// a header list (RFC 7541 4.1: key + value + 32 per entry) and as gRPC's
-// GRPC_ARG_MAX_METADATA_SIZE does.  Stops at the first entry past it.
-bool MetadataWithin(const std::multimap<grpc::string_ref, grpc::string_ref>& md,
-                    size_t limit) {
-  size_t total = 0;
-  for (const auto& kv : md) {
-    total += kv.first.size() + kv.second.size() + 32;  // each < 2^31: no wrap
-    if (total > limit) return false;
-  }
-  return true;
-}
-
-grpc::Status StatusOf(pgf_call* call) {
-  int code = pgf_call_status(call);
-  if (code < 0 || code > 16) code = PGF_STATUS_UNKNOWN;
-  size_t msg_len = 0;
-  const char* msg = pgf_call_status_message(call, &msg_len);
-  const uint8_t* details = nullptr;
-  size_t details_len = 0;
-  pgf_call_status_details(call, &details, &details_len);
-  if (details_len > 0) {
-    return grpc::Status(static_cast<grpc::StatusCode>(code), std::string(msg, msg_len),
-                        std::string(reinterpret_cast<const char*>(details), details_len));
-  }
-  return grpc::Status(static_cast<grpc::StatusCode>(code), std::string(msg, msg_len));
-}
-
-// grpcio's text, so that both engines say the same.
-grpc::Status NotOneRequest(const std::string& path) {
-  return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                      "\"" + path + "\" requires exactly one request message.");
-}
-
-// A call the host answers itself, without a handler (a limit, a wrong
-// number of request messages, a call cancelled while queued) still counts in
-// the shim's metrics, as every call does.
-void CountRefused(const std::string& path, int kind, const grpc::Status& status) {
-  pgf_metrics_count_refused(path.data(), path.size(), kind,
-                            static_cast<int>(status.error_code()));
-}
-
-bool UnaryRequest(int kind) {
-  return kind == PGF_KIND_UNARY || kind == PGF_KIND_SERVER_STREAMING;
-}
-
-bool UnaryResponse(int kind) {
-  return kind == PGF_KIND_UNARY || kind == PGF_KIND_CLIENT_STREAMING;
-}
-
-}  // namespace
-
 CallReactor::CallReactor(grpc::GenericCallbackServerContext* ctx) : ctx_(ctx) {
-  Host& host = GetHost();
-  if (!MetadataWithin(ctx_->client_metadata(), host.max_metadata_bytes)) {
+  if (!MetadataWithin(ctx_->client_metadata(), GetHost().max_metadata_bytes)) {
     // Before anything is copied, looked up or read: a client that never
     // ACKs SETTINGS gets past gRPC's own limit (see FillCall).
     ended_ = true;
-    grpc::Status refused(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                         "request metadata exceeds " +
-                             std::to_string(host.max_metadata_bytes) + " bytes");
-    CountRefused(ctx_->method(), -1, refused);
-    Finish(std::move(refused));
+    CallStatus refused = MetadataTooLarge();
+    CountRefused(ctx_->method(), -1, refused.code);
+    Finish(GrpcStatus(refused));
     return;
   }
   const std::string& path = ctx_->method();
   call_ = pgf_call_new(path.data(), path.size());
   if (call_ == nullptr) {
     ended_ = true;
-    Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "malformed method path: " + path));
+    Finish(GrpcStatus(MalformedPath(path)));
     return;
   }
-  const pgf_name* svc = pgf_call_service(call_);
-  const pgf_name* method = pgf_call_method(call_);
-  kind_ = pgf_registry_method_kind(host.registry, pgf_name_str(svc), pgf_name_len(svc),
-                                   pgf_name_str(method), pgf_name_len(method));
-  if (kind_ < 0) {
-    // No handler: the shim answers UNIMPLEMENTED at once, here, without a
-    // worker and without reading the request.
-    if (pgf_dispatch_nonblocking(host.registry, call_, HandlerDone, this) == PGF_OK) return;
-    // Registered meanwhile (PGF_EWOULDBLOCK): served as any other call.
-    kind_ = pgf_registry_method_kind(host.registry, pgf_name_str(svc), pgf_name_len(svc),
-                                     pgf_name_str(method), pgf_name_len(method));
-  }
-  // The memory budget (--max-memory-bytes, memory_budget.h): the call's
-  // state is charged before anything is read or dispatched, or the call is
-  // refused.  Streams, which a client can hold open without end (by never
-  // half-closing, or never reading), leave a reserve to unary calls.
-  MemoryBudget& budget = HostBudget();
-  keep_free_ = kind_ == PGF_KIND_UNARY ? 0 : budget.KeepFree();
-  const size_t cost = MemoryBudget::CallCost(!UnaryRequest(kind_));
-  if (!budget.TryCharge(cost, keep_free_)) {
+  bool answered = false;
+  int kind = KindFirst(call_, HandlerDone, this, &answered);
+  if (answered) return;  // no handler: the call may be over, `this` gone
+  kind_ = kind;
+  // The memory budget (--max-memory-bytes): the call's state is charged
+  // before anything is read or dispatched, or the call is refused.
+  size_t admitted = 0;
+  if (!Admit(kind_, &admitted, &keep_free_)) {
     ended_ = true;
-    grpc::Status refused(grpc::StatusCode::RESOURCE_EXHAUSTED, MemoryBudget::kRefusedText);
-    CountRefused(path, kind_, refused);
-    Finish(std::move(refused));
+    CallStatus refused{PGF_STATUS_RESOURCE_EXHAUSTED, MemoryBudget::kRefusedText};
+    CountRefused(path, kind_, refused.code);
+    Finish(GrpcStatus(refused));
     return;
   }
-  admitted_ = cost;
+  admitted_ = admitted;
   if (UnaryRequest(kind_)) {
     // The unary fast path: dispatch as soon as the one message is here.
     reading_ = Reading::kRequest;
@@ -254,17 +70,7 @@ CallReactor::CallReactor(grpc::GenericCallbackServerContext* ctx) : ctx_(ctx) {
 // references to one HPACK-indexed 4 KiB header per stream, each of which
 // used to become a 4 KiB copy here.
 bool CallReactor::FillCall() {
-  const auto& md = ctx_->client_metadata();
-  std::vector<pgf_metadata_entry> entries;
-  entries.reserve(md.size());
-  for (const auto& kv : md) {
-    entries.push_back(pgf_metadata_entry{
-        kv.first.data(), kv.first.size(),
-        reinterpret_cast<const uint8_t*>(kv.second.data()), kv.second.size()});
-  }
-  if (pgf_call_add_request_metadata_list(call_, entries.data(), entries.size()) != PGF_OK) {
-    return false;
-  }
+  if (!SetRequestMetadata(call_, ctx_->client_metadata())) return false;
   std::string peer = ctx_->peer();
   pgf_call_set_peer(call_, peer.data(), peer.size());
   pgf_call_set_deadline(call_, DeadlineUnixNs(ctx_->raw_deadline()));
@@ -273,30 +79,11 @@ bool CallReactor::FillCall() {
 
 // May be the last thing that touches `this` (the handler may finish at once).
 void CallReactor::Dispatch() {
-  // A PGF_FLAG_NONBLOCKING C handler (the native echo) starts here, on this
-  // gRPC thread; any other on a worker.
-  int rc = pgf_dispatch_nonblocking(GetHost().registry, call_, HandlerDone, this);
-  if (rc == PGF_OK) return;
-  if (rc != PGF_EWOULDBLOCK) {
-    EndWithoutHandler(grpc::Status(grpc::StatusCode::INTERNAL, "dispatch failed"));
-    return;
-  }
-  // Bounded: when every worker is busy (handlers that block) and the queue is
-  // full, the call is answered here instead of waiting without limit.
-  Host& host = GetHost();
-  switch (host.workers->PostBounded(RunDispatch, this, nullptr, host.max_queued_calls)) {
-    case WorkerPool::PostResult::kQueued:
-      return;
-    case WorkerPool::PostResult::kFull:
-      EndWithoutHandler(grpc::Status(
-          grpc::StatusCode::RESOURCE_EXHAUSTED,
-          "server overloaded: " + std::to_string(host.max_queued_calls) +
-              " calls already wait for a handler thread"));
-      return;
-    case WorkerPool::PostResult::kStopped:
-      EndWithoutHandler(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
-      return;
-  }
+  // A PGF_FLAG_NONBLOCKING C handler starts here, on this gRPC thread; any
+  // other on a worker (RunDispatch).
+  CallStatus refused;
+  if (StartHandler(call_, HandlerDone, this, RunDispatch, &refused)) return;
+  EndWithoutHandler(GrpcStatus(refused));
 }
 
 void CallReactor::RunDispatch(void* self, void*) {
@@ -344,9 +131,9 @@ void CallReactor::OnRequestRead(bool ok) {
   if (!ok) {
     // Half-close before any message (or the client is gone): never dispatched.
     ended_ = true;
-    grpc::Status refused = NotOneRequest(ctx_->method());
-    CountRefused(ctx_->method(), kind_, refused);
-    Finish(std::move(refused));
+    CallStatus refused = NotOneRequest(ctx_->method());
+    CountRefused(ctx_->method(), kind_, refused.code);
+    Finish(GrpcStatus(refused));
     return;
   }
   pgf_message* msg = TakeMessage(&read_buf_);
@@ -378,7 +165,7 @@ void CallReactor::OnExtraRead(bool ok) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     extra_pending_ = false;
-    if (ok) forced_ = NotOneRequest(ctx_->method());
+    if (ok) forced_ = GrpcStatus(NotOneRequest(ctx_->method()));
     end = ReadyToEndLocked();
     if (end) ended_ = true;
   }
@@ -449,10 +236,10 @@ void CallReactor::OnHandlerWrite() {
 void CallReactor::CopyInitialMetadataLocked() {
   if (md_copied_) return;
   md_copied_ = true;
-  CopyMetadata(pgf_call_initial_metadata(call_),
-               [this](const std::string& k, const std::string& v) {
-                 ctx_->AddInitialMetadata(k, v);
-               });
+  ForEachMetadata(pgf_call_initial_metadata(call_),
+                  [this](const std::string& k, const std::string& v) {
+                    ctx_->AddInitialMetadata(k, v);
+                  });
   if (pgf_call_compress_response(call_)) {
     // A level, not set_compression_algorithm(GZIP): gRPC then picks gzip
     // (else deflate, else none) among what the client accepts, whereas a
@@ -581,7 +368,7 @@ void CallReactor::StartMessageWrite(const Taken& w, Report report) {
     if (w.len == 0) {
       bw->pending.store(1, std::memory_order_relaxed);  // no slice to wait for
     } else {
-      slice = grpc::Slice(const_cast<uint8_t*>(w.data), w.len, DestroyBorrowed, bw);
+      slice = BorrowedSlice(w.data, w.len, bw);
     }
   }
   write_buf_ = grpc::ByteBuffer(&slice, 1);
@@ -648,7 +435,7 @@ void CallReactor::OnHandlerDone() {
 }
 
 void CallReactor::EndWithoutHandler(grpc::Status status) {
-  CountRefused(ctx_->method(), kind_, status);
+  CountRefused(ctx_->method(), kind_, static_cast<int>(status.error_code()));
   bool end;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -703,15 +490,15 @@ void CallReactor::End() {
     return;
   }
 
-  grpc::Status status = StatusOf(call_);
+  grpc::Status status = HandlerGrpcStatus(call_);
   {
     std::lock_guard<std::recursive_mutex> lock(send_mu_);
     CopyInitialMetadataLocked();
   }
-  CopyMetadata(pgf_call_trailing_metadata(call_),
-               [this](const std::string& k, const std::string& v) {
-                 ctx_->AddTrailingMetadata(k, v);
-               });
+  ForEachMetadata(pgf_call_trailing_metadata(call_),
+                  [this](const std::string& k, const std::string& v) {
+                    ctx_->AddTrailingMetadata(k, v);
+                  });
   pgf_call_take_response(call_, &data, &len, &release, &release_ctx);
   bool has_response = release != nullptr || len > 0;
   if (!status.ok() || !(has_response || UnaryResponse(kind_))) {

@@ -1,17 +1,19 @@
-// Native C handlers for benchmarks.  A C bidi echo: every request message is written back as it arrives, and
-// the status follows the client's half-close.  The ceiling the host reaches
-// without Python, for benchmarks.  Registered as PGF_KIND_BIDI_STREAMING;
-// a client may call its methods with any kind (unary, client or server
-// stream, bidi: the wire format is the same).
+// C handlers for benchmarks and the host's stream tests: the ceilings the
+// host reaches without Python.  Only pygrpc_ffi_bench_server (main.cc)
+// registers them, through the public C ABI; the product host has none.
 #pragma once
 
 #include <string>
 
 #include "pygrpc_ffi.h"
 
-namespace pgf_host {
+namespace pgf_bench {
 
-// Registers the echo for every method of service.  Returns a PGF_* code.
+// A C bidi echo for every method of service: every request message is
+// written back as it arrives, and the status follows the client's
+// half-close.  Registered as PGF_KIND_BIDI_STREAMING; a client may call its
+// methods with any kind (unary, client or server stream, bidi: the wire
+// format is the same).  Returns a PGF_* code, as the two below.
 int RegisterNativeEcho(pgf_registry* reg, const std::string& service);
 
 // A C unary echo for every method of service (PGF_KIND_UNARY): the answer is
@@ -25,4 +27,4 @@ int RegisterNativeUnaryEcho(pgf_registry* reg, const std::string& service);
 // server streams, for benchmarks.
 int RegisterNativeServerStream(pgf_registry* reg, const std::string& service);
 
-}  // namespace pgf_host
+}  // namespace pgf_bench
