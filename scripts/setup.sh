@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(build-essential cmake pkg-config libnghttp2-dev zlib1g-dev libgrpc++-dev
               libprotobuf-dev protobuf-compiler protobuf-compiler-grpc nghttp2-client
-              python3-venv libjemalloc-dev clang libclang-rt-14-dev)
+              python3-venv libjemalloc-dev clang libclang-rt-14-dev libssl-dev)
 # The product host's HTTP/2 stack (hosts/grpc_server/h2/README.md): Debian's
 # security-maintained libnghttp2, at least the release that carries the
 # rapid-reset (CVE-2023-44487) and CONTINUATION-flood (CVE-2024-28182) fixes.

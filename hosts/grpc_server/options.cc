@@ -62,6 +62,15 @@ const char kUsage[] =
     "  --reuse-port             share the port with other processes (SO_REUSEPORT)\n"
     "  --die-with-parent PID    stop (as on SIGTERM) when the parent process, which\n"
     "                           must be PID, dies (for supervisors)\n"
+    "  --tls-cert FILE          serve TLS only (1.2 or later, ALPN h2) with this\n"
+    "                           PEM certificate chain; needs --tls-key\n"
+    "  --tls-key FILE           the certificate's PEM private key (no passphrase)\n"
+    "  --tls-client-ca FILE     require client certificates signed by these PEM\n"
+    "                           CA certificates (mTLS)\n"
+    "  --tls-reload-seconds N   look at the three files this often and load them\n"
+    "                           for new connections when they changed; a bad\n"
+    "                           replacement keeps the previous ones (default 60;\n"
+    "                           0: never)\n"
     "Prints 'listening on ADDR' once serving; SIGINT/SIGTERM stop it.\n";
 
 bool ParseLong(const char* s, long min, long max, long* out) {
@@ -131,7 +140,8 @@ bool ParseOptions(int argc, char** argv, Options* opts, std::string* message,
         arg == "--max-metadata-bytes" || arg == "--max-queued-calls" ||
         IntOption(opts, arg) != nullptr || arg == "--max-memory-bytes" ||
         arg == "--module" || arg == "--venv" || arg == "--sys-path" ||
-        arg == "--grace-seconds" || arg == "--die-with-parent") {
+        arg == "--grace-seconds" || arg == "--die-with-parent" || arg == "--tls-cert" ||
+        arg == "--tls-key" || arg == "--tls-client-ca" || arg == "--tls-reload-seconds") {
       if (!need(&v)) {
         *message = "error: " + arg + " needs a value\n" + kUsage;
         return false;
@@ -229,7 +239,30 @@ bool ParseOptions(int argc, char** argv, Options* opts, std::string* message,
         return false;
       }
       opts->parent_pid = n;
+    } else if (arg == "--tls-reload-seconds") {
+      if (!ParseLong(v.c_str(), 0, 86400 * 365, &n)) {
+        *message = "error: --tls-reload-seconds must be an integer in 0..31536000\n";
+        return false;
+      }
+      opts->tls_reload_seconds = static_cast<int>(n);
+    } else if (v.empty()) {  // --tls-cert, --tls-key, --tls-client-ca
+      *message = "error: " + arg + " needs a file\n";
+      return false;
+    } else if (arg == "--tls-cert") {
+      opts->tls_cert = v;
+    } else if (arg == "--tls-key") {
+      opts->tls_key = v;
+    } else if (arg == "--tls-client-ca") {
+      opts->tls_client_ca = v;
     }
+  }
+  if (opts->tls_cert.empty() != opts->tls_key.empty()) {
+    *message = "error: --tls-cert and --tls-key go together\n";
+    return false;
+  }
+  if (!opts->tls_client_ca.empty() && opts->tls_cert.empty()) {
+    *message = "error: --tls-client-ca needs --tls-cert and --tls-key\n";
+    return false;
   }
   return true;
 }

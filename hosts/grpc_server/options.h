@@ -36,6 +36,13 @@ struct Options {
   double grace_seconds = 10.0;
   bool reuse_port = false;  // let several processes share the port
   long parent_pid = 0;  // --die-with-parent: stop when this process is gone
+  // TLS (the nghttp2 host): certificate chain and key, PEM; with a client CA,
+  // client certificates are required and verified (mTLS).  Files changed on
+  // disk are loaded for new connections every tls_reload_seconds (0: never).
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;
+  int tls_reload_seconds = 60;
 };
 
 // Parses argv into opts.  On a bad or missing value, or --help, returns false

@@ -19,6 +19,11 @@ GrpcppTransport::GrpcppTransport() {
 }
 
 bool GrpcppTransport::Start(const Options& opts, int* port, std::string* error) {
+  if (!opts.tls_cert.empty()) {
+    // Refused rather than served in plaintext.
+    *error = "--tls-cert: TLS is served by pygrpc_ffi_server, not by this host";
+    return false;
+  }
   grpc::ServerBuilder& builder = builder_;
   builder.AddListeningPort(opts.listen, grpc::InsecureServerCredentials(), port);
   builder.RegisterCallbackGenericService(&generic_);

@@ -6,6 +6,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -15,6 +16,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cstddef>
 #include <cstring>
 
@@ -115,6 +117,7 @@ Conn::Conn(Loop* loop, int fd, std::string peer)
 
 Conn::~Conn() {
   if (session_ != nullptr) nghttp2_session_del(session_);
+  if (ssl_ != nullptr) SSL_free(ssl_);
   close(fd_);
 }
 
@@ -134,6 +137,13 @@ bool Conn::Start() {
   nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings,
                           sizeof settings / sizeof settings[0]);
   nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0, kConnectionWindow);
+  if (TlsCredentials* tls = loop_->server()->tls()) {
+    // Our SETTINGS wait in nghttp2 until the handshake is done.
+    ssl_ = tls->NewSsl();
+    if (ssl_ == nullptr || SSL_set_fd(ssl_, fd_) != 1) return false;
+    SSL_set_accept_state(ssl_);
+    handshaking_ = true;
+  }
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.ptr = this;
@@ -149,9 +159,88 @@ void Conn::MarkDirty() {
 }
 
 void Conn::OnEvents(uint32_t events) {
-  if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) ReadSocket();
+  if (handshaking_) {
+    Handshake();
+    return;
+  }
+  if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) || (ssl_wants_write_ && (events & EPOLLOUT))) {
+    ReadSocket();
+  }
   if (events & EPOLLOUT) WriteBuffered();
   MarkDirty();
+}
+
+void Conn::Handshake() {
+  int rc = SSL_do_handshake(ssl_);
+  if (rc == 1) {
+    handshaking_ = false;
+    ssl_wants_write_ = false;
+    // A client that sent no ALPN at all (one that offered other protocols
+    // only was refused in the handshake) does not speak gRPC.
+    const unsigned char* proto = nullptr;
+    unsigned int len = 0;
+    SSL_get0_alpn_selected(ssl_, &proto, &len);
+    if (len != 2 || std::memcmp(proto, "h2", 2) != 0) {
+      CloseSoon();
+      return;
+    }
+    last_read_ms_ = MonotonicMs();
+    ReadSocket();  // the client's preface may have come with its Finished
+    MarkDirty();   // our SETTINGS
+    return;
+  }
+  switch (SSL_get_error(ssl_, rc)) {
+    case SSL_ERROR_WANT_READ:
+      ssl_wants_write_ = false;
+      break;
+    case SSL_ERROR_WANT_WRITE:
+      ssl_wants_write_ = true;
+      break;
+    default:  // not TLS (a plaintext client), no h2, no or a bad client certificate
+      ERR_clear_error();
+      CloseSoon();
+      return;
+  }
+  UpdateEpoll();
+}
+
+ssize_t Conn::ReadTls(uint8_t* buf, size_t len) {
+  ssl_wants_write_ = false;
+  int n = SSL_read(ssl_, buf, static_cast<int>(std::min<size_t>(len, INT_MAX)));
+  if (n > 0) return n;
+  switch (SSL_get_error(ssl_, n)) {
+    case SSL_ERROR_WANT_READ:
+      errno = EAGAIN;
+      return -1;
+    case SSL_ERROR_WANT_WRITE:
+      ssl_wants_write_ = true;
+      UpdateEpoll();
+      errno = EAGAIN;
+      return -1;
+    case SSL_ERROR_ZERO_RETURN:  // close_notify
+      return 0;
+    default:
+      ERR_clear_error();
+      errno = EIO;
+      return -1;
+  }
+}
+
+ssize_t Conn::WriteTls(const char* data, size_t len) {
+  // A retry after WANT_WRITE passes the same bytes (the buffer's unsent
+  // head) and at least as many: what OpenSSL requires.
+  int n = SSL_write(ssl_, data, static_cast<int>(std::min<size_t>(len, INT_MAX)));
+  if (n > 0) return n;
+  switch (SSL_get_error(ssl_, n)) {
+    case SSL_ERROR_WANT_WRITE:
+    case SSL_ERROR_WANT_READ:
+      errno = EAGAIN;
+      return -1;
+    default:
+      ERR_clear_error();
+      errno = EPIPE;
+      return -1;
+  }
 }
 
 void Conn::AfterSend(H2Call* call) {
@@ -175,8 +264,10 @@ void Conn::ReadSocket() {
 void Conn::ReadFrames() {
   uint8_t buf[64 * 1024];
   // Bounded per turn, so one busy connection does not starve the others.
-  for (int i = 0; i < 8 && !closing_; ++i) {
-    ssize_t n = read(fd_, buf, sizeof buf);
+  // TLS reads one record (at most 16 KiB) at a time and leaves the rest in
+  // the socket (no read-ahead), so epoll still sees what is left.
+  for (int i = 0; i < (ssl_ != nullptr ? 32 : 8) && !closing_; ++i) {
+    ssize_t n = ssl_ != nullptr ? ReadTls(buf, sizeof buf) : read(fd_, buf, sizeof buf);
     if (n > 0) {
       last_read_ms_ = MonotonicMs();
       ssize_t rv = nghttp2_session_mem_recv(session_, buf, static_cast<size_t>(n));
@@ -187,7 +278,7 @@ void Conn::ReadFrames() {
         draining_ = true;
         return;
       }
-      if (static_cast<size_t>(n) < sizeof buf) return;
+      if (ssl_ == nullptr && static_cast<size_t>(n) < sizeof buf) return;
       continue;
     }
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
@@ -213,7 +304,8 @@ int Conn::SendDataCb(nghttp2_session*, nghttp2_frame*, const uint8_t* framehd, s
 void Conn::Write(const iovec* iov, int n) {
   size_t total = 0;
   for (int i = 0; i < n; ++i) total += iov[i].iov_len;
-  if (total <= kCopyBelow || closing_) {
+  // TLS encrypts from the buffer (SSL_write has no writev).
+  if (total <= kCopyBelow || closing_ || ssl_ != nullptr) {
     if (closing_) return;
     for (int i = 0; i < n; ++i) {
       wbuf_.append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);
@@ -251,7 +343,8 @@ void Conn::Write(const iovec* iov, int n) {
 
 bool Conn::WriteBuffered() {
   while (buffered() > 0) {
-    ssize_t n = write(fd_, &wbuf_[woff_], buffered());
+    ssize_t n = ssl_ != nullptr ? WriteTls(&wbuf_[woff_], buffered())
+                                : write(fd_, &wbuf_[woff_], buffered());
     if (n > 0) {
       woff_ += static_cast<size_t>(n);
       continue;
@@ -272,7 +365,7 @@ bool Conn::WriteBuffered() {
 
 void Conn::Flush() {
   dirty_ = false;
-  if (closing_) return;
+  if (closing_ || handshaking_) return;
   // nghttp2 stops (WOULDBLOCK) at our high-water mark; once the socket took
   // the buffer it is asked again, else frames it still holds would wait for
   // an event that may never come.
@@ -306,7 +399,7 @@ void Conn::Flush() {
 }
 
 void Conn::UpdateEpoll() {
-  bool want = buffered() > 0;
+  bool want = buffered() > 0 || ssl_wants_write_;
   if (want == want_out_) return;
   want_out_ = want;
   epoll_event ev{};
@@ -322,6 +415,10 @@ void Conn::CloseSoon() {
 }
 
 void Conn::Drain(uint32_t error_code) {
+  if (handshaking_) {
+    CloseSoon();  // no HTTP/2 yet: nothing to finish
+    return;
+  }
   if (draining_) return;
   draining_ = true;
   nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE,
@@ -358,6 +455,12 @@ void Conn::AbortCalls() {
 
 void Conn::Tick(int64_t now) {
   const Config& cfg = config();
+  if (handshaking_) {
+    // A client that connects and never finishes its handshake is a dead
+    // peer too: it gets the keepalive timeout.
+    if (now - created_ms_ > cfg.keepalive_timeout_ms) CloseSoon();
+    return;
+  }
   if (!calls_.empty()) last_call_ms_ = now;
   if (calls_.empty() && now - last_call_ms_ > cfg.max_connection_idle_ms) {
     Drain(NGHTTP2_NO_ERROR);  // closes once the GOAWAY went: no stream is open
@@ -730,6 +833,10 @@ static int ListenUnix(const std::string& addr, std::string* error) {
 }
 
 bool Server::Start(int* port, std::string* error) {
+  if (!opts_.tls_cert.empty()) {
+    tls_ = TlsCredentials::Load(opts_, error);
+    if (tls_ == nullptr) return false;
+  }
   std::string addr = opts_.listen;
   if (addr.rfind("unix:", 0) == 0 || addr.rfind("unix-abstract:", 0) == 0) {
     listen_fd_ = ListenUnix(addr, error);
@@ -791,6 +898,7 @@ bool Server::StartLoops(std::string* error) {
   }
   loops_[0]->SetListener(listen_fd_);
   for (auto& l : loops_) l->Start();
+  if (tls_ != nullptr) tls_->StartReloads();
   return true;
 }
 
@@ -807,6 +915,7 @@ void Server::Shutdown(int64_t deadline_ms) {
   }
   for (auto& l : loops_) l->PostControl(Loop::Control::kQuit);
   for (auto& l : loops_) l->Join();
+  if (tls_ != nullptr) tls_->StopReloads();
 }
 
 }  // namespace h2

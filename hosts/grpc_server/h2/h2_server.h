@@ -6,6 +6,7 @@
 #pragma once
 
 #include <nghttp2/nghttp2.h>
+#include <openssl/ssl.h>
 #include <sys/uio.h>
 
 #include <atomic>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "../options.h"
+#include "tls.h"
 
 namespace pgf_host {
 namespace h2 {
@@ -122,11 +124,19 @@ class Conn {
   void ReadFrames();
   bool WriteBuffered();
   void UpdateEpoll();
+  // TLS: the handshake (before any HTTP/2), and the socket's read and write
+  // through OpenSSL, with read()/write()'s results (-1 and EAGAIN: later).
+  void Handshake();
+  ssize_t ReadTls(uint8_t* buf, size_t len);
+  ssize_t WriteTls(const char* data, size_t len);
 
   Loop* const loop_;
   const int fd_;
   const std::string peer_;
   nghttp2_session* session_ = nullptr;
+  SSL* ssl_ = nullptr;              // TLS; nullptr for plaintext
+  bool handshaking_ = false;        // TLS handshake not done: no HTTP/2 yet
+  bool ssl_wants_write_ = false;    // a handshake or read step waits for EPOLLOUT
   std::string wbuf_;
   size_t woff_ = 0;
   bool want_out_ = false;  // EPOLLOUT armed
@@ -217,6 +227,8 @@ class Server {
   void Shutdown(int64_t deadline_ms);
 
   const Config& config() const { return config_; }
+  // The TLS credentials; nullptr when the host serves plaintext.
+  TlsCredentials* tls() const { return tls_.get(); }
   Loop* NextLoop();
   bool StartLoops(std::string* error);
   // H2Call objects alive (each until its handler finished and its stream
@@ -226,6 +238,7 @@ class Server {
  private:
   const Options opts_;
   Config config_;
+  std::unique_ptr<TlsCredentials> tls_;
   int listen_fd_ = -1;
   std::vector<std::unique_ptr<Loop>> loops_;
   std::atomic<unsigned> next_{0};

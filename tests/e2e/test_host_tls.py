@@ -1,0 +1,359 @@
+"""TLS and mTLS of the product host (nghttp2): --tls-cert, --tls-key,
+--tls-client-ca, --tls-reload-seconds, against the host binary itself (the
+bench's build: C echo handlers and tests/e2e/host_stream_handlers.py) with
+grpcio's secure channels, Python's ssl module (to see the certificate the
+host presents) and raw sockets.  Certificates: tls_kit.py (openssl)."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import grpc
+import pytest
+from conftest import CHANNEL_OPTIONS, HERE, PROTOS, ROOT
+from streams_kit import COUNT, ECHO, UNARY_PY, Requests, bench_host_binary
+from tls_kit import Ca, replace
+
+H2_BINARY = pathlib.Path(os.environ.get(
+    "PGF_HOST_BINARY", ROOT / "build" / "grpc_server" / "pygrpc_ffi_server"))
+HOSTNAME = "localhost"  # in the server certificates' SANs, with 127.0.0.1
+
+pytestmark = pytest.mark.skipif(H2_BINARY.name != "pygrpc_ffi_server",
+                                reason="TLS is served by the nghttp2 host only")
+
+
+class Pki:
+    """A CA with a server certificate (serial 1001, CN server-1) and a client
+    certificate, and another CA with a client certificate of its own."""
+
+    def __init__(self, directory: pathlib.Path) -> None:
+        self.directory = directory
+        self.ca = Ca(directory, "ca")
+        self.cert, self.key = self.ca.issue("server", "server-1", 1001)
+        self.client = self.ca.issue("client", "client-1", 3001, client=True,
+                                    sans="DNS:client-1.test,URI:spiffe://test/client-1")
+        self.other_ca = Ca(directory, "other-ca")
+        self.stranger = self.other_ca.issue("stranger", "client-1", 3001, client=True)
+
+
+@pytest.fixture()
+def pki(tmp_path: pathlib.Path) -> Pki:
+    return Pki(tmp_path)
+
+
+class TlsHost:
+    """The host serving TLS; its stderr goes to a file the test reads."""
+
+    def __init__(self, pki: Pki, *extra: str) -> None:
+        binary = bench_host_binary()
+        if binary is None:
+            pytest.skip("the C++ host (with the bench's C handlers) is not built")
+        self.pki = pki
+        self.stderr_path = pki.directory / "host.stderr"
+        command = [str(binary), "--listen", "127.0.0.1:0", "--workers", "2",
+                   "--native-echo", "echo.Echo", "--native-server-stream", "echo.Count",
+                   "--module", "host_stream_handlers",
+                   "--sys-path", os.pathsep.join(map(str, [PROTOS, HERE, ROOT])),
+                   "--tls-cert", str(pki.cert), "--tls-key", str(pki.key), *extra]
+        if sys.prefix != sys.base_prefix:
+            command += ["--venv", sys.prefix]
+        with open(self.stderr_path, "wb") as err:
+            self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
+                                            stderr=err, text=True)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.startswith("listening on "):
+            self.process.kill()
+            raise RuntimeError(f"host did not start: {line!r} {self.stderr()}")
+        self.address = line.split(" ", 2)[2].strip()
+        self.port = int(self.address.rsplit(":", 1)[1])
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def channel(self, client: tuple[pathlib.Path, pathlib.Path] | None = None,
+                ca: pathlib.Path | None = None) -> grpc.Channel:
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=(ca or self.pki.ca.cert).read_bytes(),
+            private_key=client[1].read_bytes() if client else None,
+            certificate_chain=client[0].read_bytes() if client else None)
+        return grpc.secure_channel(
+            self.address, creds,
+            options=[*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", HOSTNAME)])
+
+    def tls_socket(self, alpn: list[str] | None = None,
+                   client: tuple[pathlib.Path, pathlib.Path] | None = None,
+                   tls12: bool = False) -> ssl.SSLSocket:
+        """A handshaken TLS connection from Python's ssl module."""
+        ctx = ssl.create_default_context(cafile=str(self.pki.ca.cert))
+        if alpn is not None:
+            ctx.set_alpn_protocols(alpn)
+        if client is not None:
+            ctx.load_cert_chain(str(client[0]), str(client[1]))
+        if tls12:
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        try:
+            return ctx.wrap_socket(sock, server_hostname=HOSTNAME)
+        except BaseException:
+            sock.close()
+            raise
+
+    def served(self, client: tuple[pathlib.Path, pathlib.Path] | None = None) -> tuple[int, str]:
+        """The serial and CN of the certificate a new connection is given."""
+        with self.tls_socket(["h2"], client) as s:
+            cert = s.getpeercert()
+        assert cert is not None
+        cn = dict(x[0] for x in cert["subject"])["commonName"]
+        return int(cert["serialNumber"], 16), cn
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+        return self.process.wait(60)
+
+
+@pytest.fixture()
+def start(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., TlsHost]]:
+    monkeypatch.setenv("PGF_HOST_BINARY", str(H2_BINARY))
+    hosts: list[TlsHost] = []
+
+    def run(*extra: str) -> TlsHost:
+        hosts.append(TlsHost(pki, *extra))
+        return hosts[-1]
+
+    yield run
+    for h in hosts:
+        assert h.stop() == 0, h.stderr()
+
+
+def echo(channel: grpc.Channel, payload: bytes = b"ping") -> bytes:
+    return channel.unary_unary(ECHO)(payload, timeout=10)
+
+
+def refused(channel: grpc.Channel) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as err:
+        echo(channel)
+    return err.value.code()
+
+
+def closed_by_host(sock: socket.socket, timeout: float) -> bool:
+    """Whether the host closes sock (EOF or a reset) within timeout; what it
+    sends before (a TLS alert) is read and dropped."""
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(4096):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_tls_served_and_plaintext_refused(start: Callable[..., TlsHost]) -> None:
+    host = start()
+    with host.channel() as ch:
+        assert echo(ch) == b"ping"
+        assert ch.unary_unary(UNARY_PY)(b"", timeout=10) == b""  # a Python handler
+        big = os.urandom(3 << 20)  # many TLS records, partial writes
+        assert echo(ch, big) == big
+        replies = list(ch.unary_stream(COUNT)(b"2000", timeout=20))
+        assert len(replies) == 2000 and all(len(r) == 16 for r in replies)
+    # A plaintext gRPC client: the handshake fails, the connection is closed.
+    with grpc.insecure_channel(host.address) as plain:
+        assert refused(plain) == grpc.StatusCode.UNAVAILABLE
+    with socket.create_connection(("127.0.0.1", host.port), timeout=10) as raw:
+        raw.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes(9))
+        assert closed_by_host(raw, 10)
+    assert host.alive()
+    with host.channel() as ch:
+        assert echo(ch, b"after") == b"after"
+
+
+def test_tls_versions_and_alpn(start: Callable[..., TlsHost]) -> None:
+    host = start()
+    with host.tls_socket(["h2"]) as s:
+        assert (s.version(), s.selected_alpn_protocol()) == ("TLSv1.3", "h2")
+    with host.tls_socket(["h2"], tls12=True) as s:
+        assert (s.version(), s.selected_alpn_protocol()) == ("TLSv1.2", "h2")
+    # A client that offers other protocols only is refused in the handshake.
+    with pytest.raises(ssl.SSLError, match="NO_APPLICATION_PROTOCOL|no application protocol"):
+        host.tls_socket(["http/1.1"])
+    # One that offers none gets its handshake, then the connection closes.
+    with host.tls_socket(None) as s:
+        assert s.selected_alpn_protocol() is None
+        assert closed_by_host(s, 10)
+    with host.channel() as ch:
+        assert echo(ch) == b"ping"
+
+
+def test_mtls(start: Callable[..., TlsHost], pki: Pki) -> None:
+    host = start("--tls-client-ca", str(pki.ca.cert))
+    with host.channel() as ch:  # no client certificate
+        assert refused(ch) == grpc.StatusCode.UNAVAILABLE
+    with host.channel(pki.stranger) as ch:  # signed by another CA
+        assert refused(ch) == grpc.StatusCode.UNAVAILABLE
+    with pytest.raises((ssl.SSLError, OSError)):  # the same, seen from ssl
+        with host.tls_socket(["h2"], pki.stranger) as s:
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            s.recv(1)  # TLS 1.3: the alert comes after the client's Finished
+    with host.channel(pki.client) as ch:
+        assert echo(ch) == b"ping"
+        assert ch.unary_unary(UNARY_PY)(b"", timeout=10) == b""
+    assert host.alive()
+
+
+def test_certificate_rotated_for_new_connections(start: Callable[..., TlsHost],
+                                                 pki: Pki) -> None:
+    host = start("--tls-reload-seconds", "1")
+    assert host.served() == (1001, "server-1")
+    with host.channel() as old:
+        # A bidi stream open across the rotation: its connection must live.
+        requests = Requests()
+        replies = old.stream_stream(ECHO)(iter(requests), timeout=60)
+        requests.send(b"before")
+        assert next(replies) == b"before"
+
+        cert2, key2 = pki.ca.issue("server2", "server-2", 2002)
+        replace(pki.key, key2.read_bytes())
+        replace(pki.cert, cert2.read_bytes())
+        assert wait_for(lambda: host.served() == (2002, "server-2")), host.stderr()
+        assert "TLS credentials reloaded" in host.stderr()
+
+        requests.send(b"after")
+        assert next(replies) == b"after"
+        requests.close()
+        assert list(replies) == []
+        assert echo(old) == b"ping"
+    with host.channel() as new:
+        assert echo(new) == b"ping"
+
+
+def test_client_ca_rotated(start: Callable[..., TlsHost], pki: Pki) -> None:
+    client_ca = pki.directory / "client-ca.pem"
+    client_ca.write_bytes(pki.ca.cert.read_bytes())
+    host = start("--tls-client-ca", str(client_ca), "--tls-reload-seconds", "1")
+    with host.channel(pki.client) as ch:
+        assert echo(ch) == b"ping"
+    with host.channel(pki.stranger) as ch:
+        assert refused(ch) == grpc.StatusCode.UNAVAILABLE
+    # The client CA file now names the other CA: its clients get in, ours
+    # no longer.
+    replace(client_ca, pki.other_ca.cert.read_bytes())
+    assert wait_for(lambda: "TLS credentials reloaded" in host.stderr()), host.stderr()
+    with host.channel(pki.stranger) as ch:
+        assert echo(ch) == b"ping"
+    with host.channel(pki.client) as ch:
+        assert refused(ch) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_bad_replacement_keeps_the_old_credentials(start: Callable[..., TlsHost],
+                                                   pki: Pki) -> None:
+    host = start("--tls-reload-seconds", "1")
+    good_cert = pki.cert.read_bytes()
+
+    def warnings() -> list[str]:
+        return [line for line in host.stderr().splitlines() if "TLS reload failed" in line]
+
+    replace(pki.cert, b"-----BEGIN CERTIFICATE-----\nnot a certificate\n")
+    assert wait_for(lambda: len(warnings()) == 1), host.stderr()
+    assert "cannot load --tls-cert" in warnings()[0]
+    assert host.served() == (1001, "server-1")
+    with host.channel() as ch:
+        assert echo(ch) == b"ping"
+
+    # A valid certificate, but not for the key in --tls-key.
+    other_cert, _ = pki.ca.issue("mismatch", "server-3", 3003)
+    replace(pki.cert, other_cert.read_bytes())
+    assert wait_for(lambda: len(warnings()) == 2), host.stderr()
+    assert "does not match" in warnings()[1]
+    time.sleep(2.5)  # checked twice more: one line per replacement, not per check
+    assert len(warnings()) == 2
+    assert host.served() == (1001, "server-1")
+    with host.channel() as ch:
+        assert echo(ch) == b"ping"
+
+    replace(pki.cert, good_cert)  # fixed: loaded again, still serving
+    assert wait_for(lambda: "TLS credentials reloaded" in host.stderr()), host.stderr()
+    assert host.served() == (1001, "server-1")
+    assert host.alive()
+
+
+def test_silent_client_is_dropped(start: Callable[..., TlsHost]) -> None:
+    # The handshake gets --keepalive-timeout-ms (checked once a second).
+    host = start("--keepalive-timeout-ms", "1000")
+    silent = [socket.create_connection(("127.0.0.1", host.port), timeout=10)
+              for _ in range(3)]
+    try:
+        began = time.monotonic()
+        with host.channel() as ch:  # served meanwhile
+            assert echo(ch) == b"ping"
+        for s in silent:
+            assert closed_by_host(s, 10)
+        assert time.monotonic() - began < 8
+    finally:
+        for s in silent:
+            s.close()
+    with host.channel() as ch:
+        assert echo(ch) == b"ping"
+
+
+def _start_error(*args: str) -> tuple[int, str]:
+    run = subprocess.run([str(H2_BINARY), "--listen", "127.0.0.1:0", *args],
+                         capture_output=True, text=True, timeout=60)
+    return run.returncode, run.stderr
+
+
+@pytest.mark.parametrize("case", ["missing cert", "missing key", "bad cert", "bad key",
+                                  "mismatch", "cert only", "key only", "ca only",
+                                  "missing ca", "bad ca", "bad reload"])
+def test_startup_errors(pki: Pki, case: str) -> None:
+    if not H2_BINARY.exists():
+        pytest.skip(f"{H2_BINARY} is not built")
+    d = pki.directory
+    junk = d / "junk.pem"
+    junk.write_text("junk\n")
+    other_cert, _ = pki.ca.issue("other", "server-9", 9009)
+    cert, key = str(pki.cert), str(pki.key)
+    args, expected = {
+        "missing cert": (["--tls-cert", str(d / "nope.pem"), "--tls-key", key],
+                         "cannot read --tls-cert"),
+        "missing key": (["--tls-cert", cert, "--tls-key", str(d / "nope.key")],
+                        "cannot read --tls-key"),
+        "bad cert": (["--tls-cert", str(junk), "--tls-key", key], "cannot load --tls-cert"),
+        "bad key": (["--tls-cert", cert, "--tls-key", str(junk)], "cannot load --tls-key"),
+        "mismatch": (["--tls-cert", str(other_cert), "--tls-key", key], "does not match"),
+        "cert only": (["--tls-cert", cert], "--tls-cert and --tls-key go together"),
+        "key only": (["--tls-key", key], "--tls-cert and --tls-key go together"),
+        "ca only": (["--tls-client-ca", str(pki.ca.cert)], "--tls-client-ca needs"),
+        "missing ca": (["--tls-cert", cert, "--tls-key", key, "--tls-client-ca",
+                        str(d / "nope-ca.pem")], "cannot read --tls-client-ca"),
+        "bad ca": (["--tls-cert", cert, "--tls-key", key, "--tls-client-ca", str(junk)],
+                   "cannot load --tls-client-ca"),
+        "bad reload": (["--tls-cert", cert, "--tls-key", key, "--tls-reload-seconds", "-1"],
+                       "--tls-reload-seconds must be"),
+    }[case]
+    code, stderr = _start_error(*args)
+    assert code == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], stderr
