@@ -11,14 +11,13 @@ import pathlib
 import socket
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
-from conftest import CHANNEL_OPTIONS, HERE, PROTOS, ROOT
-from streams_kit import COUNT, ECHO, UNARY_PY, Requests, bench_host_binary
+from conftest import CHANNEL_OPTIONS, ROOT
+from streams_kit import COUNT, ECHO, UNARY_PY, Host, Requests
 from tls_kit import Ca, replace
 
 H2_BINARY = pathlib.Path(os.environ.get(
@@ -48,31 +47,23 @@ def pki(tmp_path: pathlib.Path) -> Pki:
     return Pki(tmp_path)
 
 
-class TlsHost:
-    """The host serving TLS; its stderr goes to a file the test reads."""
+class TlsHost(Host):
+    """streams_kit's Host serving TLS; its stderr goes to a file the test
+    reads."""
 
     def __init__(self, pki: Pki, *extra: str) -> None:
-        binary = bench_host_binary()
-        if binary is None:
-            pytest.skip("the C++ host (with the bench's C handlers) is not built")
         self.pki = pki
         self.stderr_path = pki.directory / "host.stderr"
-        command = [str(binary), "--listen", "127.0.0.1:0", "--workers", "2",
-                   "--native-echo", "echo.Echo", "--native-server-stream", "echo.Count",
-                   "--module", "host_stream_handlers",
-                   "--sys-path", os.pathsep.join(map(str, [PROTOS, HERE, ROOT])),
-                   "--tls-cert", str(pki.cert), "--tls-key", str(pki.key), *extra]
-        if sys.prefix != sys.base_prefix:
-            command += ["--venv", sys.prefix]
-        with open(self.stderr_path, "wb") as err:
-            self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
-                                            stderr=err, text=True)
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line.startswith("listening on "):
-            self.process.kill()
-            raise RuntimeError(f"host did not start: {line!r} {self.stderr()}")
-        self.address = line.split(" ", 2)[2].strip()
+        # The host inherits this process's descriptor 2: pointed at the file
+        # while it starts.
+        saved = os.dup(2)
+        try:
+            with open(self.stderr_path, "wb") as err:
+                os.dup2(err.fileno(), 2)
+            super().__init__("--tls-cert", str(pki.cert), "--tls-key", str(pki.key), *extra)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
         self.port = int(self.address.rsplit(":", 1)[1])
 
     def stderr(self) -> str:
@@ -116,11 +107,6 @@ class TlsHost:
 
     def alive(self) -> bool:
         return self.process.poll() is None
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-        return self.process.wait(60)
 
 
 @pytest.fixture()
