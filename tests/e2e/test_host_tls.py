@@ -176,6 +176,19 @@ def test_tls_served_and_plaintext_refused(start: Callable[..., TlsHost]) -> None
         assert echo(ch, b"after") == b"after"
 
 
+def test_slow_reader(start: Callable[..., TlsHost]) -> None:
+    # The client reads nothing for a while: the host's TLS writes stop
+    # (WANT_WRITE, flow control) and resume where they stopped.
+    host = start()
+    with host.channel() as ch:
+        replies = ch.unary_stream(COUNT)(b"100000", timeout=60)
+        big = os.urandom(8 << 20)
+        echoes = ch.stream_stream(ECHO)(iter([big, big]), timeout=60)
+        time.sleep(2)
+        assert sum(1 for r in replies if len(r) == 16) == 100000
+        assert list(echoes) == [big, big]
+
+
 def test_tls_versions_and_alpn(start: Callable[..., TlsHost]) -> None:
     host = start()
     with host.tls_socket(["h2"]) as s:
