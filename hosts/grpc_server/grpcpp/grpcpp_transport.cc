@@ -4,9 +4,58 @@
 #include <absl/synchronization/mutex.h>
 #endif
 
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
+
 #include <chrono>
+#include <fstream>
+#include <sstream>
+
+#include "../tls.h"
 
 namespace pgf_host {
+
+namespace {
+
+std::string ReadFile(const std::string& path) {
+  if (path.empty()) return "";
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+// --tls-*: gRPC's TLS credentials on a certificate provider that watches
+// the files (--tls-reload-seconds), or holds them (0).  The files are loaded
+// once with OpenSSL first, so what would not serve is refused at start.
+std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const Options& opts,
+                                                           std::string* error) {
+  if (opts.tls_cert.empty()) return grpc::InsecureServerCredentials();
+  if (TlsCredentials::Load(opts, error) == nullptr) return nullptr;
+  namespace gx = grpc::experimental;
+  std::shared_ptr<gx::CertificateProviderInterface> provider;
+  if (opts.tls_reload_seconds > 0) {
+    provider = std::make_shared<gx::FileWatcherCertificateProvider>(
+        opts.tls_key, opts.tls_cert, opts.tls_client_ca,
+        static_cast<unsigned int>(opts.tls_reload_seconds));
+  } else {
+    provider = std::make_shared<gx::StaticDataCertificateProvider>(
+        ReadFile(opts.tls_client_ca),
+        std::vector<gx::IdentityKeyCertPair>{{ReadFile(opts.tls_key), ReadFile(opts.tls_cert)}});
+  }
+  gx::TlsServerCredentialsOptions options(provider);
+  options.watch_identity_key_cert_pairs();
+  if (opts.tls_client_ca.empty()) {
+    options.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  } else {
+    options.watch_root_certs();
+    options.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  }
+  return gx::TlsServerCredentials(options);
+}
+
+}  // namespace
 
 GrpcppTransport::GrpcppTransport() {
 #ifdef PGF_HAVE_ABSL_SYNC
@@ -19,13 +68,15 @@ GrpcppTransport::GrpcppTransport() {
 }
 
 bool GrpcppTransport::Start(const Options& opts, int* port, std::string* error) {
-  if (!opts.tls_cert.empty()) {
-    // Refused rather than served in plaintext.
-    *error = "--tls-cert: TLS is served by pygrpc_ffi_server, not by this host";
-    return false;
-  }
+  std::shared_ptr<grpc::ServerCredentials> credentials = ServerCredentials(opts, error);
+  if (credentials == nullptr) return false;
   grpc::ServerBuilder& builder = builder_;
-  builder.AddListeningPort(opts.listen, grpc::InsecureServerCredentials(), port);
+  builder.AddListeningPort(opts.listen, credentials, port);
+  if (!opts.tls_cert.empty()) {
+    // A client that connects and never finishes its handshake: dropped
+    // after the keepalive timeout, as the nghttp2 host does.
+    builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, opts.keepalive_timeout_ms);
+  }
   builder.RegisterCallbackGenericService(&generic_);
   builder.SetMaxReceiveMessageSize(opts.max_message_size);
   builder.SetMaxSendMessageSize(opts.max_message_size);

@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "../options.h"
-#include "tls.h"
+#include "../tls.h"
 
 namespace pgf_host {
 namespace h2 {

@@ -1,8 +1,9 @@
-// TLS for the product host (--tls-cert, --tls-key, --tls-client-ca): the
-// server's credentials as an OpenSSL SSL_CTX, rebuilt off the event loops
-// when their files change (--tls-reload-seconds), and handed to each new
-// connection.  A connection keeps the SSL_CTX it started with (OpenSSL
-// counts its references), so a reload never touches connections already up.
+// TLS credentials (--tls-cert, --tls-key, --tls-client-ca) as an OpenSSL
+// SSL_CTX, rebuilt off the event loops when their files change
+// (--tls-reload-seconds), and handed to each new connection of the nghttp2
+// host.  A connection keeps the SSL_CTX it started with (OpenSSL counts its
+// references), so a reload never touches connections already up.  The gRPC
+// C++ host loads them once, to refuse at start what would not serve.
 #pragma once
 
 #include <openssl/ssl.h>
@@ -14,10 +15,9 @@
 #include <thread>
 #include <vector>
 
-#include "../options.h"
+#include "options.h"
 
 namespace pgf_host {
-namespace h2 {
 
 class TlsCredentials {
  public:
@@ -66,5 +66,4 @@ class TlsCredentials {
   std::thread reloader_;
 };
 
-}  // namespace h2
 }  // namespace pgf_host

@@ -12,7 +12,6 @@
 #include <cstring>
 
 namespace pgf_host {
-namespace h2 {
 
 namespace {
 
@@ -234,5 +233,4 @@ void TlsCredentials::StopReloads() {
   if (reloader_.joinable()) reloader_.join();
 }
 
-}  // namespace h2
 }  // namespace pgf_host
