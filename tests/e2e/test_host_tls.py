@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import time
+import warnings
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -222,6 +223,17 @@ def test_tls_versions_and_alpn(start: Callable[..., TlsHost], binary: pathlib.Pa
         assert (s.version(), s.selected_alpn_protocol()) == ("TLSv1.3", "h2")
     with host.tls_socket(["h2"], tls12=True) as s:
         assert (s.version(), s.selected_alpn_protocol()) == ("TLSv1.2", "h2")
+    # TLS 1.1, from a client that would speak it: the host's alert refuses it.
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.load_verify_locations(str(host.pki.ca.cert))
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old.minimum_version = ssl.TLSVersion.TLSv1_1
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
+    with socket.create_connection(("127.0.0.1", host.port), timeout=10) as raw:
+        with pytest.raises(ssl.SSLError, match="PROTOCOL_VERSION"):
+            old.wrap_socket(raw, server_hostname=HOSTNAME)
     # A client that offers other protocols only is refused in the handshake.
     with pytest.raises(ssl.SSLError, match=r"NO_APPLICATION_PROTOCOL|no application protocol"):
         host.tls_socket(["http/1.1"])
@@ -304,12 +316,12 @@ def test_bad_replacement_keeps_the_old_credentials(start: Callable[..., TlsHost]
     host = start("--tls-reload-seconds", "1")
     good_cert = pki.cert.read_bytes()
 
-    def warnings() -> list[str]:
+    def failures() -> list[str]:
         return [line for line in host.stderr().splitlines() if "TLS reload failed" in line]
 
     replace(pki.cert, b"-----BEGIN CERTIFICATE-----\nnot a certificate\n")
     assert host.logged("TLS reload failed"), host.stderr()
-    assert not host.product or "cannot load --tls-cert" in warnings()[0]
+    assert not host.product or "cannot load --tls-cert" in failures()[0]
     assert host.served() == (1001, "server-1")
     with host.channel() as ch:
         assert echo(ch) == b"ping"
@@ -319,9 +331,9 @@ def test_bad_replacement_keeps_the_old_credentials(start: Callable[..., TlsHost]
     replace(pki.cert, other_cert.read_bytes())
     assert host.logged("TLS reload failed", 2), host.stderr()
     if host.product:
-        assert "does not match" in warnings()[1]
+        assert "does not match" in failures()[1]
         time.sleep(2.5)  # checked twice more: one line per replacement, not per check
-        assert len(warnings()) == 2
+        assert len(failures()) == 2
     assert host.served() == (1001, "server-1")
     with host.channel() as ch:
         assert echo(ch) == b"ping"
