@@ -7,30 +7,31 @@ import time
 from typing import Any
 
 from . import _runtime
+from ._binding import calls
+from ._binding.base import PgfError, builtin_errors
 from ._local_host import new_message
-from ._native import ffi, lib
 from .metadata import Metadata, MetadataValue, request_value_bytes
-from .service import CallResult, _check
+from .service import CallResult
 from .status import StatusCode
 
 
 def new_call(path: str, payload: Any, metadata: Any = (), *, timeout: float | None = None,
              peer: str = "") -> tuple[Any, Any]:
-    """A new pgf_call (OWNED: release with ``lib.pgf_call_unref``) and, for
+    """A new pgf_call (OWNED: release with ``calls.unref``) and, for
     compatibility, None (the call owns its request).  ``payload`` None: no
     request is set (a request stream).  ValueError for a malformed path or
     request metadata key; TypeError for a key or value that is not str or
     bytes."""
     raw_path = path.encode("utf-8")
-    call = lib.pgf_call_new(raw_path, len(raw_path))
-    if call == ffi.NULL:
+    call = calls.new(raw_path)
+    if call is None:
         raise ValueError(f"invalid method path {path!r}")
     try:
         # Owned by the call: a view the handler keeps stays valid.
         buf = None
         if payload is not None:
-            _check(lib.pgf_call_set_request_message(call, new_message(payload)),
-                   "cannot set the request")
+            with builtin_errors("cannot set the request"):
+                calls.set_request_message(call, new_message(payload))
         for key, value in metadata or ():
             if isinstance(key, str):
                 key_b = key.encode("latin-1")
@@ -39,17 +40,19 @@ def new_call(path: str, payload: Any, metadata: Any = (), *, timeout: float | No
             else:
                 raise TypeError(f"metadata key must be str or bytes, not {type(key).__name__}")
             value_b = request_value_bytes(key, value)
-            if lib.pgf_call_add_request_metadata(call, key_b, len(key_b), value_b,
-                                                 len(value_b)) != lib.PGF_OK:
-                raise ValueError(f"invalid request metadata key {key!r}")
+            try:
+                calls.add_request_metadata(call, key_b, value_b)
+            except PgfError:
+                raise ValueError(f"invalid request metadata key {key!r}") from None
         if timeout is not None:
-            _check(lib.pgf_call_set_deadline(call, time.time_ns() + int(timeout * 1e9)),
-                   "cannot set the deadline")
+            with builtin_errors("cannot set the deadline"):
+                calls.set_deadline(call, time.time_ns() + int(timeout * 1e9))
         if peer:
             raw_peer = peer.encode("utf-8", "replace")
-            _check(lib.pgf_call_set_peer(call, raw_peer, len(raw_peer)), "cannot set the peer")
+            with builtin_errors("cannot set the peer"):
+                calls.set_peer(call, raw_peer)
     except BaseException:
-        lib.pgf_call_unref(call)
+        calls.unref(call)
         raise
     return call, buf
 
@@ -62,23 +65,12 @@ def metadata_pairs(md: Any) -> list[tuple[str, MetadataValue]]:
 def read_result(call: Any, *, payload: bool = True) -> tuple[CallResult, bool]:
     """The answer of a finished call (the payload copied), and whether the
     handler asked for a compressed response."""
-    size = ffi.new("size_t *")
-    raw = lib.pgf_call_status_message(call, size)
-    message = ffi.unpack(raw, size[0]).decode("utf-8", "replace")  # by length: may hold NULs
-    data = ffi.new("const uint8_t **")
-    lib.pgf_call_status_details(call, data, size)
-    details = ffi.buffer(data[0], size[0])[:] if size[0] else None
-    body = b""
-    if payload:
-        lib.pgf_call_response(call, data, size)
-        body = ffi.buffer(data[0], size[0])[:] if size[0] else b""
     result = CallResult(
-        code=StatusCode(lib.pgf_call_status(call)),
-        message=message,
-        payload=body,
-        initial_metadata=Metadata._from_pairs(metadata_pairs(lib.pgf_call_initial_metadata(call))),
-        trailing_metadata=Metadata._from_pairs(
-            metadata_pairs(lib.pgf_call_trailing_metadata(call))),
-        details=details,
+        code=StatusCode(calls.status(call)),
+        message=calls.status_message(call),
+        payload=calls.response(call) if payload else b"",
+        initial_metadata=Metadata._from_pairs(metadata_pairs(calls.initial_metadata(call))),
+        trailing_metadata=Metadata._from_pairs(metadata_pairs(calls.trailing_metadata(call))),
+        details=calls.status_details(call),
     )
-    return result, bool(lib.pgf_call_compress_response(call))
+    return result, bool(calls.compress_response(call))

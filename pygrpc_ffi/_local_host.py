@@ -10,8 +10,9 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from ._binding import calls, messages, streams
+from ._binding.base import EVENT_READ, EVENT_WRITE, from_buffer
 from ._handles import handles
-from ._native import ffi, lib
 
 _log = logging.getLogger("pygrpc_ffi")
 
@@ -24,30 +25,17 @@ def new_message(payload: Any) -> Any:
         if serialize is None:
             raise TypeError(f"a request message must be bytes-like, not {type(payload).__name__}")
         payload = serialize()
-    buf = ffi.from_buffer(payload)
-    if not len(buf):
-        msg = lib.pgf_message_new(ffi.NULL, 0, ffi.NULL, ffi.NULL)
-    else:
-        msg = lib.pgf_message_new(buf, len(buf), lib._pgf_py_release_buffer, handles.add(buf))
-    if msg == ffi.NULL:
-        raise MemoryError("cannot allocate a message")
-    return msg
+    buf = from_buffer(payload)
+    return messages.new(buf, handles.add(buf) if len(buf) else None)
 
 
 def take_write_copy(call: Any) -> bytes | None:
     """The queued response message, copied, its bytes released and its write
     completed (for hosts that send copies: grpcio sends only bytes); None if
     no write is queued."""
-    data = ffi.new("const uint8_t **")
-    size = ffi.new("size_t *")
-    release = ffi.new("pgf_release_fn *")
-    ctx = ffi.new("void **")
-    if lib.pgf_call_take_write(call, data, size, release, ctx, ffi.NULL) != lib.PGF_OK:
-        return None
-    message = ffi.buffer(data[0], size[0])[:] if size[0] else b""
-    if release[0] != ffi.NULL:
-        release[0](ctx[0])
-    lib.pgf_call_write_done(call, 1)
+    message = streams.take_write(call)
+    if message is not None:
+        streams.write_done_quietly(call, True)
     return message
 
 
@@ -64,13 +52,13 @@ class LocalStream:
         self._reader: threading.Thread | None = None
 
     def event(self, call: Any, event: int) -> None:
-        if event == lib.PGF_EVENT_READ:
+        if event == EVENT_READ:
             if self._reader is None:
                 self._reader = threading.Thread(target=self._read_loop,
                                                 name="pygrpc_ffi-local-reader", daemon=True)
                 self._reader.start()
-            self._reads.put(lib.pgf_call_ref(call))
-        elif event == lib.PGF_EVENT_WRITE:
+            self._reads.put(calls.ref(call))
+        elif event == EVENT_WRITE:
             self.take_write(call)
 
     def _read_loop(self) -> None:
@@ -81,20 +69,20 @@ class LocalStream:
             try:
                 self._read_one(call)
             finally:
-                lib.pgf_call_unref(call)
+                calls.unref(call)
 
     def _read_one(self, call: Any) -> None:
         try:
             msg = new_message(next(self._requests))
         except StopIteration:
-            lib.pgf_call_push_request(call, ffi.NULL)
+            streams.push_end_quietly(call)
             return
         except Exception:
             _log.exception("the request iterator failed; the call is cancelled")
-            lib.pgf_call_push_request(call, ffi.NULL)
-            lib.pgf_call_cancel(call)
+            streams.push_end_quietly(call)
+            calls.cancel(call)
             return
-        lib.pgf_call_push_request(call, msg)
+        streams.push_request_quietly(call, msg)
 
     def close(self) -> None:
         """Stops the reader thread once it is done with its read."""

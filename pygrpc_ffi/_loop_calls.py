@@ -1,6 +1,6 @@
 """Unary ``async def`` handlers, started on the event loop straight from C.
 
-Their registrations use the queue of ``pysrc/loop_queue.c`` as handler
+Their registrations use the queue of ``_binding/loop_queue.c`` as handler
 function: a host's thread only queues the call (no worker thread, no GIL),
 and the loop takes every waiting call in one crossing when the queue's pipe
 becomes readable, builds each request and starts the handler's task.  Cancels
@@ -19,8 +19,8 @@ from typing import Any
 
 from . import _loop, _runtime
 from ._answers import finish, finish_error
+from ._binding import calls, fastpath
 from ._builtins import take_calls
-from ._native import lib
 from ._requests import call_at, request_at
 from .status import StatusCode
 
@@ -58,7 +58,7 @@ def set_max_queued_calls(limit: int) -> None:
     interceptor thread; beyond, calls end RESOURCE_EXHAUSTED at once."""
     global _max_queued_calls
     _max_queued_calls = limit
-    lib._pgf_loop_queue_set_limit(limit)
+    fastpath.loop_queue_set_limit(limit)
 
 
 def _limit_from_environment() -> None:
@@ -75,24 +75,24 @@ def handler_function() -> Any:
     """The pgf_handler_fn that queues a call for the loop (register it with
     PGF_FLAG_NONBLOCKING); the loop is started now, so calls are taken."""
     _loop.get_loop()
-    return lib._pgf_loop_queue_handle
+    return fastpath.LOOP_QUEUE_HANDLE
 
 
 def _open(loop: asyncio.AbstractEventLoop) -> None:
-    fd = lib._pgf_loop_queue_fd()
+    fd = fastpath.loop_queue_fd()
     if fd < 0:
         _log.error("pygrpc_ffi cannot make the pipe of its call queue; async handlers "
                    "answer UNAVAILABLE")
         return
     loop.add_reader(fd, _drain)
-    lib._pgf_loop_queue_set_open(1)
+    fastpath.loop_queue_set_open(1)
 
 
 def _close() -> None:
-    lib._pgf_loop_queue_set_open(0)  # queued calls are answered UNAVAILABLE
+    fastpath.loop_queue_set_open(0)  # queued calls are answered UNAVAILABLE
     # Answered calls are finished on the finisher thread; their done
     # callbacks may enter Python, which may be about to finalize.
-    if not lib._pgf_loop_queue_wait_finished(5000):
+    if not fastpath.loop_queue_wait_finished(5000):
         _log.error("pygrpc_ffi: answered async calls still unfinished after 5 s")
 
 
@@ -145,11 +145,11 @@ def _fail(address: int, binding: _runtime.Binding, exc: BaseException) -> None:
         return
     call = call_at(address)
     try:
-        if not lib.pgf_call_is_finished(call):
-            lib.pgf_call_reset_response(call)
+        if not calls.is_finished(call):
+            calls.reset_response_quietly(call)
             finish_error(call, exc, binding)
     finally:
-        lib.pgf_call_unref(call)
+        calls.unref(call)
 
 
 def _start_intercepted(binding: _runtime.Binding, call: Any) -> None:
@@ -174,7 +174,7 @@ def _start_intercepted(binding: _runtime.Binding, call: Any) -> None:
                f"server overloaded: {_max_queued_calls} calls already wait for an "
                "interceptor thread")
     finally:
-        lib.pgf_call_unref(call)
+        calls.unref(call)
 
 
 def _intercepted_done() -> None:
@@ -190,12 +190,12 @@ def _intercepted(binding: _runtime.Binding, call: Any) -> None:
         binding.chain.run(binding, call)
     except BaseException:
         _log.exception("pygrpc_ffi failed to run handler %s", binding.name)
-        if not lib.pgf_call_is_finished(call):
-            lib.pgf_call_reset_response(call)
+        if not calls.is_finished(call):
+            calls.reset_response_quietly(call)
             finish_error(call, RuntimeError("interceptor chain failed"), binding)
     finally:
         _intercepted_done()
-        lib.pgf_call_unref(call)
+        calls.unref(call)
 
 
 _limit_from_environment()

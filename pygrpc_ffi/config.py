@@ -63,8 +63,8 @@ def cflags() -> str:
 
 
 def libs() -> str:
-    lib = get_library_dir()
-    return f"-L{lib} -Wl,-rpath,{lib} -lpygrpc_ffi"
+    libdir = get_library_dir()
+    return f"-L{libdir} -Wl,-rpath,{libdir} -lpygrpc_ffi"
 
 
 def config_main(argv: Sequence[str] | None = None) -> int:

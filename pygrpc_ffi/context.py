@@ -77,7 +77,7 @@ from typing import Any, NamedTuple, NoReturn
 
 from . import _runtime
 from ._answers import add_metadata
-from ._native import lib
+from ._binding import calls, streams
 from ._requests import call_of
 from ._streams import StreamCancelled
 from .errors import GrpcError, client_message, status_for_exception
@@ -280,7 +280,7 @@ class _ContextBase:
 
     def _cancelled(self) -> bool:
         call = self._call
-        return call is not None and not self._ended and bool(lib.pgf_call_is_cancelled(call))
+        return call is not None and not self._ended and bool(calls.is_cancelled(call))
 
     def is_active(self) -> bool:
         """False once the host cancelled the call, or once it ended."""
@@ -291,7 +291,7 @@ class _ContextBase:
     def cancel(self) -> None:
         """Cancels the call: the client gets CANCELLED and callbacks run."""
         if not self._ended and self._call is not None:
-            lib.pgf_call_cancel(self._call)
+            calls.cancel(self._call)
 
     # --------------------------------------------------------------- answer
 
@@ -333,9 +333,8 @@ class _ContextBase:
         self._initial = _normalize_pairs(initial_metadata)
         if self._stream is not None and not self._ended:
             # A stream sends it now, ahead of any message, as grpcio does.
-            add_metadata(self._call, self._initial, lib.pgf_call_add_initial_metadata,
-                         "initial")
-            lib.pgf_call_send_initial_metadata(self._call)
+            add_metadata(self._call, self._initial, calls.add_initial_metadata, "initial")
+            streams.send_initial_metadata_quietly(self._call)
 
     def _set_abort(self, code: Any, details: str, trailing_metadata: Any = None) -> None:
         status = _status_of(code)
@@ -371,7 +370,7 @@ class _ContextBase:
         assert hook is not None
         hook.handle = _runtime.handles.add(hook)
         # If the call is already cancelled, C runs the hook right here.
-        if lib.pgf_call_on_cancel(self._call, lib._pgf_py_cancel, hook.handle) != lib.PGF_OK:
+        if not calls.set_cancel_hook(self._call, hook.handle):
             _runtime.handles.pop(hook.handle)  # finished: C will never run it
             hook.handle = None  # a handle keeps its object: no cycle
             self._hook = None
@@ -388,10 +387,10 @@ class _ContextBase:
         local = _PROBE.local
         local.probing, local.hit = True, False
         try:
-            rc = lib.pgf_call_on_cancel(self._call, lib._pgf_py_cancel, _PROBE_HANDLE)
+            hooked = calls.set_cancel_hook(self._call, _PROBE_HANDLE)
         finally:
             local.probing = False
-        if rc == lib.PGF_OK and not local.hit:
+        if hooked and not local.hit:
             _runtime.handles.pop(hook.handle)
             hook.handle = None  # a handle keeps its object: no cycle
 
@@ -573,7 +572,7 @@ class _ContextBase:
         trailers, details = self._split_trailers()
         if details is not None:
             _log.debug("status details dropped: the call succeeded")
-        add_metadata(self._call, trailers, lib.pgf_call_add_trailing_metadata, "trailing")
+        add_metadata(self._call, trailers, calls.add_trailing_metadata, "trailing")
 
     def _run_stream(self, behavior: Callable[[Any, Any], Any], arg: Any) -> Iterator[Any]:
         """Runs a sync response-streaming method: yields each message to

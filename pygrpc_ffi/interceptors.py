@@ -71,7 +71,7 @@ from typing import Any
 
 from . import _loop, _loop_calls, _runtime, _streams
 from ._answers import INTERNAL_MESSAGE, finish, finish_error
-from ._native import ffi, lib
+from ._binding import calls
 from ._requests import decode_name, read_metadata
 from .errors import GrpcError
 from .metadata import Metadata
@@ -145,8 +145,8 @@ class ServerCall:
 
     def __init__(self, call: Any, kind: int) -> None:
         self._call: Any = call  # None once the after hooks ran
-        self.service = decode_name(lib.pgf_call_service(call))
-        self.method = decode_name(lib.pgf_call_method(call))
+        self.service = decode_name(calls.service(call))
+        self.method = decode_name(calls.method(call))
         self.kind = kind
         self._id = next(_ids)
         self.start = time.perf_counter()
@@ -177,9 +177,7 @@ class ServerCall:
         if self._message is None:
             if self.code is None or self._call is None:
                 return ""
-            size = ffi.new("size_t *")
-            raw = lib.pgf_call_status_message(self._call, size)
-            self._message = ffi.unpack(raw, size[0]).decode("utf-8", "replace")
+            self._message = calls.status_message(self._call)
         return self._message
 
     @property
@@ -193,7 +191,7 @@ class ServerCall:
         if self._metadata is None:
             if self._call is None:
                 return Metadata()
-            self._metadata = read_metadata(lib.pgf_call_request_metadata(self._call))
+            self._metadata = read_metadata(calls.request_metadata(self._call))
         return self._metadata
 
     @property
@@ -201,16 +199,14 @@ class ServerCall:
         """The client's address as the host gave it, e.g. ``ipv4:127.0.0.1:5123``."""
         if self._call is None:
             return ""
-        size = ffi.new("size_t *")
-        raw = lib.pgf_call_peer(self._call, size)
-        return str(ffi.unpack(raw, size[0]).decode("utf-8", "replace"))
+        return calls.peer(self._call)
 
     @property
     def deadline(self) -> float | None:
         """The call's deadline in Unix seconds, or None."""
         if self._call is None:
             return None
-        ns = lib.pgf_call_deadline(self._call)
+        ns = calls.deadline(self._call)
         return None if ns == _NO_DEADLINE else ns / 1e9
 
     @property
@@ -219,7 +215,7 @@ class ServerCall:
         if self._trailers is None:
             if self.code is None or self._call is None:
                 return Metadata()
-            self._trailers = read_metadata(lib.pgf_call_trailing_metadata(self._call))
+            self._trailers = read_metadata(calls.trailing_metadata(self._call))
         return self._trailers
 
     def _finished(self) -> bool:
@@ -229,7 +225,7 @@ class ServerCall:
         except IndexError:
             return False
         self.duration = time.perf_counter() - self.start
-        self.code = _CODES[lib.pgf_call_status(self._call)]
+        self.code = _CODES[calls.status(self._call)]
         return True
 
 
@@ -344,7 +340,7 @@ def _submit_hook_job(info: ServerCall, fn: Callable[..., Any], *args: Any,
     global _hook_jobs
     call = info._call
     if call is not None and not owns_call:
-        lib.pgf_call_ref(call)
+        calls.ref(call)
     context = contextvars.copy_context()
 
     def job() -> Any:
@@ -355,7 +351,7 @@ def _submit_hook_job(info: ServerCall, fn: Callable[..., Any], *args: Any,
             with _hook_lock:
                 _hook_jobs -= 1
             if call is not None and not owns_call:
-                lib.pgf_call_unref(call)
+                calls.unref(call)
 
     with _hook_lock:
         _hook_jobs += 1
@@ -365,7 +361,7 @@ def _submit_hook_job(info: ServerCall, fn: Callable[..., Any], *args: Any,
         with _hook_lock:
             _hook_jobs -= 1
         if call is not None and not owns_call:
-            lib.pgf_call_unref(call)
+            calls.unref(call)
         raise
 
 
@@ -479,7 +475,7 @@ class InterceptorChain:
             finish(call, StatusCode.RESOURCE_EXHAUSTED,
                    f"server overloaded: {_hook_jobs} interceptor hooks wait for a thread")
             return
-        lib.pgf_call_ref(call)  # dropped once the after hooks ran
+        calls.ref(call)  # dropped once the after hooks ran
         info = ServerCall(call, binding.kind)
         contextvars.copy_context().run(self._start, info, binding, call)
 
@@ -513,10 +509,10 @@ class InterceptorChain:
             _runtime.run(named, call)
         except BaseException:
             _log.exception("pygrpc_ffi failed to run handler %s", named.name)
-            if not lib.pgf_call_is_finished(call):
-                lib.pgf_call_reset_response(call)
+            if not calls.is_finished(call):
+                calls.reset_response_quietly(call)
                 finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
-        if lib.pgf_call_is_finished(call):
+        if calls.is_finished(call):
             # A sync handler; async ones call on_finish, and whichever
             # of the two comes first runs the after hooks.
             self._finished(info, runs_async)
@@ -553,7 +549,7 @@ class InterceptorChain:
                     _log.exception("interceptor %r failed after %s", hook, info.full_method)
         finally:
             call, info._call = info._call, None
-            lib.pgf_call_unref(call)
+            calls.unref(call)
 
     def _start_aafter(self, info: ServerCall) -> None:
         """On the loop: awaits the ``async def`` after hooks in a task."""
@@ -571,7 +567,7 @@ class InterceptorChain:
                     _log.exception("interceptor %r failed after %s", hook, info.full_method)
         finally:
             call, info._call = info._call, None
-            lib.pgf_call_unref(call)
+            calls.unref(call)
 
     # ----------------------------------------------------- grpcio style
 

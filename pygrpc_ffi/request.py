@@ -139,10 +139,10 @@ class GrpcRequest:
             return bool(self._stream.is_active())
         if self._call is None:
             return False
-        from ._native import lib
+        from ._binding import calls
         from ._requests import call_of
 
-        return not lib.pgf_call_is_cancelled(call_of(self))
+        return not calls.is_cancelled(call_of(self))
 
     @property
     def full_method(self) -> str:
