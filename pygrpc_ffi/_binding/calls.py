@@ -53,13 +53,13 @@ def set_peer(call: Any, peer: bytes) -> None:
 
 # ------------------------------------------------- what a handler reads
 
+#: service(call), method(call) -> its BORROWED ``pgf_name *`` names.
 service = lib.pgf_call_service
 method = lib.pgf_call_method
+#: request_metadata(call) -> its BORROWED ``pgf_metadata *``.
 request_metadata = lib.pgf_call_request_metadata
 #: deadline(call) -> Unix ns, or 2**63 - 1 for none.
 deadline = lib.pgf_call_deadline
-is_cancelled = lib.pgf_call_is_cancelled
-is_finished = lib.pgf_call_is_finished
 #: request_of(call) -> struct {data, len, msg}: the request's bytes and a new
 #: reference to its message (msg NULL when the host only lent the bytes).
 request_of = lib._pgf_request_of
@@ -85,6 +85,7 @@ def request_copy(raw: Any) -> bytes:
 
 #: cancel(call): marks it cancelled and runs its cancel hook (idempotent).
 cancel = lib.pgf_call_cancel
+is_cancelled = lib.pgf_call_is_cancelled
 
 
 def set_cancel_hook(call: Any, handle: Any) -> bool:
@@ -148,6 +149,7 @@ def finish_quietly(call: Any, code: int, message: bytes | None = None) -> None:
         lib.pgf_call_finish(call, code, message, len(message))
 
 
+is_finished = lib.pgf_call_is_finished
 #: finish_copy_quietly(call, answer bytes, size): the response is a copy of
 #: the answer, then the call is finished OK (RESOURCE_EXHAUSTED if it cannot
 #: be copied).  Its status is ignored as finish_quietly's is.
@@ -159,9 +161,13 @@ finish_buffer_quietly = lib._pgf_finish_ok
 
 # ------------------------------------------------ the answer, as a host reads
 
+#: status(call) -> the status code it finished with.
 status = lib.pgf_call_status
+#: initial_metadata(call) / trailing_metadata(call) -> the BORROWED
+#: ``pgf_metadata *`` the handler sent (see metadata.entries).
 initial_metadata = lib.pgf_call_initial_metadata
 trailing_metadata = lib.pgf_call_trailing_metadata
+#: compress_response(call) -> 1 if the handler asked for compression.
 compress_response = lib.pgf_call_compress_response
 
 

@@ -39,16 +39,10 @@ def method_stats(file: str | None) -> list[Any]:
     ``file``; PgfError (PGF_EINVAL: no table yet, PGF_EVERSION: another
     layout) if it cannot be read."""
     size = ffi.new("size_t *")
-    stats_size = ffi.sizeof("pgf_method_stats")
     cap = 64
     while True:
         out = ffi.new("pgf_method_stats[]", cap)
-        if file is None:
-            ensure(lib.pgf_metrics_snapshot(out, cap, stats_size, size),
-                   "pgf_metrics_snapshot")
-        else:
-            ensure(lib.pgf_metrics_snapshot_file(file.encode(), out, cap, stats_size, size),
-                   "pgf_metrics_snapshot_file")
+        _snapshot("pgf_metrics_snapshot", file, out, cap, size)
         if size[0] <= cap:
             return [out[i] for i in range(size[0])]
         cap = size[0] + 16
@@ -60,11 +54,16 @@ def pool_stats(file: str | None) -> list[Any]:
     cap = int(MAX_POOLS)
     out = ffi.new("pgf_pool_stats[]", cap)
     size = ffi.new("size_t *")
-    stats_size = ffi.sizeof("pgf_pool_stats")
-    if file is None:
-        ensure(lib.pgf_metrics_pool_snapshot(out, cap, stats_size, size),
-               "pgf_metrics_pool_snapshot")
-    else:
-        ensure(lib.pgf_metrics_pool_snapshot_file(file.encode(), out, cap, stats_size, size),
-               "pgf_metrics_pool_snapshot_file")
+    _snapshot("pgf_metrics_pool_snapshot", file, out, cap, size)
     return [out[i] for i in range(min(size[0], cap))]
+
+
+def _snapshot(function: str, file: str | None, out: Any, cap: int, size: Any) -> None:
+    """Calls ``function`` (this process's table) or ``function``_file (the
+    table file ``file``) to fill ``out``; PgfError unless PGF_OK."""
+    stats_size = ffi.sizeof(ffi.typeof(out).item)
+    if file is None:
+        ensure(getattr(lib, function)(out, cap, stats_size, size), function)
+    else:
+        name = f"{function}_file"
+        ensure(getattr(lib, name)(file.encode(), out, cap, stats_size, size), name)
