@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ._binding import base as _base
 from ._runtime import live_objects
 from .config import get_include, get_library_dir
+from .config import library_version as _library_version
 from .errors import (
     Aborted,
     AlreadyExists,
@@ -46,11 +47,6 @@ if TYPE_CHECKING:
     from .grpcio_server import start as start
     from .servicer import ServicerTarget as ServicerTarget
     from .servicer import add_servicer as add_servicer
-
-
-def _library_version() -> str:
-    number = _base.version_number()
-    return f"{number // 10000}.{number // 100 % 100}.{number % 100}"
 
 
 # Single-sourced: PGF_VERSION_* in pygrpc_ffi.h give the C library's version,

@@ -23,7 +23,6 @@ NO_DEADLINE = 2**63 - 1
 
 _names: dict[bytes, str] = {}  # decoded service and method names
 _owning_view = messages.owning_view
-_call_at = calls.at
 _message_bytes = messages.data_of
 
 
@@ -87,9 +86,9 @@ class _CallReader:
         return calls.peer(call_at(call), whole=False)
 
 
-def call_at(call: Any) -> Any:
-    """The ``pgf_call *`` of a call given as a pointer or as an address."""
-    return _call_at(call) if type(call) is int else call
+#: call_at(call) -> the ``pgf_call *`` of a call given as a pointer or as an
+#: address.
+call_at = calls.pointer
 
 
 def call_of(request: GrpcRequest) -> Any:

@@ -73,8 +73,17 @@ from . import _loop, _loop_calls, _runtime, _streams
 from ._answers import INTERNAL_MESSAGE, finish, finish_error
 from ._binding import calls
 from ._requests import decode_name, read_metadata
+from ._servicer_methods import (
+    METHOD_NOT_FOUND,
+    HandlerCallDetails,
+    flags,
+    keep_request,
+    method_handler,
+    rejecter,
+)
 from .errors import GrpcError
 from .metadata import Metadata
+from .response import GrpcResponse
 from .status import StatusCode
 
 __all__ = ["Interceptor", "InterceptorChain", "ServerCall", "current_call",
@@ -82,7 +91,6 @@ __all__ = ["Interceptor", "InterceptorChain", "ServerCall", "current_call",
 
 _log = logging.getLogger("pygrpc_ffi")
 
-METHOD_NOT_FOUND = "Method not found!"
 _KIND_REQUEST_STREAM = 1
 _KIND_RESPONSE_STREAM = 2
 _NO_DEADLINE = (1 << 63) - 1
@@ -406,22 +414,6 @@ def _size(message: Any) -> int:
     return int(byte_size()) if callable(byte_size) else 0
 
 
-class _HandlerCallDetails:
-    """``grpc.HandlerCallDetails``: the method path and the request metadata."""
-
-    __slots__ = ("invocation_metadata", "method")
-
-    def __init__(self, method: str, invocation_metadata: tuple[tuple[str, Any], ...]) -> None:
-        self.method = method
-        self.invocation_metadata = invocation_metadata
-
-
-def keep_request(request: Any) -> Any:
-    """The request deserializer of native handlers seen through grpcio
-    interceptors: the behaviour gets the GrpcRequest itself."""
-    return request
-
-
 class InterceptorChain:
     """The interceptors of one service, in order, shared by its handlers."""
 
@@ -577,7 +569,7 @@ class InterceptorChain:
         rejected the call, else the handler function to run and whether it
         is async."""
         original = _rpc_handler(binding, self._asynchronous)
-        details = _HandlerCallDetails(info.full_method, tuple(info.metadata.pairs()))
+        details = HandlerCallDetails(info.full_method, tuple(info.metadata.pairs()))
         chain = self.grpc
 
         # resolve runs on the dispatching thread (sync interceptors there);
@@ -614,16 +606,14 @@ class InterceptorChain:
             return None
         if handler is original:
             return binding.fn, binding.is_async
-        from .servicer import _flags, method_handler
-
-        request_streaming, response_streaming = _flags(handler)
+        request_streaming, response_streaming = flags(handler)
         kind = (_KIND_REQUEST_STREAM if request_streaming else 0) | (
             _KIND_RESPONSE_STREAM if response_streaming else 0)
         if kind != binding.kind:
             if kind != 0:
                 raise GrpcError(StatusCode.INTERNAL,
                                 f"an interceptor changed {info.full_method}'s kind")
-            return _rejecter(handler, info.full_method, binding)
+            return rejecter(handler, info.full_method, binding)
         fn = method_handler(handler, info.full_method,
                             expose_exceptions=binding.expose_exceptions)
         return fn, _streams.is_async_handler(fn)
@@ -747,45 +737,6 @@ class InterceptorChain:
         return unary
 
 
-def _rejecter(handler: Any, path: str, binding: Any) -> tuple[Callable[[Any], Any], bool]:
-    """A unary-unary handler an interceptor returned for a streaming method
-    (what auth interceptors do to abort any call): its behaviour runs with
-    no request, to set the status; an answer it gives is not sent."""
-    from .context import AioServicerContext, ServicerContext
-    from .servicer import is_coroutine_function
-
-    behavior = handler.unary_unary
-    expose = binding.expose_exceptions
-
-    def request_of(arg: Any) -> Any:
-        from .request import GrpcRequest
-        from .servicer import _stream_request
-
-        stream = _streams.current_stream()
-        if isinstance(arg, GrpcRequest) or stream is None:
-            return arg
-        return _stream_request(stream)
-
-    def refused(path: str) -> GrpcError:
-        return GrpcError(StatusCode.INTERNAL,
-                         f"{path}: an interceptor answered a stream with a unary handler")
-
-    if is_coroutine_function(behavior):
-        async def reject_async(arg: Any) -> Any:
-            context = AioServicerContext(request_of(arg), expose_exceptions=expose)
-            await context._arun(behavior, None, None)
-            raise refused(path)
-
-        return reject_async, True
-
-    def reject(arg: Any) -> Any:
-        context = ServicerContext(request_of(arg), expose_exceptions=expose)
-        context._run(behavior, None, None)
-        raise refused(path)
-
-    return reject, False
-
-
 def _rpc_handler(binding: Any, asynchronous: bool) -> Any:
     """The ``grpc.RpcMethodHandler`` grpcio interceptors continue to: the
     servicer method's own, or one that runs the native handler, with
@@ -804,8 +755,6 @@ def _rpc_handler(binding: Any, asynchronous: bool) -> Any:
 def _answer(result: Any) -> Any:
     """A native unary answer as grpcio interceptors expect one: a message,
     not an iterable (bytes are wrapped in a GrpcResponse)."""
-    from .response import GrpcResponse
-
     return GrpcResponse(result) if isinstance(result, (bytes, bytearray, memoryview)) else result
 
 

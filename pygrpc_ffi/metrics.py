@@ -74,6 +74,7 @@ from typing import Any
 
 from ._binding import metrics as c_metrics
 from ._binding.base import EVERSION, PgfError
+from .metrics_server import MetricsServer
 from .status import StatusCode
 
 __all__ = ["MethodStats", "PoolStats", "ShimCollector", "collect_pools", "collect_stats",
@@ -348,8 +349,6 @@ def start_metrics_server(port: int, addr: str = "0.0.0.0",
     ``header_timeout``, ``write_timeout``, ``max_request_bytes``) override
     its defaults."""
     from prometheus_client import CollectorRegistry
-
-    from .metrics_server import MetricsServer
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ShimCollector(files))

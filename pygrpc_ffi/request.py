@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ._binding import calls
 from .metadata import Metadata, MetadataLike, MetadataValue
 
 
@@ -139,10 +140,7 @@ class GrpcRequest:
             return bool(self._stream.is_active())
         if self._call is None:
             return False
-        from ._binding import calls
-        from ._requests import call_of
-
-        return not calls.is_cancelled(call_of(self))
+        return not calls.is_cancelled(calls.pointer(self._call))
 
     @property
     def full_method(self) -> str:

@@ -35,6 +35,7 @@ from .metadata import Metadata, MetadataLike, iter_pairs, request_value_bytes
 from .request import GrpcRequest
 from .response import GrpcResponse
 from .status import StatusCode
+from .typed import typed_handler, typed_stream_handler
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -253,11 +254,7 @@ class GrpcService:
         if request_type is None and response_type is None:
             return fn
         if kind:
-            from .typed import typed_stream_handler
-
             return typed_stream_handler(fn, request_type, response_type, kind)
-        from .typed import typed_handler  # protobuf is needed only here
-
         return typed_handler(fn, request_type, response_type,
                              expose_exceptions=self.expose_exceptions)
 

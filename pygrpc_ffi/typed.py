@@ -31,11 +31,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ._runtime import INTERNAL_MESSAGE
+from ._servicer_methods import is_coroutine_function
 from .context import AioServicerContext, ServicerContext
 from .errors import InvalidArgument
 from .request import GrpcRequest
 from .response import GrpcResponse
-from .servicer import is_coroutine_function
 
 __all__ = ["takes_context", "typed_handler"]
 

@@ -23,6 +23,11 @@ unref = lib.pgf_call_unref
 at = partial(ffi.cast, "pgf_call *")
 
 
+def pointer(call: Any) -> Any:
+    """The ``pgf_call *`` of a call given as a pointer or as an address."""
+    return at(call) if type(call) is int else call
+
+
 def new(path: bytes) -> Any:
     """A new call (OWNED: release with :func:`unref`), or None if ``path``
     is not a method path."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._native import ffi, lib
-from .base import NULL, copy_bytes, ensure
+from .base import NULL, OK, PgfError, copy_bytes, ensure
 from .trampolines import READ_DONE, RELEASE_BUFFER, STREAM_EVENT, WRITE_DONE
 
 
@@ -59,7 +59,9 @@ def take_write(call: Any) -> bytes | None:
 def read(call: Any, handle: Any) -> None:
     """Asks for the next request message; the read-done trampoline gets
     ``handle`` once it is there."""
-    ensure(lib.pgf_call_read(call, READ_DONE, handle), "pgf_call_read")
+    rc = lib.pgf_call_read(call, READ_DONE, handle)
+    if rc != OK:  # ensure(), inline: once per message
+        raise PgfError(rc, "pgf_call_read")
 
 
 def write(call: Any, buf: Any, release_ctx: Any, handle: Any) -> None:
@@ -73,7 +75,8 @@ def write(call: Any, buf: Any, release_ctx: Any, handle: Any) -> None:
     else:
         rc = lib.pgf_call_write(call, buf, len(buf), RELEASE_BUFFER, release_ctx,
                                 WRITE_DONE, handle)
-    ensure(rc, "pgf_call_write")
+    if rc != OK:  # ensure(), inline: once per message
+        raise PgfError(rc, "pgf_call_write")
 
 
 def send_initial_metadata_quietly(call: Any) -> None:

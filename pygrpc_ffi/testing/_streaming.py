@@ -13,7 +13,13 @@ from typing import Any
 
 from .. import _runtime
 from .._binding import calls, streams
-from .._binding.base import KIND_CLIENT_STREAMING, KIND_SERVER_STREAMING, KIND_UNARY, builtin_errors
+from .._binding.base import (
+    KIND_CLIENT_STREAMING,
+    KIND_SERVER_STREAMING,
+    KIND_UNARY,
+    builtin_errors,
+)
+from .._calls import read_result
 from .._local_host import LocalStream
 from ..metadata import MetadataLike, MetadataValue
 from ..service import CallResult, GrpcService
@@ -121,8 +127,6 @@ class StreamingCall:
 
     def done(self, call: Any) -> None:
         """The call is finished (C's done callback, on the finishing thread)."""
-        from .._calls import read_result
-
         self._host.take_write(call)  # a message queued just before the finish
         result = read_result(call)[0]
         if self._kind & KIND_SERVER_STREAMING:
