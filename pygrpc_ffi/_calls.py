@@ -9,7 +9,7 @@ from typing import Any
 from . import _runtime
 from ._binding import calls
 from ._binding.base import PgfError, builtin_errors
-from ._local_host import new_message
+from ._runtime.requests import new_message
 from .metadata import Metadata, MetadataValue, request_value_bytes
 from .service import CallResult
 from .status import StatusCode

@@ -10,23 +10,11 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from ._binding import calls, messages, streams
-from ._binding.base import EVENT_READ, EVENT_WRITE, from_buffer
-from ._handles import handles
+from ._binding import calls, streams
+from ._binding.base import EVENT_READ, EVENT_WRITE
+from ._runtime.requests import new_message
 
 _log = logging.getLogger("pygrpc_ffi")
-
-
-def new_message(payload: Any) -> Any:
-    """An OWNED pgf_message over a Python bytes-like object, without a copy;
-    the object lives until the message is released."""
-    if not isinstance(payload, (bytes, bytearray, memoryview)):
-        serialize = getattr(payload, "SerializeToString", None)
-        if serialize is None:
-            raise TypeError(f"a request message must be bytes-like, not {type(payload).__name__}")
-        payload = serialize()
-    buf = from_buffer(payload)
-    return messages.new(buf, handles.add(buf) if len(buf) else None)
 
 
 def take_write_copy(call: Any) -> bytes | None:

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ._streams import current_stream
+from ._runtime.streams import current_stream
 from .context import DESERIALIZE_FAILED, AioServicerContext, ServicerContext
 from .errors import GrpcError
 from .request import GrpcRequest
@@ -138,7 +138,7 @@ def method_handler(handler: Any, path: str = "", *,
                    response_streaming=response_streaming)
 
     if is_async:
-        # async def: _streams runs it on the package's loop, in the call's task.
+        # async def: _runtime.streams runs it on the package's loop, in the call's task.
         async def handle_stream_async(arg: Any) -> Any:
             message = None if request_streaming else parse(arg)
             context = context_of(arg, AioServicerContext)

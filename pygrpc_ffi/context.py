@@ -76,10 +76,10 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple, NoReturn
 
 from . import _runtime
-from ._answers import add_metadata
 from ._binding import calls, streams
-from ._requests import call_of
-from ._streams import StreamCancelled
+from ._runtime.answers import add_metadata
+from ._runtime.requests import call_of
+from ._runtime.streams import StreamCancelled
 from .errors import GrpcError, client_message, status_for_exception
 from .metadata import MetadataValue, is_binary_key, iter_pairs
 from .request import GrpcRequest

@@ -60,7 +60,7 @@ from ._binding.base import (
     NULL,
 )
 from ._calls import new_call, read_result
-from ._local_host import new_message
+from ._runtime.requests import new_message
 from .service import GrpcService, default_service
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "DEFAULT_MAX_WORKERS", "GrpcioServer", "serve", "start"]

@@ -57,7 +57,7 @@ class GrpcRequest:
         self.peer = peer
         self._metadata: Metadata | None = Metadata(metadata)
         self._call: Any = None
-        self._reader: Any = None  # reads lazy fields from _call (see _requests)
+        self._reader: Any = None  # reads lazy fields from _call (see _runtime.requests)
         self._stream: Any = None  # the streaming call this message came from
 
     @property

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from . import _loop, _loop_calls, _runtime
+from . import _runtime
 from ._binding import calls, fastpath, streams
 from ._binding import registry as c_registry
 from ._binding.base import (
@@ -26,9 +26,11 @@ from ._binding.base import (
     builtin_errors,
 )
 from ._binding.trampolines import RELEASE_HANDLER
-from ._local_host import LocalStream, new_message
-from ._requests import decode_name_bytes
-from ._streams import is_async_handler
+from ._local_host import LocalStream
+from ._runtime import loop as _loop
+from ._runtime import loop_calls as _loop_calls
+from ._runtime.requests import decode_name_bytes, new_message
+from ._runtime.streams import is_async_handler
 from .errors import GrpcError, Unimplemented
 from .interceptors import InterceptorChain
 from .metadata import Metadata, MetadataLike, iter_pairs, request_value_bytes

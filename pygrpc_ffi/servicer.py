@@ -19,7 +19,7 @@ with a :class:`~pygrpc_ffi.context.ServicerContext`, ``async def`` methods
 :class:`~pygrpc_ffi.context.AioServicerContext`.  Streaming methods are
 registered with their kind and run through the C ABI's streams: request
 iterators read one message at a time, each deserialized; responses
-serialized and written with back-pressure (see :mod:`pygrpc_ffi._streams`).
+serialized and written with back-pressure (see :mod:`pygrpc_ffi._runtime.streams`).
 A service registered per call through a ``grpc.ServiceRpcHandler`` (no
 method names known in advance) serves unary methods only.
 

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 import pygrpc_ffi as pgf
-from pygrpc_ffi import _loop, _loop_calls
+from pygrpc_ffi._runtime import loop as _loop
+from pygrpc_ffi._runtime import loop_calls as _loop_calls
 from pygrpc_ffi.interceptors import Interceptor, ServerCall, _hooks
 
 pytestmark = pytest.mark.timeout(60)

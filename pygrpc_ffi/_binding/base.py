@@ -95,7 +95,7 @@ def ensure(rc: int, function: str) -> None:
         raise PgfError(rc, function)
 
 
-# Handles: Python objects C holds as ``void *`` (see _handles).
+# Handles: Python objects C holds as ``void *`` (see _runtime.handles).
 new_handle = ffi.new_handle
 from_handle = ffi.from_handle
 #: A C pointer to the bytes of a bytes-like object, kept alive with it.

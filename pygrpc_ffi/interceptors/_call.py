@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from .._binding import calls
-from .._requests import decode_name, read_metadata
+from .._runtime.requests import decode_name, read_metadata
 from ..metadata import Metadata
 from ..status import StatusCode
 

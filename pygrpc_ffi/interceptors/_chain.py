@@ -10,9 +10,11 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from .. import _loop, _runtime, _streams
-from .._answers import INTERNAL_MESSAGE, finish, finish_error
+from .. import _runtime
 from .._binding import calls
+from .._runtime import loop as _loop
+from .._runtime import streams as _streams
+from .._runtime.answers import INTERNAL_MESSAGE, finish, finish_error
 from .._servicer_methods import (
     METHOD_NOT_FOUND,
     HandlerCallDetails,

@@ -9,7 +9,8 @@ import inspect
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from .. import _loop, _streams
+from .._runtime import loop as _loop
+from .._runtime import streams as _streams
 from .._servicer_methods import keep_request
 from ..response import GrpcResponse
 from ._call import _KIND_REQUEST_STREAM, _KIND_RESPONSE_STREAM

@@ -12,8 +12,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .. import _loop, _loop_calls
 from .._binding import calls
+from .._runtime import loop as _loop
+from .._runtime import loop_calls as _loop_calls
 from ._call import ServerCall
 
 # Sync hooks of calls whose handler runs on the event loop run on these

@@ -19,8 +19,12 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from . import _loop
-from ._answers import (
+from .._binding import calls, streams
+from .._binding.base import ECANCELLED, EOF, NULL, OK, PgfError, from_buffer
+from ..errors import Cancelled
+from ..status import StatusCode
+from . import loop as _loop
+from .answers import (
     COPY_AT_MOST,
     INTERNAL_MESSAGE,
     InvalidResponse,
@@ -29,14 +33,9 @@ from ._answers import (
     finish_error,
     finish_ok,
 )
-from ._binding import calls, streams
-from ._binding.base import ECANCELLED, EOF, NULL, OK, PgfError, from_buffer
-from ._builtins import address_of, read_message, write_message
-from ._handles import handles
-from ._local_host import new_message
-from ._requests import CallInfo, message_request, read_call_info, view_request
-from .errors import Cancelled
-from .status import StatusCode
+from .c_builtins import address_of, read_message, write_message
+from .handles import handles
+from .requests import CallInfo, message_request, new_message, read_call_info, view_request
 
 _log = logging.getLogger("pygrpc_ffi")
 

@@ -17,17 +17,18 @@ import threading
 import types
 from typing import Any
 
-from . import _loop, _runtime
-from ._answers import finish, finish_error
-from ._binding import calls, fastpath
-from ._builtins import take_calls
-from ._requests import call_at, request_at
-from .status import StatusCode
+from .._binding import calls, fastpath
+from ..status import StatusCode
+from . import loop as _loop
+from . import runners
+from .answers import finish, finish_error
+from .c_builtins import take_calls
+from .requests import call_at, request_at
 
 _log = logging.getLogger("pygrpc_ffi")
 _TAKE = 64  # entries take_calls returns at most
 _Coroutine = types.CoroutineType
-_running: dict[int, _runtime.AsyncCall] = {}  # started calls, by address
+_running: dict[int, runners.AsyncCall] = {}  # started calls, by address
 # Calls of services with interceptors take the interceptors' way, which may
 # block in their hooks: off the loop, on a few threads; calls waiting for
 # one of them are bounded as calls waiting for the loop are.
@@ -114,7 +115,7 @@ def _drain() -> None:
             return
 
 
-def _start(address: int, binding: _runtime.Binding, cancelled: bool,
+def _start(address: int, binding: runners.Binding, cancelled: bool,
            payload: memoryview) -> None:
     chain = binding.chain
     if chain is not None and chain.active:
@@ -122,26 +123,26 @@ def _start(address: int, binding: _runtime.Binding, cancelled: bool,
         _start_intercepted(binding, call_at(address))
         return
     request = request_at(address, payload)
-    pending = _runtime.AsyncCall(binding, None, request, None, _running, address)
+    pending = runners.AsyncCall(binding, None, request, None, _running, address)
     _running[address] = pending
     pending.cancelled = cancelled
     try:
         result = binding.fn(request)
     except BaseException as exc:
-        _runtime.end_async(pending, exc, None)
+        runners.end_async(pending, exc, None)
         return
     del request
-    if type(result) is not _Coroutine and not _runtime.is_awaitable(result):
-        _runtime.end_async(pending, None, result)  # registered as async, answered at once
+    if type(result) is not _Coroutine and not runners.is_awaitable(result):
+        runners.end_async(pending, None, result)  # registered as async, answered at once
         return
-    _runtime.run_awaitable(pending, result)
+    runners.run_awaitable(pending, result)
 
 
-def _fail(address: int, binding: _runtime.Binding, exc: BaseException) -> None:
+def _fail(address: int, binding: runners.Binding, exc: BaseException) -> None:
     """Ends a taken call whose start failed, and drops its reference."""
     pending = _running.get(address)
     if pending is not None:
-        _runtime.end_async(pending, exc, None)
+        runners.end_async(pending, exc, None)
         return
     call = call_at(address)
     try:
@@ -152,7 +153,7 @@ def _fail(address: int, binding: _runtime.Binding, exc: BaseException) -> None:
         calls.unref(call)
 
 
-def _start_intercepted(binding: _runtime.Binding, call: Any) -> None:
+def _start_intercepted(binding: runners.Binding, call: Any) -> None:
     """Hands a taken call to an interceptor thread, or refuses it when too
     many already wait for one (blocked interceptors must not make the server
     hold calls without a limit)."""
@@ -183,7 +184,7 @@ def _intercepted_done() -> None:
         _intercepting_calls -= 1
 
 
-def _intercepted(binding: _runtime.Binding, call: Any) -> None:
+def _intercepted(binding: runners.Binding, call: Any) -> None:
     """Runs a call through its service's interceptors (on a thread of
     _intercepting), then drops the reference the queue gave."""
     try:

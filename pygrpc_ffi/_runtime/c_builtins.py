@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ._binding import base, fastpath
+from .._binding import base, fastpath
 
 _builtins: dict[str, Any] = {}
 fastpath.install_builtins(_builtins)

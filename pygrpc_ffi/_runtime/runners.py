@@ -1,50 +1,44 @@
-"""The Python end of the C ABI: trampolines that run handlers on calls.
-
-C calls ``_pgf_py_handle`` with a handler's registration data and a call; the
-handler's answer (or exception) is written back to the call and the call is
-finished.  ``async def`` handlers run on the package's event-loop thread and
-finish their call from there.  Streaming handlers run in :mod:`._streams`;
-requests are read in :mod:`._requests`, answers written in :mod:`._answers`.
+"""Handlers run on calls: a registration's :class:`Binding`, sync handlers
+run where C dispatched the call, ``async def`` ones driven on the package's
+event-loop thread, which finishes their call.  The unary fast path
+(_binding/unary.c) calls :func:`run_unary`; the trampoline of every other
+registration calls :func:`run`.  Streaming handlers run in :mod:`.streams`;
+requests are read in :mod:`.requests`, answers written in :mod:`.answers`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import logging
 import sys
 import types
 from collections.abc import Callable
 from typing import Any
 
-from . import _loop, _streams
-from ._answers import (
+from .._binding import calls, fastpath
+from ..request import _LAZY, GrpcRequest
+from ..response import GrpcResponse
+from ..status import StatusCode
+from . import loop as _loop
+from . import streams as _streams
+from .answers import (
     INTERNAL_MESSAGE,
-    InvalidResponse,
     finish,
     finish_error,
     finish_ok,
 )
-from ._binding import base, calls, fastpath
-from ._binding.base import from_handle
-from ._binding.trampolines import define
-from ._builtins import finish_taken as _finish_taken
-from ._handles import handles
-from ._requests import (
+from .c_builtins import finish_taken as _finish_taken
+from .handles import handles
+from .requests import (
     _new_request,
     _reader,
     call_at,
     decode_name,
     make_request,
-    read_metadata,
     release_request,
 )
-from .request import _LAZY, GrpcRequest
-from .response import GrpcResponse
-from .status import StatusCode
 
-__all__ = ["INTERNAL_MESSAGE", "Binding", "InvalidResponse", "handles", "live_objects",
-           "make_request", "on_shutdown", "read_metadata", "run", "shutdown"]
+__all__ = ["Binding", "run", "run_unary", "unary_handler_data"]
 
 _log = logging.getLogger("pygrpc_ffi")
 _decode_name = decode_name  # the name other modules knew it by
@@ -299,83 +293,8 @@ def _untrack(pending: AsyncCall) -> None:
         pending.tracked_in = None
 
 
-# -------------------------------------------------------------- trampolines
-
-_extern = define  # the body of the extern "Python" function of its name
-
 
 _INTERNAL_RAW = INTERNAL_MESSAGE.encode()
-
-
-def _handle_failed(exc_type: Any, exc_value: Any, tb: Any) -> int:
-    """cffi's onerror for _pgf_py_handle: the trampoline itself failed (say,
-    a RecursionError from handlers that nest calls without bound).  Returns
-    0: the C caller (_pgf_handle in _binding/build.py) then finishes the call."""
-    _log.error("pygrpc_ffi could not run a handler (%s); the call fails with INTERNAL",
-               getattr(exc_type, "__name__", exc_type))
-    return 0
-
-
-def _pgf_py_handle(handler_data: Any, call: Any) -> int:
-    binding = from_handle(handler_data)
-    try:
-        chain = binding.chain
-        if chain is not None and chain.active:
-            chain.run(binding, call)
-        else:
-            run(binding, call)
-    except BaseException:
-        try:
-            _log.exception("pygrpc_ffi failed to run handler %s", getattr(binding, "name", "?"))
-        finally:
-            # C calls only, with a ready message: this part cannot recurse.
-            if not calls.is_finished(call):
-                calls.reset_response_quietly(call)  # nothing half-written reaches the client
-                calls.finish_quietly(call, StatusCode.INTERNAL.value, _INTERNAL_RAW)
-    return 1
-
-
-define(_pgf_py_handle, onerror=_handle_failed)
-
-
-@_extern
-def _pgf_py_enter_thread() -> None:
-    """Entered once per foreign thread by _binding/unary.c (see there)."""
-
-
-@_extern
-def _pgf_py_release_handler(handler_data: Any) -> None:
-    handles.pop(handler_data)
-
-
-@_extern
-def _pgf_py_release_buffer(ctx: Any) -> None:
-    handles.pop(ctx)
-
-
-@_extern
-def _pgf_py_cancel(call: Any, user_data: Any) -> None:
-    from_handle(user_data).cancel()
-
-
-@_extern
-def _pgf_py_call_done(call: Any, user_data: Any) -> None:
-    from_handle(user_data).done(call)
-
-
-@_extern
-def _pgf_py_stream_event(call: Any, event: int, user_data: Any) -> None:
-    from_handle(user_data).event(call, event)
-
-
-@_extern
-def _pgf_py_read_done(call: Any, result: int, msg: Any, user_data: Any) -> None:
-    _streams.complete_read(result, msg, user_data)
-
-
-@_extern
-def _pgf_py_write_done(call: Any, result: int, user_data: Any) -> None:
-    _streams.complete_write(result, user_data)
 
 
 def unary_handler_data(handle: Any, binding: Binding) -> Any:
@@ -393,34 +312,3 @@ def unary_handler_data(handle: Any, binding: Binding) -> Any:
 fastpath.setup_unary(run_unary)
 
 
-# ---------------------------------------------------------------- lifetime
-
-
-def live_objects() -> dict[str, int]:
-    """How many C objects are alive: names, handlers, calls, registries,
-    response buffers not yet released by their host, and request messages."""
-    return {
-        name: base.live_count(name.upper())
-        for name in ("names", "handlers", "calls", "registries", "buffers", "messages")
-    }
-
-
-_shutdown_hooks: list[Callable[[], None]] = []
-
-
-def on_shutdown(hook: Callable[[], None]) -> None:
-    _shutdown_hooks.append(hook)
-
-
-def shutdown() -> None:
-    """Stops the event-loop thread and releases every Python registration,
-    while the interpreter can still run them (embedding hosts call this)."""
-    _loop.stop()
-    for hook in reversed(_shutdown_hooks):
-        try:
-            hook()
-        except Exception:
-            _log.exception("shutdown hook failed")
-
-
-atexit.register(shutdown)

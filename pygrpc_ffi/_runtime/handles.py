@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._binding.base import from_handle, new_handle
+from .._binding.base import from_handle, new_handle
 
 
 class Handles:

@@ -7,14 +7,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ._binding import calls
-from ._binding.base import ESTATE, PgfError, from_buffer
-from ._binding.trampolines import RELEASE_BUFFER
-from ._handles import handles
-from .errors import GrpcError, client_message, status_for_exception
-from .metadata import MetadataLike, encode_entry, iter_pairs
-from .response import GrpcResponse
-from .status import StatusCode
+from .._binding import calls
+from .._binding.base import ESTATE, PgfError, from_buffer
+from .._binding.trampolines import RELEASE_BUFFER
+from ..errors import GrpcError, client_message, status_for_exception
+from ..metadata import MetadataLike, encode_entry, iter_pairs
+from ..response import GrpcResponse
+from ..status import StatusCode
+from .handles import handles
 
 _log = logging.getLogger("pygrpc_ffi")
 

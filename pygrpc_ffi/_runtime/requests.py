@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._binding import calls, messages
-from ._binding import metadata as c_metadata
-from ._binding.base import NULL, copy_bytes
-from .metadata import Metadata, MetadataValue, is_binary_key
-from .request import _LAZY, GrpcRequest
+from .._binding import calls, messages
+from .._binding import metadata as c_metadata
+from .._binding.base import NULL, copy_bytes, from_buffer
+from ..metadata import Metadata, MetadataValue, is_binary_key
+from ..request import _LAZY, GrpcRequest
+from .handles import handles
 
 NO_DEADLINE = 2**63 - 1
 
@@ -195,3 +196,15 @@ def message_request(info: CallInfo, msg: Any) -> GrpcRequest:
     request._reader = None
     request._stream = info.stream
     return request
+
+
+def new_message(payload: Any) -> Any:
+    """An OWNED pgf_message over a Python bytes-like object, without a copy;
+    the object lives until the message is released."""
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        serialize = getattr(payload, "SerializeToString", None)
+        if serialize is None:
+            raise TypeError(f"a request message must be bytes-like, not {type(payload).__name__}")
+        payload = serialize()
+    buf = from_buffer(payload)
+    return messages.new(buf, handles.add(buf) if len(buf) else None)
