@@ -59,7 +59,8 @@ from ._binding.base import (
     KIND_UNARY,
     NULL,
 )
-from ._calls import new_call, read_result
+from ._host.calls import new_call, read_result
+from ._host.local_stream import ThreadedReads
 from ._runtime.requests import new_message
 from .service import GrpcService, default_service
 
@@ -115,25 +116,22 @@ def _grpcio_pairs(pairs: Any) -> list[tuple[str, Any]]:
 _EVENT_DONE = 0  # the handler finished the call
 
 
-class _EngineStream:
+class _EngineStream(ThreadedReads):
     """The host side of one call: stream events from the handler become
     grpcio operations on the behaviour's thread (writes, initial metadata)
     or on a reader thread (reads, which may wait for the client)."""
 
+    _reader_name = "pygrpc_ffi-grpcio-reader"
+
     def __init__(self, requests: Iterator[bytes] | None) -> None:
+        super().__init__()
         self.events: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._requests = requests
-        self._reads: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._reader: threading.Thread | None = None
         self.handle: Any = None
 
     def event(self, call: Any, event: int) -> None:
         if event == EVENT_READ:
-            if self._reader is None:
-                self._reader = threading.Thread(target=self._read_loop, daemon=True,
-                                                name="pygrpc_ffi-grpcio-reader")
-                self._reader.start()
-            self._reads.put(calls.ref(call))
+            self._read_later(call)
         else:
             self.events.put(event)
 
@@ -143,33 +141,16 @@ class _EngineStream:
         self.handle = None  # a handle keeps its object: no cycle
         self.events.put(_EVENT_DONE)
 
-    def _read_loop(self) -> None:
-        while True:
-            call = self._reads.get()
-            if call is None:
-                return
+    def _read_one(self, call: Any) -> None:
+        msg = NULL
+        if self._requests is not None:
             try:
-                msg = NULL
-                if self._requests is not None:
-                    try:
-                        msg = new_message(next(self._requests))
-                    except StopIteration:
-                        pass
-                    except Exception:  # the RPC ended: grpc.RpcError
-                        calls.cancel(call)
-                streams.push_request_quietly(call, msg)
-            finally:
-                calls.unref(call)
-
-    def close(self) -> None:
-        self._reads.put(None)
-
-
-def _take_write(call: Any) -> bytes | None:
-    """The queued response message, copied and its bytes released; its
-    write stays to be completed (``streams.write_done_quietly``).  None if no write
-    is queued."""
-    return streams.take_write(call)
+                msg = new_message(next(self._requests))
+            except StopIteration:
+                pass
+            except Exception:  # the RPC ended: grpc.RpcError
+                calls.cancel(call)
+        streams.push_request_quietly(call, msg)
 
 
 # Messages up to this size are not charged one by one (CALL_COST has them).
@@ -278,14 +259,14 @@ class _Call:
             while True:
                 event = stream.events.get()
                 if event == EVENT_WRITE:
-                    message = _take_write(call)
+                    message = streams.take_write(call)
                     if message is not None:
                         yield from self._send(message)
                 elif event == EVENT_INITIAL_METADATA:
                     self._send_initial_metadata()
                 elif event == _EVENT_DONE:
                     break
-            last = _take_write(call)  # queued just before the finish
+            last = streams.take_write(call)  # queued just before the finish
             if last is not None:
                 yield from self._send(last)
             result, compress = read_result(call)

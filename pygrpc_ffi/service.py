@@ -8,7 +8,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from . import _runtime
@@ -26,45 +25,22 @@ from ._binding.base import (
     builtin_errors,
 )
 from ._binding.trampolines import RELEASE_HANDLER
-from ._local_host import LocalStream
+from ._host.calls import CallResult as CallResult  # its public path
+from ._host.calls import new_call, read_result
+from ._host.local_stream import LocalStream
 from ._runtime import loop as _loop
 from ._runtime import loop_calls as _loop_calls
-from ._runtime.requests import decode_name_bytes, new_message
+from ._runtime.requests import decode_name_bytes
 from ._runtime.streams import is_async_handler
-from .errors import GrpcError, Unimplemented
+from .errors import Unimplemented
 from .interceptors import InterceptorChain
-from .metadata import Metadata, MetadataLike, iter_pairs, request_value_bytes
+from .metadata import MetadataLike, iter_pairs
 from .request import GrpcRequest
 from .response import GrpcResponse
 from .status import StatusCode
 from .typed import typed_handler, typed_stream_handler
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-@dataclass(frozen=True)
-class CallResult:
-    """The outcome of a call made with :meth:`GrpcService.call`."""
-
-    code: StatusCode
-    message: str = ""
-    payload: bytes = b""
-    initial_metadata: Metadata = field(default_factory=Metadata)
-    trailing_metadata: Metadata = field(default_factory=Metadata)
-    details: bytes | None = None
-
-    messages: tuple[bytes, ...] = ()
-    """Every response message, in order (for unary answers: the payload)."""
-
-    @property
-    def ok(self) -> bool:
-        return self.code is StatusCode.OK
-
-    def to_response(self) -> GrpcResponse:
-        """The result as a GrpcResponse; a non-OK status raises GrpcError."""
-        if not self.ok:
-            raise GrpcError(self.code, self.message, details=self.details,
-                            trailers=self.trailing_metadata.pairs())
-        return GrpcResponse(self.payload, self.initial_metadata, self.trailing_metadata)
 
 
 def _handler_callable(handler: Any) -> tuple[Callable[[GrpcRequest], Any], str]:
@@ -187,16 +163,8 @@ def _resolve(future: asyncio.Future[CallResult], result: CallResult) -> None:
         future.set_result(result)
 
 
-def _read_result(call: Any, payload: bool = True) -> CallResult:
-    """The answer of a finished call (the payload copied, unless not asked)."""
-    return CallResult(
-        code=StatusCode(calls.status(call)),
-        message=calls.status_message(call),
-        payload=calls.response(call) if payload else b"",
-        initial_metadata=_runtime.read_metadata(calls.initial_metadata(call)),
-        trailing_metadata=_runtime.read_metadata(calls.trailing_metadata(call)),
-        details=calls.status_details(call),
-    )
+def _read_result(call: Any) -> CallResult:
+    return read_result(call)[0]
 
 
 class GrpcService:
@@ -553,32 +521,8 @@ class GrpcService:
     def _new_call(self, service_name: str, method_name: str, payload: Any,
                   metadata: MetadataLike, timeout: float | None) -> tuple[Any, Any]:
         """A new call; ``payload`` None: no request set (a request stream)."""
-        path = f"/{service_name}/{method_name}".encode()
-        call = calls.new(path)
-        if call is None:
-            raise ValueError(f"invalid method path {path.decode(errors='replace')!r}")
-        buf = None
-        try:
-            if payload is not None:
-                # Owned by the call: a view the handler keeps stays valid.
-                with builtin_errors("cannot set the request"):
-                    calls.set_request_message(call, new_message(payload))
-            for key, value in iter_pairs(metadata):
-                if not isinstance(key, str):
-                    raise TypeError(f"metadata key must be str, not {type(key).__name__}")
-                key_b = key.lower().encode("ascii")
-                value_b = request_value_bytes(key, value)
-                with builtin_errors(f"invalid request metadata {key!r}"):
-                    calls.add_request_metadata(call, key_b, value_b)
-            if timeout is not None:
-                with builtin_errors("cannot set the deadline"):
-                    calls.set_deadline(call, time.time_ns() + int(timeout * 1e9))
-            with builtin_errors("cannot set the peer"):
-                calls.set_peer(call, b"local")
-        except BaseException:
-            calls.unref(call)
-            raise
-        return call, buf
+        return new_call(f"/{service_name}/{method_name}", payload, iter_pairs(metadata),
+                        timeout=timeout, peer="local", lowercase_keys=True)
 
     def call(self, service_name: str, method_name: str, payload: Any = b"",
              metadata: MetadataLike = (), timeout: float | None = None) -> CallResult:

@@ -47,7 +47,7 @@ from typing import Any
 
 from .._binding import calls
 from .._binding.base import NULL
-from .._calls import new_call, read_result
+from .._host.calls import new_call, read_result
 from ..metadata import Metadata, MetadataLike, MetadataValue, iter_pairs
 from ..service import CallResult, GrpcService, default_service
 from ..status import StatusCode

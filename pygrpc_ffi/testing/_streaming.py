@@ -19,8 +19,8 @@ from .._binding.base import (
     KIND_UNARY,
     builtin_errors,
 )
-from .._calls import read_result
-from .._local_host import LocalStream
+from .._host.calls import read_result
+from .._host.local_stream import LocalStream
 from ..metadata import MetadataLike, MetadataValue
 from ..service import CallResult, GrpcService
 from ..status import StatusCode

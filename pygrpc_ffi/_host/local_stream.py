@@ -10,9 +10,9 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from ._binding import calls, streams
-from ._binding.base import EVENT_READ, EVENT_WRITE
-from ._runtime.requests import new_message
+from .._binding import calls, streams
+from .._binding.base import EVENT_READ, EVENT_WRITE
+from .._runtime.requests import new_message
 
 _log = logging.getLogger("pygrpc_ffi")
 
@@ -27,27 +27,23 @@ def take_write_copy(call: Any) -> bytes | None:
     return message
 
 
-class LocalStream:
-    """Serves a call's stream events as a host does: each read takes the next
-    item of ``requests`` on a reader thread of its own (the iterator may
-    block, like a network); each write is copied into ``responses`` and
-    completed at once."""
+class ThreadedReads:
+    """Serves a stream's PGF_EVENT_READ as a host does: each read is done by
+    :meth:`_read_one` on a reader thread of its own (the source of requests
+    may block, like a network)."""
 
-    def __init__(self, requests: Iterable[Any]) -> None:
-        self._requests = iter(requests)
-        self.responses: list[bytes] = []
+    _reader_name = "pygrpc_ffi-reader"
+
+    def __init__(self) -> None:
         self._reads: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._reader: threading.Thread | None = None
 
-    def event(self, call: Any, event: int) -> None:
-        if event == EVENT_READ:
-            if self._reader is None:
-                self._reader = threading.Thread(target=self._read_loop,
-                                                name="pygrpc_ffi-local-reader", daemon=True)
-                self._reader.start()
-            self._reads.put(calls.ref(call))
-        elif event == EVENT_WRITE:
-            self.take_write(call)
+    def _read_later(self, call: Any) -> None:
+        if self._reader is None:
+            self._reader = threading.Thread(target=self._read_loop, name=self._reader_name,
+                                            daemon=True)
+            self._reader.start()
+        self._reads.put(calls.ref(call))
 
     def _read_loop(self) -> None:
         while True:
@@ -58,6 +54,34 @@ class LocalStream:
                 self._read_one(call)
             finally:
                 calls.unref(call)
+
+    def _read_one(self, call: Any) -> None:
+        """Pushes the next request message (or the end) into the call."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stops the reader thread once it is done with its read."""
+        self._reads.put(None)
+
+
+class LocalStream(ThreadedReads):
+    """Serves a call's stream events as a host does: each read takes the next
+    item of ``requests`` on a reader thread of its own (the iterator may
+    block, like a network); each write is copied into ``responses`` and
+    completed at once."""
+
+    _reader_name = "pygrpc_ffi-local-reader"
+
+    def __init__(self, requests: Iterable[Any]) -> None:
+        super().__init__()
+        self._requests = iter(requests)
+        self.responses: list[bytes] = []
+
+    def event(self, call: Any, event: int) -> None:
+        if event == EVENT_READ:
+            self._read_later(call)
+        elif event == EVENT_WRITE:
+            self.take_write(call)
 
     def _read_one(self, call: Any) -> None:
         try:
@@ -71,10 +95,6 @@ class LocalStream:
             calls.cancel(call)
             return
         streams.push_request_quietly(call, msg)
-
-    def close(self) -> None:
-        """Stops the reader thread once it is done with its read."""
-        self._reads.put(None)
 
     def take_write(self, call: Any) -> bool:
         """Takes, copies and completes the queued write; False if none."""
