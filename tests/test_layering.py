@@ -1,6 +1,7 @@
 """The package's layers, read from its source with ``ast``: only the binding
-package touches cffi's ``lib`` and ``ffi``, and no module imports another that
-imports it back, at the top or inside a function."""
+package touches cffi's ``lib`` and ``ffi``, lower layers never import upper
+ones, and no module imports another that imports it back, at the top or
+inside a function."""
 
 from __future__ import annotations
 
@@ -13,6 +14,22 @@ CFFI_NAMES = {"lib", "ffi"}
 #: Modules that import an optional third-party package (grpcio) at their top:
 #: imported inside the function that needs them, so the core works without it.
 OPTIONAL = {"pygrpc_ffi.grpcio_server"}
+#: The layers, lowest first, by the first name below pygrpc_ffi ("" is the
+#: package itself): a module imports modules of its own layer or lower ones.
+LAYERS = [
+    ("the binding to C", {"_binding"}),
+    ("the handler API's types", {"status", "metadata", "errors", "response", "request",
+                                 "handler"}),
+    ("the runtime that runs handlers", {"_runtime"}),
+    ("Python acting as a host", {"_host"}),
+    ("grpcio contexts and servicer methods", {"context", "_servicer_methods", "typed"}),
+    ("interceptors", {"interceptors"}),
+    ("the service registry", {"service"}),
+    ("grpcio compatibility and the testing kit", {"servicer", "grpcio_server", "health",
+                                                  "reflection", "testing"}),
+    ("observability", {"metrics_server", "metrics", "tracing", "access_log"}),
+    ("serving", {"config", "serve_options", "serve_setup", "cli", "__main__", ""}),
+]
 
 
 def _modules() -> list[pathlib.Path]:
@@ -153,3 +170,20 @@ def test_modules_import_each_other_at_their_top() -> None:
     hidden = {f"{name} -> {target}" for name, imports in _graph().items()
               for target, at_top in imports.items() if not at_top and target not in OPTIONAL}
     assert hidden == set()
+
+
+def _layer(module: str) -> int:
+    top = module.split(".")[1] if "." in module else ""
+    return next(i for i, (_, names) in enumerate(LAYERS) if top in names)
+
+
+def test_every_module_has_a_layer() -> None:
+    for module in _graph():
+        assert _layer(module) >= 0, module
+
+
+def test_lower_layers_never_import_upper_ones() -> None:
+    upward = {f"{name} ({LAYERS[_layer(name)][0]}) -> {target} ({LAYERS[_layer(target)][0]})"
+              for name, imports in _graph().items() for target in imports
+              if _layer(target) > _layer(name)}
+    assert upward == set()
