@@ -35,7 +35,7 @@ def path_of(raw: Any) -> str:
 
 
 def method_stats(file: str | None) -> list[Any]:
-    """The ``pgf_method_stats`` of this process's table, or of the table file
+    """Owned copies of the ``pgf_method_stats`` of this process's table, or of the table file
     ``file``; PgfError (PGF_EINVAL: no table yet, PGF_EVERSION: another
     layout) if it cannot be read."""
     size = ffi.new("size_t *")
@@ -44,18 +44,25 @@ def method_stats(file: str | None) -> list[Any]:
         out = ffi.new("pgf_method_stats[]", cap)
         _snapshot("pgf_metrics_snapshot", file, out, cap, size)
         if size[0] <= cap:
-            return [out[i] for i in range(size[0])]
+            return _owned(out, size[0])
         cap = size[0] + 16
 
 
 def pool_stats(file: str | None) -> list[Any]:
-    """The ``pgf_pool_stats`` of this process, or of the table file ``file``;
+    """Owned copies of the ``pgf_pool_stats`` of this process, or of the table file ``file``;
     PgfError as :func:`method_stats`."""
     cap = int(MAX_POOLS)
     out = ffi.new("pgf_pool_stats[]", cap)
     size = ffi.new("size_t *")
     _snapshot("pgf_metrics_pool_snapshot", file, out, cap, size)
-    return [out[i] for i in range(min(size[0], cap))]
+    return _owned(out, min(size[0], cap))
+
+
+def _owned(out: Any, count: int) -> list[Any]:
+    """Copies of the first ``count`` structs of ``out``, each owning its
+    memory: an item of a cffi array does not keep the array alive."""
+    item = ffi.getctype(ffi.typeof(out).item, "*")
+    return [ffi.new(item, out[i]) for i in range(count)]
 
 
 def _snapshot(function: str, file: str | None, out: Any, cap: int, size: Any) -> None:
