@@ -7,15 +7,24 @@ parsed (a protobuf parser reads the zero-copy view) and its
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
-from ._runtime.streams import current_stream
-from .context import DESERIALIZE_FAILED, AioServicerContext, ServicerContext
+from ._runtime.streams import StreamCancelled, current_stream
+from .context import (
+    DESERIALIZE_FAILED,
+    SERIALIZE_FAILED,
+    AioServicerContext,
+    RequestsCancelled,
+    ServicerContext,
+    _ContextBase,
+)
 from .errors import GrpcError
 from .request import GrpcRequest
+from .response import GrpcResponse
 from .status import StatusCode
 
 _log = logging.getLogger("pygrpc_ffi")
@@ -117,14 +126,14 @@ def method_handler(handler: Any, path: str = "", *,
             def handle_async(request: GrpcRequest) -> Any:
                 message = parse(request)
                 context = AioServicerContext(request, expose_exceptions=expose_exceptions)
-                return context._arun(behavior, message, serialize)
+                return arun(context, behavior, message, serialize)
 
             return handle_async
 
         def handle(request: GrpcRequest) -> Any:
             message = parse(request)
             context = ServicerContext(request, expose_exceptions=expose_exceptions)
-            return context._run(behavior, message, serialize)
+            return run(context, behavior, message, serialize)
 
         return handle
 
@@ -143,10 +152,10 @@ def method_handler(handler: Any, path: str = "", *,
             message = None if request_streaming else parse(arg)
             context = context_of(arg, AioServicerContext)
             if request_streaming:
-                message = context._arequests(arg)
+                message = aparsed_requests(context, arg)
             if response_streaming:
-                return context._arun_stream(behavior, message)
-            return await context._arun(behavior, message, serialize)
+                return arun_stream(context, behavior, message)
+            return await arun(context, behavior, message, serialize)
 
         return handle_stream_async
 
@@ -154,10 +163,10 @@ def method_handler(handler: Any, path: str = "", *,
         message = None if request_streaming else parse(arg)
         context = context_of(arg, ServicerContext)
         if request_streaming:
-            message = context._requests(arg)
+            message = parsed_requests(context, arg)
         if response_streaming:
-            return context._run_stream(behavior, message)
-        return context._run(behavior, message, serialize)
+            return run_stream(context, behavior, message)
+        return run(context, behavior, message, serialize)
 
     return handle_stream
 
@@ -192,14 +201,129 @@ def rejecter(handler: Any, path: str, binding: Any) -> tuple[Callable[[Any], Any
     if is_coroutine_function(behavior):
         async def reject_async(arg: Any) -> Any:
             context = AioServicerContext(request_of(arg), expose_exceptions=expose)
-            await context._arun(behavior, None, None)
+            await arun(context, behavior, None, None)
             raise refused(path)
 
         return reject_async, True
 
     def reject(arg: Any) -> Any:
         context = ServicerContext(request_of(arg), expose_exceptions=expose)
-        context._run(behavior, None, None)
+        run(context, behavior, None, None)
         raise refused(path)
 
     return reject, False
+
+
+# ------------------------------------------------ running a method: the
+# context computes the outcome from what the method did with it.
+
+
+def run(context: _ContextBase, behavior: Callable[[Any, Any], Any], message: Any,
+        serialize: Callable[[Any], Any] | None,
+        serialize_error: str = SERIALIZE_FAILED) -> GrpcResponse:
+    """Runs a sync method to its answer."""
+    try:
+        try:
+            response = behavior(message, context)
+        except Exception as exc:
+            raise context._failure(exc) from exc
+        return context._success(response, serialize, serialize_error)
+    finally:
+        context._end()
+
+
+async def arun(context: _ContextBase, behavior: Callable[[Any, Any], Any], message: Any,
+               serialize: Callable[[Any], Any] | None,
+               serialize_error: str = SERIALIZE_FAILED) -> GrpcResponse:
+    """Runs an async method to its answer."""
+    try:
+        try:
+            response = await behavior(message, context)
+        except (Exception, asyncio.CancelledError) as exc:
+            raise context._failure(exc) from exc
+        return context._success(response, serialize, serialize_error)
+    finally:
+        context._end()
+
+
+def parsed_requests(context: _ContextBase, requests: Iterable[GrpcRequest]) -> Iterator[Any]:
+    """The request iterator of a sync method: each message deserialized,
+    read when asked for; RequestsCancelled if the call is cancelled."""
+    try:
+        for request in requests:
+            yield context._parsed(request)
+    except StreamCancelled:
+        raise RequestsCancelled() from None
+
+
+async def aparsed_requests(context: _ContextBase,
+                           requests: AsyncIterator[GrpcRequest]) -> AsyncIterator[Any]:
+    """The request iterator of an async method."""
+    async for request in requests:
+        yield context._parsed(request)
+
+
+def run_stream(context: _ContextBase, behavior: Callable[[Any, Any], Any],
+               arg: Any) -> Iterator[Any]:
+    """Runs a sync response-streaming method: yields each message to
+    write; the end of the stream carries the context's status."""
+    try:
+        try:
+            responses = iter(behavior(arg, context))
+        except Exception as exc:
+            raise context._failure(exc) from exc
+        try:
+            while True:
+                try:
+                    response = next(responses)
+                except StopIteration:
+                    break
+                except Exception as exc:
+                    raise context._failure(exc) from exc
+                yield context._message(response)
+        finally:
+            close = getattr(responses, "close", None)
+            if close is not None:
+                close()  # the method's own finally blocks run now
+        context._end_stream()
+    finally:
+        context._end()
+
+
+async def arun_stream(context: _ContextBase, behavior: Callable[[Any, Any], Any],
+                      arg: Any) -> AsyncIterator[Any]:
+    """Runs an async response-streaming method: an async generator, an
+    ``async def`` that writes with ``context.write()``, or one that
+    returns an iterable."""
+    try:
+        try:
+            result = behavior(arg, context)
+        except Exception as exc:
+            raise context._failure(exc) from exc
+        if hasattr(result, "__aiter__"):
+            responses = result.__aiter__()
+            try:
+                while True:
+                    try:
+                        response = await responses.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    except (Exception, asyncio.CancelledError) as exc:
+                        raise context._failure(exc) from exc
+                    yield context._message(response)
+            finally:
+                aclose = getattr(responses, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        else:
+            try:
+                if inspect.isawaitable(result):
+                    result = await result  # it wrote with context.write()
+                items = list(result) if result is not None else []
+            except (Exception, asyncio.CancelledError) as exc:
+                raise context._failure(exc) from exc
+            for response in items:
+                yield context._message(response)
+        context._end_stream()
+    finally:
+        context._end()

@@ -67,12 +67,10 @@ Where grpcio differs, on purpose:
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, NoReturn
 
 from . import _runtime
@@ -485,33 +483,6 @@ class _ContextBase:
                 raise self._error(StatusCode.INTERNAL, serialize_error) from None
         return GrpcResponse(response, initial or None, trailers or None, compress=compress)
 
-    def _run(self, behavior: Callable[[Any, Any], Any], message: Any,
-             serialize: Callable[[Any], Any] | None,
-             serialize_error: str = SERIALIZE_FAILED) -> GrpcResponse:
-        """Runs a sync method to its answer."""
-        try:
-            try:
-                response = behavior(message, self)
-            except Exception as exc:
-                raise self._failure(exc) from exc
-            return self._success(response, serialize, serialize_error)
-        finally:
-            self._end()
-
-    async def _arun(self, behavior: Callable[[Any, Any], Any], message: Any,
-                    serialize: Callable[[Any], Any] | None,
-                    serialize_error: str = SERIALIZE_FAILED) -> GrpcResponse:
-        """Runs an async method to its answer."""
-        try:
-            try:
-                response = await behavior(message, self)
-            except (Exception, asyncio.CancelledError) as exc:
-                raise self._failure(exc) from exc
-            return self._success(response, serialize, serialize_error)
-        finally:
-            self._end()
-
-
     # -------------------------------------------------------------- streams
 
     def _parsed(self, request: GrpcRequest) -> Any:
@@ -527,20 +498,6 @@ class _ContextBase:
                        request.full_method, str(exc))
             self._set_abort(StatusCode.INTERNAL, DESERIALIZE_FAILED)
             raise GrpcError(StatusCode.INTERNAL, DESERIALIZE_FAILED) from None
-
-    def _requests(self, requests: Iterable[GrpcRequest]) -> Iterator[Any]:
-        """The request iterator of a sync method: each message deserialized,
-        read when asked for; RequestsCancelled if the call is cancelled."""
-        try:
-            for request in requests:
-                yield self._parsed(request)
-        except StreamCancelled:
-            raise RequestsCancelled() from None
-
-    async def _arequests(self, requests: AsyncIterator[GrpcRequest]) -> AsyncIterator[Any]:
-        """The request iterator of an async method."""
-        async for request in requests:
-            yield self._parsed(request)
 
     def _message(self, response: Any) -> Any:
         """One response message of a stream, serialized; raises the GrpcError
@@ -573,69 +530,6 @@ class _ContextBase:
         if details is not None:
             _log.debug("status details dropped: the call succeeded")
         add_metadata(self._call, trailers, calls.add_trailing_metadata, "trailing")
-
-    def _run_stream(self, behavior: Callable[[Any, Any], Any], arg: Any) -> Iterator[Any]:
-        """Runs a sync response-streaming method: yields each message to
-        write; the end of the stream carries the context's status."""
-        try:
-            try:
-                responses = iter(behavior(arg, self))
-            except Exception as exc:
-                raise self._failure(exc) from exc
-            try:
-                while True:
-                    try:
-                        response = next(responses)
-                    except StopIteration:
-                        break
-                    except Exception as exc:
-                        raise self._failure(exc) from exc
-                    yield self._message(response)
-            finally:
-                close = getattr(responses, "close", None)
-                if close is not None:
-                    close()  # the method's own finally blocks run now
-            self._end_stream()
-        finally:
-            self._end()
-
-    async def _arun_stream(self, behavior: Callable[[Any, Any], Any],
-                           arg: Any) -> AsyncIterator[Any]:
-        """Runs an async response-streaming method: an async generator, an
-        ``async def`` that writes with ``context.write()``, or one that
-        returns an iterable."""
-        try:
-            try:
-                result = behavior(arg, self)
-            except Exception as exc:
-                raise self._failure(exc) from exc
-            if hasattr(result, "__aiter__"):
-                responses = result.__aiter__()
-                try:
-                    while True:
-                        try:
-                            response = await responses.__anext__()
-                        except StopAsyncIteration:
-                            break
-                        except (Exception, asyncio.CancelledError) as exc:
-                            raise self._failure(exc) from exc
-                        yield self._message(response)
-                finally:
-                    aclose = getattr(responses, "aclose", None)
-                    if aclose is not None:
-                        await aclose()
-            else:
-                try:
-                    if inspect.isawaitable(result):
-                        result = await result  # it wrote with context.write()
-                    items = list(result) if result is not None else []
-                except (Exception, asyncio.CancelledError) as exc:
-                    raise self._failure(exc) from exc
-                for response in items:
-                    yield self._message(response)
-            self._end_stream()
-        finally:
-            self._end()
 
 
 class ServicerContext(_ContextBase, _SyncBase):  # type: ignore[misc]
