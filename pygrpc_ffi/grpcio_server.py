@@ -269,7 +269,8 @@ class _Call:
             last = streams.take_write(call)  # queued just before the finish
             if last is not None:
                 yield from self._send(last)
-            result, compress = read_result(call)
+            result = read_result(call)
+            compress = bool(calls.compress_response(call))
         finally:
             self.budget.release(self.reserved)
             self.reserved = 0

@@ -22,7 +22,6 @@ from ._binding.base import (
     KIND_UNARY,
     NULL,
     PgfError,
-    builtin_errors,
 )
 from ._binding.trampolines import RELEASE_HANDLER
 from ._host.calls import CallResult as CallResult  # its public path
@@ -105,7 +104,7 @@ class _Waiter:
         # Never leave a buffer export in a reference cycle: the GC cannot clear it.
         self.keep = None
         if self.future is not None and self.loop is not None:
-            result = _read_result(call)
+            result = read_result(call)
             try:
                 self.loop.call_soon_threadsafe(_resolve, self.future, result)
             except RuntimeError:  # the caller's loop is closed
@@ -161,10 +160,6 @@ def _dispatched(registry: Any, call: Any, handle: Any) -> bool:
 def _resolve(future: asyncio.Future[CallResult], result: CallResult) -> None:
     if not future.done():
         future.set_result(result)
-
-
-def _read_result(call: Any) -> CallResult:
-    return read_result(call)[0]
 
 
 class GrpcService:
@@ -544,9 +539,11 @@ class GrpcService:
             raise
         if timeout is None:
             try:
-                with builtin_errors("cannot dispatch the call"):
+                try:
                     c_registry.dispatch(registry, call)
-                return _read_result(call)
+                except PgfError as exc:
+                    raise exc.as_builtin("cannot dispatch the call") from None
+                return read_result(call)
             finally:
                 calls.unref(call)
                 self._release()
@@ -568,7 +565,7 @@ class GrpcService:
             # A client's deadline passes whether or not the handler blocks it.
             if waiter.finished_at > deadline:
                 return DEADLINE_EXCEEDED
-            return _read_result(call)
+            return read_result(call)
         finally:
             # The dispatch holds its own reference until the call is finished.
             calls.unref(call)
@@ -627,7 +624,7 @@ class GrpcService:
                 return CallResult(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded",
                                   messages=tuple(stream.responses))
             stream.take_write(call)  # a message queued just before the finish
-            result = _read_result(call)
+            result = read_result(call)
             messages = tuple(stream.responses)
             if not kind & KIND_SERVER_STREAMING and result.ok:
                 messages = (result.payload,)

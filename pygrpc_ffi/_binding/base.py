@@ -4,8 +4,6 @@ constants of the header, and the cffi primitives the layers above need
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from .._native import ffi, lib
@@ -63,7 +61,6 @@ class PgfError(RuntimeError):
         self.reason = strerror(code)
         super().__init__(f"{function}: {self.reason} ({self.name})")
 
-
     def as_builtin(self, what: str) -> Exception:
         """The exception the public API raises for it: ValueError (bad
         argument, already registered), MemoryError, KeyError (not found),
@@ -78,15 +75,6 @@ _BUILTIN: dict[int, type[Exception]] = {
     EEXIST: ValueError,
     ENOTFOUND: KeyError,
 }
-
-
-@contextmanager
-def builtin_errors(what: str) -> Iterator[None]:
-    """Raises a PgfError from the block as :meth:`PgfError.as_builtin`."""
-    try:
-        yield
-    except PgfError as exc:
-        raise exc.as_builtin(what) from None
 
 
 def ensure(rc: int, function: str) -> None:

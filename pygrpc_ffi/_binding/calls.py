@@ -7,7 +7,7 @@ from functools import partial
 from typing import Any
 
 from .._native import ffi, lib
-from .base import NULL, copy_bytes, ensure
+from .base import NULL, OK, PgfError, copy_bytes, ensure
 from .trampolines import CANCEL
 
 # ------------------------------------------------------------ the object
@@ -40,7 +40,9 @@ def new(path: bytes) -> Any:
 
 def set_request_message(call: Any, msg: Any) -> None:
     """Sets the request message (the reference is the call's, also on error)."""
-    ensure(lib.pgf_call_set_request_message(call, msg), "pgf_call_set_request_message")
+    rc = lib.pgf_call_set_request_message(call, msg)
+    if rc != OK:  # ensure(), inline: once per call made from Python
+        raise PgfError(rc, "pgf_call_set_request_message")
 
 
 def add_request_metadata(call: Any, key: bytes, value: bytes) -> None:
@@ -53,7 +55,9 @@ def set_deadline(call: Any, deadline_unix_ns: int) -> None:
 
 
 def set_peer(call: Any, peer: bytes) -> None:
-    ensure(lib.pgf_call_set_peer(call, peer, len(peer)), "pgf_call_set_peer")
+    rc = lib.pgf_call_set_peer(call, peer, len(peer))
+    if rc != OK:  # ensure(), inline: once per call made from Python
+        raise PgfError(rc, "pgf_call_set_peer")
 
 
 # ------------------------------------------------- what a handler reads
@@ -183,18 +187,19 @@ def status_message(call: Any) -> str:
     return str(ffi.unpack(raw, size[0]).decode("utf-8", "replace"))
 
 
-def status_details(call: Any) -> bytes | None:
-    """A copy of the serialized google.rpc.Status, None if none."""
+def answer(call: Any, payload: bool = True) -> tuple[int, str, bytes, bytes | None]:
+    """The status code, status message (read by length: it may hold NULs),
+    a copy of the response payload (b"" if none or not asked) and of the
+    serialized google.rpc.Status (None if none) of a finished call."""
     data = ffi.new("const uint8_t **")
     size = ffi.new("size_t *")
+    raw = lib.pgf_call_status_message(call, size)
+    message = ffi.unpack(raw, size[0]).decode("utf-8", "replace")
+    body = b""
+    if payload:
+        lib.pgf_call_response(call, data, size)
+        body = copy_bytes(data[0], size[0])
     lib.pgf_call_status_details(call, data, size)
-    return ffi.buffer(data[0], size[0])[:] if size[0] else None
-
-
-def response(call: Any) -> bytes:
-    """A copy of the response payload (b"" if none)."""
-    data = ffi.new("const uint8_t **")
-    size = ffi.new("size_t *")
-    lib.pgf_call_response(call, data, size)
-    return copy_bytes(data[0], size[0])
+    details = ffi.buffer(data[0], size[0])[:] if size[0] else None
+    return lib.pgf_call_status(call), message, body, details
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._native import ffi, lib
-from .base import NULL, ensure
+from .base import NULL, OK, PgfError, ensure
 from .trampolines import CALL_DONE
 
 #: default() -> the process's default registry (never freed).
@@ -94,7 +94,9 @@ def service_names(registry: Any) -> list[bytes]:
 def dispatch(registry: Any, call: Any) -> None:
     """Runs the call's handler and waits until the call is finished;
     PgfError if no handler took it (the call is left unfinished then)."""
-    ensure(lib.pgf_dispatch(registry, call), "pgf_dispatch")
+    rc = lib.pgf_dispatch(registry, call)
+    if rc != OK:  # ensure(), inline: once per call made from Python
+        raise PgfError(rc, "pgf_dispatch")
 
 
 def dispatch_async(registry: Any, call: Any, handle: Any) -> None:

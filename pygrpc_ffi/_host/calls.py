@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._binding import calls
-from .._binding.base import PgfError, builtin_errors
+from .._binding.base import PgfError
 from .._runtime.requests import new_message, read_metadata
 from ..errors import GrpcError
 from ..metadata import Metadata, request_value_bytes
@@ -67,11 +67,11 @@ def new_call(path: str, payload: Any, metadata: Any = (), *, timeout: float | No
     call = calls.new(path.encode("utf-8"))
     if call is None:
         raise ValueError(f"invalid method path {path!r}")
+    what = "cannot set the request"  # for an error of the shim's
     try:
         if payload is not None:
             # Owned by the call: a view the handler keeps stays valid.
-            with builtin_errors("cannot set the request"):
-                calls.set_request_message(call, new_message(payload))
+            calls.set_request_message(call, new_message(payload))
         for key, value in metadata or ():
             key_b = _key_bytes(key, lowercase_keys)
             value_b = request_value_bytes(key, value)
@@ -82,26 +82,27 @@ def new_call(path: str, payload: Any, metadata: Any = (), *, timeout: float | No
                     raise exc.as_builtin(f"invalid request metadata {key!r}") from None
                 raise ValueError(f"invalid request metadata key {key!r}") from None
         if timeout is not None:
-            with builtin_errors("cannot set the deadline"):
-                calls.set_deadline(call, time.time_ns() + int(timeout * 1e9))
+            what = "cannot set the deadline"
+            calls.set_deadline(call, time.time_ns() + int(timeout * 1e9))
         if peer:
-            with builtin_errors("cannot set the peer"):
-                calls.set_peer(call, peer.encode("utf-8", "replace"))
-    except BaseException:
+            what = "cannot set the peer"
+            calls.set_peer(call, peer.encode("utf-8", "replace"))
+    except BaseException as exc:
         calls.unref(call)
+        if isinstance(exc, PgfError):
+            raise exc.as_builtin(what) from None
         raise
     return call, None
 
 
-def read_result(call: Any, *, payload: bool = True) -> tuple[CallResult, bool]:
-    """The answer of a finished call (the payload copied, unless not asked),
-    and whether the handler asked for a compressed response."""
-    result = CallResult(
-        code=StatusCode(calls.status(call)),
-        message=calls.status_message(call),
-        payload=calls.response(call) if payload else b"",
+def read_result(call: Any, *, payload: bool = True) -> CallResult:
+    """The answer of a finished call (the payload copied, unless not asked)."""
+    code, message, body, details = calls.answer(call, payload)
+    return CallResult(
+        code=StatusCode(code),
+        message=message,
+        payload=body,
         initial_metadata=read_metadata(calls.initial_metadata(call)),
         trailing_metadata=read_metadata(calls.trailing_metadata(call)),
-        details=calls.status_details(call),
+        details=details,
     )
-    return result, bool(calls.compress_response(call))

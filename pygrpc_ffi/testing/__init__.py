@@ -396,7 +396,7 @@ class TestClient:
         if timeout is None:
             try:
                 self._dispatch(call)
-                return read_result(call)[0]
+                return read_result(call)
             finally:
                 calls.unref(call)
                 del buf  # the request buffer lived as long as the dispatch
@@ -414,7 +414,7 @@ class TestClient:
                          daemon=True).start()
         try:
             if finished.wait(max(timeout, 0.0)):
-                return read_result(call)[0]
+                return read_result(call)
             calls.cancel(call)
             return CallResult(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
         finally:

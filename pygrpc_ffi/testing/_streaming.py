@@ -17,7 +17,7 @@ from .._binding.base import (
     KIND_CLIENT_STREAMING,
     KIND_SERVER_STREAMING,
     KIND_UNARY,
-    builtin_errors,
+    PgfError,
 )
 from .._host.calls import read_result
 from .._host.local_stream import LocalStream
@@ -96,11 +96,10 @@ class StreamingCall:
         call, _ = service._new_call(service_name, method_name, payload, metadata or (),
                                     timeout)
         try:
-            with builtin_errors("cannot set the peer"):
-                calls.set_peer(call, peer.encode("utf-8", "replace"))
-        except BaseException:
+            calls.set_peer(call, peer.encode("utf-8", "replace"))
+        except PgfError as exc:
             calls.unref(call)
-            raise
+            raise exc.as_builtin("cannot set the peer") from None
         self._call = call  # our reference, dropped when the call is finished
         if kind >= 0 and kind != KIND_UNARY:
             self._stream_handle = _runtime.handles.add(self._host)
@@ -128,7 +127,7 @@ class StreamingCall:
     def done(self, call: Any) -> None:
         """The call is finished (C's done callback, on the finishing thread)."""
         self._host.take_write(call)  # a message queued just before the finish
-        result = read_result(call)[0]
+        result = read_result(call)
         if self._kind & KIND_SERVER_STREAMING:
             result = dataclasses.replace(result, messages=tuple(self._host.responses))
         elif result.ok:
