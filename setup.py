@@ -118,7 +118,7 @@ class BuildShimThenExt(build_ext):
     def build_extensions(self) -> None:
         # An interpreter built with an rpath (pyenv's LDSHARED carries
         # -Wl,-rpath,<its lib dir>) would bake the build machine's path into
-        # _native; the module needs only $ORIGIN (from ffi_build.py).
+        # _native; the module needs only $ORIGIN (from pygrpc_ffi/_binding/build.py).
         for attr in ("linker_so", "linker_so_cxx"):
             command = getattr(self.compiler, attr, None)
             if command:
@@ -173,9 +173,9 @@ class BuildShimThenExt(build_ext):
 
 setup(
     version=VERSION,
-    cffi_modules=["ffi_build.py:ffibuilder"],
+    cffi_modules=["pygrpc_ffi/_binding/build.py:ffibuilder"],
     cmdclass={"build_ext": BuildShimThenExt},
-    # _native is built against the limited API of 3.11 (ffi_build.py): one
+    # _native is built against the limited API of 3.11 (pygrpc_ffi/_binding/build.py): one
     # wheel for 3.11 and later; on 3.10, a wheel for 3.10 only.
     options={"bdist_wheel": {"py_limited_api": "cp311"}} if sys.version_info >= (3, 11) else {},
 )

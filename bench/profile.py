@@ -37,8 +37,9 @@ def steps(number: int) -> dict[str, float]:
     from pygrpc_ffi._native import ffi, lib
 
     from bench import dispatch
-    from pygrpc_ffi import _answers, _requests
     from pygrpc_ffi import _runtime as rt
+    from pygrpc_ffi._runtime import answers as _answers
+    from pygrpc_ffi._runtime import requests as _requests
 
     path = f"/{dispatch.SERVICE}/Sync".encode()
     call = lib.pgf_call_new(path, len(path))

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._native import lib as _lib
+from ._binding import base as _base
 from ._runtime import live_objects
 from .config import get_include, get_library_dir
+from .config import library_version as _library_version
 from .errors import (
     Aborted,
     AlreadyExists,
@@ -48,15 +49,10 @@ if TYPE_CHECKING:
     from .servicer import add_servicer as add_servicer
 
 
-def _library_version() -> str:
-    number = int(_lib.pgf_version_number())
-    return f"{number // 10000}.{number // 100 % 100}.{number % 100}"
-
-
 # Single-sourced: PGF_VERSION_* in pygrpc_ffi.h give the C library's version,
 # which setup.py also reads for the distribution's version.
 __version__ = _library_version()
-ABI_VERSION = int(_lib.pgf_abi_version())
+ABI_VERSION = _base.abi_version()
 
 # grpcio compatibility, imported on first use: grpcio is optional, and hosts
 # that embed Python should not pay for importing it.

@@ -21,6 +21,7 @@ import logging
 from typing import TextIO
 
 from .interceptors import Interceptor, ServerCall
+from .service import GrpcService, default_service
 
 __all__ = ["ACCESS_LOGGER", "AccessLog", "enable_access_log"]
 
@@ -66,8 +67,6 @@ def enable_access_log(service: object = None, stream: TextIO | None = None) -> A
     """Adds an :class:`AccessLog` to ``service`` (default:
     :func:`~pygrpc_ffi.default_service`) and, if the access logger has no
     handler yet, sends its lines to ``stream`` (default: stderr)."""
-    from .service import GrpcService, default_service
-
     target = service if isinstance(service, GrpcService) else default_service()
     log = logging.getLogger(ACCESS_LOGGER)
     if not log.handlers:

@@ -18,6 +18,7 @@ handlers use more than one core; each process has its own handlers.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import pathlib
 import shutil
@@ -30,6 +31,8 @@ import threading
 from collections.abc import Sequence
 
 from . import serve_options
+from .config import config_main, get_cmake_dir
+from .service import default_service
 
 HOST_BINARY_NAME = "pygrpc_ffi_server"
 BUILD_COMMAND = "pygrpc-ffi build-host"
@@ -205,9 +208,7 @@ def _supervise_observed(args: argparse.Namespace, commands: list[list[str]], cxx
 
 
 def serve_grpcio_here(args: argparse.Namespace) -> int:
-    import importlib
-
-    from . import default_service
+    # grpcio is optional: only this command needs it.
     from .grpcio_server import serve as grpcio_serve
 
     sys.path.insert(0, os.getcwd())
@@ -282,8 +283,6 @@ def host_sources() -> pathlib.Path | None:
 
 
 def build_host(args: argparse.Namespace) -> int:
-    from .config import get_cmake_dir
-
     sources = host_sources()
     if sources is None:
         print("error: the C++ host's sources are not in this installation", file=sys.stderr)
@@ -320,8 +319,6 @@ def build_host(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["config"]:
-        from .config import config_main
-
         return config_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "serve":

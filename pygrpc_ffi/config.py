@@ -17,6 +17,8 @@ import pathlib
 import sys
 from collections.abc import Sequence
 
+from ._binding import base
+
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
 LIBRARY_NAME = "libpygrpc_ffi.so"
 
@@ -63,8 +65,8 @@ def cflags() -> str:
 
 
 def libs() -> str:
-    lib = get_library_dir()
-    return f"-L{lib} -Wl,-rpath,{lib} -lpygrpc_ffi"
+    libdir = get_library_dir()
+    return f"-L{libdir} -Wl,-rpath,{libdir} -lpygrpc_ffi"
 
 
 def config_main(argv: Sequence[str] | None = None) -> int:
@@ -76,7 +78,7 @@ def config_main(argv: Sequence[str] | None = None) -> int:
         "cflags": cflags, "libs": libs, "includedir": get_include,
         "libdir": get_library_dir, "library": get_library, "cmakedir": get_cmake_dir,
         "pkgconfigdir": get_pkgconfig_dir, "prefix": lambda: str(PACKAGE_DIR.parent),
-        "venv": lambda: get_venv() or "", "version": _version,
+        "venv": lambda: get_venv() or "", "version": library_version,
     }
     helps = {
         "cflags": "compiler flags (-I...)", "libs": "linker flags, with an rpath to the shim",
@@ -104,7 +106,8 @@ def config_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _version() -> str:
-    from . import __version__
-
-    return __version__
+def library_version() -> str:
+    """The version of the loaded C library (PGF_VERSION_* of pygrpc_ffi.h,
+    which setup.py also reads for the distribution's version)."""
+    number = base.version_number()
+    return f"{number // 10000}.{number // 100 % 100}.{number % 100}"

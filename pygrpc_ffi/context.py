@@ -67,19 +67,17 @@ Where grpcio differs, on purpose:
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, NoReturn
 
 from . import _runtime
-from ._answers import add_metadata
-from ._native import lib
-from ._requests import call_of
-from ._streams import StreamCancelled
+from ._binding import calls, streams
+from ._runtime.answers import add_metadata
+from ._runtime.requests import call_of
+from ._runtime.streams import StreamCancelled
 from .errors import GrpcError, client_message, status_for_exception
 from .metadata import MetadataValue, is_binary_key, iter_pairs
 from .request import GrpcRequest
@@ -280,7 +278,7 @@ class _ContextBase:
 
     def _cancelled(self) -> bool:
         call = self._call
-        return call is not None and not self._ended and bool(lib.pgf_call_is_cancelled(call))
+        return call is not None and not self._ended and bool(calls.is_cancelled(call))
 
     def is_active(self) -> bool:
         """False once the host cancelled the call, or once it ended."""
@@ -291,7 +289,7 @@ class _ContextBase:
     def cancel(self) -> None:
         """Cancels the call: the client gets CANCELLED and callbacks run."""
         if not self._ended and self._call is not None:
-            lib.pgf_call_cancel(self._call)
+            calls.cancel(self._call)
 
     # --------------------------------------------------------------- answer
 
@@ -333,9 +331,8 @@ class _ContextBase:
         self._initial = _normalize_pairs(initial_metadata)
         if self._stream is not None and not self._ended:
             # A stream sends it now, ahead of any message, as grpcio does.
-            add_metadata(self._call, self._initial, lib.pgf_call_add_initial_metadata,
-                         "initial")
-            lib.pgf_call_send_initial_metadata(self._call)
+            add_metadata(self._call, self._initial, calls.add_initial_metadata, "initial")
+            streams.send_initial_metadata_quietly(self._call)
 
     def _set_abort(self, code: Any, details: str, trailing_metadata: Any = None) -> None:
         status = _status_of(code)
@@ -371,7 +368,7 @@ class _ContextBase:
         assert hook is not None
         hook.handle = _runtime.handles.add(hook)
         # If the call is already cancelled, C runs the hook right here.
-        if lib.pgf_call_on_cancel(self._call, lib._pgf_py_cancel, hook.handle) != lib.PGF_OK:
+        if not calls.set_cancel_hook(self._call, hook.handle):
             _runtime.handles.pop(hook.handle)  # finished: C will never run it
             hook.handle = None  # a handle keeps its object: no cycle
             self._hook = None
@@ -388,10 +385,10 @@ class _ContextBase:
         local = _PROBE.local
         local.probing, local.hit = True, False
         try:
-            rc = lib.pgf_call_on_cancel(self._call, lib._pgf_py_cancel, _PROBE_HANDLE)
+            hooked = calls.set_cancel_hook(self._call, _PROBE_HANDLE)
         finally:
             local.probing = False
-        if rc == lib.PGF_OK and not local.hit:
+        if hooked and not local.hit:
             _runtime.handles.pop(hook.handle)
             hook.handle = None  # a handle keeps its object: no cycle
 
@@ -486,33 +483,6 @@ class _ContextBase:
                 raise self._error(StatusCode.INTERNAL, serialize_error) from None
         return GrpcResponse(response, initial or None, trailers or None, compress=compress)
 
-    def _run(self, behavior: Callable[[Any, Any], Any], message: Any,
-             serialize: Callable[[Any], Any] | None,
-             serialize_error: str = SERIALIZE_FAILED) -> GrpcResponse:
-        """Runs a sync method to its answer."""
-        try:
-            try:
-                response = behavior(message, self)
-            except Exception as exc:
-                raise self._failure(exc) from exc
-            return self._success(response, serialize, serialize_error)
-        finally:
-            self._end()
-
-    async def _arun(self, behavior: Callable[[Any, Any], Any], message: Any,
-                    serialize: Callable[[Any], Any] | None,
-                    serialize_error: str = SERIALIZE_FAILED) -> GrpcResponse:
-        """Runs an async method to its answer."""
-        try:
-            try:
-                response = await behavior(message, self)
-            except (Exception, asyncio.CancelledError) as exc:
-                raise self._failure(exc) from exc
-            return self._success(response, serialize, serialize_error)
-        finally:
-            self._end()
-
-
     # -------------------------------------------------------------- streams
 
     def _parsed(self, request: GrpcRequest) -> Any:
@@ -528,20 +498,6 @@ class _ContextBase:
                        request.full_method, str(exc))
             self._set_abort(StatusCode.INTERNAL, DESERIALIZE_FAILED)
             raise GrpcError(StatusCode.INTERNAL, DESERIALIZE_FAILED) from None
-
-    def _requests(self, requests: Iterable[GrpcRequest]) -> Iterator[Any]:
-        """The request iterator of a sync method: each message deserialized,
-        read when asked for; RequestsCancelled if the call is cancelled."""
-        try:
-            for request in requests:
-                yield self._parsed(request)
-        except StreamCancelled:
-            raise RequestsCancelled() from None
-
-    async def _arequests(self, requests: AsyncIterator[GrpcRequest]) -> AsyncIterator[Any]:
-        """The request iterator of an async method."""
-        async for request in requests:
-            yield self._parsed(request)
 
     def _message(self, response: Any) -> Any:
         """One response message of a stream, serialized; raises the GrpcError
@@ -573,70 +529,7 @@ class _ContextBase:
         trailers, details = self._split_trailers()
         if details is not None:
             _log.debug("status details dropped: the call succeeded")
-        add_metadata(self._call, trailers, lib.pgf_call_add_trailing_metadata, "trailing")
-
-    def _run_stream(self, behavior: Callable[[Any, Any], Any], arg: Any) -> Iterator[Any]:
-        """Runs a sync response-streaming method: yields each message to
-        write; the end of the stream carries the context's status."""
-        try:
-            try:
-                responses = iter(behavior(arg, self))
-            except Exception as exc:
-                raise self._failure(exc) from exc
-            try:
-                while True:
-                    try:
-                        response = next(responses)
-                    except StopIteration:
-                        break
-                    except Exception as exc:
-                        raise self._failure(exc) from exc
-                    yield self._message(response)
-            finally:
-                close = getattr(responses, "close", None)
-                if close is not None:
-                    close()  # the method's own finally blocks run now
-            self._end_stream()
-        finally:
-            self._end()
-
-    async def _arun_stream(self, behavior: Callable[[Any, Any], Any],
-                           arg: Any) -> AsyncIterator[Any]:
-        """Runs an async response-streaming method: an async generator, an
-        ``async def`` that writes with ``context.write()``, or one that
-        returns an iterable."""
-        try:
-            try:
-                result = behavior(arg, self)
-            except Exception as exc:
-                raise self._failure(exc) from exc
-            if hasattr(result, "__aiter__"):
-                responses = result.__aiter__()
-                try:
-                    while True:
-                        try:
-                            response = await responses.__anext__()
-                        except StopAsyncIteration:
-                            break
-                        except (Exception, asyncio.CancelledError) as exc:
-                            raise self._failure(exc) from exc
-                        yield self._message(response)
-                finally:
-                    aclose = getattr(responses, "aclose", None)
-                    if aclose is not None:
-                        await aclose()
-            else:
-                try:
-                    if inspect.isawaitable(result):
-                        result = await result  # it wrote with context.write()
-                    items = list(result) if result is not None else []
-                except (Exception, asyncio.CancelledError) as exc:
-                    raise self._failure(exc) from exc
-                for response in items:
-                    yield self._message(response)
-            self._end_stream()
-        finally:
-            self._end()
+        add_metadata(self._call, trailers, calls.add_trailing_metadata, "trailing")
 
 
 class ServicerContext(_ContextBase, _SyncBase):  # type: ignore[misc]

@@ -48,9 +48,20 @@ from typing import Any
 import grpc
 
 from . import _runtime
-from ._calls import new_call, read_result
-from ._local_host import new_message
-from ._native import ffi, lib
+from ._binding import calls, streams
+from ._binding import metrics as c_metrics
+from ._binding.base import (
+    EVENT_INITIAL_METADATA,
+    EVENT_READ,
+    EVENT_WRITE,
+    KIND_CLIENT_STREAMING,
+    KIND_SERVER_STREAMING,
+    KIND_UNARY,
+    NULL,
+)
+from ._host.calls import new_call, read_result
+from ._host.local_stream import ThreadedReads
+from ._runtime.requests import new_message
 from .service import GrpcService, default_service
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "DEFAULT_MAX_WORKERS", "GrpcioServer", "serve", "start"]
@@ -87,7 +98,7 @@ class _CallGuard:
     def cancel(self) -> None:
         with self.lock:
             if self.call is not None:
-                lib.pgf_call_cancel(self.call)
+                calls.cancel(self.call)
 
     def close(self) -> None:
         with self.lock:
@@ -105,25 +116,22 @@ def _grpcio_pairs(pairs: Any) -> list[tuple[str, Any]]:
 _EVENT_DONE = 0  # the handler finished the call
 
 
-class _EngineStream:
+class _EngineStream(ThreadedReads):
     """The host side of one call: stream events from the handler become
     grpcio operations on the behaviour's thread (writes, initial metadata)
     or on a reader thread (reads, which may wait for the client)."""
 
+    _reader_name = "pygrpc_ffi-grpcio-reader"
+
     def __init__(self, requests: Iterator[bytes] | None) -> None:
+        super().__init__()
         self.events: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._requests = requests
-        self._reads: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._reader: threading.Thread | None = None
         self.handle: Any = None
 
     def event(self, call: Any, event: int) -> None:
-        if event == lib.PGF_EVENT_READ:
-            if self._reader is None:
-                self._reader = threading.Thread(target=self._read_loop, daemon=True,
-                                                name="pygrpc_ffi-grpcio-reader")
-                self._reader.start()
-            self._reads.put(lib.pgf_call_ref(call))
+        if event == EVENT_READ:
+            self._read_later(call)
         else:
             self.events.put(event)
 
@@ -133,42 +141,16 @@ class _EngineStream:
         self.handle = None  # a handle keeps its object: no cycle
         self.events.put(_EVENT_DONE)
 
-    def _read_loop(self) -> None:
-        while True:
-            call = self._reads.get()
-            if call is None:
-                return
+    def _read_one(self, call: Any) -> None:
+        msg = NULL
+        if self._requests is not None:
             try:
-                msg = ffi.NULL
-                if self._requests is not None:
-                    try:
-                        msg = new_message(next(self._requests))
-                    except StopIteration:
-                        pass
-                    except Exception:  # the RPC ended: grpc.RpcError
-                        lib.pgf_call_cancel(call)
-                lib.pgf_call_push_request(call, msg)
-            finally:
-                lib.pgf_call_unref(call)
-
-    def close(self) -> None:
-        self._reads.put(None)
-
-
-def _take_write(call: Any) -> bytes | None:
-    """The queued response message, copied and its bytes released; its
-    write stays to be completed (``pgf_call_write_done``).  None if no write
-    is queued."""
-    data = ffi.new("const uint8_t **")
-    size = ffi.new("size_t *")
-    release = ffi.new("pgf_release_fn *")
-    ctx = ffi.new("void **")
-    if lib.pgf_call_take_write(call, data, size, release, ctx, ffi.NULL) != lib.PGF_OK:
-        return None
-    message = ffi.buffer(data[0], size[0])[:] if size[0] else b""
-    if release[0] != ffi.NULL:
-        release[0](ctx[0])
-    return message
+                msg = new_message(next(self._requests))
+            except StopIteration:
+                pass
+            except Exception:  # the RPC ended: grpc.RpcError
+                calls.cancel(call)
+        streams.push_request_quietly(call, msg)
 
 
 # Messages up to this size are not charged one by one (CALL_COST has them).
@@ -194,7 +176,7 @@ class _MessageBudget:
         self._lock = threading.Lock()
 
     def keep_free(self, kind: int) -> int:
-        return 0 if kind == lib.PGF_KIND_UNARY else self.limit // 8
+        return 0 if kind == KIND_UNARY else self.limit // 8
 
     def try_charge(self, n: int, keep_free: int) -> bool:
         with self._lock:
@@ -244,7 +226,7 @@ class _Call:
         remaining = context.time_remaining()
         if remaining is not None and remaining >= _NO_DEADLINE_THRESHOLD:
             remaining = None
-        request_stream = bool(kind & lib.PGF_KIND_CLIENT_STREAMING)
+        request_stream = bool(kind & KIND_CLIENT_STREAMING)
         payload = None if request_stream else _one_request(path, requests, context)
         self.stream = _EngineStream(requests if request_stream else None)
         self.initial_sent = False
@@ -262,11 +244,11 @@ class _Call:
         asks for it; returns once the status is set."""
         call, context, stream = self.call, self.context, self.stream
         try:
-            if self.kind != lib.PGF_KIND_UNARY:
-                lib.pgf_call_set_stream(call, lib._pgf_py_stream_event, stream.handle)
+            if self.kind != KIND_UNARY:
+                streams.set_stream_quietly(call, stream.handle)
             if not context.add_callback(self.guard.cancel):
-                lib.pgf_call_cancel(call)  # the RPC is already over
-            if self.kind == lib.PGF_KIND_UNARY:
+                calls.cancel(call)  # the RPC is already over
+            if self.kind == KIND_UNARY:
                 self._dispatch()
             else:
                 # A sync handler runs where it is dispatched and waits for this
@@ -276,27 +258,28 @@ class _Call:
                                  name="pygrpc_ffi-grpcio-handler").start()
             while True:
                 event = stream.events.get()
-                if event == lib.PGF_EVENT_WRITE:
-                    message = _take_write(call)
+                if event == EVENT_WRITE:
+                    message = streams.take_write(call)
                     if message is not None:
                         yield from self._send(message)
-                elif event == lib.PGF_EVENT_INITIAL_METADATA:
+                elif event == EVENT_INITIAL_METADATA:
                     self._send_initial_metadata()
                 elif event == _EVENT_DONE:
                     break
-            last = _take_write(call)  # queued just before the finish
+            last = streams.take_write(call)  # queued just before the finish
             if last is not None:
                 yield from self._send(last)
-            result, compress = read_result(call)
+            result = read_result(call)
+            compress = bool(calls.compress_response(call))
         finally:
             self.budget.release(self.reserved)
             self.reserved = 0
             # Normally finished here; if grpcio dropped the RPC (a cancel
             # while a message was on its way), the handler is told so.
-            lib.pgf_call_cancel(call)
+            calls.cancel(call)
             self.guard.close()
             stream.close()
-            lib.pgf_call_unref(call)
+            calls.unref(call)
         if not self.initial_sent and result.ok:
             self._send_pairs(result.initial_metadata.pairs())
         trailing = _grpcio_pairs(result.trailing_metadata.pairs())
@@ -308,7 +291,7 @@ class _Call:
             context.abort(_GRPC_CODES[int(result.code)], result.message)
         if compress:
             context.set_compression(grpc.Compression.Gzip)
-        if not self.kind & lib.PGF_KIND_SERVER_STREAMING:
+        if not self.kind & KIND_SERVER_STREAMING:
             yield result.payload
 
     def _send(self, message: bytes) -> Iterator[bytes]:
@@ -324,8 +307,8 @@ class _Call:
             if self.charged_any:
                 budget.charge(cost)
             elif not budget.try_charge(cost, self.keep_free):
-                lib.pgf_call_write_done(self.call, 0)
-                lib.pgf_call_cancel(self.call)
+                streams.write_done_quietly(self.call, False)
+                calls.cancel(self.call)
                 self.context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, _REFUSED_TEXT)
             self.charged_any = True
         if cost:
@@ -335,42 +318,32 @@ class _Call:
         completed = early
         if early:
             self.reserved = cost
-            lib.pgf_call_write_done(self.call, 1)
+            streams.write_done_quietly(self.call, True)
         try:
             self._send_initial_metadata()
             yield message  # resumed once grpcio has sent it
             if not completed:
                 completed = True
-                lib.pgf_call_write_done(self.call, 1)
+                streams.write_done_quietly(self.call, True)
         finally:
             budget.release(cost)
             if not completed:  # grpcio dropped the RPC meanwhile
-                lib.pgf_call_write_done(self.call, 0)
+                streams.write_done_quietly(self.call, False)
 
     def _dispatch(self) -> None:
         # The registry is read only until the handler starts: a racing
         # close() frees it after that (see GrpcService._acquire).
-        try:
-            registry = self.service._acquire()
-        except RuntimeError:
-            rc = lib.PGF_ESTATE
-        else:
-            try:
-                rc = lib.pgf_dispatch_async(registry, self.call, lib._pgf_py_call_done,
-                                            self.stream.handle)
-            finally:
-                self.service._release()
-        if rc != lib.PGF_OK:  # a closed service: refused before any handler ran
-            raw = b"the service is closed"
-            lib.pgf_call_finish(self.call, int(grpc.StatusCode.UNAVAILABLE.value[0]), raw,
-                                len(raw))
+        if not self.service._dispatch_async(self.call, self.stream.handle):
+            # A closed service: refused before any handler ran.
+            calls.finish_quietly(self.call, int(grpc.StatusCode.UNAVAILABLE.value[0]),
+                                 b"the service is closed")
             self.stream.done(self.call)
 
     def _send_initial_metadata(self) -> None:
         if self.initial_sent:
             return
         self.initial_sent = True
-        md = lib.pgf_call_initial_metadata(self.call)
+        md = calls.initial_metadata(self.call)
         self._send_pairs(_runtime.read_metadata(md).pairs())
 
     def _send_pairs(self, pairs: Any) -> None:
@@ -382,7 +355,7 @@ class _Call:
 def _count_unimplemented() -> None:
     """Counts a call to an unknown method in the shim's metrics (overflow
     entry), as the C++ host's calls are counted at dispatch."""
-    lib.pgf_metrics_count_refused(ffi.NULL, 0, -1, int(grpc.StatusCode.UNIMPLEMENTED.value[0]))
+    c_metrics.count_refused_unknown(int(grpc.StatusCode.UNIMPLEMENTED.value[0]))
 
 
 class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
@@ -406,7 +379,7 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
             _count_unimplemented()  # grpcio answers it: the shim never sees the call
             return None
 
-        if kind & lib.PGF_KIND_SERVER_STREAMING:
+        if kind & KIND_SERVER_STREAMING:
             def stream_behavior(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
                 yield from _Call(service, path, kind, requests, context, budget).run()
 

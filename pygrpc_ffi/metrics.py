@@ -72,7 +72,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._native import ffi, lib
+from ._binding import metrics as c_metrics
+from ._binding.base import EVERSION, PgfError
+from .metrics_server import MetricsServer
 from .status import StatusCode
 
 __all__ = ["MethodStats", "PoolStats", "ShimCollector", "collect_pools", "collect_stats",
@@ -80,8 +82,8 @@ __all__ = ["MethodStats", "PoolStats", "ShimCollector", "collect_pools", "collec
 
 KIND_NAMES = {0: "unary", 1: "client_stream", 2: "server_stream", 3: "bidi_stream"}
 UNKNOWN = "unknown"
-POOL_NAMES = {int(lib.PGF_POOL_HANDLERS): "handlers", int(lib.PGF_POOL_STREAMS): "streams",
-              int(lib.PGF_POOL_SERVICE): "service"}
+POOL_NAMES = {c_metrics.POOL_HANDLERS: "handlers", c_metrics.POOL_STREAMS: "streams",
+              c_metrics.POOL_SERVICE: "service"}
 
 _log = logging.getLogger("pygrpc_ffi.metrics")
 _refused_files: set[str] = set()
@@ -146,26 +148,25 @@ class PoolStats:
 
 def bucket_bounds() -> list[float]:
     """The histogram's finite upper bounds, seconds."""
-    bounds = lib.pgf_metrics_bucket_bounds()
-    return [float(bounds[i]) for i in range(lib.PGF_METRICS_BUCKETS)]
+    return c_metrics.bucket_bounds()
 
 
 def set_enabled(enabled: bool) -> None:
     """Turns the shim's counting on or off (on by default; ``PGF_METRICS=0``
     in the environment starts with it off)."""
-    lib.pgf_metrics_set_enabled(1 if enabled else 0)
+    c_metrics.set_enabled(enabled)
 
 
 def _convert(raw: Any) -> MethodStats:
     return MethodStats(
-        path=ffi.string(raw.path).decode("utf-8", "replace"),
+        path=c_metrics.path_of(raw),
         kind=int(raw.kind),
         started=int(raw.started),
         handled=[int(raw.handled[c]) for c in range(17)],
         msg_received=int(raw.msg_received),
         msg_sent=int(raw.msg_sent),
         in_flight=int(raw.in_flight),
-        buckets=[int(raw.duration_buckets[b]) for b in range(lib.PGF_METRICS_BUCKETS + 1)],
+        buckets=[int(raw.duration_buckets[b]) for b in range(c_metrics.BUCKETS + 1)],
         sum_seconds=int(raw.duration_sum_ns) / 1e9,
     )
 
@@ -173,45 +174,30 @@ def _convert(raw: Any) -> MethodStats:
 def _refused(file: str | None, rc: int) -> None:
     """Says once per file why a table file is skipped, when that is not
     just a child that has not created its table yet (PGF_EINVAL)."""
-    if file is not None and rc == lib.PGF_EVERSION and file not in _refused_files:
+    if file is not None and rc == EVERSION and file not in _refused_files:
         _refused_files.add(file)
         _log.warning("metrics file %s was written by another version of pygrpc_ffi "
                      "(another table layout); its numbers are left out", file)
 
 
 def _snapshot(file: str | None) -> list[MethodStats]:
-    size = ffi.new("size_t *")
-    stats_size = ffi.sizeof("pgf_method_stats")
-    cap = 64
-    while True:
-        out = ffi.new("pgf_method_stats[]", cap)
-        if file is None:
-            rc = lib.pgf_metrics_snapshot(out, cap, stats_size, size)
-        else:
-            rc = lib.pgf_metrics_snapshot_file(file.encode(), out, cap, stats_size, size)
-        if rc != lib.PGF_OK:
-            _refused(file, rc)
-            return []  # a child that has not created its table yet
-        if size[0] <= cap:
-            return [_convert(out[i]) for i in range(size[0])]
-        cap = size[0] + 16
+    try:
+        raws = c_metrics.method_stats(file)
+    except PgfError as exc:
+        _refused(file, exc.code)
+        return []  # a child that has not created its table yet
+    return [_convert(raw) for raw in raws]
 
 
 def _pool_snapshot(file: str | None) -> list[PoolStats]:
-    cap = int(lib.PGF_METRICS_MAX_POOLS)
-    out = ffi.new("pgf_pool_stats[]", cap)
-    size = ffi.new("size_t *")
-    stats_size = ffi.sizeof("pgf_pool_stats")
-    if file is None:
-        rc = lib.pgf_metrics_pool_snapshot(out, cap, stats_size, size)
-    else:
-        rc = lib.pgf_metrics_pool_snapshot_file(file.encode(), out, cap, stats_size, size)
-    if rc != lib.PGF_OK:
-        _refused(file, rc)
+    try:
+        raws = c_metrics.pool_stats(file)
+    except PgfError as exc:
+        _refused(file, exc.code)
         return []
     return [PoolStats(pool=int(raw.pool), queued=int(raw.queued), threads=int(raw.threads),
                       busy=int(raw.busy), max_threads=int(raw.max_threads))
-            for raw in (out[i] for i in range(min(size[0], cap)))]
+            for raw in raws]
 
 
 def collect_stats(files: Iterable[str] | None = None) -> list[MethodStats]:
@@ -313,7 +299,7 @@ def _pool_families(pools: list[PoolStats]) -> Iterator[Any]:
     from prometheus_client.core import GaugeMetricFamily
 
     for stats in pools:
-        if stats.pool != lib.PGF_POOL_HANDLERS:
+        if stats.pool != c_metrics.POOL_HANDLERS:
             continue
         yield GaugeMetricFamily("pygrpc_ffi_host_queued_calls",
                                 "Calls waiting for a handler thread of the host.",
@@ -325,7 +311,7 @@ def _pool_families(pools: list[PoolStats]) -> Iterator[Any]:
         yield GaugeMetricFamily("pygrpc_ffi_host_workers_max",
                                 "The most handler threads the host may have (--max-workers).",
                                 value=stats.max_threads)
-    others = [stats for stats in pools if stats.pool != lib.PGF_POOL_HANDLERS]
+    others = [stats for stats in pools if stats.pool != c_metrics.POOL_HANDLERS]
     if not others:
         return
     families = [
@@ -363,8 +349,6 @@ def start_metrics_server(port: int, addr: str = "0.0.0.0",
     ``header_timeout``, ``write_timeout``, ``max_request_bytes``) override
     its defaults."""
     from prometheus_client import CollectorRegistry
-
-    from .metrics_server import MetricsServer
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ShimCollector(files))

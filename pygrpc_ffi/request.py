@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ._binding import calls
 from .metadata import Metadata, MetadataLike, MetadataValue
 
 
@@ -56,7 +57,7 @@ class GrpcRequest:
         self.peer = peer
         self._metadata: Metadata | None = Metadata(metadata)
         self._call: Any = None
-        self._reader: Any = None  # reads lazy fields from _call (see _requests)
+        self._reader: Any = None  # reads lazy fields from _call (see _runtime.requests)
         self._stream: Any = None  # the streaming call this message came from
 
     @property
@@ -139,10 +140,7 @@ class GrpcRequest:
             return bool(self._stream.is_active())
         if self._call is None:
             return False
-        from ._native import lib
-        from ._requests import call_of
-
-        return not lib.pgf_call_is_cancelled(call_of(self))
+        return not calls.is_cancelled(calls.pointer(self._call))
 
     @property
     def full_method(self) -> str:

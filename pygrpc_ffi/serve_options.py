@@ -37,7 +37,9 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
+from .access_log import enable_access_log
 from .interceptors import Interceptor, is_grpc_interceptor
+from .metrics import metrics_dir_files, start_metrics_server
 from .metrics_server import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 
 __all__ = ["Supervision", "add_arguments", "apply", "check", "load_interceptor"]
@@ -79,8 +81,6 @@ def check(args: argparse.Namespace) -> str | None:
 
 
 def _start_metrics_server(args: argparse.Namespace, files: list[str] | None = None) -> Any:
-    from .metrics import start_metrics_server
-
     host = args.metrics_host or args.listen.rpartition(":")[0] or "0.0.0.0"
     server = start_metrics_server(args.metrics_port, host.strip("[]"), files=files,
                                   max_connections=args.metrics_max_connections,
@@ -113,8 +113,6 @@ def _is_interceptor(obj: Any) -> bool:
 def apply(service: Any, interceptors: Sequence[str], access_log: bool) -> None:
     """Adds the named interceptors and, if asked, the access log to a service."""
     if access_log:
-        from .access_log import enable_access_log
-
         enable_access_log(service)
     for spec in interceptors:
         service.add_interceptor(load_interceptor(spec))
@@ -174,8 +172,6 @@ class Supervision:
         """Serves /metrics: the sum of every child's table."""
         if self.directory is None:
             return
-        from .metrics import metrics_dir_files
-
         self.server = _start_metrics_server(self.args, metrics_dir_files(self.directory))
 
     def close(self) -> None:

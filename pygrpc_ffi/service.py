@@ -8,60 +8,38 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from . import _loop, _loop_calls, _runtime
-from ._local_host import LocalStream, new_message
-from ._native import ffi, lib
-from ._streams import is_async_handler
-from .errors import GrpcError, Unimplemented
+from . import _runtime
+from ._binding import calls, fastpath, streams
+from ._binding import registry as c_registry
+from ._binding.base import (
+    EEXIST,
+    ENOTFOUND,
+    FLAG_NONBLOCKING,
+    KIND_CLIENT_STREAMING,
+    KIND_SERVER_STREAMING,
+    KIND_UNARY,
+    NULL,
+    PgfError,
+)
+from ._binding.trampolines import RELEASE_HANDLER
+from ._host.calls import CallResult as CallResult  # its public path
+from ._host.calls import new_call, read_result
+from ._host.local_stream import LocalStream
+from ._runtime import loop as _loop
+from ._runtime import loop_calls as _loop_calls
+from ._runtime.requests import decode_name_bytes
+from ._runtime.streams import is_async_handler
+from .errors import Unimplemented
 from .interceptors import InterceptorChain
-from .metadata import Metadata, MetadataLike, iter_pairs, request_value_bytes
+from .metadata import MetadataLike, iter_pairs
 from .request import GrpcRequest
 from .response import GrpcResponse
 from .status import StatusCode
+from .typed import typed_handler, typed_stream_handler
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-_ERRORS = {
-    lib.PGF_EINVAL: ValueError,
-    lib.PGF_ENOMEM: MemoryError,
-    lib.PGF_EEXIST: ValueError,
-    lib.PGF_ENOTFOUND: KeyError,
-}
-
-
-def _check(rc: int, what: str) -> None:
-    if rc != lib.PGF_OK:
-        message = f"{what}: {ffi.string(lib.pgf_strerror(rc)).decode()}"
-        raise _ERRORS.get(rc, RuntimeError)(message)
-
-
-@dataclass(frozen=True)
-class CallResult:
-    """The outcome of a call made with :meth:`GrpcService.call`."""
-
-    code: StatusCode
-    message: str = ""
-    payload: bytes = b""
-    initial_metadata: Metadata = field(default_factory=Metadata)
-    trailing_metadata: Metadata = field(default_factory=Metadata)
-    details: bytes | None = None
-
-    messages: tuple[bytes, ...] = ()
-    """Every response message, in order (for unary answers: the payload)."""
-
-    @property
-    def ok(self) -> bool:
-        return self.code is StatusCode.OK
-
-    def to_response(self) -> GrpcResponse:
-        """The result as a GrpcResponse; a non-OK status raises GrpcError."""
-        if not self.ok:
-            raise GrpcError(self.code, self.message, details=self.details,
-                            trailers=self.trailing_metadata.pairs())
-        return GrpcResponse(self.payload, self.initial_metadata, self.trailing_metadata)
 
 
 def _handler_callable(handler: Any) -> tuple[Callable[[GrpcRequest], Any], str]:
@@ -88,8 +66,8 @@ def _supports(handler: Any, name: str) -> bool:
 
 def _kind(request_streaming: bool, response_streaming: bool) -> int:
     """The PGF_KIND_* of a method, from grpcio's two flags."""
-    return (int(lib.PGF_KIND_CLIENT_STREAMING) if request_streaming else 0) | (
-        int(lib.PGF_KIND_SERVER_STREAMING) if response_streaming else 0)
+    return (KIND_CLIENT_STREAMING if request_streaming else 0) | (
+        KIND_SERVER_STREAMING if response_streaming else 0)
 
 
 def _encode(name: str, what: str) -> bytes:
@@ -126,7 +104,7 @@ class _Waiter:
         # Never leave a buffer export in a reference cycle: the GC cannot clear it.
         self.keep = None
         if self.future is not None and self.loop is not None:
-            result = _read_result(call)
+            result = read_result(call)
             try:
                 self.loop.call_soon_threadsafe(_resolve, self.future, result)
             except RuntimeError:  # the caller's loop is closed
@@ -138,8 +116,8 @@ class _Waiter:
 def _cancel_late(call: Any) -> bool:
     """Cancels a call that missed its deadline; False if it finished first (its
     own answer stands).  The caller must hold a reference to the call."""
-    lib.pgf_call_cancel(call)
-    return bool(lib.pgf_call_is_cancelled(call))
+    calls.cancel(call)
+    return bool(calls.is_cancelled(call))
 
 
 DEADLINE_EXCEEDED = CallResult(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
@@ -148,11 +126,12 @@ DEADLINE_EXCEEDED = CallResult(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"
 def _start(registry: Any, call: Any, waiter: _Waiter) -> None:
     """pgf_dispatch_async with the waiter as its completion; raises (and
     forgets the waiter) if the dispatch did not start."""
-    rc = lib.pgf_dispatch_async(registry, call, lib._pgf_py_call_done, waiter.handle)
-    if rc != lib.PGF_OK:
+    try:
+        c_registry.dispatch_async(registry, call, waiter.handle)
+    except PgfError as exc:
         _runtime.handles.pop(waiter.handle)
         waiter.keep = None
-        _check(rc, "cannot dispatch the call")
+        raise exc.as_builtin("cannot dispatch the call") from None
 
 
 def _dispatch_on_thread(service: GrpcService, registry: Any, call: Any,
@@ -160,37 +139,27 @@ def _dispatch_on_thread(service: GrpcService, registry: Any, call: Any,
     """Dispatches a call (reference owned) into a registry the caller
     acquired (released here), and wakes its waiter if it did not start."""
     try:
-        rc = lib.pgf_dispatch_async(registry, call, lib._pgf_py_call_done, waiter.handle)
-        if rc != lib.PGF_OK:
-            lib.pgf_call_finish(call, int(StatusCode.INTERNAL), b"dispatch failed", 15)
+        if not _dispatched(registry, call, waiter.handle):
+            calls.finish_quietly(call, int(StatusCode.INTERNAL), b"dispatch failed")
             waiter.done(call)
     finally:
         service._release()
-        lib.pgf_call_unref(call)
+        calls.unref(call)
+
+
+def _dispatched(registry: Any, call: Any, handle: Any) -> bool:
+    """pgf_dispatch_async with ``handle``'s done; False if no handler took
+    the call (it is left unfinished then)."""
+    try:
+        c_registry.dispatch_async(registry, call, handle)
+    except PgfError:
+        return False
+    return True
 
 
 def _resolve(future: asyncio.Future[CallResult], result: CallResult) -> None:
     if not future.done():
         future.set_result(result)
-
-
-def _read_result(call: Any) -> CallResult:
-    size = ffi.new("size_t *")
-    raw = lib.pgf_call_status_message(call, size)
-    message = ffi.unpack(raw, size[0]).decode("utf-8", "replace")  # may hold NULs
-    data = ffi.new("const uint8_t **")
-    lib.pgf_call_response(call, data, size)
-    payload = ffi.buffer(data[0], size[0])[:] if size[0] else b""
-    lib.pgf_call_status_details(call, data, size)
-    details = ffi.buffer(data[0], size[0])[:] if size[0] else None
-    return CallResult(
-        code=StatusCode(lib.pgf_call_status(call)),
-        message=message,
-        payload=payload,
-        initial_metadata=_runtime.read_metadata(lib.pgf_call_initial_metadata(call)),
-        trailing_metadata=_runtime.read_metadata(lib.pgf_call_trailing_metadata(call)),
-        details=details,
-    )
 
 
 class GrpcService:
@@ -210,11 +179,9 @@ class GrpcService:
     def __init__(self, *, expose_exceptions: bool = False, interceptors: Any = (),
                  _registry: Any = None) -> None:
         if _registry is None:
-            registry = lib.pgf_registry_new()
-            if registry == ffi.NULL:
-                raise MemoryError("cannot allocate a registry")
+            registry = c_registry.new()
             self._finalizer: weakref.finalize[Any, Any] | None = weakref.finalize(
-                self, lib.pgf_registry_free, registry
+                self, c_registry.free, registry
             )
         else:
             registry = _registry
@@ -252,11 +219,7 @@ class GrpcService:
         if request_type is None and response_type is None:
             return fn
         if kind:
-            from .typed import typed_stream_handler
-
             return typed_stream_handler(fn, request_type, response_type, kind)
-        from .typed import typed_handler  # protobuf is needed only here
-
         return typed_handler(fn, request_type, response_type,
                              expose_exceptions=self.expose_exceptions)
 
@@ -267,30 +230,27 @@ class GrpcService:
         return _runtime.handles.add(binding)
 
     def _register(self, svc: bytes, method: bytes | None, kind: int, fn: Callable[..., Any],
-                  name: str, is_async: bool) -> int:
-        if kind == lib.PGF_KIND_UNARY and is_async:
+                  name: str, is_async: bool) -> None:
+        """Registers a handler in C; PgfError (PGF_EEXIST if taken)."""
+        if kind == KIND_UNARY and is_async:
             # Queued for the event loop by C, on the host's thread.
             handle = self._binding(fn, name)
             data = _runtime.unary_handler_data(handle, _runtime.handles.get(handle))
-            return int(lib.pgf_registry_register(
-                self._registry, svc, len(svc), method if method is not None else ffi.NULL,
-                len(method) if method is not None else 0,
-                lib.PGF_KIND_UNARY | lib.PGF_FLAG_NONBLOCKING, _loop_calls.handler_function(),
-                data, lib._pgf_unary_release))
-        if kind == lib.PGF_KIND_UNARY:
+            c_registry.register(self._registry, svc, method, KIND_UNARY | FLAG_NONBLOCKING,
+                                _loop_calls.handler_function(), data, fastpath.UNARY_RELEASE)
+            return
+        if kind == KIND_UNARY:
             handle = self._binding(fn, name)
             data = _runtime.unary_handler_data(handle, _runtime.handles.get(handle))
             if method is not None:
-                return int(lib.pgf_registry_register_method(
-                    self._registry, svc, len(svc), method, len(method),
-                    lib._pgf_unary_handle, data, lib._pgf_unary_release))
-            return int(lib.pgf_registry_register_service(
-                self._registry, svc, len(svc), lib._pgf_unary_handle, data,
-                lib._pgf_unary_release))
-        return int(lib.pgf_registry_register(
-            self._registry, svc, len(svc), method if method is not None else ffi.NULL,
-            len(method) if method is not None else 0, kind, lib._pgf_handle,
-            self._binding(fn, name, kind, is_async), lib._pgf_py_release_handler))
+                c_registry.register_method(self._registry, svc, method, fastpath.UNARY_HANDLE,
+                                           data, fastpath.UNARY_RELEASE)
+                return
+            c_registry.register_service(self._registry, svc, fastpath.UNARY_HANDLE, data,
+                                        fastpath.UNARY_RELEASE)
+            return
+        c_registry.register(self._registry, svc, method, kind, fastpath.PY_HANDLE,
+                            self._binding(fn, name, kind, is_async), RELEASE_HANDLER)
 
     def register_handler(self, service_name: str, handler: Any, *,
                          request_type: Any = None, response_type: Any = None,
@@ -313,15 +273,17 @@ class GrpcService:
             response_streaming = _supports(handler, "supports_streaming_responses")
         kind = _kind(request_streaming, response_streaming)
         is_async = is_async_handler(fn)
-        direct = fn if kind == lib.PGF_KIND_UNARY and request_type is response_type is None \
+        direct = fn if kind == KIND_UNARY and request_type is response_type is None \
             else None
         fn = self._typed(fn, request_type, response_type, kind)
         raw = _encode(service_name, "service")
         with self._lock:
-            rc = self._register(raw, None, kind, fn, name, is_async)
-            if rc == lib.PGF_EEXIST:
-                raise ValueError(f"service {service_name!r} is already registered")
-            _check(rc, f"cannot register {service_name!r}")
+            try:
+                self._register(raw, None, kind, fn, name, is_async)
+            except PgfError as exc:
+                if exc.code == EEXIST:
+                    raise ValueError(f"service {service_name!r} is already registered") from None
+                raise exc.as_builtin(f"cannot register {service_name!r}") from None
             self._services[service_name] = handler
             if direct is not None:
                 self._direct[(service_name, None)] = direct
@@ -344,16 +306,19 @@ class GrpcService:
         fn, name = _handler_callable(handler)
         kind = _kind(request_streaming, response_streaming)
         is_async = is_async_handler(fn)
-        direct = fn if kind == lib.PGF_KIND_UNARY and request_type is response_type is None \
+        direct = fn if kind == KIND_UNARY and request_type is response_type is None \
             else None
         fn = self._typed(fn, request_type, response_type, kind)
         svc = _encode(service_name, "service")
         method = _encode(method_name, "method")
         with self._lock:
-            rc = self._register(svc, method, kind, fn, name, is_async)
-            if rc == lib.PGF_EEXIST:
-                raise ValueError(f"method {service_name}/{method_name} is already registered")
-            _check(rc, f"cannot register {service_name}/{method_name}")
+            try:
+                self._register(svc, method, kind, fn, name, is_async)
+            except PgfError as exc:
+                if exc.code == EEXIST:
+                    raise ValueError(
+                        f"method {service_name}/{method_name} is already registered") from None
+                raise exc.as_builtin(f"cannot register {service_name}/{method_name}") from None
             self._methods[(service_name, method_name)] = handler
             if direct is not None:
                 self._direct[(service_name, method_name)] = direct
@@ -379,10 +344,12 @@ class GrpcService:
         KeyError if it is not registered."""
         raw = _encode(service_name, "service")
         with self._lock:
-            rc = lib.pgf_registry_unregister_service(self._registry, raw, len(raw))
-            if rc == lib.PGF_ENOTFOUND:
-                raise KeyError(service_name)
-            _check(rc, f"cannot unregister {service_name!r}")
+            try:
+                c_registry.unregister_service(self._registry, raw)
+            except PgfError as exc:
+                if exc.code == ENOTFOUND:
+                    raise KeyError(service_name) from None
+                raise exc.as_builtin(f"cannot unregister {service_name!r}") from None
             self._services.pop(service_name, None)
             self._direct.pop((service_name, None), None)
 
@@ -391,12 +358,12 @@ class GrpcService:
         svc = _encode(service_name, "service")
         method = _encode(method_name, "method")
         with self._lock:
-            rc = lib.pgf_registry_unregister_method(
-                self._registry, svc, len(svc), method, len(method)
-            )
-            if rc == lib.PGF_ENOTFOUND:
-                raise KeyError(f"{service_name}/{method_name}")
-            _check(rc, f"cannot unregister {service_name}/{method_name}")
+            try:
+                c_registry.unregister_method(self._registry, svc, method)
+            except PgfError as exc:
+                if exc.code == ENOTFOUND:
+                    raise KeyError(f"{service_name}/{method_name}") from None
+                raise exc.as_builtin(f"cannot unregister {service_name}/{method_name}") from None
             self._methods.pop((service_name, method_name), None)
             self._direct.pop((service_name, method_name), None)
 
@@ -419,7 +386,7 @@ class GrpcService:
         except RuntimeError:  # closed
             return False
         try:
-            return bool(lib.pgf_registry_has_service(registry, raw, len(raw)))
+            return c_registry.has_service(registry, raw)
         finally:
             self._release()
 
@@ -435,8 +402,7 @@ class GrpcService:
         except RuntimeError:  # closed
             return False
         try:
-            return bool(lib.pgf_registry_has_method(registry, svc, len(svc), method,
-                                                    len(method)))
+            return c_registry.has_method(registry, svc, method)
         finally:
             self._release()
 
@@ -447,15 +413,8 @@ class GrpcService:
         except RuntimeError:  # closed
             return []
         try:
-            while True:
-                count = lib.pgf_registry_list_services(registry, ffi.NULL, 0)
-                names = ffi.new("pgf_name *[]", max(count, 1))
-                total = lib.pgf_registry_list_services(registry, names, count)
-                result = [_runtime._decode_name(names[i]) for i in range(min(total, count))]
-                for i in range(min(total, count)):
-                    lib.pgf_name_unref(names[i])
-                if total <= count:
-                    return result
+            return [decode_name_bytes(raw)
+                    for raw in c_registry.service_names(registry)]
         finally:
             self._release()
 
@@ -487,7 +446,7 @@ class GrpcService:
                 return
             self._closed = True
             # Never hand the registry to C again (the shim rejects NULL).
-            self._registry = ffi.NULL
+            self._registry = NULL
             free = self._users == 0
         if free:
             self._finalizer()
@@ -500,18 +459,35 @@ class GrpcService:
             self._users += 1
             return self._registry
 
-    def _dispatch_wait(self, call: Any) -> int:
+    def _dispatch_wait(self, call: Any) -> bool:
         """``pgf_dispatch`` into this service's registry, which a racing
         :meth:`close` cannot free meanwhile (for hosts written in Python: the
-        grpcio engine, the testing kit).  PGF_ESTATE, the call left
-        undispatched, once the service is closed."""
+        grpcio engine, the testing kit).  False, the call left undispatched,
+        once the service is closed or if no handler took it."""
         with self._lock:
             if self._closed:
-                return int(lib.PGF_ESTATE)
+                return False
             self._users += 1
             registry = self._registry
         try:
-            return int(lib.pgf_dispatch(registry, call))
+            c_registry.dispatch(registry, call)
+        except PgfError:
+            return False
+        finally:
+            self._release()
+        return True
+
+    def _dispatch_async(self, call: Any, handle: Any) -> bool:
+        """``pgf_dispatch_async`` into this service's registry (held while the
+        dispatch reads it), the done trampoline getting ``handle``.  False,
+        the call left unfinished, once the service is closed or if no handler
+        took it."""
+        try:
+            registry = self._acquire()
+        except RuntimeError:
+            return False
+        try:
+            return _dispatched(registry, call, handle)
         finally:
             self._release()
 
@@ -522,10 +498,9 @@ class GrpcService:
             svc, method = _encode(service_name, "service"), _encode(method_name, "method")
             registry = self._acquire()
         except (RuntimeError, ValueError):
-            return int(lib.PGF_ENOTFOUND)
+            return ENOTFOUND
         try:
-            return int(lib.pgf_registry_method_kind(registry, svc, len(svc), method,
-                                                    len(method)))
+            return c_registry.method_kind(registry, svc, method)
         finally:
             self._release()
 
@@ -541,32 +516,8 @@ class GrpcService:
     def _new_call(self, service_name: str, method_name: str, payload: Any,
                   metadata: MetadataLike, timeout: float | None) -> tuple[Any, Any]:
         """A new call; ``payload`` None: no request set (a request stream)."""
-        path = f"/{service_name}/{method_name}".encode()
-        call = lib.pgf_call_new(path, len(path))
-        if call == ffi.NULL:
-            raise ValueError(f"invalid method path {path.decode(errors='replace')!r}")
-        buf = None
-        try:
-            if payload is not None:
-                # Owned by the call: a view the handler keeps stays valid.
-                _check(lib.pgf_call_set_request_message(call, new_message(payload)),
-                       "cannot set the request")
-            for key, value in iter_pairs(metadata):
-                if not isinstance(key, str):
-                    raise TypeError(f"metadata key must be str, not {type(key).__name__}")
-                key_b = key.lower().encode("ascii")
-                value_b = request_value_bytes(key, value)
-                _check(lib.pgf_call_add_request_metadata(call, key_b, len(key_b), value_b,
-                                                         len(value_b)),
-                       f"invalid request metadata {key!r}")
-            if timeout is not None:
-                _check(lib.pgf_call_set_deadline(call, time.time_ns() + int(timeout * 1e9)),
-                       "cannot set the deadline")
-            _check(lib.pgf_call_set_peer(call, b"local", 5), "cannot set the peer")
-        except BaseException:
-            lib.pgf_call_unref(call)
-            raise
-        return call, buf
+        return new_call(f"/{service_name}/{method_name}", payload, iter_pairs(metadata),
+                        timeout=timeout, peer="local", lowercase_keys=True)
 
     def call(self, service_name: str, method_name: str, payload: Any = b"",
              metadata: MetadataLike = (), timeout: float | None = None) -> CallResult:
@@ -584,14 +535,17 @@ class GrpcService:
         try:
             registry = self._acquire()
         except BaseException:
-            lib.pgf_call_unref(call)
+            calls.unref(call)
             raise
         if timeout is None:
             try:
-                _check(lib.pgf_dispatch(registry, call), "cannot dispatch the call")
-                return _read_result(call)
+                try:
+                    c_registry.dispatch(registry, call)
+                except PgfError as exc:
+                    raise exc.as_builtin("cannot dispatch the call") from None
+                return read_result(call)
             finally:
-                lib.pgf_call_unref(call)
+                calls.unref(call)
                 self._release()
         waiter = _Waiter(call, keep)
         waiter.handle = _runtime.handles.add(waiter)
@@ -611,10 +565,10 @@ class GrpcService:
             # A client's deadline passes whether or not the handler blocks it.
             if waiter.finished_at > deadline:
                 return DEADLINE_EXCEEDED
-            return _read_result(call)
+            return read_result(call)
         finally:
             # The dispatch holds its own reference until the call is finished.
-            lib.pgf_call_unref(call)
+            calls.unref(call)
 
     def call_stream(self, service_name: str, method_name: str, requests: Any = (),
                     metadata: MetadataLike = (), timeout: float | None = None) -> CallResult:
@@ -630,10 +584,10 @@ class GrpcService:
         svc, method = _encode(service_name, "service"), _encode(method_name, "method")
         registry = self._acquire()
         try:
-            kind = lib.pgf_registry_method_kind(registry, svc, len(svc), method, len(method))
+            kind = c_registry.method_kind(registry, svc, method)
             stream = LocalStream(())
             payload: Any = None
-            if kind >= 0 and not kind & lib.PGF_KIND_CLIENT_STREAMING:
+            if kind >= 0 and not kind & KIND_CLIENT_STREAMING:
                 items = list(requests)
                 if len(items) != 1:
                     self._release()
@@ -650,19 +604,19 @@ class GrpcService:
         dispatched = False
         try:
             waiter = _Waiter(call, keep)
-            if kind >= 0 and kind != lib.PGF_KIND_UNARY:
+            if kind >= 0 and kind != KIND_UNARY:
                 waiter.stream_handle = _runtime.handles.add(stream)
-                rc = lib.pgf_call_set_stream(call, lib._pgf_py_stream_event,
-                                             waiter.stream_handle)
-                if rc != lib.PGF_OK:
+                try:
+                    streams.set_stream(call, waiter.stream_handle)
+                except PgfError as exc:
                     _runtime.handles.pop(waiter.stream_handle)
                     waiter.stream_handle = None
-                    _check(rc, "cannot make a stream")
+                    raise exc.as_builtin("cannot make a stream") from None
             waiter.handle = _runtime.handles.add(waiter)
             # A sync handler runs on the dispatching thread: not this one, so
             # that the deadline holds whatever the handler does.
             threading.Thread(target=_dispatch_on_thread,
-                             args=(self, registry, lib.pgf_call_ref(call), waiter),
+                             args=(self, registry, calls.ref(call), waiter),
                              name="pygrpc_ffi-call", daemon=True).start()
             dispatched = True
             if not waiter.event.wait(None if timeout is None else max(timeout, 0.0)) \
@@ -670,16 +624,16 @@ class GrpcService:
                 return CallResult(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded",
                                   messages=tuple(stream.responses))
             stream.take_write(call)  # a message queued just before the finish
-            result = _read_result(call)
+            result = read_result(call)
             messages = tuple(stream.responses)
-            if not kind & lib.PGF_KIND_SERVER_STREAMING and result.ok:
+            if not kind & KIND_SERVER_STREAMING and result.ok:
                 messages = (result.payload,)
             return dataclasses.replace(result, messages=messages)
         finally:
             if not dispatched:
                 self._release()
             stream.close()
-            lib.pgf_call_unref(call)
+            calls.unref(call)
 
     async def acall(self, service_name: str, method_name: str, payload: Any = b"",
                     metadata: MetadataLike = (), timeout: float | None = None) -> CallResult:
@@ -689,7 +643,7 @@ class GrpcService:
         try:
             registry = self._acquire()
         except BaseException:
-            lib.pgf_call_unref(call)
+            calls.unref(call)
             raise
         waiter = _Waiter(call, keep)
         waiter.loop = loop
@@ -709,10 +663,10 @@ class GrpcService:
                 return DEADLINE_EXCEEDED
             result = await future
         except asyncio.CancelledError:  # the caller went away: so does its call
-            lib.pgf_call_cancel(call)
+            calls.cancel(call)
             raise
         finally:
-            lib.pgf_call_unref(call)
+            calls.unref(call)
         # A sync handler ran on this thread: its lateness shows only now.
         if deadline is not None and waiter.finished_at > deadline:
             return DEADLINE_EXCEEDED
@@ -774,6 +728,6 @@ def default_service() -> GrpcService:
     global _default
     with _default_lock:
         if _default is None:
-            _default = GrpcService(_registry=lib.pgf_default_registry())
+            _default = GrpcService(_registry=c_registry.default())
             _runtime.on_shutdown(_default.clear)
         return _default

@@ -19,7 +19,7 @@ with a :class:`~pygrpc_ffi.context.ServicerContext`, ``async def`` methods
 :class:`~pygrpc_ffi.context.AioServicerContext`.  Streaming methods are
 registered with their kind and run through the C ABI's streams: request
 iterators read one message at a time, each deserialized; responses
-serialized and written with back-pressure (see :mod:`pygrpc_ffi._streams`).
+serialized and written with back-pressure (see :mod:`pygrpc_ffi._runtime.streams`).
 A service registered per call through a ``grpc.ServiceRpcHandler`` (no
 method names known in advance) serves unary methods only.
 
@@ -34,169 +34,29 @@ ends with INTERNAL "Exception deserializing request!", as in grpcio.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ._streams import current_stream
-from .context import DESERIALIZE_FAILED, AioServicerContext, ServicerContext
+from ._servicer_methods import (
+    METHOD_NOT_FOUND,
+    HandlerCallDetails,
+    flags,
+    is_coroutine_function,
+    is_protobuf_parser,
+    method_handler,
+    payload_reader,
+)
 from .errors import GrpcError
-from .interceptors import keep_request
 from .request import GrpcRequest
 from .service import GrpcService, default_service
 from .status import StatusCode
 
-__all__ = ["ServicerTarget", "add_servicer", "method_handler"]
+__all__ = ["ServicerTarget", "add_servicer", "is_coroutine_function", "is_protobuf_parser",
+           "method_handler", "payload_reader"]
 
 _log = logging.getLogger("pygrpc_ffi")
-
-METHOD_NOT_FOUND = "Method not found!"
-
-
-def is_coroutine_function(fn: Any) -> bool:
-    """Whether calling ``fn`` gives a coroutine (functions, bound methods,
-    partials and objects with an ``async def __call__``)."""
-    if inspect.iscoroutinefunction(fn):
-        return True
-    call = getattr(fn, "__call__", None)  # noqa: B004
-    return call is not None and not inspect.isroutine(fn) and inspect.iscoroutinefunction(call)
-
-
-def is_protobuf_parser(fn: Any) -> bool:
-    """Whether ``fn`` is a protobuf message class's ``FromString``, which
-    takes a buffer (a memoryview) as well as bytes."""
-    owner = getattr(fn, "__self__", None)
-    if not isinstance(owner, type) or getattr(fn, "__name__", None) != "FromString":
-        return False
-    try:
-        from google.protobuf.message import Message
-    except ImportError:  # pragma: no cover
-        return False
-    return issubclass(owner, Message)
-
-
-def payload_reader(deserializer: Callable[[Any], Any] | None) -> Callable[[GrpcRequest], Any]:
-    """How to get a method's argument from a request: a protobuf parser reads
-    the zero-copy view; any other deserializer, or none, gets bytes."""
-    if deserializer is None:
-        return lambda request: bytes(request.payload)
-    if deserializer is keep_request:  # a native handler seen through an interceptor
-        return lambda request: request
-    if is_protobuf_parser(deserializer):
-        return lambda request: deserializer(request.payload)
-    return lambda request: deserializer(bytes(request.payload))
-
-
-def _flags(handler: Any) -> tuple[bool, bool]:
-    """grpcio's (request_streaming, response_streaming) of a method handler."""
-    return (bool(getattr(handler, "request_streaming", False)),
-            bool(getattr(handler, "response_streaming", False)))
-
-
-_BEHAVIORS = {
-    (False, False): "unary_unary",
-    (False, True): "unary_stream",
-    (True, False): "stream_unary",
-    (True, True): "stream_stream",
-}
-
-
-def _stream_request(stream: Any) -> GrpcRequest:
-    """A GrpcRequest (no payload) with what a request stream's context
-    reports: method, metadata, deadline, peer."""
-    info = stream.info
-    request = GrpcRequest(info.service_name, info.method_name, b"", info.metadata,
-                          deadline=info.deadline, peer=info.peer)
-    request._stream = stream
-    return request
-
-
-def method_handler(handler: Any, path: str = "", *,
-                   expose_exceptions: bool = False) -> Callable[[Any], Any]:
-    """A pygrpc_ffi handler running a ``grpc.RpcMethodHandler`` of any kind
-    (as built by ``grpc.unary_unary_rpc_method_handler`` and its siblings).
-    Register it with the handler's ``request_streaming`` and
-    ``response_streaming`` flags (see :class:`ServicerTarget`)."""
-    request_streaming, response_streaming = _flags(handler)
-    kind = _BEHAVIORS[(request_streaming, response_streaming)]
-    behavior = getattr(handler, kind, None)
-    if behavior is None:
-        def missing(arg: Any) -> Any:
-            raise GrpcError(StatusCode.UNIMPLEMENTED, METHOD_NOT_FOUND)
-
-        return missing
-    read = payload_reader(getattr(handler, "request_deserializer", None))
-    serialize = getattr(handler, "response_serializer", None)
-    is_async = is_coroutine_function(behavior) or inspect.isasyncgenfunction(behavior)
-
-    def parse(request: GrpcRequest) -> Any:
-        try:
-            return read(request)
-        except Exception as exc:
-            _log.error("%s: cannot deserialize the request: %s", path, str(exc))
-            raise GrpcError(StatusCode.INTERNAL, DESERIALIZE_FAILED) from None
-
-    if not request_streaming and not response_streaming:
-        if is_async:
-            def handle_async(request: GrpcRequest) -> Any:
-                message = parse(request)
-                context = AioServicerContext(request, expose_exceptions=expose_exceptions)
-                return context._arun(behavior, message, serialize)
-
-            return handle_async
-
-        def handle(request: GrpcRequest) -> Any:
-            message = parse(request)
-            context = ServicerContext(request, expose_exceptions=expose_exceptions)
-            return context._run(behavior, message, serialize)
-
-        return handle
-
-    def context_of(arg: Any, cls: type[Any]) -> Any:
-        stream = current_stream()
-        if stream is None:
-            raise RuntimeError(f"{path}: a streaming method runs on a streaming call only")
-        request = _stream_request(stream) if request_streaming else arg
-        return cls(request, expose_exceptions=expose_exceptions, stream=stream, parse=read,
-                   serialize=serialize, request_streaming=request_streaming,
-                   response_streaming=response_streaming)
-
-    if is_async:
-        # async def: _streams runs it on the package's loop, in the call's task.
-        async def handle_stream_async(arg: Any) -> Any:
-            message = None if request_streaming else parse(arg)
-            context = context_of(arg, AioServicerContext)
-            if request_streaming:
-                message = context._arequests(arg)
-            if response_streaming:
-                return context._arun_stream(behavior, message)
-            return await context._arun(behavior, message, serialize)
-
-        return handle_stream_async
-
-    def handle_stream(arg: Any) -> Any:
-        message = None if request_streaming else parse(arg)
-        context = context_of(arg, ServicerContext)
-        if request_streaming:
-            message = context._requests(arg)
-        if response_streaming:
-            return context._run_stream(behavior, message)
-        return context._run(behavior, message, serialize)
-
-    return handle_stream
-
-
-class _HandlerCallDetails:
-    """What a ``grpc.GenericRpcHandler.service`` receives."""
-
-    __slots__ = ("invocation_metadata", "method")
-
-    def __init__(self, method: str, invocation_metadata: tuple[tuple[str, Any], ...]) -> None:
-        self.method = method
-        self.invocation_metadata = invocation_metadata
-
 
 class ServicerTarget:
     """Where generated ``add_FooServicer_to_server(servicer, target)`` puts
@@ -223,7 +83,7 @@ class ServicerTarget:
             fn = method_handler(handler, f"/{service_name}/{method_name}",
                                 expose_exceptions=self.service.expose_exceptions)
             fn.rpc_method_handler = handler  # type: ignore[attr-defined]  # for interceptors
-            request_streaming, response_streaming = _flags(handler)
+            request_streaming, response_streaming = flags(handler)
             self.service.register_method(service_name, method_name, fn,
                                          request_streaming=request_streaming,
                                          response_streaming=response_streaming)
@@ -263,12 +123,12 @@ class ServicerTarget:
         expose = self.service.expose_exceptions
 
         def handle(request: GrpcRequest) -> Any:
-            details = _HandlerCallDetails(
+            details = HandlerCallDetails(
                 request.full_method, tuple(request.metadata.pairs()))
             handler = generic.service(details)
             if handler is None:
                 raise GrpcError(StatusCode.UNIMPLEMENTED, METHOD_NOT_FOUND)
-            if any(_flags(handler)):
+            if any(flags(handler)):
                 # The C registry serves a service-wide registration as unary.
                 raise GrpcError(StatusCode.UNIMPLEMENTED,
                                 f"{request.full_method}: a streaming method of a generic "

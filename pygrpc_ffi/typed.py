@@ -31,11 +31,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ._runtime import INTERNAL_MESSAGE
+from ._servicer_methods import arun, is_coroutine_function, run
 from .context import AioServicerContext, ServicerContext
 from .errors import InvalidArgument
 from .request import GrpcRequest
 from .response import GrpcResponse
-from .servicer import is_coroutine_function
 
 __all__ = ["takes_context", "typed_handler"]
 
@@ -115,14 +115,14 @@ def typed_handler(fn: Callable[..., Any], request_type: Any = None, response_typ
             def handle_async_context(request: GrpcRequest) -> Any:
                 message = parse(request)
                 context = AioServicerContext(request, expose_exceptions=expose_exceptions)
-                return context._arun(fn, message, serialize, error)
+                return arun(context, fn, message, serialize, error)
 
             return handle_async_context
 
         def handle_context(request: GrpcRequest) -> Any:
             message = parse(request)
             context = ServicerContext(request, expose_exceptions=expose_exceptions)
-            return context._run(fn, message, serialize, error)
+            return run(context, fn, message, serialize, error)
 
         return handle_context
 

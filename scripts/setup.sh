@@ -77,7 +77,8 @@ stale=0
 if [[ -z $native || ! -f pygrpc_ffi/libpygrpc_ffi.so ]]; then
     stale=1
 else
-    for src in csrc/*.c csrc/*.h pysrc/*.c pysrc/*.h ffi_build.py setup.py pyproject.toml; do
+    for src in csrc/*.c csrc/*.h pygrpc_ffi/_binding/*.c pygrpc_ffi/_binding/*.h \
+               pygrpc_ffi/_binding/build.py setup.py pyproject.toml; do
         if [[ $src -nt $native ]]; then stale=1; fi
     done
 fi

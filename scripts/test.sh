@@ -9,7 +9,7 @@ bash scripts/setup.sh
 PY=$PWD/.venv/bin/python
 
 echo "== lint and types"
-$PY -m ruff check pygrpc_ffi tests examples ffi_build.py setup.py noxfile.py bench
+$PY -m ruff check pygrpc_ffi tests examples setup.py noxfile.py bench
 $PY -m mypy
 
 echo "== C tests (shim, embedded host), then again under ASan + UBSan"

@@ -257,8 +257,8 @@ def test_calls_near_their_deadline_always_get_ok_or_deadline_exceeded(
 
 
 class SlowCancelLib:
-    """Stands in for the cffi lib inside pygrpc_ffi.service, widening the
-    window around pgf_call_cancel as a preempted thread would."""
+    """Stands in for the binding's calls module inside pygrpc_ffi.service,
+    widening the window around pgf_call_cancel as a preempted thread would."""
 
     def __init__(self, real: Any, before: float = 0.0, after: float = 0.0) -> None:
         self._real = real
@@ -269,14 +269,14 @@ class SlowCancelLib:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
 
-    def pgf_call_cancel(self, call: Any) -> None:
+    def cancel(self, call: Any) -> None:
         time.sleep(self.before)
         if live_objects()["calls"] == 0:
             # The only call of the test is gone: cancelling it would touch
             # freed memory.  Record it instead of doing it.
             self.cancel_on_freed_call += 1
             return
-        self._real.pgf_call_cancel(call)
+        self._real.cancel(call)
         time.sleep(self.after)
 
 
@@ -286,7 +286,7 @@ def test_call_timeout_is_deadline_exceeded_even_if_the_cancelled_handler_ends_fi
     handler = SlowHandler(10)
     service.register_handler("pkg.Svc", handler)
     # The handler ends (CANCELLED) before call() looks at the call again.
-    monkeypatch.setattr(service_module, "lib", SlowCancelLib(service_module.lib, after=0.2))
+    monkeypatch.setattr(service_module, "calls", SlowCancelLib(service_module.calls, after=0.2))
     result = service.call("pkg.Svc", "M", timeout=0.05)
     assert handler.cancelled.wait(5)
     assert result.code is StatusCode.DEADLINE_EXCEEDED
@@ -297,7 +297,7 @@ def test_acall_timeout_is_deadline_exceeded_even_if_the_cancelled_handler_ends_f
 ) -> None:
     handler = SlowHandler(10)
     service.register_handler("pkg.Svc", handler)
-    monkeypatch.setattr(service_module, "lib", SlowCancelLib(service_module.lib, after=0.2))
+    monkeypatch.setattr(service_module, "calls", SlowCancelLib(service_module.calls, after=0.2))
     result = asyncio.run(service.acall("pkg.Svc", "M", timeout=0.05))
     assert handler.cancelled.wait(5)
     assert result.code is StatusCode.DEADLINE_EXCEEDED
@@ -311,8 +311,8 @@ def test_cancel_after_timeout_never_touches_a_freed_call(
     # to cancel: the caller must still hold its reference to the call.
     handler = SlowHandler(0.1)
     service.register_handler("pkg.Svc", handler)
-    slow = SlowCancelLib(service_module.lib, before=0.5)
-    monkeypatch.setattr(service_module, "lib", slow)
+    slow = SlowCancelLib(service_module.calls, before=0.5)
+    monkeypatch.setattr(service_module, "calls", slow)
     if api == "call":
         result = service.call("pkg.Svc", "M", timeout=0.05)
     else:

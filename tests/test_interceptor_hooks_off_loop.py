@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 import pygrpc_ffi as pgf
-from pygrpc_ffi import _loop, _loop_calls, interceptors
-from pygrpc_ffi.interceptors import Interceptor, ServerCall
+from pygrpc_ffi._runtime import loop as _loop
+from pygrpc_ffi._runtime import loop_calls as _loop_calls
+from pygrpc_ffi.interceptors import Interceptor, ServerCall, _hooks
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -157,21 +158,21 @@ def test_blocked_after_hooks_refuse_new_calls_past_the_limit(small_limit: int) -
     async def fast(request: pgf.GrpcRequest) -> bytes:
         return bytes(request.payload)
 
-    backlog = interceptors._HOOK_THREADS + small_limit
+    backlog = _hooks._HOOK_THREADS + small_limit
     # Hook jobs of earlier tests in this process (a sleeping hook) count
     # against the same backlog: let them end first.
-    wait_for(lambda: interceptors._hook_jobs == 0, "earlier tests' hook jobs", limit=60)
+    wait_for(lambda: _hooks._hook_jobs == 0, "earlier tests' hook jobs", limit=60)
     try:
         for i in range(backlog):
             answer = service.call(S, "Fast", b"ok", metadata=[("x-n", str(i))], timeout=10)
             assert answer.code is pgf.StatusCode.OK
-        wait_for(lambda: interceptors._hook_jobs == backlog, "the hook backlog")
+        wait_for(lambda: _hooks._hook_jobs == backlog, "the hook backlog")
         refused = service.call(S, "Fast", b"no", timeout=10)
         assert refused.code is pgf.StatusCode.RESOURCE_EXHAUSTED
         assert "interceptor hooks wait for a thread" in refused.message
-        assert interceptors._hook_jobs == backlog  # no hook queued for it
+        assert _hooks._hook_jobs == backlog  # no hook queued for it
         gate.set()
-        wait_for(lambda: interceptors._hook_jobs == 0, "every queued hook")
+        wait_for(lambda: _hooks._hook_jobs == 0, "every queued hook")
         assert sorted(ran) == sorted(str(i) for i in range(backlog))
         assert service.call(S, "Fast", b"again", timeout=10).payload == b"again"
     finally:

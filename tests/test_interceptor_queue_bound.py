@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 import pygrpc_ffi as pgf
-from pygrpc_ffi import _loop_calls
+from pygrpc_ffi._runtime import loop_calls as _loop_calls
 
 S = "bound.Svc"
 LIMIT = 2

@@ -102,9 +102,10 @@ def test_wheel_and_sdist_contents(dists: dict[str, pathlib.Path]) -> None:
 
     with tarfile.open(dists["sdist"]) as sdist:
         members = {m.split("/", 1)[1] for m in sdist.getnames() if "/" in m}
-    for required in ("setup.py", "pyproject.toml", "ffi_build.py", "README.md", "MANIFEST.in",
+    for required in ("setup.py", "pyproject.toml", "pygrpc_ffi/_binding/build.py", "README.md",
+                     "MANIFEST.in",
                      "csrc/pygrpc_ffi.h", "csrc/embed.c", "csrc/Makefile",
-                     "pysrc/unary.c", "pysrc/unary.h",
+                     "pygrpc_ffi/_binding/unary.c", "pygrpc_ffi/_binding/unary.h",
                      "hosts/grpc_server/CMakeLists.txt", "hosts/grpc_server/h2/h2_server.cc",
                      "hosts/grpc_server/h2/README.md",
                      "pygrpc_ffi/cmake/pygrpc_ffiConfig.cmake"):

@@ -14,8 +14,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from pygrpc_ffi._native import ffi, lib
 
 from pygrpc_ffi import live_objects
-from pygrpc_ffi._handles import handles
-from pygrpc_ffi._local_host import new_message
+from pygrpc_ffi._runtime.handles import handles
+from pygrpc_ffi._runtime.requests import new_message
 
 OK, EOF, CANCELLED = lib.PGF_OK, lib.PGF_EOF, lib.PGF_ECANCELLED
 

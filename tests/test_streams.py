@@ -301,8 +301,8 @@ def test_lent_request_bytes_of_a_stream_call_are_copied_for_python(
     keeps must not see those bytes change (or be freed) after the call."""
     from pygrpc_ffi._native import ffi, lib
 
-    from pygrpc_ffi._handles import handles
-    from pygrpc_ffi._local_host import LocalStream
+    from pygrpc_ffi._host.local_stream import LocalStream
+    from pygrpc_ffi._runtime.handles import handles
 
     kept: list[memoryview] = []
 

@@ -45,8 +45,9 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .._calls import new_call, read_result
-from .._native import ffi, lib
+from .._binding import calls
+from .._binding.base import NULL
+from .._host.calls import new_call, read_result
 from ..metadata import Metadata, MetadataLike, MetadataValue, iter_pairs
 from ..service import CallResult, GrpcService, default_service
 from ..status import StatusCode
@@ -362,7 +363,7 @@ class TestClient:
         return self.default_timeout if timeout is None else timeout
 
     def _dispatch(self, call: Any) -> None:
-        if self.service._dispatch_wait(call) != lib.PGF_OK:
+        if not self.service._dispatch_wait(call):
             raise RuntimeError("the service is closed")
 
     def _kind(self, service_name: str, method_name: str) -> int:
@@ -370,7 +371,7 @@ class TestClient:
         return self.service._method_kind(service_name, method_name)
 
     def _check_open(self) -> None:
-        if self.service._registry == ffi.NULL:
+        if self.service._registry == NULL:
             raise RuntimeError("the service is closed")
 
     def call_raw(self, path: str, payload: Any = b"", *, metadata: MetadataLike = None,
@@ -395,9 +396,9 @@ class TestClient:
         if timeout is None:
             try:
                 self._dispatch(call)
-                return read_result(call)[0]
+                return read_result(call)
             finally:
-                lib.pgf_call_unref(call)
+                calls.unref(call)
                 del buf  # the request buffer lived as long as the dispatch
         finished = threading.Event()
 
@@ -406,18 +407,18 @@ class TestClient:
                 self.service._dispatch_wait(call)
             finally:
                 finished.set()
-                lib.pgf_call_unref(call)  # the worker's reference
+                calls.unref(call)  # the worker's reference
 
-        lib.pgf_call_ref(call)
+        calls.ref(call)
         threading.Thread(target=run, args=(buf,), name="pygrpc_ffi-testclient",
                          daemon=True).start()
         try:
             if finished.wait(max(timeout, 0.0)):
-                return read_result(call)[0]
-            lib.pgf_call_cancel(call)
+                return read_result(call)
+            calls.cancel(call)
             return CallResult(StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
         finally:
-            lib.pgf_call_unref(call)
+            calls.unref(call)
 
     async def acall_raw(self, path: str, payload: Any = b"", *,
                         metadata: MetadataLike = None,

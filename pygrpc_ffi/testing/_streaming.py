@@ -12,8 +12,15 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .. import _runtime
-from .._local_host import LocalStream
-from .._native import lib
+from .._binding import calls, streams
+from .._binding.base import (
+    KIND_CLIENT_STREAMING,
+    KIND_SERVER_STREAMING,
+    KIND_UNARY,
+    PgfError,
+)
+from .._host.calls import read_result
+from .._host.local_stream import LocalStream
 from ..metadata import MetadataLike, MetadataValue
 from ..service import CallResult, GrpcService
 from ..status import StatusCode
@@ -79,7 +86,7 @@ class StreamingCall:
         kind = service._method_kind(service_name, method_name)
         self._kind = kind if kind >= 0 else 0
         payload: Any = None
-        if kind >= 0 and not kind & lib.PGF_KIND_CLIENT_STREAMING:
+        if kind >= 0 and not kind & KIND_CLIENT_STREAMING:
             items = list(requests)
             if len(items) != 1:
                 self._end(one_request_required(f"/{service_name}/{method_name}"))
@@ -88,18 +95,21 @@ class StreamingCall:
         self._host = _LiveHost(requests, self._queue)
         call, _ = service._new_call(service_name, method_name, payload, metadata or (),
                                     timeout)
-        raw_peer = peer.encode("utf-8", "replace")
-        lib.pgf_call_set_peer(call, raw_peer, len(raw_peer))
+        try:
+            calls.set_peer(call, peer.encode("utf-8", "replace"))
+        except PgfError as exc:
+            calls.unref(call)
+            raise exc.as_builtin("cannot set the peer") from None
         self._call = call  # our reference, dropped when the call is finished
-        if kind >= 0 and kind != lib.PGF_KIND_UNARY:
+        if kind >= 0 and kind != KIND_UNARY:
             self._stream_handle = _runtime.handles.add(self._host)
-            lib.pgf_call_set_stream(call, lib._pgf_py_stream_event, self._stream_handle)
+            streams.set_stream_quietly(call, self._stream_handle)
         self._handle = _runtime.handles.add(self)
         if timeout is not None:
             self._timer = threading.Timer(max(timeout, 0.0), self._expire)
             self._timer.daemon = True
             self._timer.start()
-        threading.Thread(target=self._dispatch, args=(service, lib.pgf_call_ref(call)),
+        threading.Thread(target=self._dispatch, args=(service, calls.ref(call)),
                          name="pygrpc_ffi-teststream", daemon=True).start()
 
     # ------------------------------------------------------------ host side
@@ -108,29 +118,17 @@ class StreamingCall:
         # The service is held (and its registry acquired) while the dispatch
         # reads the registry: a racing close() or collection cannot free it.
         try:
-            try:
-                registry = service._acquire()
-            except RuntimeError:
-                rc = lib.PGF_ESTATE
-            else:
-                try:
-                    rc = lib.pgf_dispatch_async(registry, call, lib._pgf_py_call_done,
-                                                self._handle)
-                finally:
-                    service._release()
-            if rc != lib.PGF_OK:
-                lib.pgf_call_finish(call, int(StatusCode.INTERNAL), b"dispatch failed", 15)
+            if not service._dispatch_async(call, self._handle):
+                calls.finish_quietly(call, int(StatusCode.INTERNAL), b"dispatch failed")
                 self.done(call)
         finally:
-            lib.pgf_call_unref(call)
+            calls.unref(call)
 
     def done(self, call: Any) -> None:
         """The call is finished (C's done callback, on the finishing thread)."""
-        from .._calls import read_result
-
         self._host.take_write(call)  # a message queued just before the finish
-        result = read_result(call)[0]
-        if self._kind & lib.PGF_KIND_SERVER_STREAMING:
+        result = read_result(call)
+        if self._kind & KIND_SERVER_STREAMING:
             result = dataclasses.replace(result, messages=tuple(self._host.responses))
         elif result.ok:
             result = dataclasses.replace(result, messages=(result.payload,))
@@ -144,10 +142,10 @@ class StreamingCall:
         self._host.close()
         if self._timer is not None:
             self._timer.cancel()
-        if result.ok and not self._kind & lib.PGF_KIND_SERVER_STREAMING:
+        if result.ok and not self._kind & KIND_SERVER_STREAMING:
             self._queue.put(result.payload)  # the one answer
         self._end(result)
-        lib.pgf_call_unref(call)  # our reference (the dispatch holds its own)
+        calls.unref(call)  # our reference (the dispatch holds its own)
 
     def _end(self, result: CallResult) -> None:
         self._result = result
@@ -159,11 +157,11 @@ class StreamingCall:
             if self._call is None or self._local is not None:
                 return
             self._local = result
-            call = lib.pgf_call_ref(self._call)
+            call = calls.ref(self._call)
         try:
-            lib.pgf_call_cancel(call)
+            calls.cancel(call)
         finally:
-            lib.pgf_call_unref(call)
+            calls.unref(call)
         self._queue.put(_ENDED)
 
     def _expire(self) -> None:

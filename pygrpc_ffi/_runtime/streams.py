@@ -19,8 +19,12 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from . import _loop
-from ._answers import (
+from .._binding import calls, streams
+from .._binding.base import ECANCELLED, EOF, NULL, OK, PgfError, from_buffer
+from ..errors import Cancelled
+from ..status import StatusCode
+from . import loop as _loop
+from .answers import (
     COPY_AT_MOST,
     INTERNAL_MESSAGE,
     InvalidResponse,
@@ -29,22 +33,17 @@ from ._answers import (
     finish_error,
     finish_ok,
 )
-from ._builtins import address_of, read_message, write_message
-from ._handles import handles
-from ._local_host import new_message
-from ._native import ffi, lib
-from ._requests import CallInfo, message_request, read_call_info, view_request
-from .errors import Cancelled
-from .status import StatusCode
+from .c_builtins import address_of, read_message, write_message
+from .handles import handles
+from .requests import CallInfo, message_request, new_message, read_call_info, view_request
 
 _log = logging.getLogger("pygrpc_ffi")
 
 _KIND_REQUEST_STREAM = 1  # PGF_KIND_* bit: the request is a stream
 _KIND_RESPONSE_STREAM = 2  # PGF_KIND_* bit: the response is a stream
-_EOF = lib.PGF_EOF
-_ECANCELLED = lib.PGF_ECANCELLED
-_release_buffer = lib._pgf_py_release_buffer
-_from_buffer = ffi.from_buffer
+_EOF = EOF
+_ECANCELLED = ECANCELLED
+_from_buffer = from_buffer
 _running_loop = asyncio._get_running_loop
 
 
@@ -91,17 +90,17 @@ class CallRef:
     __slots__ = ("call", "done")
 
     def __init__(self, call: Any) -> None:
-        self.call = lib.pgf_call_ref(call)
+        self.call = calls.ref(call)
         self.done = False  # the handler is done with the call
 
     def is_active(self) -> bool:
-        return not self.done and not lib.pgf_call_is_cancelled(self.call)
+        return not self.done and not calls.is_cancelled(self.call)
 
     def __del__(self) -> None:
         _unref(self.call)
 
 
-_unref = lib.pgf_call_unref
+_unref = calls.unref
 
 
 class _Stream:
@@ -154,10 +153,10 @@ class _Stream:
         """The one request of a unary-request call (set before dispatch).  Bytes
         the host only lent (pgf_call_set_request) are copied: a view of them
         could outlive the call."""
-        raw = lib._pgf_request_of(self.call)
+        raw = calls.request_of(self.call)
         msg = raw.msg
-        if msg == ffi.NULL:
-            msg = new_message(ffi.buffer(raw.data, raw.len)[:] if raw.len else b"")
+        if msg == NULL:
+            msg = new_message(calls.request_copy(raw))
         return message_request(self.info, msg)
 
     def write(self, answer: Any) -> None:
@@ -167,9 +166,9 @@ class _Stream:
             rc = write_message(self.address, payload)
         except (TypeError, BufferError, ValueError) as exc:
             raise InvalidResponse(f"payload cannot be sent: {exc}") from None
-        if rc == _ECANCELLED or (rc != lib.PGF_OK and self.ref.done):
+        if rc == _ECANCELLED or (rc != OK and self.ref.done):
             raise self._over()
-        if rc != lib.PGF_OK:
+        if rc != OK:
             raise InvalidResponse(f"the host refused a response message ({rc})")
 
     # ----------------------------------------------------------- async side
@@ -179,16 +178,17 @@ class _Stream:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[int, Any]] = loop.create_future()
         handle = handles.add(_Pending(loop, future, self.info))
-        rc = lib.pgf_call_read(self.call, lib._pgf_py_read_done, handle)
-        if rc != lib.PGF_OK:
+        try:
+            streams.read(self.call, handle)
+        except PgfError as exc:
             handles.pop(handle)
-            if rc == lib.PGF_ECANCELLED:
-                raise self._over()
-            raise RuntimeError(f"reading the request stream failed ({rc})")
+            if exc.code == ECANCELLED:
+                raise self._over() from None
+            raise RuntimeError(f"reading the request stream failed ({exc.code})") from None
         result, request = await future
-        if result == lib.PGF_OK:
+        if result == OK:
             return request
-        if result == lib.PGF_EOF:
+        if result == EOF:
             return None
         raise self._over()
 
@@ -205,10 +205,9 @@ class _Stream:
         future: asyncio.Future[tuple[int, Any]] = loop.create_future()
         pending = _Pending(loop, future, None)
         handle = handles.add(pending)
-        if not len(payload):
-            rc = lib.pgf_call_write(self.call, ffi.NULL, 0, ffi.NULL, ffi.NULL,
-                                    lib._pgf_py_write_done, handle)
-        else:
+        buf: Any = None
+        release_ctx: Any = None
+        if len(payload):
             buf = _from_buffer(payload)
             if len(buf) <= COPY_AT_MOST:
                 # Lent (no release): the host copies a message this small as
@@ -218,18 +217,17 @@ class _Stream:
                 # pending write keeps the bytes until the host is done, even
                 # if this coroutine is cancelled meanwhile.
                 pending.lent = buf
-                rc = lib.pgf_call_write(self.call, buf, len(buf), ffi.NULL, ffi.NULL,
-                                        lib._pgf_py_write_done, handle)
             else:
-                rc = lib.pgf_call_write(self.call, buf, len(buf), _release_buffer,
-                                        handles.add(buf), lib._pgf_py_write_done, handle)
-        if rc != lib.PGF_OK:
+                release_ctx = handles.add(buf)
+        try:
+            streams.write(self.call, buf, release_ctx, handle)
+        except PgfError as exc:
             handles.pop(handle)
-            if rc == lib.PGF_ECANCELLED or self.ref.done:
-                raise self._over()
-            raise InvalidResponse(f"the host refused a response message ({rc})")
+            if exc.code == ECANCELLED or self.ref.done:
+                raise self._over() from None
+            raise InvalidResponse(f"the host refused a response message ({exc.code})") from None
         result, _ = await future
-        if result != lib.PGF_OK:
+        if result != OK:
             raise self._over()
 
 
@@ -247,7 +245,7 @@ class _Pending:
 
     def complete(self, result: int, msg: Any) -> None:
         request = None
-        if msg != ffi.NULL and self.info is not None:
+        if msg != NULL and self.info is not None:
             request = message_request(self.info, msg)
         if _running_loop() is self.loop:
             # Completed on the loop's own thread (inside the read or write
@@ -272,7 +270,7 @@ def complete_read(result: int, msg: Any, handle: Any) -> None:
 
 def complete_write(result: int, handle: Any) -> None:
     pending: _Pending = handles.pop(handle)
-    pending.complete(result, ffi.NULL)
+    pending.complete(result, NULL)
 
 
 # ------------------------------------------------------------------- running
@@ -318,11 +316,11 @@ def _run_sync(stream: _Stream) -> None:
 
 
 def _finish_failed(stream: _Stream, exc: BaseException) -> None:
-    if lib.pgf_call_is_finished(stream.call):
+    if calls.is_finished(stream.call):
         return
     if isinstance(exc, InvalidResponse):
         _log.error("handler %s %s; the call fails with INTERNAL", stream.binding.name, str(exc))
-        lib.pgf_call_reset_response(stream.call)
+        calls.reset_response_quietly(stream.call)
         finish(stream.call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
         return
     finish_error(stream.call, exc, stream.binding)
@@ -358,7 +356,8 @@ class _AsyncStream:
 def _start_async(stream: _Stream) -> None:
     pending = _AsyncStream(stream)
     pending.handle = handles.add(pending)
-    lib.pgf_call_on_cancel(stream.call, lib._pgf_py_cancel, pending.handle)
+    # Not finished yet (its handler is about to start): the hook is set.
+    calls.set_cancel_hook(stream.call, pending.handle)
     try:
         pending.task = asyncio.run_coroutine_threadsafe(_drive(pending), _loop.get_loop())
     except BaseException as exc:
@@ -416,8 +415,8 @@ def _end_async(pending: _AsyncStream, exc: BaseException | None) -> None:
     except BaseException:  # a call must never be left unfinished
         _log.exception("pygrpc_ffi failed to finish the call of handler %s",
                        stream.binding.name)
-        if not lib.pgf_call_is_finished(stream.call):
-            lib.pgf_call_reset_response(stream.call)
+        if not calls.is_finished(stream.call):
+            calls.reset_response_quietly(stream.call)
             finish(stream.call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
     finally:
         handles.pop(pending.handle)

@@ -1,6 +1,6 @@
 """Unary ``async def`` handlers, started on the event loop straight from C.
 
-Their registrations use the queue of ``pysrc/loop_queue.c`` as handler
+Their registrations use the queue of ``_binding/loop_queue.c`` as handler
 function: a host's thread only queues the call (no worker thread, no GIL),
 and the loop takes every waiting call in one crossing when the queue's pipe
 becomes readable, builds each request and starts the handler's task.  Cancels
@@ -17,17 +17,18 @@ import threading
 import types
 from typing import Any
 
-from . import _loop, _runtime
-from ._answers import finish, finish_error
-from ._builtins import take_calls
-from ._native import lib
-from ._requests import call_at, request_at
-from .status import StatusCode
+from .._binding import calls, fastpath
+from ..status import StatusCode
+from . import loop as _loop
+from . import runners
+from .answers import finish, finish_error
+from .c_builtins import take_calls
+from .requests import call_at, request_at
 
 _log = logging.getLogger("pygrpc_ffi")
 _TAKE = 64  # entries take_calls returns at most
 _Coroutine = types.CoroutineType
-_running: dict[int, _runtime.AsyncCall] = {}  # started calls, by address
+_running: dict[int, runners.AsyncCall] = {}  # started calls, by address
 # Calls of services with interceptors take the interceptors' way, which may
 # block in their hooks: off the loop, on a few threads; calls waiting for
 # one of them are bounded as calls waiting for the loop are.
@@ -58,7 +59,7 @@ def set_max_queued_calls(limit: int) -> None:
     interceptor thread; beyond, calls end RESOURCE_EXHAUSTED at once."""
     global _max_queued_calls
     _max_queued_calls = limit
-    lib._pgf_loop_queue_set_limit(limit)
+    fastpath.loop_queue_set_limit(limit)
 
 
 def _limit_from_environment() -> None:
@@ -75,24 +76,24 @@ def handler_function() -> Any:
     """The pgf_handler_fn that queues a call for the loop (register it with
     PGF_FLAG_NONBLOCKING); the loop is started now, so calls are taken."""
     _loop.get_loop()
-    return lib._pgf_loop_queue_handle
+    return fastpath.LOOP_QUEUE_HANDLE
 
 
 def _open(loop: asyncio.AbstractEventLoop) -> None:
-    fd = lib._pgf_loop_queue_fd()
+    fd = fastpath.loop_queue_fd()
     if fd < 0:
         _log.error("pygrpc_ffi cannot make the pipe of its call queue; async handlers "
                    "answer UNAVAILABLE")
         return
     loop.add_reader(fd, _drain)
-    lib._pgf_loop_queue_set_open(1)
+    fastpath.loop_queue_set_open(1)
 
 
 def _close() -> None:
-    lib._pgf_loop_queue_set_open(0)  # queued calls are answered UNAVAILABLE
+    fastpath.loop_queue_set_open(0)  # queued calls are answered UNAVAILABLE
     # Answered calls are finished on the finisher thread; their done
     # callbacks may enter Python, which may be about to finalize.
-    if not lib._pgf_loop_queue_wait_finished(5000):
+    if not fastpath.loop_queue_wait_finished(5000):
         _log.error("pygrpc_ffi: answered async calls still unfinished after 5 s")
 
 
@@ -114,7 +115,7 @@ def _drain() -> None:
             return
 
 
-def _start(address: int, binding: _runtime.Binding, cancelled: bool,
+def _start(address: int, binding: runners.Binding, cancelled: bool,
            payload: memoryview) -> None:
     chain = binding.chain
     if chain is not None and chain.active:
@@ -122,37 +123,37 @@ def _start(address: int, binding: _runtime.Binding, cancelled: bool,
         _start_intercepted(binding, call_at(address))
         return
     request = request_at(address, payload)
-    pending = _runtime.AsyncCall(binding, None, request, None, _running, address)
+    pending = runners.AsyncCall(binding, None, request, None, _running, address)
     _running[address] = pending
     pending.cancelled = cancelled
     try:
         result = binding.fn(request)
     except BaseException as exc:
-        _runtime.end_async(pending, exc, None)
+        runners.end_async(pending, exc, None)
         return
     del request
-    if type(result) is not _Coroutine and not _runtime.is_awaitable(result):
-        _runtime.end_async(pending, None, result)  # registered as async, answered at once
+    if type(result) is not _Coroutine and not runners.is_awaitable(result):
+        runners.end_async(pending, None, result)  # registered as async, answered at once
         return
-    _runtime.run_awaitable(pending, result)
+    runners.run_awaitable(pending, result)
 
 
-def _fail(address: int, binding: _runtime.Binding, exc: BaseException) -> None:
+def _fail(address: int, binding: runners.Binding, exc: BaseException) -> None:
     """Ends a taken call whose start failed, and drops its reference."""
     pending = _running.get(address)
     if pending is not None:
-        _runtime.end_async(pending, exc, None)
+        runners.end_async(pending, exc, None)
         return
     call = call_at(address)
     try:
-        if not lib.pgf_call_is_finished(call):
-            lib.pgf_call_reset_response(call)
+        if not calls.is_finished(call):
+            calls.reset_response_quietly(call)
             finish_error(call, exc, binding)
     finally:
-        lib.pgf_call_unref(call)
+        calls.unref(call)
 
 
-def _start_intercepted(binding: _runtime.Binding, call: Any) -> None:
+def _start_intercepted(binding: runners.Binding, call: Any) -> None:
     """Hands a taken call to an interceptor thread, or refuses it when too
     many already wait for one (blocked interceptors must not make the server
     hold calls without a limit)."""
@@ -174,7 +175,7 @@ def _start_intercepted(binding: _runtime.Binding, call: Any) -> None:
                f"server overloaded: {_max_queued_calls} calls already wait for an "
                "interceptor thread")
     finally:
-        lib.pgf_call_unref(call)
+        calls.unref(call)
 
 
 def _intercepted_done() -> None:
@@ -183,19 +184,19 @@ def _intercepted_done() -> None:
         _intercepting_calls -= 1
 
 
-def _intercepted(binding: _runtime.Binding, call: Any) -> None:
+def _intercepted(binding: runners.Binding, call: Any) -> None:
     """Runs a call through its service's interceptors (on a thread of
     _intercepting), then drops the reference the queue gave."""
     try:
         binding.chain.run(binding, call)
     except BaseException:
         _log.exception("pygrpc_ffi failed to run handler %s", binding.name)
-        if not lib.pgf_call_is_finished(call):
-            lib.pgf_call_reset_response(call)
+        if not calls.is_finished(call):
+            calls.reset_response_quietly(call)
             finish_error(call, RuntimeError("interceptor chain failed"), binding)
     finally:
         _intercepted_done()
-        lib.pgf_call_unref(call)
+        calls.unref(call)
 
 
 _limit_from_environment()

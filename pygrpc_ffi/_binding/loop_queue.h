@@ -1,5 +1,5 @@
 /* The hand-off of async unary calls to the package's event loop (see
- * loop_queue.c): what Python and the registry call.  ffi_build.py reads the
+ * loop_queue.c): what Python and the registry call.  build.py reads the
  * cdef from this file. */
 #ifndef PGF_PYSRC_LOOP_QUEUE_H
 #define PGF_PYSRC_LOOP_QUEUE_H

@@ -1,5 +1,5 @@
 """Per-call and per-message functions written in C with the CPython API
-(``pysrc/``), compiled into the cffi module and installed here as builtins:
+(``_binding/*.c``), compiled into the cffi module and installed here as builtins:
 no cffi object is made per call, and the GIL is released where C waits."""
 
 from __future__ import annotations
@@ -7,14 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ._native import ffi, lib
+from .._binding import base, fastpath
 
 _builtins: dict[str, Any] = {}
-for _install in (lib._pgf_stream_io_install, lib._pgf_loop_queue_install):
-    if _install(ffi.cast("void *", id(_builtins))) != lib.PGF_OK:
-        raise MemoryError("pygrpc_ffi cannot set up its C functions")
+fastpath.install_builtins(_builtins)
 
-# pysrc/stream_io.c: the blocking reads and writes of sync streaming handlers.
+# _binding/stream_io.c: the blocking reads and writes of sync streaming handlers.
 #: read_message(call address) -> memoryview of the next request message
 #: (owning it), or the int code that ended the read (PGF_EOF, ...).
 read_message: Callable[[int], memoryview | int] = _builtins["read_message"]
@@ -22,7 +20,7 @@ read_message: Callable[[int], memoryview | int] = _builtins["read_message"]
 #: once the host completed the write.
 write_message: Callable[[int, Any], int] = _builtins["write_message"]
 
-# pysrc/loop_queue.c: the calls of async unary handlers, on the event loop.
+# _binding/loop_queue.c: the calls of async unary handlers, on the event loop.
 #: take_calls() -> [(call address, binding or None for a cancel, cancelled,
 #: payload view or None)]: up to 64 queued entries; each call's reference
 #: is the taker's.
@@ -35,4 +33,4 @@ finish_taken: Callable[[int, bytes], None] = _builtins["finish_taken"]
 
 def address_of(call: Any) -> int:
     """The address of a ``pgf_call *``, as the functions above take it."""
-    return int(ffi.cast("uintptr_t", call))
+    return base.address_of(call)

@@ -1,48 +1,44 @@
-"""The Python end of the C ABI: trampolines that run handlers on calls.
-
-C calls ``_pgf_py_handle`` with a handler's registration data and a call; the
-handler's answer (or exception) is written back to the call and the call is
-finished.  ``async def`` handlers run on the package's event-loop thread and
-finish their call from there.  Streaming handlers run in :mod:`._streams`;
-requests are read in :mod:`._requests`, answers written in :mod:`._answers`.
+"""Handlers run on calls: a registration's :class:`Binding`, sync handlers
+run where C dispatched the call, ``async def`` ones driven on the package's
+event-loop thread, which finishes their call.  The unary fast path
+(_binding/unary.c) calls :func:`run_unary`; the trampoline of every other
+registration calls :func:`run`.  Streaming handlers run in :mod:`.streams`;
+requests are read in :mod:`.requests`, answers written in :mod:`.answers`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import logging
 import sys
 import types
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-from . import _loop, _streams
-from ._answers import (
+from .._binding import calls, fastpath
+from ..request import _LAZY, GrpcRequest
+from ..response import GrpcResponse
+from ..status import StatusCode
+from . import loop as _loop
+from . import streams as _streams
+from .answers import (
     INTERNAL_MESSAGE,
-    InvalidResponse,
     finish,
     finish_error,
     finish_ok,
 )
-from ._builtins import finish_taken as _finish_taken
-from ._handles import handles
-from ._native import ffi, lib
-from ._requests import (
+from .c_builtins import finish_taken as _finish_taken
+from .handles import handles
+from .requests import (
     _new_request,
     _reader,
     call_at,
     decode_name,
     make_request,
-    read_metadata,
     release_request,
 )
-from .request import _LAZY, GrpcRequest
-from .response import GrpcResponse
-from .status import StatusCode
 
-__all__ = ["INTERNAL_MESSAGE", "Binding", "InvalidResponse", "handles", "live_objects",
-           "make_request", "on_shutdown", "read_metadata", "run", "shutdown"]
+__all__ = ["Binding", "run", "run_unary", "unary_handler_data"]
 
 _log = logging.getLogger("pygrpc_ffi")
 _decode_name = decode_name  # the name other modules knew it by
@@ -85,7 +81,7 @@ class AsyncCall:
     def __init__(self, binding: Binding, call: Any, request: GrpcRequest, awaitable: Any,
                  tracked_in: dict[int, AsyncCall] | None = None, address: int = 0) -> None:
         self.binding = binding
-        # Calls taken from the loop queue (pysrc/loop_queue.c) come as an
+        # Calls taken from the loop queue (_binding/loop_queue.c) come as an
         # address, ``call`` None until a pointer is needed, and are tracked
         # by address in ``tracked_in`` for the cancels that come by address.
         self.tracked_in = tracked_in
@@ -148,7 +144,7 @@ def run(binding: Binding, call: Any) -> None:
 
 
 def run_unary(binding: Binding, address: int, payload: memoryview) -> bytes | None:
-    """Runs a unary handler for pysrc/unary.c, which made the payload view.
+    """Runs a unary handler for _binding/unary.c, which made the payload view.
     Returns a plain ``bytes`` answer for C to send and finish with; anything
     else is answered here (or on the loop, for an awaitable), and None
     returned."""
@@ -190,10 +186,9 @@ def run_unary(binding: Binding, address: int, payload: memoryview) -> bytes | No
     except BaseException:
         _log.exception("pygrpc_ffi failed to run handler %s", getattr(binding, "name", "?"))
         call = call_at(address)
-        if not lib.pgf_call_is_finished(call):
-            lib.pgf_call_reset_response(call)
-            lib.pgf_call_finish(call, StatusCode.INTERNAL.value, _INTERNAL_RAW,
-                                len(_INTERNAL_RAW))
+        if not calls.is_finished(call):
+            calls.reset_response_quietly(call)
+            calls.finish_quietly(call, StatusCode.INTERNAL.value, _INTERNAL_RAW)
     return None
 
 
@@ -208,10 +203,11 @@ def is_awaitable(obj: Any) -> bool:
 
 
 def _start_async(binding: Binding, call: Any, request: GrpcRequest, awaitable: Any) -> None:
-    lib.pgf_call_ref(call)
+    calls.ref(call)
     pending = AsyncCall(binding, call, request, awaitable)
     pending.handle = handles.add(pending)
-    lib.pgf_call_on_cancel(call, lib._pgf_py_cancel, pending.handle)
+    # Not finished yet (the handler only returned an awaitable): the hook is set.
+    calls.set_cancel_hook(call, pending.handle)
     try:
         _loop.submit(begin_async, pending)
     except BaseException as exc:
@@ -276,8 +272,8 @@ def end_async(pending: AsyncCall, exc: BaseException | None, result: Any) -> Non
         _log.exception("pygrpc_ffi failed to finish the call of handler %s", binding.name)
         if not dropped:
             call = call if call is not None else call_at(pending.address)
-            if not lib.pgf_call_is_finished(call):
-                lib.pgf_call_reset_response(call)
+            if not calls.is_finished(call):
+                calls.reset_response_quietly(call)
                 _finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
     finally:
         # Once finished, C never runs the cancel callback again.
@@ -286,7 +282,7 @@ def end_async(pending: AsyncCall, exc: BaseException | None, result: Any) -> Non
             pending.handle = None  # a handle keeps its object: no cycle
         if not dropped:
             _untrack(pending)
-            lib.pgf_call_unref(call if call is not None else call_at(pending.address))
+            calls.unref(call if call is not None else call_at(pending.address))
             if binding.on_finish is not None:
                 binding.on_finish()
 
@@ -297,141 +293,22 @@ def _untrack(pending: AsyncCall) -> None:
         pending.tracked_in = None
 
 
-# -------------------------------------------------------------- trampolines
-
-_Fn = TypeVar("_Fn", bound=Callable[..., None])
-
-
-def _extern(fn: _Fn) -> _Fn:
-    """Makes fn the body of the C-callable extern "Python" function of its name."""
-    ffi.def_extern()(fn)
-    return fn
-
-
 
 _INTERNAL_RAW = INTERNAL_MESSAGE.encode()
 
 
-def _handle_failed(exc_type: Any, exc_value: Any, tb: Any) -> int:
-    """cffi's onerror for _pgf_py_handle: the trampoline itself failed (say,
-    a RecursionError from handlers that nest calls without bound).  Returns
-    0: the C caller (_pgf_handle in ffi_build.py) then finishes the call."""
-    _log.error("pygrpc_ffi could not run a handler (%s); the call fails with INTERNAL",
-               getattr(exc_type, "__name__", exc_type))
-    return 0
-
-
-def _pgf_py_handle(handler_data: Any, call: Any) -> int:
-    binding = ffi.from_handle(handler_data)
-    try:
-        chain = binding.chain
-        if chain is not None and chain.active:
-            chain.run(binding, call)
-        else:
-            run(binding, call)
-    except BaseException:
-        try:
-            _log.exception("pygrpc_ffi failed to run handler %s", getattr(binding, "name", "?"))
-        finally:
-            # C calls only, with a ready message: this part cannot recurse.
-            if not lib.pgf_call_is_finished(call):
-                lib.pgf_call_reset_response(call)  # nothing half-written reaches the client
-                lib.pgf_call_finish(call, StatusCode.INTERNAL.value, _INTERNAL_RAW,
-                                    len(_INTERNAL_RAW))
-    return 1
-
-
-ffi.def_extern(onerror=_handle_failed)(_pgf_py_handle)
-
-
-@_extern
-def _pgf_py_enter_thread() -> None:
-    """Entered once per foreign thread by pysrc/unary.c (see there)."""
-
-
-@_extern
-def _pgf_py_release_handler(handler_data: Any) -> None:
-    handles.pop(handler_data)
-
-
-@_extern
-def _pgf_py_release_buffer(ctx: Any) -> None:
-    handles.pop(ctx)
-
-
-@_extern
-def _pgf_py_cancel(call: Any, user_data: Any) -> None:
-    ffi.from_handle(user_data).cancel()
-
-
-@_extern
-def _pgf_py_call_done(call: Any, user_data: Any) -> None:
-    ffi.from_handle(user_data).done(call)
-
-
-@_extern
-def _pgf_py_stream_event(call: Any, event: int, user_data: Any) -> None:
-    ffi.from_handle(user_data).event(call, event)
-
-
-@_extern
-def _pgf_py_read_done(call: Any, result: int, msg: Any, user_data: Any) -> None:
-    _streams.complete_read(result, msg, user_data)
-
-
-@_extern
-def _pgf_py_write_done(call: Any, result: int, user_data: Any) -> None:
-    _streams.complete_write(result, user_data)
-
-
 def unary_handler_data(handle: Any, binding: Binding) -> Any:
     """Handler data for registering a unary Binding (whose cffi handle is
-    ``handle``) with the fast path's handler function, ``lib._pgf_unary_handle``;
-    release it with ``lib._pgf_unary_release``.  MemoryError if C cannot
+    ``handle``) with the fast path's handler function, ``fastpath.UNARY_HANDLE``;
+    release it with ``fastpath.UNARY_RELEASE``.  MemoryError if C cannot
     allocate it (the handle is given back then)."""
-    data = lib._pgf_unary_binding_new(handle, ffi.cast("void *", id(binding)))
-    if data == ffi.NULL:
+    data = fastpath.unary_binding(handle, binding)
+    if data is None:
         handles.pop(handle)
         raise MemoryError("cannot register the handler")
     return data
 
 
-if lib._pgf_unary_setup(ffi.cast("void *", id(run_unary))) != lib.PGF_OK:
-    raise MemoryError("pygrpc_ffi cannot set up its unary fast path")
+fastpath.setup_unary(run_unary)
 
 
-# ---------------------------------------------------------------- lifetime
-
-
-def live_objects() -> dict[str, int]:
-    """How many C objects are alive: names, handlers, calls, registries,
-    response buffers not yet released by their host, and request messages."""
-    return {
-        "names": lib.pgf_live_count(lib.PGF_LIVE_NAMES),
-        "handlers": lib.pgf_live_count(lib.PGF_LIVE_HANDLERS),
-        "calls": lib.pgf_live_count(lib.PGF_LIVE_CALLS),
-        "registries": lib.pgf_live_count(lib.PGF_LIVE_REGISTRIES),
-        "buffers": lib.pgf_live_count(lib.PGF_LIVE_BUFFERS),
-        "messages": lib.pgf_live_count(lib.PGF_LIVE_MESSAGES),
-    }
-
-
-_shutdown_hooks: list[Callable[[], None]] = []
-
-
-def on_shutdown(hook: Callable[[], None]) -> None:
-    _shutdown_hooks.append(hook)
-
-
-def shutdown() -> None:
-    """Stops the event-loop thread and releases every Python registration,
-    while the interpreter can still run them (embedding hosts call this)."""
-    _loop.stop()
-    for hook in reversed(_shutdown_hooks):
-        try:
-            hook()
-        except Exception:
-            _log.exception("shutdown hook failed")
-
-
-atexit.register(shutdown)

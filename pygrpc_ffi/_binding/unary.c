@@ -13,7 +13,7 @@
  * trampoline's argument objects, five Python objects for the payload view,
  * a handle for the answer and a second trampoline for its release.
  *
- * Included by cffi's set_source (ffi_build.py), after the declarations of
+ * Included by cffi's set_source (build.py), after the declarations of
  * the extern "Python" functions it calls. */
 #include "unary.h"
 

@@ -10,7 +10,7 @@
  * Cancellations reach the loop through the same queue, in order: a cancel
  * queued after its call is taken after it.
  *
- * Included by cffi's set_source (ffi_build.py). */
+ * Included by cffi's set_source (build.py). */
 #include "loop_queue.h"
 
 #include <errno.h>

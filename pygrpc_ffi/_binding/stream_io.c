@@ -13,7 +13,7 @@
  *       to 1 KiB, owned with a release callback beyond).
  *
  * The address is the handler's pgf_call, which the caller keeps referenced.
- * Included by cffi's set_source after unary.c (ffi_build.py). */
+ * Included by cffi's set_source after unary.c (build.py). */
 #include "stream_io.h"
 
 #include <stdlib.h>

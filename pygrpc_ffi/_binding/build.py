@@ -1,4 +1,5 @@
-"""Wires the C shim (csrc/) into the cffi extension module pygrpc_ffi._native.
+"""Wires the C shim (csrc/) into the cffi extension module pygrpc_ffi._native,
+which only the binding package (this folder) imports.
 
 The shim itself is built first by setup.py (build_ext) as libpygrpc_ffi.so, the
 one shared library that both this module and C/C++ hosts link, so a process
@@ -13,10 +14,11 @@ import sys
 
 from cffi import FFI
 
-ROOT = pathlib.Path(__file__).resolve().parent
+BINDING = pathlib.Path(__file__).resolve().parent
+PACKAGE = BINDING.parent
+ROOT = PACKAGE.parent
 CSRC = ROOT / "csrc"
-PYSRC = ROOT / "pysrc"  # C compiled into this module, with the CPython API
-PACKAGE = ROOT / "pygrpc_ffi"
+PYSRC = BINDING  # the C compiled into this module, with the CPython API (*.c, *.h)
 
 # Python trampolines called from C (no ffi.callback per call).
 TRAMPOLINES = """
@@ -157,11 +159,11 @@ ffibuilder.set_source(
     "pygrpc_ffi._native",
     HELPERS_SOURCE,
     include_dirs=[str(CSRC), str(PYSRC)],
-    depends=[str(path) for path in sorted(PYSRC.iterdir())],
+    depends=[str(path) for path in sorted(PYSRC.iterdir()) if path.suffix in (".c", ".h")],
     library_dirs=[str(PACKAGE)],
     libraries=["pygrpc_ffi"],
     extra_link_args=["-Wl,-rpath,$ORIGIN"],
-    **LIMITED_API,  # type: ignore[arg-type]
+    **LIMITED_API,
 )
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 /* The unary fast path of pygrpc_ffi._native (see unary.c): what Python and
- * the registry call.  ffi_build.py reads the cdef from this file. */
+ * the registry call.  build.py reads the cdef from this file. */
 #ifndef PGF_PYSRC_UNARY_H
 #define PGF_PYSRC_UNARY_H
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._native import ffi
+from .._binding.base import from_handle, new_handle
 
 
 class Handles:
@@ -18,16 +18,16 @@ class Handles:
         self._items: dict[Any, Any] = {}
 
     def add(self, obj: object) -> Any:
-        handle = ffi.new_handle(obj)
+        handle = new_handle(obj)
         self._items[handle] = handle
         return handle
 
     def pop(self, ptr: Any) -> Any:
-        return ffi.from_handle(self._items.pop(ptr))
+        return from_handle(self._items.pop(ptr))
 
     def get(self, ptr: Any) -> Any:
         """The object of a handle still held by C."""
-        return ffi.from_handle(self._items[ptr])
+        return from_handle(self._items[ptr])
 
     def __len__(self) -> int:
         return len(self._items)

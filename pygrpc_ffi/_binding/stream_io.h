@@ -1,5 +1,5 @@
 /* Blocking reads and writes of sync streaming handlers as CPython builtins
- * (see stream_io.c).  ffi_build.py reads the cdef from this file. */
+ * (see stream_io.c).  build.py reads the cdef from this file. */
 #ifndef PGF_PYSRC_STREAM_IO_H
 #define PGF_PYSRC_STREAM_IO_H
 

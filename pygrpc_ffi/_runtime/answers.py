@@ -7,22 +7,26 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ._handles import handles
-from ._native import ffi, lib
-from .errors import GrpcError, client_message, status_for_exception
-from .metadata import MetadataLike, encode_entry, iter_pairs
-from .response import GrpcResponse
-from .status import StatusCode
+from .._binding import calls
+from .._binding.base import ESTATE, PgfError, from_buffer
+from .._binding.trampolines import RELEASE_BUFFER
+from ..errors import GrpcError, client_message, status_for_exception
+from ..metadata import MetadataLike, encode_entry, iter_pairs
+from ..response import GrpcResponse
+from ..status import StatusCode
+from .handles import handles
 
 _log = logging.getLogger("pygrpc_ffi")
 
 INTERNAL_MESSAGE = "Internal server error"
-#: Answers up to this size are copied into the call (as pysrc/unary.c does):
+#: Answers up to this size are copied into the call (as _binding/unary.c does):
 #: cheaper than a release that must take the GIL on a host thread later.
 COPY_AT_MOST = 1024
 _BYTES_LIKE = (bytes, bytearray, memoryview)
-_from_buffer = ffi.from_buffer
-_release_buffer = lib._pgf_py_release_buffer
+_from_buffer = from_buffer
+_release_buffer = RELEASE_BUFFER
+_finish_copy = calls.finish_copy_quietly
+_finish_buffer = calls.finish_buffer_quietly
 
 
 class InvalidResponse(Exception):
@@ -41,7 +45,8 @@ def payload_of(result: Any) -> Any:
     )
 
 
-def add_metadata(call: Any, metadata: MetadataLike, add: Callable[..., int], what: str,
+def add_metadata(call: Any, metadata: MetadataLike, add: Callable[[Any, bytes, bytes], None],
+                 what: str,
                  dropped: Callable[[str], None] | None = None) -> None:
     """Adds metadata in any form :func:`iter_pairs` reads to the call.  An
     entry that cannot be sent raises InvalidResponse, or, with ``dropped``,
@@ -58,12 +63,14 @@ def add_metadata(call: Any, metadata: MetadataLike, add: Callable[..., int], wha
         except (TypeError, ValueError) as exc:
             bad(str(exc))
             continue
-        rc = add(call, key_b, len(key_b), value_b, len(value_b))
-        if rc == lib.PGF_ESTATE and what == "initial":
-            raise InvalidResponse("sent initial metadata after the first response message")
-        if rc != lib.PGF_OK:
+        try:
+            add(call, key_b, value_b)
+        except PgfError as exc:
+            if exc.code == ESTATE and what == "initial":
+                raise InvalidResponse(
+                    "sent initial metadata after the first response message") from None
             if dropped is None:
-                raise InvalidResponse(f"invalid {what} metadata {key!r}: {value!r}")
+                raise InvalidResponse(f"invalid {what} metadata {key!r}: {value!r}") from None
             dropped(f"{key!r}: {value!r} is not valid gRPC metadata")
 
 
@@ -73,58 +80,59 @@ def set_response(call: Any, result: Any) -> None:
     compress = False
     if isinstance(result, GrpcResponse):
         payload = payload_of(result.payload)
-        add_metadata(call, result.metadata, lib.pgf_call_add_initial_metadata, "initial")
-        add_metadata(call, result.trailers, lib.pgf_call_add_trailing_metadata, "trailing")
+        add_metadata(call, result.metadata, calls.add_initial_metadata, "initial")
+        add_metadata(call, result.trailers, calls.add_trailing_metadata, "trailing")
         compress = result.compress
     else:
         payload = payload_of(result)
     try:
-        buf = ffi.from_buffer(payload)
+        buf = _from_buffer(payload)
     except (TypeError, ValueError) as exc:
         raise InvalidResponse(f"payload cannot be sent: {exc}") from None
     if compress:
-        lib.pgf_call_set_compress_response(call, 1)
+        calls.compress_response_quietly(call)
     if len(buf):
         # The host sends the handler's own bytes; they live until it releases them.
-        rc = lib.pgf_call_set_response(call, buf, len(buf), _release_buffer, handles.add(buf))
-        if rc != lib.PGF_OK:
-            raise InvalidResponse(f"the response cannot be kept ({rc})")
+        try:
+            calls.set_response(call, buf, _release_buffer, handles.add(buf))
+        except PgfError as exc:
+            raise InvalidResponse(f"the response cannot be kept ({exc.code})") from None
 
 
 def finish_ok(call: Any, result: Any, binding: Any) -> None:
     if type(result) is bytes:  # the common answer, in one crossing into C
         size = len(result)
         if size <= COPY_AT_MOST:  # copied: no release comes back into Python
-            lib._pgf_finish_copy(call, result, size)
+            _finish_copy(call, result, size)
         else:
             buf = _from_buffer(result)
-            lib._pgf_finish_ok(call, buf, size, _release_buffer, handles.add(buf))
+            _finish_buffer(call, buf, size, _release_buffer, handles.add(buf))
         return
     try:
         set_response(call, result)
     except InvalidResponse as exc:
         _log.error("handler %s %s; the call fails with INTERNAL", binding.name, str(exc))
-        lib.pgf_call_reset_response(call)
+        calls.reset_response_quietly(call)
         finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
         return
     except Exception:  # e.g. metadata that is not iterable, a failing SerializeToString
         _log.exception("handler %s returned a %s that cannot be sent; the call fails with "
                        "INTERNAL", binding.name, type(result).__name__)
-        lib.pgf_call_reset_response(call)
+        calls.reset_response_quietly(call)
         finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
         return
-    lib.pgf_call_finish(call, 0, ffi.NULL, 0)
+    calls.finish_quietly(call, 0)
 
 
 def finish(call: Any, code: int, message: str) -> None:
     raw = message.encode("utf-8", "replace")
-    lib.pgf_call_finish(call, int(code), raw, len(raw))
+    calls.finish_quietly(call, int(code), raw)
 
 
 def finish_error(call: Any, exc: BaseException, binding: Any) -> None:
     """Finishes the call with the status an exception maps to."""
     code = status_for_exception(exc)
-    lib.pgf_call_reset_response(call)
+    calls.reset_response_quietly(call)
     if isinstance(exc, GrpcError):
         def dropped(reason: str) -> None:
             _log.error("handler %s raised %r with a trailer that cannot be sent (%s); "
@@ -133,20 +141,19 @@ def finish_error(call: Any, exc: BaseException, binding: Any) -> None:
         try:
             details = exc.details_bytes()
             # A bad trailer never costs the call the status the handler chose.
-            add_metadata(call, exc.trailers, lib.pgf_call_add_trailing_metadata, "trailing",
+            add_metadata(call, exc.trailers, calls.add_trailing_metadata, "trailing",
                          dropped)
         except (InvalidResponse, TypeError) as bad:
             _log.error("handler %s raised %r with %s; the call fails with INTERNAL",
                        binding.name, exc, bad)
-            lib.pgf_call_reset_response(call)
+            calls.reset_response_quietly(call)
             finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
             return
-        if details and lib.pgf_call_set_status_details(call, details,
-                                                       len(details)) != lib.PGF_OK:
+        if details and not _set_details(call, details):
             _log.error("handler %s raised %r with status details over the trailer budget "
                        "(%d bytes); the call fails with INTERNAL", binding.name, exc,
                        len(details))
-            lib.pgf_call_reset_response(call)
+            calls.reset_response_quietly(call)
             finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
             return
         finish(call, code, exc.message)
@@ -165,6 +172,16 @@ def finish_error(call: Any, exc: BaseException, binding: Any) -> None:
     finish(call, code, message)
 
 
+def _set_details(call: Any, details: bytes) -> bool:
+    """Sets the status details; False if the call refuses them (over the
+    trailer budget)."""
+    try:
+        calls.set_status_details(call, details)
+    except PgfError:
+        return False
+    return True
+
+
 class Responder:
     """The response side of a streaming call: each answer's payload, its
     initial metadata (before the first message only) and trailers."""
@@ -178,15 +195,13 @@ class Responder:
     def message_payload(self, answer: Any) -> Any:
         """The bytes-like payload to write for one answer."""
         if isinstance(answer, GrpcResponse):
-            add_metadata(self.call, answer.metadata, lib.pgf_call_add_initial_metadata,
-                         "initial")
-            add_metadata(self.call, answer.trailers, lib.pgf_call_add_trailing_metadata,
-                         "trailing")
+            add_metadata(self.call, answer.metadata, calls.add_initial_metadata, "initial")
+            add_metadata(self.call, answer.trailers, calls.add_trailing_metadata, "trailing")
             if answer.compress:
-                lib.pgf_call_set_compress_response(self.call, 1)
+                calls.compress_response_quietly(self.call)
             answer = answer.payload
         return payload_of(answer)
 
     def finish_stream(self) -> None:
         """Ends the response stream with OK (trailers follow)."""
-        lib.pgf_call_finish(self.call, 0, ffi.NULL, 0)
+        calls.finish_quietly(self.call, 0)

@@ -11,24 +11,29 @@ the call.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
-from ._native import ffi, lib
-from .metadata import Metadata, MetadataValue, is_binary_key
-from .request import _LAZY, GrpcRequest
+from .._binding import calls, messages
+from .._binding import metadata as c_metadata
+from .._binding.base import NULL, copy_bytes, from_buffer
+from ..metadata import Metadata, MetadataValue, is_binary_key
+from ..request import _LAZY, GrpcRequest
+from .handles import handles
 
 NO_DEADLINE = 2**63 - 1
 
 _names: dict[bytes, str] = {}  # decoded service and method names
-_gc = ffi.gc
-_buffer = ffi.buffer
-_unref_with = lib._pgf_message_unref_with
-_message_bytes = lib._pgf_message_bytes
+_owning_view = messages.owning_view
+_message_bytes = messages.data_of
 
 
 def decode_name(name: Any) -> str:
-    raw = ffi.string(lib.pgf_name_str(name))
+    """The text of a C name."""
+    return decode_name_bytes(c_metadata.name_bytes(name))
+
+
+def decode_name_bytes(raw: bytes) -> str:
+    """The text of a service or method name's bytes."""
     text = _names.get(raw)
     if text is None:
         text = raw.decode("utf-8", "replace")
@@ -39,18 +44,9 @@ def decode_name(name: Any) -> str:
 
 def read_metadata(md: Any) -> Metadata:
     """The entries of a C metadata list."""
-    count = lib.pgf_metadata_count(md)
-    pairs: list[tuple[str, MetadataValue]] = []
-    if count:
-        key_p = ffi.new("const char **")
-        key_len = ffi.new("size_t *")
-        value_p = ffi.new("const uint8_t **")
-        value_len = ffi.new("size_t *")
-        for i in range(count):
-            lib.pgf_metadata_get(md, i, key_p, key_len, value_p, value_len)
-            key = ffi.unpack(key_p[0], key_len[0]).decode("latin-1")
-            raw = ffi.buffer(value_p[0], value_len[0])[:]
-            pairs.append((key, raw if is_binary_key(key) else raw.decode("latin-1")))
+    pairs: list[tuple[str, MetadataValue]] = [
+        (key, raw if is_binary_key(key) else raw.decode("latin-1"))
+        for key, raw in c_metadata.entries(md)]
     return Metadata._from_pairs(pairs)
 
 
@@ -59,44 +55,41 @@ def view_of_message(msg: Any, data: Any, size: int) -> memoryview:
     the message is released when the view and everything exported from it
     are gone."""
     if not size:
-        lib.pgf_message_unref(msg)
+        messages.unref(msg)
         return memoryview(b"")
-    # ffi.buffer keeps its pointer alive, and the pointer owns the message.
-    owner = _gc(data, partial(_unref_with, msg))
-    return memoryview(_buffer(owner, size)).toreadonly()
+    return _owning_view(msg, data, size)
 
 
 class _CallReader:
     """Reads a request's fields from its call when they are first used; the
-    call is a pointer, or an address (the unary fast path, pysrc/unary.c,
+    call is a pointer, or an address (the unary fast path, _binding/unary.c,
     and the loop queue pass it so)."""
 
     @staticmethod
     def metadata(call: Any) -> Metadata:
-        return read_metadata(lib.pgf_call_request_metadata(call_at(call)))
+        return read_metadata(calls.request_metadata(call_at(call)))
 
     @staticmethod
     def service_name(call: Any) -> str:
-        return decode_name(lib.pgf_call_service(call_at(call)))
+        return decode_name(calls.service(call_at(call)))
 
     @staticmethod
     def method_name(call: Any) -> str:
-        return decode_name(lib.pgf_call_method(call_at(call)))
+        return decode_name(calls.method(call_at(call)))
 
     @staticmethod
     def deadline(call: Any) -> float | None:
-        deadline = lib.pgf_call_deadline(call_at(call))
+        deadline = calls.deadline(call_at(call))
         return None if deadline == NO_DEADLINE else deadline / 1e9
 
     @staticmethod
     def peer(call: Any) -> str:
-        peer = lib.pgf_call_peer(call_at(call), ffi.NULL)
-        return ffi.string(peer).decode("utf-8", "replace") if peer[0] != b"\0" else ""
+        return calls.peer(call_at(call), whole=False)
 
 
-def call_at(call: Any) -> Any:
-    """The ``pgf_call *`` of a call given as a pointer or as an address."""
-    return _cast("pgf_call *", call) if type(call) is int else call
+#: call_at(call) -> the ``pgf_call *`` of a call given as a pointer or as an
+#: address.
+call_at = calls.pointer
 
 
 def call_of(request: GrpcRequest) -> Any:
@@ -105,14 +98,13 @@ def call_of(request: GrpcRequest) -> Any:
     return call_at(request._call) if request._call is not None else None
 
 
-_cast = ffi.cast
 _reader = _CallReader()
 _new_request = GrpcRequest.__new__
 
 
 def request_at(address: int, payload: memoryview) -> GrpcRequest:
     """A GrpcRequest of the call at ``address`` with its payload view made
-    in C (pysrc/unary.c); fields read from the call when first used."""
+    in C (_binding/unary.c); fields read from the call when first used."""
     request = _new_request(GrpcRequest)
     request._service_name = request._method_name = request._deadline = request._peer = _LAZY
     request.payload = payload
@@ -128,12 +120,12 @@ def make_request(call: Any) -> GrpcRequest:
     fields are read from the call when first used (see request._LAZY)."""
     request = _new_request(GrpcRequest)
     request._service_name = request._method_name = request._deadline = request._peer = _LAZY
-    raw = lib._pgf_request_of(call)
+    raw = calls.request_of(call)
     size = raw.len
-    if raw.msg != ffi.NULL:
+    if raw.msg != NULL:
         request.payload = view_of_message(raw.msg, raw.data, size)
     elif size:
-        request.payload = memoryview(ffi.buffer(raw.data, size)[:])  # lent: copied
+        request.payload = memoryview(copy_bytes(raw.data, size))  # lent: copied
     else:
         request.payload = memoryview(b"")
     request._metadata = None
@@ -204,3 +196,15 @@ def message_request(info: CallInfo, msg: Any) -> GrpcRequest:
     request._reader = None
     request._stream = info.stream
     return request
+
+
+def new_message(payload: Any) -> Any:
+    """An OWNED pgf_message over a Python bytes-like object, without a copy;
+    the object lives until the message is released."""
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        serialize = getattr(payload, "SerializeToString", None)
+        if serialize is None:
+            raise TypeError(f"a request message must be bytes-like, not {type(payload).__name__}")
+        payload = serialize()
+    buf = from_buffer(payload)
+    return messages.new(buf, handles.add(buf) if len(buf) else None)
