@@ -81,7 +81,7 @@ endif()
 def shim_command(out: pathlib.Path) -> list[str]:
     """The compiler line for the shim: the same flags as csrc/Makefile, but
     no build machine's paths baked in: csrc/embed.c finds libpython at run
-    time (see pgf_python_start in the README), so one shim serves every
+    time (see pgf_python_start in docs/embedding.md), so one shim serves every
     Python version."""
     cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")[:1]
     sources = sorted(str(p) for p in CSRC.glob("*.c"))

@@ -1,1 +1,1 @@
-"""pygrpc_ffi benchmarks: ``bash bench/run.sh`` (see bench/README_SECTION.md)."""
+"""pygrpc_ffi benchmarks: ``bash bench/run.sh`` (see docs/benchmarks.md)."""

@@ -289,12 +289,14 @@ def build_host(args: argparse.Namespace) -> int:
         return 2
     missing = [tool for tool in ("cmake", "pkg-config", "c++") if shutil.which(tool) is None]
     if not missing:
-        for module, package in (("libnghttp2", "libnghttp2-dev"), ("zlib", "zlib1g-dev")):
+        for module, package in (("libnghttp2", "libnghttp2-dev"), ("zlib", "zlib1g-dev"),
+                                ("openssl", "libssl-dev")):
             if subprocess.run(["pkg-config", "--exists", module]).returncode != 0:
                 missing.append(f"{package} (pkg-config {module})")
     if missing:
         print(f"error: building the C++ host needs {', '.join(missing)}; on Debian/Ubuntu: "
-              "apt-get install build-essential cmake pkg-config libnghttp2-dev zlib1g-dev",
+              "apt-get install build-essential cmake pkg-config libnghttp2-dev zlib1g-dev "
+              "libssl-dev",
               file=sys.stderr)
         return 2
     output: pathlib.Path = args.output or installed_host_path()

@@ -56,7 +56,7 @@ def get_pkgconfig_dir() -> str:
 
 def get_venv() -> str | None:
     """The virtual environment this package is installed in, if any: pass it
-    to ``pgf_python_start`` (a NULL venv means this one, see the README)."""
+    to ``pgf_python_start`` (a NULL venv means this one, see docs/embedding.md)."""
     return sys.prefix if sys.prefix != sys.base_prefix else None
 
 

@@ -22,7 +22,7 @@ make -s -C tests/c test-tsan PYTHON="$PY"
 echo "== fuzzing the C shim (libFuzzer, ASan + UBSan, about 15 s per harness)"
 bash tests/fuzz/run.sh "${PGF_FUZZ_SECONDS:-15}"
 
-echo "== the README's minimal C host"
+echo "== the minimal C host of docs/embedding.md"
 cc -std=c99 -Wall -Wextra -Werror -Icsrc examples/minimal_host.c -Lpygrpc_ffi -lpygrpc_ffi \
    -Wl,-rpath,"$PWD/pygrpc_ffi" -o build/minimal_host
 build/minimal_host | tee build/minimal_host.out

@@ -239,7 +239,7 @@ def test_invalid_metadata_does_not_disturb_concurrent_good_calls(service: GrpcSe
 def test_a_bad_trailer_never_costs_a_grpc_error_its_status(
     service: GrpcService, caplog: pytest.LogCaptureFixture, bad: Any,
 ) -> None:
-    """DESIGN.md, Errors: the entry is dropped with a log line; the status,
+    """docs/design.md, Errors: the entry is dropped with a log line; the status,
     message and good trailers the handler chose reach the client."""
     def raise_it(request: GrpcRequest) -> Any:
         raise pygrpc_ffi.Aborted("bad trailer", trailers=[("good", "1"), bad, ("also", "2")])

@@ -90,7 +90,7 @@ int Serve(const Options& opts, Transport* transport, const RegisterHandlers& reg
   // and writes wait (memory_budget.h).
   HostBudget().SetLimit(static_cast<size_t>(opts.max_memory_bytes));
   // The same bound for async handlers' calls waiting for the event loop,
-  // which never wait for a worker (pygrpc_ffi/_loop_calls.py reads it).
+  // which never wait for a worker (pygrpc_ffi/_runtime/loop_calls.py reads it).
   setenv("PYGRPC_FFI_MAX_QUEUED_CALLS", std::to_string(opts.max_queued_calls).c_str(), 1);
 
   if (register_handlers) {
