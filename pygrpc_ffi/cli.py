@@ -30,7 +30,7 @@ import tempfile
 import threading
 from collections.abc import Sequence
 
-from . import serve_options
+from . import serve_options, serve_tls
 from .config import config_main, get_cmake_dir
 from .service import default_service
 
@@ -106,7 +106,7 @@ def host_command(args: argparse.Namespace, binary: pathlib.Path) -> list[str]:
         "--sys-path", _python_path(), "--grace-seconds", str(args.grace),
         # The host stops when this supervisor dies, even by SIGKILL.
         "--die-with-parent", str(os.getpid()),
-        *_host_options(args),
+        *_host_options(args), *serve_tls.host_flags(args),
     ]
     if sys.prefix != sys.base_prefix:
         command += ["--venv", sys.prefix]
@@ -121,7 +121,7 @@ def grpcio_command(args: argparse.Namespace) -> list[str]:
         "--listen", args.listen, "--workers", str(args.workers), "--processes", "1",
         "--max-workers", str(args.max_workers),
         "--max-message-size", str(args.max_message_size), "--grace", str(args.grace),
-        "--reuse-port", *serve_options.child_flags(args),
+        "--reuse-port", *serve_options.child_flags(args), *serve_tls.host_flags(args),
         *(["--max-memory-bytes", str(args.max_memory_bytes)]
           if args.max_memory_bytes is not None else []),
     ]
@@ -176,7 +176,7 @@ def serve(args: argparse.Namespace) -> int:
     if args.processes > 1 and args.listen.rsplit(":", 1)[-1] == "0":
         print("error: --processes N > 1 needs a fixed port, not 0", file=sys.stderr)
         return 2
-    problem = serve_options.check(args)
+    problem = serve_options.check(args) or serve_tls.check(args)
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 2
@@ -223,9 +223,18 @@ def serve_grpcio_here(args: argparse.Namespace) -> int:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     memory = {} if args.max_memory_bytes is None else {"max_memory_bytes": args.max_memory_bytes}
+    credentials = None
+    if args.tls_cert is not None:
+        try:
+            credentials = serve_tls.server_credentials(args.tls_cert, args.tls_key,
+                                                       args.tls_client_ca,
+                                                       args.tls_reload_seconds)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     grpcio_serve(default_service(), args.listen, max_workers=max(args.max_workers, args.workers),
                  max_message_size=args.max_message_size, grace=args.grace,
-                 reuse_port=args.reuse_port, **memory)
+                 reuse_port=args.reuse_port, credentials=credentials, **memory)
     return 0
 
 
@@ -262,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "under SCHED_BATCH, so that they never preempt gRPC's network threads "
                      "when woken; normal keeps the default scheduling")
     serve_options.add_arguments(run)
+    serve_tls.add_arguments(run)
     build = commands.add_parser(
         "build-host", help="build the gRPC C++ host against this installed package")
     build.add_argument("--output", type=pathlib.Path, default=None,

@@ -439,7 +439,8 @@ def start(service: GrpcService | None = None, address: str = "127.0.0.1:50051", 
           reuse_port: bool = False,
           options: Sequence[tuple[str, Any]] = (),
           interceptors: Sequence[Any] = (),
-          max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES) -> GrpcioServer:
+          max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
+          credentials: grpc.ServerCredentials | None = None) -> GrpcioServer:
     """Starts a grpcio server that serves ``service`` (default:
     :func:`~pygrpc_ffi.default_service`) on ``address`` (port 0: any free
     port, see ``.port``) and returns at once.  ``max_message_size`` bounds
@@ -450,7 +451,9 @@ def start(service: GrpcService | None = None, address: str = "127.0.0.1:50051", 
     are added to the service (see :meth:`GrpcService.add_interceptor`): they
     run on every host that serves it.  ``max_memory_bytes`` bounds the calls
     in progress or queued to ``max_memory_bytes // CALL_COST`` (32 KiB
-    each); beyond it a new call gets RESOURCE_EXHAUSTED."""
+    each); beyond it a new call gets RESOURCE_EXHAUSTED.  ``credentials``
+    (e.g. :func:`pygrpc_ffi.serve_tls.server_credentials`): serve TLS only;
+    None: plaintext."""
     if max_workers < 1:
         raise ValueError("max_workers must be at least 1")
     if max_memory_bytes < CALL_COST:
@@ -480,7 +483,10 @@ def start(service: GrpcService | None = None, address: str = "127.0.0.1:50051", 
         ],
     )
     try:
-        port = server.add_insecure_port(address)
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {address}: {exc}") from None
     if not port:
@@ -495,7 +501,8 @@ def serve(service: GrpcService | None = None, address: str = "127.0.0.1:50051", 
           grace: float = 10.0,
           reuse_port: bool = False,
           interceptors: Sequence[Any] = (),
-          max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES) -> None:
+          max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
+          credentials: grpc.ServerCredentials | None = None) -> None:
     """Serves ``service`` until SIGINT or SIGTERM, then stops gracefully.
 
     Prints ``listening on HOST:PORT`` (the bound port) to stdout once it
@@ -503,13 +510,15 @@ def serve(service: GrpcService | None = None, address: str = "127.0.0.1:50051", 
     calls in flight ``grace`` seconds; a second signal cancels them at once.
     Returns when the server has stopped.  Must run in the main thread (it
     installs the signal handlers, and restores the previous ones).
-    ``reuse_port``, ``interceptors``, ``max_memory_bytes``: see :func:`start`.
+    ``reuse_port``, ``interceptors``, ``max_memory_bytes``, ``credentials``:
+    see :func:`start`.
     """
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("serve() must run in the main thread; use start() elsewhere")
     server = start(service, address, max_workers=max_workers,
                    max_message_size=max_message_size, grace=grace, reuse_port=reuse_port,
-                   interceptors=interceptors, max_memory_bytes=max_memory_bytes)
+                   interceptors=interceptors, max_memory_bytes=max_memory_bytes,
+                   credentials=credentials)
     signals: list[int] = []
 
     def on_signal(signum: int, frame: Any) -> None:
