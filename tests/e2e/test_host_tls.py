@@ -19,7 +19,7 @@ import grpc
 import pytest
 from conftest import CHANNEL_OPTIONS, ROOT
 from streams_kit import COUNT, ECHO, UNARY_PY, Host, Requests
-from tls_kit import Ca, replace
+from tls_kit import Pki, replace
 
 HOSTNAME = "localhost"  # in the server certificates' SANs, with 127.0.0.1
 PRODUCT = "pygrpc_ffi_server"
@@ -42,20 +42,6 @@ def product_only(binary: pathlib.Path) -> None:
     the handshake); gRPC C++ logs and refuses in its own ways."""
     if binary.name != PRODUCT:
         pytest.skip("the nghttp2 host's behaviour")
-
-
-class Pki:
-    """A CA with a server certificate (serial 1001, CN server-1) and a client
-    certificate, and another CA with a client certificate of its own."""
-
-    def __init__(self, directory: pathlib.Path) -> None:
-        self.directory = directory
-        self.ca = Ca(directory, "ca")
-        self.cert, self.key = self.ca.issue("server", "server-1", 1001)
-        self.client = self.ca.issue("client", "client-1", 3001, client=True,
-                                    sans="DNS:client-1.test,URI:spiffe://test/client-1")
-        self.other_ca = Ca(directory, "other-ca")
-        self.stranger = self.other_ca.issue("stranger", "client-1", 3001, client=True)
 
 
 @pytest.fixture()

@@ -19,7 +19,8 @@ import grpc
 import pytest
 from conftest import CHANNEL_OPTIONS, ENGINES, HERE, PROTOS, ROOT, Server
 from metrics_kit import free_port
-from tls_kit import Ca, replace
+from tls_kit import Pki, replace
+from waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -27,20 +28,8 @@ HOSTNAME = "localhost"  # in the server certificates' SANs, with 127.0.0.1
 EMPTY = "/grpc.testing.TestService/EmptyCall"  # interop_handlers: b"" -> b""
 
 
-class Pki:
-    """A CA with a server certificate (serial 1001) and a client
-    certificate, and another CA with a client certificate of its own."""
-
-    def __init__(self, directory: pathlib.Path) -> None:
-        self.directory = directory
-        self.ca = Ca(directory, "ca")
-        self.cert, self.key = self.ca.issue("server", "server-1", 1001)
-        self.client = self.ca.issue("client", "client-1", 3001, client=True)
-        self.other_ca = Ca(directory, "other-ca")
-        self.stranger = self.other_ca.issue("stranger", "client-1", 3002, client=True)
-
-    def flags(self, *extra: str) -> tuple[str, ...]:
-        return ("--tls-cert", str(self.cert), "--tls-key", str(self.key), *extra)
+def tls_flags(pki: Pki, *extra: str) -> tuple[str, ...]:
+    return ("--tls-cert", str(pki.cert), "--tls-key", str(pki.key), *extra)
 
 
 @pytest.fixture()
@@ -92,19 +81,10 @@ def served_serial(address: str, pki: Pki) -> int:
     return int(cert["serialNumber"], 16)
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 20) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return predicate()
-
-
 @pytest.mark.parametrize("engine", ENGINES)
 def test_tls_is_served_and_plaintext_refused(serving: Callable[..., Server], pki: Pki,
                                              engine: str) -> None:
-    server = serving(engine, *pki.flags())
+    server = serving(engine, *tls_flags(pki))
     with secure(server.address, pki) as channel:
         assert call(channel) is grpc.StatusCode.OK
     with grpc.insecure_channel(server.address, options=CHANNEL_OPTIONS) as plain:
@@ -117,7 +97,7 @@ def test_tls_is_served_and_plaintext_refused(serving: Callable[..., Server], pki
 @pytest.mark.parametrize("engine", ENGINES)
 def test_mtls_serves_only_clients_of_the_client_ca(serving: Callable[..., Server], pki: Pki,
                                                    engine: str) -> None:
-    server = serving(engine, *pki.flags("--tls-client-ca", str(pki.ca.cert)))
+    server = serving(engine, *tls_flags(pki, "--tls-client-ca", str(pki.ca.cert)))
     with secure(server.address, pki) as channel:  # no client certificate
         assert call(channel) is grpc.StatusCode.UNAVAILABLE
     with secure(server.address, pki, pki.stranger) as channel:  # another CA's
@@ -129,13 +109,13 @@ def test_mtls_serves_only_clients_of_the_client_ca(serving: Callable[..., Server
 @pytest.mark.parametrize("engine", ENGINES)
 def test_replaced_certificate_reaches_new_connections_and_a_bad_one_is_refused(
         serving: Callable[..., Server], pki: Pki, engine: str) -> None:
-    server = serving(engine, *pki.flags("--tls-reload-seconds", "1"))
+    server = serving(engine, *tls_flags(pki, "--tls-reload-seconds", "1"))
     with secure(server.address, pki) as old:
         assert call(old) is grpc.StatusCode.OK
         cert2, key2 = pki.ca.issue("server2", "server-2", 2002)
         replace(pki.key, key2.read_bytes())
         replace(pki.cert, cert2.read_bytes())
-        assert wait_for(lambda: served_serial(server.address, pki) == 2002)
+        assert wait_until(lambda: served_serial(server.address, pki) == 2002, timeout=20)
         assert call(old) is grpc.StatusCode.OK  # the old connection is unharmed
         # A replacement that does not load keeps the credentials in use.
         replace(pki.cert, b"-----BEGIN CERTIFICATE-----\nnot a certificate\n")
@@ -150,7 +130,7 @@ def test_replaced_certificate_reaches_new_connections_and_a_bad_one_is_refused(
 def test_every_process_serves_tls(serving: Callable[..., Server], pki: Pki,
                                   engine: str) -> None:
     listen = f"127.0.0.1:{free_port()}"
-    server = serving(engine, *pki.flags("--tls-client-ca", str(pki.ca.cert)),
+    server = serving(engine, *tls_flags(pki, "--tls-client-ca", str(pki.ca.cert)),
                      "--listen", listen, "--processes", "2")
     # A connection each, so the kernel spreads them over both processes.
     options = [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1),
@@ -183,8 +163,8 @@ def test_unusable_tls_files_stop_the_start_with_one_line(pki: Pki, engine: str) 
         ("--tls-client-ca", str(pki.ca.cert)): "--tls-client-ca needs --tls-cert",
         ("--tls-cert", missing, "--tls-key", str(pki.key)): f"cannot read --tls-cert {missing}",
         ("--tls-cert", str(other_cert), "--tls-key", str(pki.key)): "does not match",
-        (*pki.flags(), "--tls-client-ca", str(pki.key)): "cannot load --tls-client-ca",
-        (*pki.flags(), "--tls-reload-seconds", "-1"): "--tls-reload-seconds must be",
+        (*tls_flags(pki), "--tls-client-ca", str(pki.key)): "cannot load --tls-client-ca",
+        (*tls_flags(pki), "--tls-reload-seconds", "-1"): "--tls-reload-seconds must be",
     }
     for flags, reason in cases.items():
         code, stderr = serve_fails(engine, *flags)

@@ -49,3 +49,17 @@ class Ca:
                  "-set_serial", str(serial), "-days", "1", "-extfile", str(ext),
                  "-out", str(cert))
         return cert, key
+
+
+class Pki:
+    """A CA with a server certificate (serial 1001, CN server-1) and a client
+    certificate, and another CA with a client certificate of its own."""
+
+    def __init__(self, directory: pathlib.Path) -> None:
+        self.directory = directory
+        self.ca = Ca(directory, "ca")
+        self.cert, self.key = self.ca.issue("server", "server-1", 1001)
+        self.client = self.ca.issue("client", "client-1", 3001, client=True,
+                                    sans="DNS:client-1.test,URI:spiffe://test/client-1")
+        self.other_ca = Ca(directory, "other-ca")
+        self.stranger = self.other_ca.issue("stranger", "client-1", 3001, client=True)
