@@ -53,6 +53,8 @@ ENV_INTERCEPTORS = "PGF_SERVE_INTERCEPTORS"
 ENV_ACCESS_LOG = "PGF_SERVE_ACCESS_LOG"
 ENV_HEALTH = "PGF_SERVE_HEALTH"
 ENV_REFLECTION = "PGF_SERVE_REFLECTION"
+# pygrpc_ffi.health.SHARED_FILE_ENV (not imported: grpcio-health-checking is optional)
+ENV_HEALTH_FILE = "PGF_HEALTH_FILE"
 SETUP_MODULE = "pygrpc_ffi.serve_setup"
 # What the C++ host imports when a stop signal arrives (its --stop-module).
 STOP_MODULE = "pygrpc_ffi.serve_stop"
@@ -187,13 +189,17 @@ class Supervision:
         self.processes = processes
         self.cxx = cxx
         self.directory: str | None = None
+        self.health_directory: str | None = None
         self.server: Any = None
         if args.metrics_port is not None:
             self.directory = tempfile.mkdtemp(prefix="pgf-metrics-")
+        if processes > 1:
+            # One health state for every process, however health was added.
+            self.health_directory = tempfile.mkdtemp(prefix="pgf-health-")
 
     def child_envs(self) -> list[dict[str, str]] | None:
         """One environment per child, or None if nothing is to be passed."""
-        if not wanted(self.args):
+        if not wanted(self.args) and self.health_directory is None:
             return None
         envs = []
         for index in range(self.processes):
@@ -201,6 +207,8 @@ class Supervision:
             if self.directory is not None:
                 env["PGF_METRICS_FILE"] = os.path.join(self.directory,
                                                        f"pgf-metrics-{index}.bin")
+            if self.health_directory is not None:
+                env[ENV_HEALTH_FILE] = os.path.join(self.health_directory, "health.json")
             if self.cxx:
                 env[ENV_MODULE] = self.args.module
                 env[ENV_INTERCEPTORS] = "\n".join(self.args.interceptor)
@@ -219,8 +227,9 @@ class Supervision:
     def close(self) -> None:
         if self.server is not None:
             self.server.shutdown()
-        if self.directory is not None:
-            shutil.rmtree(self.directory, ignore_errors=True)
+        for directory in (self.directory, self.health_directory):
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
 
 
 def serve_here(args: argparse.Namespace, service: Any) -> None:

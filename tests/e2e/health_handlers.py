@@ -1,7 +1,8 @@
 """Handlers for ``serve --health/--reflection/--drain-seconds``: the interop
 servicer (descriptors known), ``e2e.HealthApp/Set`` (request ``service=status``
 as text) flipping a status through the module-level API and answering what
-``get_status`` then reads, ``e2e.HealthApp/Echo``, and a shutdown callback
+``get_status`` then reads, ``e2e.HealthApp/Echo``, ``e2e.HealthApp/Pid`` (the
+server process's id), and a shutdown callback
 that writes ``$PGF_E2E_SHUTDOWN_FILE``."""
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ def set_status(request: pgf.GrpcRequest) -> bytes:
     name, _, status = bytes(request.payload).decode().partition("=")
     health.set_status(name, status)
     return str(health.get_status(name)).encode()
+
+
+@service.method("e2e.HealthApp", "Pid")
+def pid(request: pgf.GrpcRequest) -> bytes:
+    return str(os.getpid()).encode()
 
 
 @service.method("e2e.HealthApp", "Echo")

@@ -3,12 +3,14 @@ with grpcio's own health and reflection clients: statuses set by the app's
 handlers reach Check and open Watches; reflection answers on v1 and
 v1alpha; a SIGTERM turns every status NOT_SERVING at once, calls still
 succeed while the server drains, the shutdown callback runs, and the server
-then exits 0."""
+then exits 0.  With ``--processes 2`` every process answers the statuses
+set in any of them."""
 
 from __future__ import annotations
 
 import pathlib
 import signal
+import socket
 import time
 from collections.abc import Iterator
 
@@ -141,3 +143,56 @@ def test_sigterm_drains_with_not_serving(engine: str, tmp_path: pathlib.Path) ->
         if server.process.poll() is None:
             server.process.kill()
             server.process.wait()
+
+
+def _own_connection(server: Server) -> grpc.Channel:
+    """A channel with a connection of its own (grpcio shares them by default)."""
+    return grpc.insecure_channel(server.address, options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_statuses_are_shared_by_every_process(engine: str) -> None:
+    server = Server(engine, "--health", "--processes", "2", "--listen",
+                    f"127.0.0.1:{_free_port()}", module="health_handlers")
+    try:
+        with server.channel() as channel:
+            assert set_status(channel, "", "NOT_SERVING") == NOT_SERVING
+        time.sleep(0.5)  # processes poll the shared state every 0.1 s
+        pids, statuses = set(), []
+        # Fresh connections, spread over the processes by the kernel.
+        for _ in range(40):
+            with _own_connection(server) as channel:
+                pids.add(channel.unary_unary("/e2e.HealthApp/Pid")(b"", timeout=10))
+                stub = health_pb2_grpc.HealthStub(channel)
+                statuses.append(stub.Check(Request(service=""), timeout=10).status)
+            if len(pids) == 2 and len(statuses) >= 12:
+                break
+        assert len(pids) == 2
+        assert set(statuses) == {NOT_SERVING}
+        # A watch in one process sees a status set in the other.
+        channels: dict[bytes, grpc.Channel] = {}
+        for _ in range(40):
+            channel = _own_connection(server)
+            pid = channel.unary_unary("/e2e.HealthApp/Pid")(b"", timeout=10)
+            if pid in channels:
+                channel.close()
+            else:
+                channels[pid] = channel
+            if len(channels) == 2:
+                break
+        watcher, setter = channels.values()
+        watch = health_pb2_grpc.HealthStub(watcher).Watch(Request(service=""), timeout=30)
+        assert next(watch).status == NOT_SERVING
+        assert set_status(setter, "", "SERVING") == SERVING
+        assert next(watch).status == SERVING
+        watch.cancel()
+        for channel in channels.values():
+            channel.close()
+    finally:
+        assert server.stop() == 0
