@@ -40,6 +40,7 @@ from .metadata import Metadata
 from .request import GrpcRequest
 from .response import GrpcResponse
 from .service import CallResult, GrpcService, HandlerNotFound, default_service
+from .shutdown import on_shutdown
 from .status import StatusCode
 
 if TYPE_CHECKING:
@@ -106,6 +107,7 @@ __all__ = [
     "get_include",
     "get_library_dir",
     "live_objects",
+    "on_shutdown",
     "register_exception",
     "status_for_exception",
     "unregister_exception",

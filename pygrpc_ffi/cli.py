@@ -106,7 +106,7 @@ def host_command(args: argparse.Namespace, binary: pathlib.Path) -> list[str]:
         "--sys-path", _python_path(), "--grace-seconds", str(args.grace),
         # The host stops when this supervisor dies, even by SIGKILL.
         "--die-with-parent", str(os.getpid()),
-        *_host_options(args), *serve_tls.host_flags(args),
+        *_host_options(args), *serve_tls.host_flags(args), *serve_options.host_flags(args),
     ]
     if sys.prefix != sys.base_prefix:
         command += ["--venv", sys.prefix]
@@ -234,7 +234,8 @@ def serve_grpcio_here(args: argparse.Namespace) -> int:
             return 2
     grpcio_serve(default_service(), args.listen, max_workers=max(args.max_workers, args.workers),
                  max_message_size=args.max_message_size, grace=args.grace,
-                 reuse_port=args.reuse_port, credentials=credentials, **memory)
+                 reuse_port=args.reuse_port, credentials=credentials,
+                 drain_seconds=args.drain_seconds, **memory)
     return 0
 
 

@@ -63,6 +63,7 @@ from ._host.calls import new_call, read_result
 from ._host.local_stream import ThreadedReads
 from ._runtime.requests import new_message
 from .service import GrpcService, default_service
+from .shutdown import begin_shutdown
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "DEFAULT_MAX_WORKERS", "GrpcioServer", "serve", "start"]
 
@@ -502,12 +503,16 @@ def serve(service: GrpcService | None = None, address: str = "127.0.0.1:50051", 
           reuse_port: bool = False,
           interceptors: Sequence[Any] = (),
           max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
-          credentials: grpc.ServerCredentials | None = None) -> None:
+          credentials: grpc.ServerCredentials | None = None,
+          drain_seconds: float = 0.0) -> None:
     """Serves ``service`` until SIGINT or SIGTERM, then stops gracefully.
 
     Prints ``listening on HOST:PORT`` (the bound port) to stdout once it
-    serves.  On the first signal, the server stops accepting calls and gives
-    calls in flight ``grace`` seconds; a second signal cancels them at once.
+    serves.  On the first signal, the shutdown begins
+    (:func:`pygrpc_ffi.shutdown.begin_shutdown`: health NOT_SERVING, the
+    shutdown callbacks), the server keeps serving for ``drain_seconds``,
+    then stops accepting calls and gives calls in flight ``grace`` seconds;
+    a second signal ends the drain, or cancels the calls in flight at once.
     Returns when the server has stopped.  Must run in the main thread (it
     installs the signal handlers, and restores the previous ones).
     ``reuse_port``, ``interceptors``, ``max_memory_bytes``, ``credentials``:
@@ -529,11 +534,16 @@ def serve(service: GrpcService | None = None, address: str = "127.0.0.1:50051", 
         print(f"listening on {server.address}", flush=True)
         while not signals:
             time.sleep(0.1)
+        begin_shutdown()
+        drained = time.monotonic() + drain_seconds
+        while len(signals) < 2 and time.monotonic() < drained:
+            time.sleep(0.05)
+        seen = len(signals)
         _log.info("stopping: %d seconds for calls in flight", grace)
         stopped = server.server.stop(grace)
         forced = False
         while not stopped.wait(0.1):
-            if len(signals) > 1 and not forced:
+            if len(signals) > seen and not forced:
                 _log.warning("second signal: cancelling calls in flight")
                 server.server.stop(0)
                 forced = True

@@ -20,22 +20,38 @@ an open watch holds no worker thread however many clients watch.  A client
 that reads slower than statuses change gets the latest status, not a
 backlog: statuses set while a message is being written are coalesced into
 the last one (grpcio's servicer queues every one).
+The module-level :func:`set_status` and :func:`get_status` act on the health
+service of the process however it was added (``pygrpc-ffi serve --health``
+or :func:`add_health`), so handlers can flip statuses without holding the
+servicer; statuses set before it exists are kept and applied when it is
+added.  With ``pygrpc-ffi serve --processes N`` the statuses set in any
+process are what every process answers (``$PGF_HEALTH_FILE``, see
+:class:`_SharedStatuses`).  When the server is asked to stop
+(:mod:`pygrpc_ffi.shutdown`),
+every status goes NOT_SERVING at once and stays so; open watches get it.
 Needs ``grpcio-health-checking``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import fcntl
+import json
+import os
+import threading
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from grpc_health.v1 import health as _health  # type: ignore[import-untyped]
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from .service import GrpcService
+from .service import GrpcService, default_service
 from .servicer import ServicerTarget
+from .shutdown import on_shutdown, shutting_down
 
-__all__ = ["SERVICE_NAME", "HealthServicer", "add_health", "serving_status"]
+__all__ = ["SERVICE_NAME", "HealthServicer", "add_health", "enable_health", "get_status",
+           "on_shutdown", "serving_status", "set_status"]
 
 #: The full name of the health service.
 SERVICE_NAME: str = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -115,9 +131,20 @@ class HealthServicer(_health.HealthServicer):  # type: ignore[misc]
         with self._lock:
             return len(self._send_response_callbacks.get(service, ()))
 
+    _shared: _SharedStatuses | None = None
+
     def set(self, service: str, status: ServingStatusLike) -> None:
         """Sets the serving status of ``service`` ("" is the whole server)."""
-        super().set(service, serving_status(status))
+        value = serving_status(status)
+        shared = self._shared
+        # Published first, so that a poll meanwhile never reverts it here.
+        if shared is not None and not shutting_down():
+            shared.publish(service, value)
+        super().set(service, value)
+
+    def set_here(self, service: str, status: int) -> None:
+        """Sets a status in this process only (not shared with the others)."""
+        super().set(service, status)
 
     def status(self, service: str) -> int | None:
         """The serving status of ``service``, or None if it is unknown."""
@@ -136,4 +163,130 @@ def add_health(service: GrpcService | None = None,
     for name, status in (statuses or {}).items():
         servicer.set(name, status)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, ServicerTarget(service))
+    _adopt(service if service is not None else default_service(), servicer)
+    return servicer
+
+
+# The health servicers of this process (normally one), by the service they
+# serve; statuses set before any exists wait in _pending.
+_lock = threading.Lock()
+_servicers: dict[int, tuple[GrpcService, HealthServicer]] = {}
+_pending: dict[str, int] = {}
+#: Set by ``pygrpc-ffi serve --processes N`` in every server process.
+SHARED_FILE_ENV = "PGF_HEALTH_FILE"
+_POLL_SECONDS = 0.1
+
+
+class _SharedStatuses:
+    """The statuses set in the processes of one ``serve --processes N``: a
+    JSON object in a file that each set() updates under an exclusive flock,
+    and that every process reads every 0.1 s, applying what differs to its
+    own servicer (so its open Watches get it).  Statuses never set
+    explicitly (``--health``'s defaults) stay per process."""
+
+    def __init__(self, path: str, servicer: HealthServicer) -> None:
+        self.path = path
+        self.servicer = servicer
+        self._last = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll_loop, daemon=True,
+                                        name="pygrpc_ffi-health-shared")
+        self._thread.start()
+        atexit.register(self.close)
+
+    def publish(self, service: str, status: int) -> None:
+        with open(self.path, "a+") as file:
+            fcntl.flock(file, fcntl.LOCK_EX)
+            file.seek(0)
+            text = file.read()
+            statuses = json.loads(text) if text else {}
+            statuses[service] = status
+            file.seek(0)
+            file.truncate()
+            file.write(json.dumps(statuses, sort_keys=True))
+
+    def poll(self) -> None:
+        try:
+            with open(self.path) as file:
+                fcntl.flock(file, fcntl.LOCK_SH)
+                text = file.read()
+        except FileNotFoundError:
+            return
+        if not text or text == self._last:
+            return
+        self._last = text
+        for service, status in json.loads(text).items():
+            if self.servicer.status(service) != status:
+                self.servicer.set_here(service, status)
+
+    def _poll_loop(self) -> None:
+        while not self._stop.wait(_POLL_SECONDS):
+            try:
+                self.poll()
+            except Exception:  # a torn or foreign file: the next poll may read it
+                continue
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _adopt(service: GrpcService, servicer: HealthServicer) -> None:
+    with _lock:
+        first = not _servicers
+        _servicers[id(service)] = (service, servicer)
+        pending = dict(_pending)
+        _pending.clear()
+    path = os.environ.get(SHARED_FILE_ENV)
+    if path:
+        servicer._shared = _SharedStatuses(path, servicer)
+        servicer._shared.poll()  # what other processes set already
+    for name, status in pending.items():
+        servicer.set(name, status)
+    if first:
+        on_shutdown(_not_serving, first=True)
+
+
+def _not_serving() -> None:
+    with _lock:
+        servicers = [servicer for _, servicer in _servicers.values()]
+    for servicer in servicers:
+        # grpcio's servicer sets every status NOT_SERVING and ignores later sets.
+        servicer.enter_graceful_shutdown()
+
+
+def set_status(service: str, status: ServingStatusLike) -> None:
+    """Sets the serving status of ``service`` ("" is the whole server) in the
+    health service of this process; kept for it if none was added yet."""
+    value = serving_status(status)
+    with _lock:
+        servicers = [servicer for _, servicer in _servicers.values()]
+        if not servicers:
+            _pending[service] = value
+    for servicer in servicers:
+        servicer.set(service, value)
+
+
+def get_status(service: str) -> int | None:
+    """The serving status of ``service`` in the health service of this
+    process (a ``HealthCheckResponse.ServingStatus`` value), or None if it
+    is unknown."""
+    with _lock:
+        servicers = [servicer for _, servicer in _servicers.values()]
+        if not servicers:
+            return _pending.get(service)
+    return servicers[0].status(service)
+
+
+def enable_health(service: GrpcService | None = None) -> HealthServicer:
+    """What ``--health`` does: the health service of ``service`` (added if
+    it has none), with "" and every registered service SERVING unless
+    their status was set already."""
+    service = service if service is not None else default_service()
+    with _lock:
+        known = _servicers.get(id(service))
+    servicer = known[1] if known is not None else add_health(service)
+    for name in ["", *service.list_services()]:
+        if servicer.status(name) is None:
+            servicer.set_here(name, health_pb2.HealthCheckResponse.SERVING)
     return servicer

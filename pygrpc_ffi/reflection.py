@@ -1,4 +1,5 @@
-"""gRPC server reflection (``grpc.reflection.v1alpha.ServerReflection``).
+"""gRPC server reflection (``grpc.reflection.v1.ServerReflection`` and
+``grpc.reflection.v1alpha.ServerReflection``).
 
 ::
 
@@ -20,14 +21,22 @@ one :meth:`answer` per request, in order, until the client half-closes.  It
 runs as an ``async def`` on the package's event loop, so a client that keeps
 its reflection stream open holds no worker thread.  Needs
 ``grpcio-reflection``.
+
+v1 and v1alpha are the same protocol under two package names; one servicer
+answers both, each request in its own version's messages.  grpcio-reflection
+ships v1's Python module only in some releases: without it, v1's file is
+made from v1alpha's by renaming the package, and added to the default pool
+(so reflection describes itself either way).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
+from types import SimpleNamespace
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool
+import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from grpc_reflection.v1alpha import (  # type: ignore[import-untyped]
     reflection_pb2,
     reflection_pb2_grpc,
@@ -37,15 +46,64 @@ from .service import GrpcService, default_service
 from .servicer import ServicerTarget
 from .status import StatusCode
 
-__all__ = ["SERVICE_NAME", "ReflectionServicer", "add_reflection"]
+__all__ = ["SERVICE_NAME", "SERVICE_NAME_V1", "VERSIONS", "ReflectionServicer",
+           "add_reflection", "enable_reflection"]
 
-#: The full name of the reflection service.
+#: The full name of the v1alpha reflection service.
 SERVICE_NAME: str = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"].full_name
+#: The full name of the v1 reflection service.
+SERVICE_NAME_V1 = "grpc.reflection.v1.ServerReflection"
+#: The versions :func:`add_reflection` serves by default.
+VERSIONS = ("v1", "v1alpha")
+_V1_FILE = "grpc/reflection/v1/reflection.proto"
+_MESSAGES = ("ServerReflectionRequest", "ServerReflectionResponse", "ErrorResponse",
+             "ListServiceResponse", "ServiceResponse", "FileDescriptorResponse",
+             "ExtensionNumberResponse")
+
+
+def _v1_messages() -> Any:
+    """v1's message classes, as a module-like namespace."""
+    try:
+        from grpc_reflection.v1 import reflection_pb2 as v1  # type: ignore[import-untyped]
+        return v1
+    except ImportError:
+        pass
+    pool = descriptor_pool.Default()
+    try:
+        file = pool.FindFileByName(_V1_FILE)
+    except KeyError:
+        proto = descriptor_pb2.FileDescriptorProto()
+        reflection_pb2.DESCRIPTOR.CopyToProto(proto)
+        old, new = f".{proto.package}.", ".grpc.reflection.v1."
+        proto.name, proto.package = _V1_FILE, "grpc.reflection.v1"
+        for message in proto.message_type:
+            for field in message.field:
+                if field.type_name.startswith(old):
+                    field.type_name = new + field.type_name[len(old):]
+        for method in proto.service[0].method:
+            method.input_type = new + method.input_type[len(old):]
+            method.output_type = new + method.output_type[len(old):]
+        proto.options.Clear()
+        pool.Add(proto)
+        file = pool.FindFileByName(_V1_FILE)
+    return SimpleNamespace(**{name: message_factory.GetMessageClass(
+        file.message_types_by_name[name]) for name in _MESSAGES})
+
+
+_PB2 = {"v1alpha": reflection_pb2, "v1": _v1_messages()}
+_SERVICE_NAMES = {"v1alpha": SERVICE_NAME, "v1": SERVICE_NAME_V1}
+
+
+def _messages_of(request: Any) -> Any:
+    """The version's messages that ``request`` is one of."""
+    return _PB2["v1" if request.DESCRIPTOR is _PB2["v1"].ServerReflectionRequest.DESCRIPTOR
+                else "v1alpha"]
 
 
 def _error(request: Any, code: StatusCode, message: str) -> Any:
-    return reflection_pb2.ServerReflectionResponse(
-        error_response=reflection_pb2.ErrorResponse(error_code=int(code), error_message=message),
+    pb2 = _messages_of(request)
+    return pb2.ServerReflectionResponse(
+        error_response=pb2.ErrorResponse(error_code=int(code), error_message=message),
         original_request=request,
     )
 
@@ -69,8 +127,9 @@ def _files(request: Any, file: Any) -> Any:
         proto = descriptor_pb2.FileDescriptorProto()
         each.CopyToProto(proto)
         protos.append(proto.SerializeToString())
-    return reflection_pb2.ServerReflectionResponse(
-        file_descriptor_response=reflection_pb2.FileDescriptorResponse(
+    pb2 = _messages_of(request)
+    return pb2.ServerReflectionResponse(
+        file_descriptor_response=pb2.FileDescriptorResponse(
             file_descriptor_proto=protos),
         original_request=request,
     )
@@ -115,11 +174,12 @@ class ReflectionServicer(reflection_pb2_grpc.ServerReflectionServicer):  # type:
         """The ``ServerReflectionResponse`` to one ``ServerReflectionRequest``;
         what it cannot find is an ``error_response`` with NOT_FOUND."""
         which = request.WhichOneof("message_request")
+        pb2 = _messages_of(request)
         try:
             if which == "list_services":
-                return reflection_pb2.ServerReflectionResponse(
-                    list_services_response=reflection_pb2.ListServiceResponse(
-                        service=[reflection_pb2.ServiceResponse(name=name)
+                return pb2.ServerReflectionResponse(
+                    list_services_response=pb2.ListServiceResponse(
+                        service=[pb2.ServiceResponse(name=name)
                                  for name in self.service_names()]),
                     original_request=request,
                 )
@@ -135,8 +195,8 @@ class ReflectionServicer(reflection_pb2_grpc.ServerReflectionServicer):  # type:
             if which == "all_extension_numbers_of_type":
                 message = self.pool.FindMessageTypeByName(request.all_extension_numbers_of_type)
                 numbers = sorted(ext.number for ext in self.pool.FindAllExtensions(message))
-                return reflection_pb2.ServerReflectionResponse(
-                    all_extension_numbers_response=reflection_pb2.ExtensionNumberResponse(
+                return pb2.ServerReflectionResponse(
+                    all_extension_numbers_response=pb2.ExtensionNumberResponse(
                         base_type_name=message.full_name, extension_number=numbers),
                     original_request=request,
                 )
@@ -152,10 +212,31 @@ class ReflectionServicer(reflection_pb2_grpc.ServerReflectionServicer):  # type:
 
 
 def add_reflection(service: GrpcService | None = None, pool: Any = None,
-                   extra_services: Iterable[str] = ()) -> ReflectionServicer:
-    """Registers ``grpc.reflection.v1alpha.ServerReflection`` in ``service``
-    (default: :func:`~pygrpc_ffi.default_service`) and returns its servicer."""
+                   extra_services: Iterable[str] = (),
+                   versions: Iterable[str] = VERSIONS) -> ReflectionServicer:
+    """Registers ``grpc.reflection.v1.ServerReflection`` and
+    ``grpc.reflection.v1alpha.ServerReflection`` (``versions``) in
+    ``service`` (default: :func:`~pygrpc_ffi.default_service`) and returns
+    the servicer that answers both."""
     servicer = ReflectionServicer(service, pool, extra_services)
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-        servicer, ServicerTarget(servicer.service))
+    target = ServicerTarget(servicer.service)
+    for version in versions:
+        if version not in _PB2:
+            raise ValueError(f"unknown reflection version {version!r}; expected one of "
+                             f"{', '.join(VERSIONS)}")
+        pb2 = _PB2[version]
+        target.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            _SERVICE_NAMES[version], {"ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+                servicer.ServerReflectionInfo,
+                request_deserializer=pb2.ServerReflectionRequest.FromString,
+                response_serializer=pb2.ServerReflectionResponse.SerializeToString)}),))
     return servicer
+
+
+def enable_reflection(service: GrpcService | None = None) -> ReflectionServicer | None:
+    """What ``--reflection`` does: :func:`add_reflection` for the versions
+    that ``service`` does not serve yet; None if it serves both."""
+    service = service if service is not None else default_service()
+    registered = set(service.list_services())
+    missing = [v for v in VERSIONS if _SERVICE_NAMES[v] not in registered]
+    return add_reflection(service, versions=missing) if missing else None

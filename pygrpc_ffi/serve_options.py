@@ -1,5 +1,5 @@
-"""The observability options of ``pygrpc-ffi serve``, and how each engine
-gets them.
+"""The observability, health and reflection options of ``pygrpc-ffi serve``,
+and how each engine gets them.
 
     --interceptor MODULE:ATTRIBUTE   (repeatable) an interceptor for every call
     --access-log                     one line per RPC on stderr (pygrpc_ffi.access)
@@ -7,6 +7,9 @@ gets them.
     --metrics-host HOST              ... on HOST (default: the --listen host)
     --metrics-max-connections N      connections the metrics server holds (16)
     --metrics-header-timeout SECONDS time a client has to send its request (5)
+    --health                         grpc.health.v1: "" and every service SERVING
+    --reflection                     server reflection, v1 and v1alpha
+    --drain-seconds SECONDS          on SIGTERM/SIGINT: NOT_SERVING, serve this long, stop
 
 ``MODULE:ATTRIBUTE`` names an interceptor object (grpcio or native), a class
 to instantiate without arguments, or a factory function to call without
@@ -15,7 +18,8 @@ arguments (``opentelemetry.instrumentation.grpc:server_interceptor``).
 The C++ host embeds Python and imports one module: with any of these
 options, the CLI has it import :mod:`pygrpc_ffi.serve_setup` instead, which
 imports the user's module and then adds the interceptors (given through the
-environment), so the interceptors run inside the host.
+environment), so the interceptors run inside the host; so too with
+``--health`` and ``--reflection``.
 
 Metrics with several processes: each server process keeps the shim's
 metrics table in a file of a private directory (``PGF_METRICS_FILE``); the
@@ -47,7 +51,13 @@ __all__ = ["Supervision", "add_arguments", "apply", "check", "load_interceptor"]
 ENV_MODULE = "PGF_SERVE_MODULE"
 ENV_INTERCEPTORS = "PGF_SERVE_INTERCEPTORS"
 ENV_ACCESS_LOG = "PGF_SERVE_ACCESS_LOG"
+ENV_HEALTH = "PGF_SERVE_HEALTH"
+ENV_REFLECTION = "PGF_SERVE_REFLECTION"
+# pygrpc_ffi.health.SHARED_FILE_ENV (not imported: grpcio-health-checking is optional)
+ENV_HEALTH_FILE = "PGF_HEALTH_FILE"
 SETUP_MODULE = "pygrpc_ffi.serve_setup"
+# What the C++ host imports when a stop signal arrives (its --stop-module).
+STOP_MODULE = "pygrpc_ffi.serve_stop"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,6 +79,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=DEFAULT_HEADER_TIMEOUT, metavar="SECONDS",
                         help="seconds a metrics client has to send its request before it "
                              "is disconnected (default %(default)s)")
+    parser.add_argument("--health", action="store_true",
+                        help="serve grpc.health.v1.Health: \"\" and every registered "
+                             "service SERVING (pygrpc_ffi.health.set_status changes them)")
+    parser.add_argument("--reflection", action="store_true",
+                        help="serve server reflection, v1 and v1alpha")
+    parser.add_argument("--drain-seconds", type=float, default=0.0, metavar="SECONDS",
+                        help="on SIGTERM/SIGINT every health status goes NOT_SERVING and "
+                             "the shutdown callbacks run (pygrpc_ffi.shutdown), then the "
+                             "server keeps serving this long before it stops "
+                             "(default %(default)s)")
 
 
 def check(args: argparse.Namespace) -> str | None:
@@ -77,6 +97,8 @@ def check(args: argparse.Namespace) -> str | None:
         return "--metrics-max-connections must be at least 1"
     if not args.metrics_header_timeout > 0:
         return "--metrics-header-timeout must be positive"
+    if not 0 <= args.drain_seconds <= 86400:
+        return "--drain-seconds must be in 0..86400"
     return None
 
 
@@ -110,22 +132,38 @@ def _is_interceptor(obj: Any) -> bool:
     return not inspect.isclass(obj) and (is_grpc_interceptor(obj) or isinstance(obj, Interceptor))
 
 
-def apply(service: Any, interceptors: Sequence[str], access_log: bool) -> None:
-    """Adds the named interceptors and, if asked, the access log to a service."""
+def apply(service: Any, interceptors: Sequence[str], access_log: bool,
+          health: bool = False, reflection: bool = False) -> None:
+    """Adds the named interceptors and, if asked, the access log, reflection
+    and health (last, so that it knows every service) to a service."""
     if access_log:
         enable_access_log(service)
     for spec in interceptors:
         service.add_interceptor(load_interceptor(spec))
+    # grpcio-reflection and grpcio-health-checking are needed only then.
+    if reflection:
+        from .reflection import enable_reflection
+        enable_reflection(service)
+    if health:
+        from .health import enable_health
+        enable_health(service)
 
 
 def wanted(args: argparse.Namespace) -> bool:
-    """Whether any observability option was given."""
-    return bool(args.interceptor or args.access_log or args.metrics_port is not None)
+    """Whether any option a server process needs in its environment was given."""
+    return bool(args.interceptor or args.access_log or args.metrics_port is not None
+                or args.health or args.reflection)
 
 
 def host_module(args: argparse.Namespace) -> str:
     """The module the C++ host is to import."""
-    return SETUP_MODULE if args.interceptor or args.access_log else str(args.module)
+    setup = args.interceptor or args.access_log or args.health or args.reflection
+    return SETUP_MODULE if setup else str(args.module)
+
+
+def host_flags(args: argparse.Namespace) -> list[str]:
+    """The C++ host's shutdown flags: the drain, and the module that begins it."""
+    return ["--stop-module", STOP_MODULE, "--drain-seconds", str(args.drain_seconds)]
 
 
 def child_flags(args: argparse.Namespace) -> list[str]:
@@ -135,7 +173,11 @@ def child_flags(args: argparse.Namespace) -> list[str]:
         flags += ["--interceptor", spec]
     if args.access_log:
         flags.append("--access-log")
-    return flags
+    if args.health:
+        flags.append("--health")
+    if args.reflection:
+        flags.append("--reflection")
+    return [*flags, "--drain-seconds", str(args.drain_seconds)]
 
 
 class Supervision:
@@ -147,13 +189,17 @@ class Supervision:
         self.processes = processes
         self.cxx = cxx
         self.directory: str | None = None
+        self.health_directory: str | None = None
         self.server: Any = None
         if args.metrics_port is not None:
             self.directory = tempfile.mkdtemp(prefix="pgf-metrics-")
+        if processes > 1:
+            # One health state for every process, however health was added.
+            self.health_directory = tempfile.mkdtemp(prefix="pgf-health-")
 
     def child_envs(self) -> list[dict[str, str]] | None:
         """One environment per child, or None if nothing is to be passed."""
-        if not wanted(self.args):
+        if not wanted(self.args) and self.health_directory is None:
             return None
         envs = []
         for index in range(self.processes):
@@ -161,10 +207,14 @@ class Supervision:
             if self.directory is not None:
                 env["PGF_METRICS_FILE"] = os.path.join(self.directory,
                                                        f"pgf-metrics-{index}.bin")
+            if self.health_directory is not None:
+                env[ENV_HEALTH_FILE] = os.path.join(self.health_directory, "health.json")
             if self.cxx:
                 env[ENV_MODULE] = self.args.module
                 env[ENV_INTERCEPTORS] = "\n".join(self.args.interceptor)
                 env[ENV_ACCESS_LOG] = "1" if self.args.access_log else ""
+                env[ENV_HEALTH] = "1" if self.args.health else ""
+                env[ENV_REFLECTION] = "1" if self.args.reflection else ""
             envs.append(env)
         return envs
 
@@ -177,13 +227,14 @@ class Supervision:
     def close(self) -> None:
         if self.server is not None:
             self.server.shutdown()
-        if self.directory is not None:
-            shutil.rmtree(self.directory, ignore_errors=True)
+        for directory in (self.directory, self.health_directory):
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
 
 
 def serve_here(args: argparse.Namespace, service: Any) -> None:
-    """In a grpcio engine process: interceptors, access log, and (when it is
-    the only process) its own metrics server."""
-    apply(service, args.interceptor, args.access_log)
+    """In a grpcio engine process: interceptors, access log, reflection,
+    health, and (when it is the only process) its own metrics server."""
+    apply(service, args.interceptor, args.access_log, args.health, args.reflection)
     if args.metrics_port is not None:
         _start_metrics_server(args)

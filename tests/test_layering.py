@@ -11,9 +11,10 @@ import pathlib
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "pygrpc_ffi"
 BINDING = PACKAGE / "_binding"
 CFFI_NAMES = {"lib", "ffi"}
-#: Modules that import an optional third-party package (grpcio) at their top:
-#: imported inside the function that needs them, so the core works without it.
-OPTIONAL = {"pygrpc_ffi.grpcio_server"}
+#: Modules that import an optional third-party package (grpcio, its health and
+#: reflection packages) at their top: imported inside the function that needs
+#: them, so the core works without it.
+OPTIONAL = {"pygrpc_ffi.grpcio_server", "pygrpc_ffi.health", "pygrpc_ffi.reflection"}
 #: The layers, lowest first, by the first name below pygrpc_ffi ("" is the
 #: package itself): a module imports modules of its own layer or lower ones.
 LAYERS = [
@@ -24,11 +25,12 @@ LAYERS = [
     ("Python acting as a host", {"_host"}),
     ("grpcio contexts and servicer methods", {"context", "_servicer_methods", "typed"}),
     ("interceptors", {"interceptors"}),
-    ("the service registry", {"service"}),
+    ("the service registry", {"service", "shutdown"}),
     ("grpcio compatibility and the testing kit", {"servicer", "grpcio_server", "health",
                                                   "reflection", "testing"}),
     ("observability", {"metrics_server", "metrics", "tracing", "access_log"}),
-    ("serving", {"config", "serve_options", "serve_tls", "serve_setup", "cli", "__main__", ""}),
+    ("serving", {"config", "serve_options", "serve_tls", "serve_setup", "serve_stop",
+                 "cli", "__main__", ""}),
 ]
 
 

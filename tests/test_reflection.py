@@ -17,7 +17,7 @@ from interop_servicer import pb_grpc
 
 from pygrpc_ffi import GrpcService, StatusCode
 from pygrpc_ffi.health import add_health
-from pygrpc_ffi.reflection import SERVICE_NAME, add_reflection
+from pygrpc_ffi.reflection import SERVICE_NAME, SERVICE_NAME_V1, add_reflection
 from pygrpc_ffi.servicer import add_servicer
 from pygrpc_ffi.testing import TestClient
 
@@ -44,7 +44,8 @@ def test_list_services_is_live(reflected: GrpcService) -> None:
     reflection = add_reflection(reflected)
     response = reflection.answer(Request(list_services=""))
     names = [s.name for s in response.list_services_response.service]
-    assert names == ["grpc.health.v1.Health", SERVICE_NAME, "grpc.testing.TestService"]
+    assert names == ["grpc.health.v1.Health", SERVICE_NAME_V1, SERVICE_NAME,
+                     "grpc.testing.TestService"]
     assert response.original_request == Request(list_services="")
     reflected.register_method("demo.Later", "Call", lambda request: b"")
     response = reflection.answer(Request(list_services="*"))

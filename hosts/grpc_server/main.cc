@@ -137,6 +137,19 @@ int Serve(const Options& opts, Transport* transport, const RegisterHandlers& reg
   int sig = 0;
   sigwait(&sigs, &sig);
 
+  if (python && !opts.stop_module.empty() &&
+      pgf_python_import(opts.stop_module.c_str()) != PGF_OK) {
+    std::fprintf(stderr, "error: %s\n", pgf_python_error());
+  }
+  if (opts.drain_seconds > 0) {
+    // Still serving while load balancers take the endpoint out; a second
+    // signal ends the drain.
+    auto ms = static_cast<int64_t>(opts.drain_seconds * 1000);
+    timespec drain{static_cast<time_t>(ms / 1000), static_cast<long>(ms % 1000) * 1000000};
+    siginfo_t info;
+    sigtimedwait(&sigs, &info, &drain);
+  }
+
   std::atomic<bool> stopped{false};
   std::thread watchdog(Watchdog, &sigs, opts.grace_seconds + 10.0, &stopped);
 

@@ -59,6 +59,10 @@ const char kUsage[] =
     "  --venv DIR               virtualenv whose site-packages Python uses\n"
     "  --sys-path P1:P2         extra sys.path entries\n"
     "  --grace-seconds S        shutdown grace for in-flight calls (default 10)\n"
+    "  --drain-seconds S        on SIGINT/SIGTERM keep serving this long before\n"
+    "                           the shutdown begins (default 0)\n"
+    "  --stop-module NAME       Python module to import when SIGINT/SIGTERM\n"
+    "                           arrives, before the drain\n"
     "  --reuse-port             share the port with other processes (SO_REUSEPORT)\n"
     "  --die-with-parent PID    stop (as on SIGTERM) when the parent process, which\n"
     "                           must be PID, dies (for supervisors)\n"
@@ -140,7 +144,8 @@ bool ParseOptions(int argc, char** argv, Options* opts, std::string* message,
         arg == "--max-metadata-bytes" || arg == "--max-queued-calls" ||
         IntOption(opts, arg) != nullptr || arg == "--max-memory-bytes" ||
         arg == "--module" || arg == "--venv" || arg == "--sys-path" ||
-        arg == "--grace-seconds" || arg == "--die-with-parent" || arg == "--tls-cert" ||
+        arg == "--grace-seconds" || arg == "--drain-seconds" || arg == "--stop-module" ||
+        arg == "--die-with-parent" || arg == "--tls-cert" ||
         arg == "--tls-key" || arg == "--tls-client-ca" || arg == "--tls-reload-seconds") {
       if (!need(&v)) {
         *message = "error: " + arg + " needs a value\n" + kUsage;
@@ -223,16 +228,18 @@ bool ParseOptions(int argc, char** argv, Options* opts, std::string* message,
       opts->venv = v;
     } else if (arg == "--sys-path") {
       opts->sys_path = v;
-    } else if (arg == "--grace-seconds") {
+    } else if (arg == "--stop-module") {
+      opts->stop_module = v;
+    } else if (arg == "--grace-seconds" || arg == "--drain-seconds") {
       char* end = nullptr;
       errno = 0;
       double g = std::strtod(v.c_str(), &end);
       if (errno != 0 || end == v.c_str() || *end != '\0' || !std::isfinite(g) || g < 0 ||
           g > 86400) {
-        *message = "error: --grace-seconds must be a number in 0..86400\n";
+        *message = "error: " + arg + " must be a number in 0..86400\n";
         return false;
       }
-      opts->grace_seconds = g;
+      (arg == "--grace-seconds" ? opts->grace_seconds : opts->drain_seconds) = g;
     } else if (arg == "--die-with-parent") {
       if (!ParseLong(v.c_str(), 1, INT_MAX, &n)) {
         *message = "error: --die-with-parent needs a process id\n";

@@ -34,6 +34,10 @@ struct Options {
   std::string venv;
   std::string sys_path;
   double grace_seconds = 10.0;
+  // On SIGINT/SIGTERM: stop_module is imported (it tells the handlers), then
+  // the host keeps serving drain_seconds before it shuts down.
+  std::string stop_module;
+  double drain_seconds = 0.0;
   bool reuse_port = false;  // let several processes share the port
   long parent_pid = 0;  // --die-with-parent: stop when this process is gone
   // TLS (the nghttp2 host): certificate chain and key, PEM; with a client CA,

@@ -70,6 +70,7 @@ def test_reflection_client_lists_and_resolves_every_service(standard_server: Ser
         database = ProtoReflectionDescriptorDatabase(channel)
         services = sorted(database.get_services())
         assert services == ["e2e.HealthControl", "grpc.health.v1.Health",
+                            "grpc.reflection.v1.ServerReflection",
                             "grpc.reflection.v1alpha.ServerReflection",
                             "grpc.testing.TestService"]
         pool = descriptor_pool.DescriptorPool(database)
