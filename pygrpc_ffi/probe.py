@@ -23,7 +23,7 @@ Exit codes:
    4  NOT_SERVING, SERVICE_UNKNOWN or UNKNOWN, or NOT_FOUND (the server does
       not know service S)
   64  bad usage: a bad flag, --tls-cert without --tls-key, a file that
-      cannot be read (one ``error:`` line on stderr)
+      cannot be read (one "error: ..." line on stderr)
 
 Needs grpcio and grpcio-health-checking (``pip install 'pygrpc_ffi[grpc]'``).
 """

@@ -9,11 +9,13 @@ import os
 import pathlib
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import grpc
 import pytest
-from conftest import ENGINES, Server
+from conftest import ENGINES, ROOT, Server
 from metrics_kit import free_port
 
 pytestmark = pytest.mark.timeout(90)
@@ -83,3 +85,49 @@ def test_server_processes_die_with_a_killed_supervisor(engine: str) -> None:
         if server.process.poll() is None:
             server.process.kill()
             server.process.wait()
+
+
+# A process that watches its parent as where there is no PR_SET_PDEATHSIG.
+WATCHING_CHILD = """
+import os, time
+from pygrpc_ffi import parent_watch
+parent_watch._set_death_signal = lambda signum: False
+assert parent_watch.die_with_parent(os.getppid())
+print("watching", flush=True)
+time.sleep(60)
+"""
+PARENT = f"""
+import subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", {WATCHING_CHILD!r}])
+print(child.pid, flush=True)
+child.wait()
+"""
+
+
+def test_without_prctl_a_thread_watches_the_parent() -> None:
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], cwd=ROOT, stdout=subprocess.PIPE,
+                              text=True)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    try:
+        assert parent.stdout.readline() == "watching\n"
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(child)
+    finally:
+        if alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_a_grpcio_process_whose_parent_is_gone_does_not_start() -> None:
+    gone = subprocess.Popen(["true"])  # a supervisor that died before its child started
+    gone.wait()
+    done = subprocess.run(
+        [sys.executable, "-m", "pygrpc_ffi", "serve", "interop_handlers", "--engine", "grpcio",
+         "--listen", "127.0.0.1:0", "--die-with-parent", str(gone.pid)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == f"error: the parent process {gone.pid} is gone\n"
