@@ -211,13 +211,13 @@ def _supervise_observed(args: argparse.Namespace, commands: list[list[str]], cxx
 
 
 def serve_grpcio_here(args: argparse.Namespace) -> int:
-    # grpcio is optional: only this command needs it.
-    from .grpcio_server import serve as grpcio_serve
-
     if args.die_with_parent is not None and not parent_watch.die_with_parent(
             args.die_with_parent):
         print(f"error: the parent process {args.die_with_parent} is gone", file=sys.stderr)
         return 2
+    # grpcio is optional: only this command needs it.
+    from .grpcio_server import serve as grpcio_serve
+
     sys.path.insert(0, os.getcwd())
     try:
         importlib.import_module(args.module)
