@@ -4,6 +4,7 @@
                             [--engine auto|cxx|grpcio] [--max-message-size BYTES]
     pygrpc-ffi build-host [--output PATH] [--build-dir DIR] [--jobs N]
     pygrpc-ffi config [--cflags] [--libs] [--cmakedir] [--pkgconfigdir] ...
+    pygrpc-ffi probe ADDR [--service S] [--timeout SECONDS] [--tls-ca CA] ...
 
 The ``cxx`` engine runs the gRPC C++ host, which embeds Python and imports
 MODULE; the ``grpcio`` engine runs a grpcio server in this process; ``auto``
@@ -30,7 +31,7 @@ import tempfile
 import threading
 from collections.abc import Sequence
 
-from . import serve_options, serve_tls
+from . import parent_watch, probe, serve_options, serve_tls
 from .config import config_main, get_cmake_dir
 from .service import default_service
 
@@ -122,6 +123,8 @@ def grpcio_command(args: argparse.Namespace) -> list[str]:
         "--max-workers", str(args.max_workers),
         "--max-message-size", str(args.max_message_size), "--grace", str(args.grace),
         "--reuse-port", *serve_options.child_flags(args), *serve_tls.host_flags(args),
+        # The child stops when this supervisor dies, even by SIGKILL.
+        "--die-with-parent", str(os.getpid()),
         *(["--max-memory-bytes", str(args.max_memory_bytes)]
           if args.max_memory_bytes is not None else []),
     ]
@@ -208,6 +211,10 @@ def _supervise_observed(args: argparse.Namespace, commands: list[list[str]], cxx
 
 
 def serve_grpcio_here(args: argparse.Namespace) -> int:
+    if args.die_with_parent is not None and not parent_watch.die_with_parent(
+            args.die_with_parent):
+        print(f"error: the parent process {args.die_with_parent} is gone", file=sys.stderr)
+        return 2
     # grpcio is optional: only this command needs it.
     from .grpcio_server import serve as grpcio_serve
 
@@ -259,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds in-flight calls get on shutdown")
     run.add_argument("--reuse-port", action="store_true",
                      help="share the port with other processes (implied by --processes N > 1)")
+    # Given by --processes N to each grpcio engine process: the supervisor's pid.
+    run.add_argument("--die-with-parent", type=int, default=None, metavar="PID",
+                     help=argparse.SUPPRESS)
     limits = run.add_argument_group("limits of the cxx engine (passed to the host; defaults "
                                     "in hosts/grpc_server/README.md)")
     for flag in HOST_LIMIT_FLAGS:
@@ -282,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     commands.add_parser("config", add_help=False,
                         help="flags and paths for C/C++ builds (config --help)")
+    # Parsed by probe.main, whose usage errors exit 64 (2 is "no connection").
+    commands.add_parser("probe", add_help=False,
+                        help="ask a server's health service, as grpc_health_probe does "
+                        "(probe --help)")
     return parser
 
 
@@ -333,6 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["config"]:
         return config_main(argv[1:])
+    if argv[:1] == ["probe"]:
+        return probe.main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)

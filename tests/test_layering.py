@@ -29,7 +29,8 @@ LAYERS = [
     ("grpcio compatibility and the testing kit", {"servicer", "grpcio_server", "health",
                                                   "reflection", "testing"}),
     ("observability", {"metrics_server", "metrics", "tracing", "access_log"}),
-    ("serving", {"config", "serve_options", "serve_tls", "serve_setup", "serve_stop",
+    ("serving", {"config", "serve_options", "serve_tls", "serve_setup", "serve_stop", "probe",
+                 "parent_watch",
                  "cli", "__main__", ""}),
 ]
 
