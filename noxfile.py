@@ -27,7 +27,7 @@ TEST_DEPS = ["grpcio>=1.80", "grpcio-status>=1.80", "grpcio-health-checking>=1.8
              "grpcio-reflection>=1.80", "protobuf>=5", "hypothesis>=6", "pytest>=8",
              "pytest-timeout", "prometheus_client>=0.17", "opentelemetry-api>=1.20",
              "opentelemetry-sdk>=1.20", "opentelemetry-instrumentation-grpc",
-             "grpc-interceptor>=0.15"]
+             "grpc-interceptor>=0.15", "pyyaml"]
 
 nox.options.sessions = ["tests"]
 

@@ -63,7 +63,7 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp || scripts/setup.sh -nt $stamp ]]
       $PY -m pip install -q "cffi>=1.17" "grpcio>=1.80" "grpcio-tools>=1.80" \
         "grpcio-status>=1.80" "grpcio-health-checking>=1.80" "grpcio-reflection>=1.80" \
         "protobuf>=5" "hypothesis>=6" "pytest>=8" "pytest-timeout" "mypy>=1.10" "ruff>=0.5" \
-        "types-protobuf" "h2>=4" "build" "nox" "auditwheel" "prometheus_client>=0.17" \
+        "types-protobuf" "pyyaml" "h2>=4" "build" "nox" "auditwheel" "prometheus_client>=0.17" \
         "opentelemetry-api>=1.20" "opentelemetry-sdk>=1.20" "opentelemetry-instrumentation-grpc" \
         "grpc-interceptor>=0.15"; } >>"$log" 2>&1 \
         || { cat "$log" >&2; echo "setup: pip install failed" >&2; exit 1; }
