@@ -30,10 +30,14 @@ import sysconfig
 import tempfile
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from . import parent_watch, probe, serve_options, serve_tls
 from .config import config_main, get_cmake_dir
 from .service import default_service
+
+if TYPE_CHECKING:
+    from .grpcio_server import ServerLimits
 
 HOST_BINARY_NAME = "pygrpc_ffi_server"
 BUILD_COMMAND = "pygrpc-ffi build-host"
@@ -72,10 +76,11 @@ def _python_path() -> str:
     return ":".join(dict.fromkeys(entries))
 
 
-# The C++ host's limits, passed through as given (its own defaults
-# otherwise; see hosts/grpc_server/README.md).  The grpcio engine ignores them
-# but --max-memory-bytes, which bounds its calls in progress or queued
-# (grpcio_server.start).
+# Limits of both engines: passed through to the C++ host as given (its own
+# defaults otherwise; see hosts/grpc_server/README.md); the grpcio engine
+# maps them to gRPC core's channel arguments (grpcio_server.ServerLimits;
+# grpcio's defaults otherwise), and --max-memory-bytes bounds its calls in
+# progress or queued (grpcio_server.start).
 HOST_LIMIT_FLAGS = (
     "--max-concurrent-streams", "--max-metadata-bytes", "--max-queued-calls",
     "--max-memory-bytes", "--keepalive-time-ms", "--keepalive-timeout-ms",
@@ -125,9 +130,40 @@ def grpcio_command(args: argparse.Namespace) -> list[str]:
         "--reuse-port", *serve_options.child_flags(args), *serve_tls.host_flags(args),
         # The child stops when this supervisor dies, even by SIGKILL.
         "--die-with-parent", str(os.getpid()),
-        *(["--max-memory-bytes", str(args.max_memory_bytes)]
-          if args.max_memory_bytes is not None else []),
+        # Limits only: serve() refused --worker-scheduling for this engine.
+        *_host_options(args),
     ]
+
+
+# The cxx engine's flags without a grpcio equivalent, and why.
+CXX_ONLY_FLAGS = {
+    "worker_scheduling": ("--worker-scheduling", "grpcio's worker threads keep the default "
+                          "scheduling"),
+}
+
+
+def engine_problem(args: argparse.Namespace) -> str | None:
+    """A flag given that the resolved engine cannot honour, or None.  (Every
+    flag the grpcio engine takes, the cxx engine takes too.)"""
+    if args.engine != "grpcio":
+        return None
+    for name, (flag, why) in CXX_ONLY_FLAGS.items():
+        if getattr(args, name, None) is not None:
+            return f"{flag} needs the cxx engine ({why})"
+    return None
+
+
+def grpcio_limits(args: argparse.Namespace) -> ServerLimits:
+    """The grpcio engine's limits from the serve flags (None where not given)."""
+    from .grpcio_server import ServerLimits
+
+    # --max-memory-bytes is start()'s own parameter.
+    names = [flag[2:].replace("-", "_") for flag in HOST_LIMIT_FLAGS
+             if flag != "--max-memory-bytes"]
+    return ServerLimits(**{name: getattr(args, name, None) for name in names},
+                        keepalive_permit_without_calls=(
+                            True if getattr(args, "keepalive_permit_without_calls", False)
+                            else None))
 
 
 def supervise(commands: Sequence[list[str]], listen: str,
@@ -189,6 +225,10 @@ def serve(args: argparse.Namespace) -> int:
         if binary is None:
             print(f"pygrpc-ffi: serving with the grpcio engine (the C++ host is not built: "
                   f"{BUILD_COMMAND})", file=sys.stderr)
+    problem = engine_problem(args)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if args.engine == "grpcio":
         if args.processes == 1:
             return serve_grpcio_here(args)
@@ -230,6 +270,11 @@ def serve_grpcio_here(args: argparse.Namespace) -> int:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     memory = {} if args.max_memory_bytes is None else {"max_memory_bytes": args.max_memory_bytes}
+    try:
+        limits = grpcio_limits(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     credentials = None
     if args.tls_cert is not None:
         try:
@@ -242,7 +287,7 @@ def serve_grpcio_here(args: argparse.Namespace) -> int:
     grpcio_serve(default_service(), args.listen, max_workers=max(args.max_workers, args.workers),
                  max_message_size=args.max_message_size, grace=args.grace,
                  reuse_port=args.reuse_port, credentials=credentials,
-                 drain_seconds=args.drain_seconds, **memory)
+                 drain_seconds=args.drain_seconds, limits=limits, **memory)
     return 0
 
 
@@ -269,16 +314,19 @@ def build_parser() -> argparse.ArgumentParser:
     # Given by --processes N to each grpcio engine process: the supervisor's pid.
     run.add_argument("--die-with-parent", type=int, default=None, metavar="PID",
                      help=argparse.SUPPRESS)
-    limits = run.add_argument_group("limits of the cxx engine (passed to the host; defaults "
-                                    "in hosts/grpc_server/README.md)")
+    limits = run.add_argument_group(
+        "limits (both engines)",
+        "cxx: passed to the host (defaults in hosts/grpc_server/README.md); grpcio: gRPC "
+        "core's channel arguments of the same meaning (grpcio's defaults), "
+        "--max-queued-calls as calls beyond --max-workers, see docs/serving.md")
     for flag in HOST_LIMIT_FLAGS:
         limits.add_argument(flag, type=int, default=None, help=(
-            "what calls may hold (default 1 GiB); the grpcio engine takes it too, as at "
+            "what calls may hold (default 1 GiB); the grpcio engine takes it as at "
             "most MAX_MEMORY_BYTES / 32 KiB calls in progress or queued"
             if flag == "--max-memory-bytes" else None))
     limits.add_argument("--keepalive-permit-without-calls", action="store_true")
     run.add_argument("--worker-scheduling", choices=("batch", "normal"), default=None,
-                     help="cxx engine: batch (the host's default) runs handler threads "
+                     help="cxx engine only: batch (the host's default) runs handler threads "
                      "under SCHED_BATCH, so that they never preempt gRPC's network threads "
                      "when woken; normal keeps the default scheduling")
     serve_options.add_arguments(run)

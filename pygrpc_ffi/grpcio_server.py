@@ -35,6 +35,7 @@ to zero or two, as the C++ host does.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
@@ -65,7 +66,8 @@ from ._runtime.requests import new_message
 from .service import GrpcService, default_service
 from .shutdown import begin_shutdown
 
-__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "DEFAULT_MAX_WORKERS", "GrpcioServer", "serve", "start"]
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "DEFAULT_MAX_WORKERS", "GrpcioServer", "ServerLimits",
+           "serve", "start"]
 
 _log = logging.getLogger("pygrpc_ffi")
 
@@ -426,6 +428,69 @@ class GrpcioServer:
         self.stop()
 
 
+# ServerLimits' fields -> the gRPC core channel arguments that bound the same
+# thing on a server (the C++ host's flags of the same names).  The metadata
+# bound is both the soft and the absolute one, so that every call beyond it
+# is refused, not only some of them.
+_CHANNEL_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "max_concurrent_streams": ("grpc.max_concurrent_streams",),
+    "max_metadata_bytes": ("grpc.max_metadata_size", "grpc.absolute_max_metadata_size"),
+    "keepalive_time_ms": ("grpc.keepalive_time_ms",),
+    "keepalive_timeout_ms": ("grpc.keepalive_timeout_ms",),
+    "keepalive_permit_without_calls": ("grpc.keepalive_permit_without_calls",),
+    "min_ping_interval_ms": ("grpc.http2.min_ping_interval_without_data_ms",),
+    "max_ping_strikes": ("grpc.http2.max_ping_strikes",),
+    "max_connection_idle_ms": ("grpc.max_connection_idle_ms",),
+    "max_connection_age_ms": ("grpc.max_connection_age_ms",),
+    "max_connection_age_grace_ms": ("grpc.max_connection_age_grace_ms",),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerLimits:
+    """What a client may make the server hold, as the C++ host's flags of
+    the same names (``--max-concurrent-streams`` ...); None keeps grpcio's
+    default.  ``max_queued_calls``: calls that may wait for a worker (all
+    ``max_workers`` busy); beyond, a new call gets RESOURCE_EXHAUSTED.
+    Any ``_ms`` value may be 2147483647 for no limit; ``max_ping_strikes``
+    0 for none."""
+
+    max_concurrent_streams: int | None = None
+    max_metadata_bytes: int | None = None
+    max_queued_calls: int | None = None
+    keepalive_time_ms: int | None = None
+    keepalive_timeout_ms: int | None = None
+    keepalive_permit_without_calls: bool | None = None
+    min_ping_interval_ms: int | None = None
+    max_ping_strikes: int | None = None
+    max_connection_idle_ms: int | None = None
+    max_connection_age_ms: int | None = None
+    max_connection_age_grace_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is not None and not 0 <= value <= 2**31 - 1:
+                raise ValueError(f"{field.name} must be in 0..2147483647, not {value}")
+
+    def channel_arguments(self) -> list[tuple[str, int]]:
+        """The grpcio server options for the limits that were given."""
+        out = []
+        for name, keys in _CHANNEL_ARGUMENTS.items():
+            value = getattr(self, name)
+            if value is not None:
+                out += [(key, int(value)) for key in keys]
+        return out
+
+    def maximum_concurrent_rpcs(self, max_workers: int, max_memory_bytes: int) -> int:
+        """grpcio's bound on calls in progress or queued: the memory's, and
+        the workers plus the queue's if a queue bound was given."""
+        by_memory = max_memory_bytes // CALL_COST
+        if self.max_queued_calls is None:
+            return by_memory
+        return min(by_memory, max_workers + self.max_queued_calls)
+
+
 def _split_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
@@ -441,7 +506,8 @@ def start(service: GrpcService | None = None, address: str = "127.0.0.1:50051", 
           options: Sequence[tuple[str, Any]] = (),
           interceptors: Sequence[Any] = (),
           max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
-          credentials: grpc.ServerCredentials | None = None) -> GrpcioServer:
+          credentials: grpc.ServerCredentials | None = None,
+          limits: ServerLimits | None = None) -> GrpcioServer:
     """Starts a grpcio server that serves ``service`` (default:
     :func:`~pygrpc_ffi.default_service`) on ``address`` (port 0: any free
     port, see ``.port``) and returns at once.  ``max_message_size`` bounds
@@ -454,11 +520,13 @@ def start(service: GrpcService | None = None, address: str = "127.0.0.1:50051", 
     in progress or queued to ``max_memory_bytes // CALL_COST`` (32 KiB
     each); beyond it a new call gets RESOURCE_EXHAUSTED.  ``credentials``
     (e.g. :func:`pygrpc_ffi.serve_tls.server_credentials`): serve TLS only;
-    None: plaintext."""
+    None: plaintext.  ``limits``: connection and call limits
+    (:class:`ServerLimits`; default: grpcio's)."""
     if max_workers < 1:
         raise ValueError("max_workers must be at least 1")
     if max_memory_bytes < CALL_COST:
         raise ValueError(f"max_memory_bytes must be at least {CALL_COST}")
+    limits = limits if limits is not None else ServerLimits()
     service = service if service is not None else default_service()
     for interceptor in interceptors:
         service.add_interceptor(interceptor)
@@ -467,7 +535,7 @@ def start(service: GrpcService | None = None, address: str = "127.0.0.1:50051", 
         futures.ThreadPoolExecutor(max_workers=max_workers,
                                    thread_name_prefix="pygrpc_ffi-grpcio"),
         handlers=(_Handler(service, _MessageBudget(max_memory_bytes)),),
-        maximum_concurrent_rpcs=max_memory_bytes // CALL_COST,
+        maximum_concurrent_rpcs=limits.maximum_concurrent_rpcs(max_workers, max_memory_bytes),
         options=[
             ("grpc.max_receive_message_length", max_message_size),
             ("grpc.max_send_message_length", max_message_size),
@@ -480,6 +548,7 @@ def start(service: GrpcService | None = None, address: str = "127.0.0.1:50051", 
             # after a 2 s burst waited ~25 s).  The default 64 KiB window
             # holds the client back to the handler's pace instead.
             ("grpc.http2.bdp_probe", 0),
+            *limits.channel_arguments(),
             *options,
         ],
     )
@@ -504,7 +573,8 @@ def serve(service: GrpcService | None = None, address: str = "127.0.0.1:50051", 
           interceptors: Sequence[Any] = (),
           max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
           credentials: grpc.ServerCredentials | None = None,
-          drain_seconds: float = 0.0) -> None:
+          drain_seconds: float = 0.0,
+          limits: ServerLimits | None = None) -> None:
     """Serves ``service`` until SIGINT or SIGTERM, then stops gracefully.
 
     Prints ``listening on HOST:PORT`` (the bound port) to stdout once it
@@ -515,15 +585,15 @@ def serve(service: GrpcService | None = None, address: str = "127.0.0.1:50051", 
     a second signal ends the drain, or cancels the calls in flight at once.
     Returns when the server has stopped.  Must run in the main thread (it
     installs the signal handlers, and restores the previous ones).
-    ``reuse_port``, ``interceptors``, ``max_memory_bytes``, ``credentials``:
-    see :func:`start`.
+    ``reuse_port``, ``interceptors``, ``max_memory_bytes``, ``credentials``,
+    ``limits``: see :func:`start`.
     """
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("serve() must run in the main thread; use start() elsewhere")
     server = start(service, address, max_workers=max_workers,
                    max_message_size=max_message_size, grace=grace, reuse_port=reuse_port,
                    interceptors=interceptors, max_memory_bytes=max_memory_bytes,
-                   credentials=credentials)
+                   credentials=credentials, limits=limits)
     signals: list[int] = []
 
     def on_signal(signum: int, frame: Any) -> None:
