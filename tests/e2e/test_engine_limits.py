@@ -18,7 +18,7 @@ import grpc
 import hyperframe.frame as hf
 import pytest
 from conftest import ENGINES, HERE, PROTOS, ROOT, Server
-from test_host_limits import PREFACE, RawClient, started, wait_for
+from test_host_limits import RawClient, started, wait_for
 
 from pygrpc_ffi.cli import build_parser, grpcio_command, grpcio_limits
 
@@ -43,52 +43,61 @@ def serve(request: pytest.FixtureRequest) -> Iterator[ServerFactory]:
         assert server.stop() == 0
 
 
+def block_calls(ch: grpc.Channel, where: pathlib.Path, count: int, running: int
+                ) -> list[grpc.Future]:
+    """Starts count Block calls; returns once ``running`` Block calls have
+    started in all."""
+    block = ch.unary_unary(BLOCK)
+    calls = [block.future(str(where).encode(), timeout=60) for _ in range(count)]
+    assert wait_for(lambda: started(where) == running)
+    return calls
+
+
 def test_metadata_beyond_the_limit_is_refused(serve: ServerFactory) -> None:
     server = serve("--max-metadata-bytes", "1024")
     with server.channel() as ch:
-        afast = ch.unary_unary(AFAST)
-        assert afast(b"small", metadata=[("x-small", "y" * 100)], timeout=10) == b"small"
-        with pytest.raises(grpc.RpcError) as err:
-            afast(b"big", metadata=[("x-big", "y" * 4096)], timeout=10)
-        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        def status(metadata_bytes: int) -> grpc.StatusCode:
+            try:
+                ch.unary_unary(AFAST)(b"x", metadata=[("x-m", "y" * metadata_bytes)], timeout=10)
+            except grpc.RpcError as err:
+                return err.code()
+            return grpc.StatusCode.OK
+
+        assert status(100) == grpc.StatusCode.OK
+        assert status(4096) == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-def server_settings(address: str) -> dict[int, int]:
-    """The SETTINGS the server sends a new HTTP/2 connection."""
-    host, port = address.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(PREFACE + hf.SettingsFrame(0).serialize())
-        buf = b""
-        while True:
-            data = sock.recv(1 << 16)
-            assert data, "closed before its SETTINGS"
-            buf += data
-            while len(buf) >= 9:
-                length = int.from_bytes(buf[:3], "big")
-                if len(buf) < 9 + length:
-                    break
-                frame, _ = hf.Frame.parse_frame_header(memoryview(buf[:9]))
-                frame.parse_body(memoryview(buf[9:9 + length]))
-                buf = buf[9 + length:]
-                if isinstance(frame, hf.SettingsFrame) and "ACK" not in frame.flags:
-                    return dict(frame.settings)
+def advertised_streams(address: str) -> int | None:
+    """SETTINGS_MAX_CONCURRENT_STREAMS as a new connection gets it."""
+    client = RawClient(address)
+    try:
+        assert client.settings_seen.wait(10)
+        return client.settings.get(hf.SettingsFrame.MAX_CONCURRENT_STREAMS)
+    finally:
+        client.close()
 
 
 def test_concurrent_streams_are_bounded(serve: ServerFactory, tmp_path: pathlib.Path) -> None:
     server = serve("--max-concurrent-streams", "2")
-    assert server_settings(server.address)[hf.SettingsFrame.MAX_CONCURRENT_STREAMS] == 2
-    arg = str(tmp_path).encode()
+    assert advertised_streams(server.address) == 2
     with server.channel() as ch:
-        block = ch.unary_unary(BLOCK)
-        holding = [block.future(arg, timeout=60) for _ in range(2)]
-        assert wait_for(lambda: started(tmp_path) == 2)
-        # A third stream on the connection waits for one of them to end,
-        # though workers are free.
-        third = block.future(arg, timeout=60)
+        # A third stream on the connection waits for one of the first two to
+        # end, though workers are free.
+        calls = block_calls(ch, tmp_path, 3, running=2)
         time.sleep(1)
         assert started(tmp_path) == 2
         (tmp_path / "release").touch()
-        assert [f.result() for f in [*holding, third]] == [b"released"] * 3
+        assert [f.result() for f in calls] == [b"released"] * 3
+
+
+def test_every_process_gets_the_limits(serve: ServerFactory) -> None:
+    with socket.socket() as probe:  # a free port: --processes N needs a fixed one
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = serve("--listen", f"127.0.0.1:{port}", "--processes", "2",
+                   "--max-concurrent-streams", "3")
+    # SO_REUSEPORT spreads connections over both processes.
+    assert [advertised_streams(server.address) for _ in range(8)] == [3] * 8
 
 
 def test_an_old_connection_gets_goaway_then_is_closed(serve: ServerFactory) -> None:
@@ -113,21 +122,18 @@ def test_an_idle_connection_gets_goaway(serve: ServerFactory) -> None:
 def test_calls_beyond_the_queue_are_refused_while_workers_block(
         serve: ServerFactory, tmp_path: pathlib.Path) -> None:
     server = serve("--workers", "2", "--max-workers", "2", "--max-queued-calls", "2")
-    arg = str(tmp_path).encode()
     with server.channel() as ch:
-        block = ch.unary_unary(BLOCK)
-        holding = [block.future(arg, timeout=60) for _ in range(2)]
-        assert wait_for(lambda: started(tmp_path) == 2)
-        queued = [block.future(arg, timeout=60) for _ in range(2)]
+        calls = block_calls(ch, tmp_path, 2, running=2)
+        calls += block_calls(ch, tmp_path, 2, running=2)  # queued
         time.sleep(0.5)
         t0 = time.monotonic()
         with pytest.raises(grpc.RpcError) as err:
-            block(arg, timeout=10)
+            ch.unary_unary(BLOCK)(str(tmp_path).encode(), timeout=10)
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert time.monotonic() - t0 < 2
         (tmp_path / "release").touch()
-        assert [f.result() for f in holding + queued] == [b"released"] * 4
-        assert block(arg, timeout=10) == b"released"
+        assert [f.result() for f in calls] == [b"released"] * 4
+        assert block_calls(ch, tmp_path, 1, running=5)[0].result() == b"released"
 
 
 def serve_and_exit(*flags: str, env: dict[str, str] | None = None

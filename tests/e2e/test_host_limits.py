@@ -43,6 +43,8 @@ class RawClient:
         self.decoder.max_header_list_size = 1 << 24
         self.next_id = 1
         self.status: dict[int, str] = {}
+        self.settings: dict[int, int] = {}  # the server's SETTINGS
+        self.settings_seen = threading.Event()
         self.goaway = threading.Event()
         self.closed = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -110,9 +112,11 @@ class RawClient:
                         self.goaway.set()
                     elif isinstance(frame, hf.RstStreamFrame):
                         self.refused.add(frame.stream_id)
-                    elif (isinstance(frame, hf.SettingsFrame) and self.ack_settings
-                          and "ACK" not in frame.flags):
-                        self.sock.sendall(hf.SettingsFrame(0, flags=["ACK"]).serialize())
+                    elif isinstance(frame, hf.SettingsFrame) and "ACK" not in frame.flags:
+                        self.settings.update(frame.settings)
+                        self.settings_seen.set()
+                        if self.ack_settings:
+                            self.sock.sendall(hf.SettingsFrame(0, flags=["ACK"]).serialize())
         except OSError:
             pass
         finally:
