@@ -163,9 +163,11 @@ def send_metadata(request: pgf.GrpcRequest) -> pgf.GrpcResponse:
 
 @service.method("e2e.Control", "FailWith")
 def fail_with(request: pgf.GrpcRequest) -> bytes:
-    """Raises GrpcError(code, message): JSON [code, message]."""
-    code, message = json.loads(bytes(request.payload))
-    raise pgf.GrpcError(code, message)
+    """Raises GrpcError(code, message, trailers=...): JSON [code, message]
+    or [code, message, [[key, value], ...]]."""
+    code, message, *rest = json.loads(bytes(request.payload))
+    trailers = [tuple(entry) for entry in rest[0]] if rest else ()
+    raise pgf.GrpcError(code, message, trailers=trailers)
 
 
 @service.method("e2e.Control", "Hang")
