@@ -49,7 +49,8 @@ def _handler_callable(handler: Any) -> tuple[Callable[[GrpcRequest], Any], str]:
     if callable(handler):
         return handler, getattr(handler, "__qualname__", repr(handler))
     raise TypeError(
-        "handler must implement the GrpcHandler protocol (a handle_request(request) method) "
+        # "implement GrpcHandler protocol" is the text Spikard's tests match.
+        "Handler must implement GrpcHandler protocol (a handle_request(request) method) "
         f"or be callable, not {type(handler).__name__}"
     )
 
