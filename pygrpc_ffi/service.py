@@ -695,7 +695,7 @@ class GrpcService:
                 raise HandlerNotFound(
                     f"No handler registered for service {service_name!r}, "
                     f"method {method_name!r}")
-            result = await self.acall(service_name, method_name, request.payload,
+            result = await self.acall(service_name, method_name, request.payload_view,
                                       request.metadata, request.time_remaining())
             return result.to_response()
         if is_async_handler(direct):

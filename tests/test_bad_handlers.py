@@ -292,7 +292,7 @@ def test_payload_kept_and_read_in_a_later_call_reads_its_own_bytes(service: Grpc
     def handler(request: GrpcRequest) -> bytes:
         if kept:
             outcome.append(bytes(kept[0]))
-        kept.append(request.payload)
+        kept.append(request.payload_view)
         return bytes(request.payload)
 
     service.register_handler("pkg.Svc", handler)
@@ -308,7 +308,7 @@ def test_payload_read_from_another_thread_after_the_call_reads_its_bytes(
     holder: list[memoryview] = []
 
     async def handler(request: GrpcRequest) -> bytes:
-        holder.append(request.payload[2:])
+        holder.append(request.payload_view[2:])
         return b"done"
 
     service.register_handler("pkg.Svc", handler)
@@ -327,7 +327,7 @@ def test_slices_and_exports_of_the_payload_hold_its_bytes_until_dropped(
     kept: list[Any] = []
 
     def exporting_handler(request: GrpcRequest) -> bytes:
-        view = request.payload
+        view = request.payload_view
         kept.extend([view[1:], view.obj, memoryview(view.obj)[0:3], view[::2]])
         return b"ok"
 

@@ -60,7 +60,7 @@ class Handler:
     async def handle_request(self, request: GrpcRequest) -> GrpcResponse:
         if request.method_name == "Fail":
             raise Boom("async handler failed")
-        return GrpcResponse(request.payload.tobytes()[::-1])
+        return GrpcResponse(request.payload[::-1])
 
 
 def test_handle_request_raises_the_handlers_own_exception(service: GrpcService) -> None:
