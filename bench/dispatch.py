@@ -11,8 +11,8 @@ Rows (all from C threads of bench/native.c, GIL released by the caller):
   sync/async  the full call into a trivial Python handler (def / async def)
               that answers with a prebuilt bytes object of the request's
               size: nothing is copied anywhere, at any size
-  sync_echo   the full call into the echo users write, bytes(request.payload)
-              (one copy of the request)
+  sync_echo   the full call into the echo users write, request.payload (the
+              request's bytes: one copy, made on first access)
   sync_native_icpt/sync_grpc_icpt
               the sync row through one no-op interceptor: a native
               Interceptor with a before hook, or a grpc.ServerInterceptor
@@ -64,7 +64,7 @@ def reply(request: pgf.GrpcRequest) -> bytes:
 
 def echo(request: pgf.GrpcRequest) -> bytes:
     """The echo handler users write: the request's bytes back (one copy)."""
-    return bytes(request.payload)
+    return request.payload
 
 
 async def async_reply(request: pgf.GrpcRequest) -> bytes:

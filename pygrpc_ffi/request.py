@@ -35,11 +35,11 @@ class GrpcRequest:
     fields.
     """
 
-    # _payload is unset until payload is first read: the dispatch stores
-    # nothing for it, and a handler that reads only payload_view copies nothing.
+    # _payload is None until payload is first read: a handler that reads
+    # only payload_view copies nothing.
     __slots__ = ("_call", "_deadline", "_metadata", "_method_name", "_payload", "_peer",
                  "_reader", "_service_name", "_stream", "payload_view")
-    _payload: bytes
+    _payload: bytes | None
     _service_name: Any  # str or _LAZY, and so on
     _method_name: Any
     _deadline: Any
@@ -70,22 +70,16 @@ class GrpcRequest:
         """The request message's bytes: copied from the host's on first
         access, then the same object.  ``payload_view`` reads them without
         a copy."""
-        try:
-            return self._payload
-        except AttributeError:
+        data = self._payload
+        if data is None:  # a test, not try/except: raising costs more than the copy
             data = self._payload = self.payload_view.tobytes()
-            return data
+        return data
 
     @payload.setter
     def payload(self, value: bytes | bytearray | memoryview) -> None:
         self.payload_view = memoryview(value).toreadonly()
-        if type(value) is bytes:  # already bytes: payload is it, no copy
-            self._payload = value
-        else:
-            try:
-                del self._payload
-            except AttributeError:
-                pass
+        # Already bytes: payload is that object, no copy.
+        self._payload = value if type(value) is bytes else None
 
     @property
     def service_name(self) -> str:
