@@ -1,8 +1,8 @@
 """Handlers that run the bytes idioms users write on ``request.payload``
 (``json.loads``, ``.decode()``, ``in``, ``==``, slicing, ``startswith``) and
 answer what they found as JSON: used through the C dispatch
-(tests/test_request_payload.py) and served on both engines
-(tests/e2e/test_request_payload_served.py)."""
+(tests/test_request_payload.py) and served on both engines by
+tests/e2e/interop_handlers.py (tests/e2e/test_request_payload_served.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,11 @@ from typing import Any
 import pygrpc_ffi as pgf
 
 SERVICE = "idioms.Payload"
+DOC = b'{"k": "error"}'
+#: What idioms(DOC) finds.
+EXPECTED = {"type": "bytes", "json": {"k": "error"}, "decoded": DOC.decode(),
+            "has_error": True, "has_nul": False, "equal": True, "head": '{"k"',
+            "starts": True, "same_object": True, "bytes_of": True, "memoryview_of": True}
 
 
 def idioms(payload: bytes) -> dict[str, Any]:
@@ -22,7 +27,7 @@ def idioms(payload: bytes) -> dict[str, Any]:
         "decoded": payload.decode(),
         "has_error": b"error" in payload,
         "has_nul": b"\x00" in payload,
-        "equal": payload == b'{"k": "error"}',
+        "equal": payload == DOC,
         "head": payload[:4].decode(),
         "starts": payload.startswith(b'{"k"'),
         "same_object": True,

@@ -5,7 +5,6 @@ chose; other grpc- keys (grpc-retry-pushback-ms, grpc-retry-delay-ms) pass."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,43 +23,29 @@ def _value(key: str) -> str | bytes:
     return b"\x00\x01" if key.endswith("-bin") else "0"
 
 
-@pytest.fixture(scope="module")
-def svc() -> Iterator[GrpcService]:
-    service = GrpcService()
-    try:
-        yield service
-    finally:
-        service.close()
-
-
-@pytest.fixture(autouse=True)
-def no_leaked_c_objects() -> Iterator[None]:
-    yield  # the module's service outlives each test
-
-
 @pytest.mark.parametrize("key", ["grpc-retry-delay-ms", "grpc-retry-pushback-ms"])
 def test_a_retry_trailer_on_an_error_reaches_the_client_with_its_status(
-        svc: GrpcService, key: str) -> None:
+        service: GrpcService, key: str) -> None:
     def handler(request: GrpcRequest) -> bytes:
         raise GrpcError(StatusCode.DEADLINE_EXCEEDED, "x",
                         trailers=[(key, "1000"), ("x-retryable", "true")])
 
-    svc.register_method("rules.Retry", key, handler)
-    result = svc.call("rules.Retry", key)
+    service.register_method("rules.Retry", key, handler)
+    result = service.call("rules.Retry", key)
     assert (result.code, result.message) == (StatusCode.DEADLINE_EXCEEDED, "x")
     assert result.trailing_metadata.pairs() == ((key, "1000"), ("x-retryable", "true"))
 
 
 @pytest.mark.parametrize("key", OWNED)
 def test_an_owned_key_is_dropped_with_a_log_line_and_the_answer_sent(
-        svc: GrpcService, caplog: pytest.LogCaptureFixture, key: str) -> None:
+        service: GrpcService, caplog: pytest.LogCaptureFixture, key: str) -> None:
     def handler(request: GrpcRequest) -> GrpcResponse:
         return GrpcResponse(b"ok", metadata=[(key, _value(key)), ("x-i", "1")],
                             trailers=[("x-t", "1"), (key, _value(key))])
 
-    svc.register_method("rules.Owned", key, handler)
+    service.register_method("rules.Owned", key, handler)
     with caplog.at_level(logging.ERROR, logger="pygrpc_ffi"):
-        result = svc.call("rules.Owned", key)
+        result = service.call("rules.Owned", key)
     assert (result.code, result.payload) == (StatusCode.OK, b"ok")
     assert result.initial_metadata.pairs() == (("x-i", "1"),)
     assert result.trailing_metadata.pairs() == (("x-t", "1"),)
@@ -70,12 +55,12 @@ def test_an_owned_key_is_dropped_with_a_log_line_and_the_answer_sent(
 
 @pytest.mark.parametrize("key", OWNED)
 def test_an_owned_trailer_on_an_error_is_dropped_and_the_status_kept(
-        svc: GrpcService, key: str) -> None:
+        service: GrpcService, key: str) -> None:
     def handler(request: GrpcRequest) -> bytes:
         raise GrpcError(StatusCode.ABORTED, "kept", trailers=[(key, _value(key)), ("x", "1")])
 
-    svc.register_method("rules.OwnedError", key, handler)
-    result = svc.call("rules.OwnedError", key)
+    service.register_method("rules.OwnedError", key, handler)
+    result = service.call("rules.OwnedError", key)
     assert (result.code, result.message) == (StatusCode.ABORTED, "kept")
     assert result.trailing_metadata.pairs() == (("x", "1"),)
 
@@ -102,18 +87,18 @@ def _any_key_handler(request: GrpcRequest) -> GrpcResponse:
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(key=_KEYS, value=_VALUES, where=st.sampled_from(["metadata", "trailers", "error"]))
 def test_any_key_a_handler_writes_ends_the_call_as_grpc_rules_say(
-        svc: GrpcService, key: str, value: str, where: str) -> None:
+        service: GrpcService, key: str, value: str, where: str) -> None:
     """An owned key never changes the outcome; a key gRPC passes arrives as
     sent; only a malformed entry on success fails the call (INTERNAL)."""
     sent: Any = value.encode() if key.endswith("-bin") else value
     _case.update(where=where, pairs=[(key, sent)])
-    if "rules.Any" not in _case:
-        svc.register_method("rules.Any", "M", _any_key_handler)
-        _case["rules.Any"] = True
+    if _case.get("service") is not service:  # the test's service, kept across examples
+        service.register_method("rules.Any", "M", _any_key_handler)
+        _case["service"] = service
     logger = logging.getLogger("pygrpc_ffi")
     logger.disabled = True
     try:
-        result = svc.call("rules.Any", "M")
+        result = service.call("rules.Any", "M")
     finally:
         logger.disabled = False
     got = (result.initial_metadata if where == "metadata" else result.trailing_metadata).pairs()

@@ -9,16 +9,11 @@ import tracemalloc
 from collections.abc import Callable
 
 import pytest
-from request_idioms import SERVICE, register
+from request_idioms import DOC, EXPECTED, SERVICE, register
 
 from pygrpc_ffi import GrpcRequest, GrpcService, StatusCode
 
 pytestmark = pytest.mark.timeout(60, method="thread")
-
-DOC = b'{"k": "error"}'
-EXPECTED = {"type": "bytes", "json": {"k": "error"}, "decoded": DOC.decode(),
-            "has_error": True, "has_nul": False, "equal": True, "head": '{"k"',
-            "starts": True, "same_object": True, "bytes_of": True, "memoryview_of": True}
 
 
 def test_bytes_idioms_work_on_a_unary_payload(service: GrpcService) -> None:
