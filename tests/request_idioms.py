@@ -2,7 +2,7 @@
 (``json.loads``, ``.decode()``, ``in``, ``==``, slicing, ``startswith``) and
 answer what they found as JSON: used through the C dispatch
 (tests/test_request_payload.py) and served on both engines by
-tests/e2e/interop_handlers.py (tests/e2e/test_request_payload_served.py)."""
+tests/e2e/idioms_handlers.py (tests/e2e/test_request_payload_served.py)."""
 
 from __future__ import annotations
 

@@ -11,13 +11,11 @@ import threading
 import time
 
 import interop_pb2 as messages
-import request_idioms
 from google.rpc import status_pb2
 
 import pygrpc_ffi as pgf
 
 service = pgf.default_service()
-request_idioms.register(service)
 TEST_SERVICE = "grpc.testing.TestService"
 ECHO_INITIAL = "x-grpc-test-echo-initial"
 ECHO_TRAILING = "x-grpc-test-echo-trailing-bin"
