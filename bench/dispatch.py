@@ -11,6 +11,8 @@ Rows (all from C threads of bench/native.c, GIL released by the caller):
   sync/async  the full call into a trivial Python handler (def / async def)
               that answers with a prebuilt bytes object of the request's
               size: nothing is copied anywhere, at any size
+  sync_echo   the full call into the echo users write, request.payload (the
+              request's bytes: one copy, made on first access)
   sync_native_icpt/sync_grpc_icpt
               the sync row through one no-op interceptor: a native
               Interceptor with a before hook, or a grpc.ServerInterceptor
@@ -57,22 +59,27 @@ _REPLIES = {size: bytes(size) for size in SIZES}
 
 def reply(request: pgf.GrpcRequest) -> bytes:
     """The trivial sync handler: a prebuilt answer of the request's size."""
-    return _REPLIES[request.payload.nbytes]
+    return _REPLIES[request.payload_view.nbytes]
+
+
+def echo(request: pgf.GrpcRequest) -> bytes:
+    """The echo handler users write: the request's bytes back (one copy)."""
+    return request.payload
 
 
 async def async_reply(request: pgf.GrpcRequest) -> bytes:
-    return _REPLIES[request.payload.nbytes]
+    return _REPLIES[request.payload_view.nbytes]
 
 
 def bidi_reply(requests: Iterator[pgf.GrpcRequest]) -> Iterator[bytes]:
     """The trivial bidi handler: a prebuilt answer per request message."""
     for request in requests:
-        yield _REPLIES[request.payload.nbytes]
+        yield _REPLIES[request.payload_view.nbytes]
 
 
 async def async_bidi_reply(requests: AsyncIterator[pgf.GrpcRequest]) -> AsyncIterator[bytes]:
     async for request in requests:
-        yield _REPLIES[request.payload.nbytes]
+        yield _REPLIES[request.payload_view.nbytes]
 
 
 class NoopNative(Interceptor):
@@ -98,6 +105,7 @@ def register() -> None:
         intercepted.register_method(SERVICE, method, reply)
     service = pgf.default_service()
     service.register_method(SERVICE, "Sync", reply)
+    service.register_method(SERVICE, "SyncEcho", echo)
     service.register_method(SERVICE, "Async", async_reply)
     service.register_method(SERVICE, "BidiSync", bidi_reply, request_streaming=True,
                             response_streaming=True)
@@ -128,6 +136,7 @@ PATHS = {
     "c_shim": (loops.DISPATCH, "/bench.CEcho/Echo"),
     "c_callback": (loops.DISPATCH, "/bench.CEchoCallback/Echo"),
     "sync": (loops.DISPATCH, f"/{SERVICE}/Sync"),
+    "sync_echo": (loops.DISPATCH, f"/{SERVICE}/SyncEcho"),
     "async": (loops.DISPATCH, f"/{SERVICE}/Async"),
     "sync_native_icpt": (loops.DISPATCH, f"/{SERVICE}/SyncNativeIcpt"),
     "sync_grpc_icpt": (loops.DISPATCH, f"/{SERVICE}/SyncGrpcIcpt"),
@@ -149,7 +158,8 @@ def configs() -> list[Config]:
     rows += [make("pipeline", label) for label in ("sync_pipelined", "async_pipelined")]
     rows += [make("threads", label, threads=t) for label in ("floor", "sync", "async")
              for t in (2, 4)]
-    rows += [make("payload", label, size) for label in ("c_shim", "sync") for size in SIZES[1:]]
+    rows += [make("payload", label, size) for label in ("c_shim", "sync", "sync_echo")
+             for size in SIZES[1:]]
     return rows
 
 

@@ -26,12 +26,12 @@ WORK_ITERATIONS = 12_000
 
 def echo(request: pgf.GrpcRequest) -> bytes:
     """Sync echo."""
-    return bytes(request.payload)
+    return request.payload
 
 
 async def async_echo(request: pgf.GrpcRequest) -> bytes:
     """Async echo."""
-    return bytes(request.payload)
+    return request.payload
 
 
 def work(request: pgf.GrpcRequest) -> bytes:
@@ -39,7 +39,7 @@ def work(request: pgf.GrpcRequest) -> bytes:
     total = 0
     for i in range(WORK_ITERATIONS):
         total += i
-    return bytes(request.payload) if total else b""
+    return request.payload if total else b""
 
 
 STREAM_SERVICE = "bench.Stream"
@@ -49,22 +49,22 @@ MESSAGE = b"0123456789abcdef"
 def bidi(requests: Iterator[pgf.GrpcRequest]) -> Iterator[bytes]:
     """Bidi echo: each message back, copied as a grpcio servicer would."""
     for request in requests:
-        yield bytes(request.payload)
+        yield request.payload
 
 
 async def async_bidi(requests: AsyncIterator[pgf.GrpcRequest]) -> AsyncIterator[bytes]:
     async for request in requests:
-        yield bytes(request.payload)
+        yield request.payload
 
 
 def server_stream(request: pgf.GrpcRequest) -> Iterator[bytes]:
     """N 16-byte messages for a request holding the decimal N."""
-    for _ in range(int(bytes(request.payload))):
+    for _ in range(int(request.payload)):
         yield MESSAGE
 
 
 async def async_server_stream(request: pgf.GrpcRequest) -> AsyncIterator[bytes]:
-    for _ in range(int(bytes(request.payload))):
+    for _ in range(int(request.payload)):
         yield MESSAGE
 
 

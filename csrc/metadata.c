@@ -193,11 +193,21 @@ static int is_key_char(unsigned char c) {
            c == '.' || c == '-';
 }
 
-/* Keys HTTP/2 forbids in a response (connection-specific, RFC 9113 8.2.2) or
- * that gRPC's framing owns; peers reset streams that carry them. */
+/* Keys a handler may not send: those HTTP/2 forbids in a response
+ * (connection-specific, RFC 9113 8.2.2), those gRPC's framing or the call
+ * itself writes (status, message, details, compression, deadline), and the
+ * request-side grpc- ones gRPC core parses into its own slots
+ * (metadata_batch.h).
+ * Any other grpc- key passes, as gRPC core passes it (grpc-retry-pushback-ms,
+ * gRFC A6). */
 static const char *const reserved_keys[] = {
     "connection", "content-length", "content-type", "keep-alive",
     "proxy-connection", "te", "transfer-encoding", "upgrade",
+    "grpc-status", "grpc-message", "grpc-status-details-bin",
+    "grpc-timeout", "grpc-encoding", "grpc-accept-encoding",
+    "grpc-internal-encoding-request", "grpc-internal-stream-encoding-request",
+    "grpc-previous-rpc-attempts", "grpc-trace-bin", "grpc-tags-bin",
+    "grpc-server-stats-bin", "grpclb_client_stats",
 };
 
 static int is_reserved(const char *key, size_t key_len) {
@@ -208,6 +218,26 @@ static int is_reserved(const char *key, size_t key_len) {
     return 0;
 }
 
+/* gRPC core parses grpc-retry-pushback-ms as an integer of milliseconds and
+ * sends what it parsed: anything else reaches the client as a value it
+ * cannot parse, failing the call there.  18 digits never overflow int64. */
+static int pushback_ok(const char *key, size_t key_len, const uint8_t *value,
+                       size_t value_len) {
+    static const char pushback[] = "grpc-retry-pushback-ms";
+    if (key_len != sizeof(pushback) - 1 || memcmp(key, pushback, key_len) != 0)
+        return 1;
+    if (value_len == 0 || value_len > 18)
+        return 0;
+    for (size_t i = 0; i < value_len; i++)
+        if (value[i] < '0' || value[i] > '9')
+            return 0;
+    return 1;
+}
+
+int pgf_metadata_key_owned(const char *key, size_t key_len) {
+    return key != NULL && is_reserved(key, key_len);
+}
+
 int pgf_metadata_validate(const char *key, size_t key_len,
                           const uint8_t *value, size_t value_len) {
     if (key == NULL || key_len == 0 || (value == NULL && value_len != 0) ||
@@ -216,9 +246,7 @@ int pgf_metadata_validate(const char *key, size_t key_len,
     for (size_t i = 0; i < key_len; i++)
         if (!is_key_char((unsigned char)key[i]))
             return PGF_EMETADATA;
-    if (key_len >= 5 && memcmp(key, "grpc-", 5) == 0)
-        return PGF_EMETADATA;
-    if (is_reserved(key, key_len))
+    if (is_reserved(key, key_len) || !pushback_ok(key, key_len, value, value_len))
         return PGF_EMETADATA;
     if (is_binary_key(key, key_len))
         return PGF_OK;

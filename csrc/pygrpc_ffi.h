@@ -193,15 +193,25 @@ PGF_API int pgf_metadata_get(const pgf_metadata *md, size_t i,
                      const uint8_t **value, size_t *value_len);
 
 /* PGF_OK if (key, value) may be sent by a server, else PGF_EMETADATA:
- * key matches [0-9a-z_.-]+, does not start with "grpc-", and is not one that
- * HTTP/2 or gRPC's framing reserves (connection, content-length,
- * content-type, keep-alive, proxy-connection, te, transfer-encoding,
- * upgrade); unless the key is binary (5 or more characters ending in "-bin",
- * gRPC core's rule), value is printable ASCII
- * (0x20-0x7e) with no leading or trailing space.  Every entry of a call's
+ * key matches [0-9a-z_.-]+ and is not one that HTTP/2, gRPC's framing or the
+ * call owns (connection, content-length, content-type, keep-alive,
+ * proxy-connection, te, transfer-encoding, upgrade, grpc-status,
+ * grpc-message, grpc-status-details-bin (sent by pgf_call_set_status_details),
+ * grpc-timeout, grpc-encoding, grpc-accept-encoding,
+ * grpc-internal-encoding-request, grpc-internal-stream-encoding-request,
+ * grpc-previous-rpc-attempts, grpc-trace-bin, grpc-tags-bin,
+ * grpc-server-stats-bin, grpclb_client_stats); other "grpc-" keys pass (grpc-retry-pushback-ms,
+ * whose value must be 1 to 18 decimal digits, as gRPC parses it, ...).  Unless the key is binary (5 or more characters ending in "-bin",
+ * gRPC core's rule), value is printable ASCII (0x20-0x7e) with no leading or
+ * trailing space.  Every entry of a call's
  * initial and trailing metadata passed this, so hosts can send them as is. */
 PGF_API int pgf_metadata_validate(const char *key, size_t key_len,
                           const uint8_t *value, size_t value_len);
+/* 1 if pgf_metadata_validate refuses key because HTTP/2, gRPC or the call
+ * owns it (the list above), else 0 (since 3).  A handler's entry with such a
+ * key can be dropped and the call still end as the handler chose; any other
+ * refusal is a malformed entry. */
+PGF_API int pgf_metadata_key_owned(const char *key, size_t key_len);
 
 /* -------------------------------------------------------------- messages */
 

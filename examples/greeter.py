@@ -18,14 +18,14 @@ service = pgf.default_service()
 @service.method("demo.Greeter", "SayHello")
 def say_hello(request: pgf.GrpcRequest) -> pgf.GrpcResponse:
     """A sync handler: the payload is a name, the answer a greeting."""
-    name = bytes(request.payload).decode("utf-8") or "world"
+    name = request.payload.decode("utf-8") or "world"
     return pgf.GrpcResponse(f"Hello, {name}!".encode(), metadata={"x-served-by": "pygrpc_ffi"})
 
 
 @service.method("demo.Greeter", "SayHelloLater")
 async def say_hello_later(request: pgf.GrpcRequest) -> bytes:
     """An async handler: runs on the package's event loop, not a host thread."""
-    name = bytes(request.payload).decode("utf-8") or "world"
+    name = request.payload.decode("utf-8") or "world"
     await asyncio.sleep(0.01)
     return f"Hello later, {name}!".encode()
 
@@ -33,7 +33,7 @@ async def say_hello_later(request: pgf.GrpcRequest) -> bytes:
 @service.method("demo.Calculator", "Divide")
 def divide(request: pgf.GrpcRequest) -> bytes:
     """Errors become statuses: InvalidArgument is sent as INVALID_ARGUMENT."""
-    numbers = json.loads(bytes(request.payload))
+    numbers = json.loads(request.payload)
     if numbers["b"] == 0:
         raise pgf.InvalidArgument("division by zero")
     return json.dumps({"quotient": numbers["a"] / numbers["b"]}).encode()
@@ -44,7 +44,7 @@ class Echo:
 
     def handle_request(self, request: pgf.GrpcRequest) -> pgf.GrpcResponse:
         echoed = [(k, v) for k, v in request.metadata.pairs() if k.startswith("x-echo-")]
-        return pgf.GrpcResponse(request.payload.tobytes(), trailers=echoed)
+        return pgf.GrpcResponse(request.payload, trailers=echoed)
 
 
 service.register_handler("demo.Echo", Echo())
@@ -53,7 +53,7 @@ service.register_handler("demo.Echo", Echo())
 @service.method("demo.Greeter", "Countdown", response_streaming=True)
 def countdown(request: pgf.GrpcRequest) -> Iterator[bytes]:
     """A server stream: each message is written once the client can take it."""
-    for n in range(int(bytes(request.payload) or b"3"), 0, -1):
+    for n in range(int(request.payload or b"3"), 0, -1):
         yield f"{n}...".encode()
     yield b"liftoff"
 
@@ -62,4 +62,4 @@ def countdown(request: pgf.GrpcRequest) -> Iterator[bytes]:
 async def chat(requests: AsyncIterator[pgf.GrpcRequest]) -> AsyncIterator[bytes]:
     """A bidi stream, async: each message is pulled from the client when asked for."""
     async for request in requests:
-        yield b"you said: " + bytes(request.payload)
+        yield b"you said: " + request.payload

@@ -64,12 +64,12 @@ def payload_reader(deserializer: Callable[[Any], Any] | None) -> Callable[[GrpcR
     """How to get a method's argument from a request: a protobuf parser reads
     the zero-copy view; any other deserializer, or none, gets bytes."""
     if deserializer is None:
-        return lambda request: bytes(request.payload)
+        return lambda request: request.payload
     if deserializer is keep_request:  # a native handler seen through an interceptor
         return lambda request: request
     if is_protobuf_parser(deserializer):
-        return lambda request: deserializer(request.payload)
-    return lambda request: deserializer(bytes(request.payload))
+        return lambda request: deserializer(request.payload_view)
+    return lambda request: deserializer(request.payload)
 
 
 def flags(handler: Any) -> tuple[bool, bool]:

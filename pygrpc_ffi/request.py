@@ -25,16 +25,21 @@ _LAZY: Any = _Lazy()
 class GrpcRequest:
     """One request message and the call it belongs to.
 
-    ``payload`` is a read-only memoryview over the host's bytes, without a
-    copy; it (and any slice or export of it) keeps those bytes alive for as
-    long as it is referenced, so it is safe to keep.  ``metadata`` is the
+    ``payload`` is the request message's ``bytes``, made from the host's
+    bytes on first access (one copy, then cached).  ``payload_view`` is a
+    read-only memoryview over the host's bytes, never copied; it (and any
+    slice or export of it) keeps those bytes alive for as long as it is
+    referenced, so it is safe to keep.  ``metadata`` is the
     client's metadata; ``deadline`` the absolute deadline in ``time.time()``
     seconds, or None.  The messages of a request stream share the call's
     fields.
     """
 
-    __slots__ = ("_call", "_deadline", "_metadata", "_method_name", "_peer", "_reader",
-                 "_service_name", "_stream", "payload")
+    # _payload is None until payload is first read: a handler that reads
+    # only payload_view copies nothing.
+    __slots__ = ("_call", "_deadline", "_metadata", "_method_name", "_payload", "_peer",
+                 "_reader", "_service_name", "_stream", "payload_view")
+    _payload: bytes | None
     _service_name: Any  # str or _LAZY, and so on
     _method_name: Any
     _deadline: Any
@@ -52,13 +57,29 @@ class GrpcRequest:
     ) -> None:
         self.service_name = service_name
         self.method_name = method_name
-        self.payload = memoryview(payload).toreadonly()
+        self.payload = payload
         self.deadline = deadline
         self.peer = peer
         self._metadata: Metadata | None = Metadata(metadata)
         self._call: Any = None
         self._reader: Any = None  # reads lazy fields from _call (see _runtime.requests)
         self._stream: Any = None  # the streaming call this message came from
+
+    @property
+    def payload(self) -> bytes:
+        """The request message's bytes: copied from the host's on first
+        access, then the same object.  ``payload_view`` reads them without
+        a copy."""
+        data = self._payload
+        if data is None:  # a test, not try/except: raising costs more than the copy
+            data = self._payload = self.payload_view.tobytes()
+        return data
+
+    @payload.setter
+    def payload(self, value: bytes | bytearray | memoryview) -> None:
+        self.payload_view = memoryview(value).toreadonly()
+        # Already bytes: payload is that object, no copy.
+        self._payload = value if type(value) is bytes else None
 
     @property
     def service_name(self) -> str:
@@ -150,16 +171,16 @@ class GrpcRequest:
     @property
     def payload_size(self) -> int:
         """The request payload's size in bytes (0 once released)."""
-        return 0 if self._released() else self.payload.nbytes
+        return 0 if self._released() else self.payload_view.nbytes
 
     def __repr__(self) -> str:
-        size = "<released>" if self._released() else self.payload.nbytes
+        size = "<released>" if self._released() else self.payload_view.nbytes
         return (f"GrpcRequest(service_name={self.service_name!r}, "
                 f"method_name={self.method_name!r}, payload_size={size})")
 
     def _released(self) -> bool:
         try:
-            self.payload.nbytes  # noqa: B018
+            self.payload_view.nbytes  # noqa: B018
         except ValueError:
             return True
         return False

@@ -40,6 +40,18 @@ class GrpcResponse:
         a protobuf message)."""
         return payload_size(self.payload)
 
+    def __bytes__(self) -> bytes:
+        """The payload's bytes (a message serialized), as a grpcio
+        interceptor that post-processes answers reads them.  Not iterable:
+        interceptors that treat iterables as response streams leave it be."""
+        payload = self.payload
+        if isinstance(payload, (bytes, bytearray, memoryview)):
+            return bytes(payload)
+        serialize = getattr(payload, "SerializeToString", None)
+        if callable(serialize):
+            return bytes(serialize())
+        return bytes(payload)
+
     def __repr__(self) -> str:
         return (f"GrpcResponse(payload_size={self.payload_size}, "
                 f"metadata={self.metadata!r}, trailers={self.trailers!r})")

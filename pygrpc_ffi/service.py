@@ -49,7 +49,8 @@ def _handler_callable(handler: Any) -> tuple[Callable[[GrpcRequest], Any], str]:
     if callable(handler):
         return handler, getattr(handler, "__qualname__", repr(handler))
     raise TypeError(
-        "handler must implement the GrpcHandler protocol (a handle_request(request) method) "
+        # "implement GrpcHandler protocol" is the text Spikard's tests match.
+        "Handler must implement GrpcHandler protocol (a handle_request(request) method) "
         f"or be callable, not {type(handler).__name__}"
     )
 
@@ -694,7 +695,7 @@ class GrpcService:
                 raise HandlerNotFound(
                     f"No handler registered for service {service_name!r}, "
                     f"method {method_name!r}")
-            result = await self.acall(service_name, method_name, request.payload,
+            result = await self.acall(service_name, method_name, request.payload_view,
                                       request.metadata, request.time_remaining())
             return result.to_response()
         if is_async_handler(direct):

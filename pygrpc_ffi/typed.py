@@ -68,7 +68,7 @@ def _parser(request_type: Any) -> Callable[[GrpcRequest], Any]:
 
     def parse(request: GrpcRequest) -> Any:
         try:
-            return from_string(request.payload)
+            return from_string(request.payload_view)
         except Exception:
             raise InvalidArgument(message) from None
 

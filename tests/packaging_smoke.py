@@ -51,7 +51,7 @@ def main(argv: list[str]) -> int:
     @service.method("smoke.Svc", "Later")
     async def later(request: pgf.GrpcRequest) -> bytes:
         await asyncio.sleep(0)
-        return request.payload.tobytes()
+        return request.payload
 
     @service.method("smoke.Svc", "Fail")
     def fail(request: pgf.GrpcRequest) -> bytes:
@@ -65,7 +65,7 @@ def main(argv: list[str]) -> int:
     @service.method("smoke.Svc", "Echo", request_streaming=True, response_streaming=True)
     async def echo(requests: AsyncIterator[pgf.GrpcRequest]) -> AsyncIterator[bytes]:
         async for r in requests:
-            yield r.payload.tobytes().upper()
+            yield r.payload.upper()
 
     result = service.call("smoke.Svc", "Hello", b"wheel", timeout=5)
     assert result.ok and result.payload == b"hello wheel", result

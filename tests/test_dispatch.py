@@ -31,7 +31,8 @@ def capture(service: GrpcService, result: Any = b"") -> list[dict[str, Any]]:
             "full_method": request.full_method,
             "payload": bytes(request.payload),
             "payload_type": type(request.payload),
-            "readonly": request.payload.readonly,
+            "view_type": type(request.payload_view),
+            "readonly": request.payload_view.readonly,
             "metadata": request.metadata.pairs(),
             "deadline": request.deadline,
             "time_remaining": request.time_remaining(),
@@ -55,7 +56,8 @@ def test_request_names_payload_and_peer(service: GrpcService) -> None:
     assert req["method"] == "DoThing"
     assert req["full_method"] == "/pkg.Svc/DoThing"
     assert req["payload"] == b"\x00hello\xff"
-    assert req["payload_type"] is memoryview
+    assert req["payload_type"] is bytes
+    assert req["view_type"] is memoryview
     assert req["readonly"] is True
     assert req["peer"] == "local"
 
@@ -75,26 +77,28 @@ def test_request_payload_is_a_view_of_the_callers_bytes_not_a_copy(service: Grpc
     assert observed == [b"Original"]
 
 
-def test_request_payload_cannot_be_written(service: GrpcService) -> None:
+def test_request_payload_and_its_view_cannot_be_written(service: GrpcService) -> None:
     errors: list[BaseException] = []
 
     def handler(request: GrpcRequest) -> bytes:
-        try:
-            request.payload[0] = 0  # type: ignore[index]
-        except TypeError as exc:
-            errors.append(exc)
+        for payload in (request.payload, request.payload_view):
+            try:
+                payload[0] = 0  # type: ignore[index]
+            except TypeError as exc:
+                errors.append(exc)
         return b""
 
     service.register_handler("pkg.Svc", handler)
     assert service.call("pkg.Svc", "M", b"abc").code is StatusCode.OK
-    assert len(errors) == 1
+    assert len(errors) == 2
 
 
-def test_empty_payload_is_an_empty_view(service: GrpcService) -> None:
+def test_empty_payload_is_empty_bytes_and_an_empty_view(service: GrpcService) -> None:
     seen = capture(service)
     service.call("pkg.Svc", "M", b"")
     assert seen[0]["payload"] == b""
-    assert seen[0]["payload_type"] is memoryview
+    assert seen[0]["payload_type"] is bytes
+    assert seen[0]["view_type"] is memoryview
 
 
 def test_protobuf_request_payload_is_serialized_by_call(service: GrpcService) -> None:
@@ -134,7 +138,7 @@ def test_async_handler_payload_kept_past_the_call_reads_its_own_bytes(
 
     async def handler(request: GrpcRequest) -> bytes:
         await asyncio.sleep(0)
-        kept.append(request.payload)
+        kept.append(request.payload_view)
         return bytes(request.payload)
 
     service.register_handler("pkg.Svc", handler)

@@ -4,7 +4,7 @@ client as grpc-status-details-bin, and rpc_status.from_call decodes it.
 Handlers raise GrpcError(details=<Status>) or call
 context.abort_with_status(rpc_status.to_status(status)); the status details
 travel through the C call (pgf_call_set_status_details: the shim refuses
-handler metadata starting with grpc-) and the grpcio engine sends them as the
+grpc-status-details-bin as handler metadata) and the grpcio engine sends them as the
 grpc-status-details-bin trailer.
 """
 
@@ -120,7 +120,7 @@ def test_details_ride_on_the_c_call(rich_service: GrpcService, method: str) -> N
     result = TestClient(rich_service).call_raw(f"/{SERVICE}/{method}")
     assert result.code.value == expected.code
     assert result.details == expected.SerializeToString()
-    # No grpc- key among the handler's trailers: the shim would refuse it.
+    # The details are not among the handler's trailers: they ride apart.
     assert result.trailing_metadata.pairs() == trailers
 
 

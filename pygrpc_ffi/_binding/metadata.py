@@ -31,3 +31,9 @@ def entries(md: Any) -> list[tuple[str, bytes]]:
             key = ffi.unpack(key_p[0], key_len[0]).decode("latin-1")
             pairs.append((key, ffi.buffer(value_p[0], value_len[0])[:]))
     return pairs
+
+
+def key_owned(key: bytes) -> bool:
+    """Whether the shim refuses ``key`` because HTTP/2, gRPC or the call owns
+    it (not because it is malformed)."""
+    return bool(lib.pgf_metadata_key_owned(key, len(key)))

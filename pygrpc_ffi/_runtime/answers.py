@@ -9,6 +9,7 @@ from typing import Any
 
 from .._binding import calls
 from .._binding.base import ESTATE, PgfError, from_buffer
+from .._binding.metadata import key_owned
 from .._binding.trampolines import RELEASE_BUFFER
 from ..errors import GrpcError, client_message, status_for_exception
 from ..metadata import MetadataLike, encode_entry, iter_pairs
@@ -50,7 +51,9 @@ def add_metadata(call: Any, metadata: MetadataLike, add: Callable[[Any, bytes, b
                  dropped: Callable[[str], None] | None = None) -> None:
     """Adds metadata in any form :func:`iter_pairs` reads to the call.  An
     entry that cannot be sent raises InvalidResponse, or, with ``dropped``,
-    is reported to ``dropped(reason)`` and skipped (the others are sent)."""
+    is reported to ``dropped(reason)`` and skipped (the others are sent).
+    An entry whose key gRPC owns (``grpc-status``, ``te``, ...) is always
+    dropped with a log line: the call still ends as the handler chose."""
 
     def bad(reason: str) -> None:
         if dropped is None:
@@ -69,6 +72,10 @@ def add_metadata(call: Any, metadata: MetadataLike, add: Callable[[Any, bytes, b
             if exc.code == ESTATE and what == "initial":
                 raise InvalidResponse(
                     "sent initial metadata after the first response message") from None
+            if key_owned(key_b):
+                _log.error("%s metadata %r dropped: gRPC sets that key itself; the call "
+                           "keeps its status", what, key)
+                continue
             if dropped is None:
                 raise InvalidResponse(f"invalid {what} metadata {key!r}: {value!r}") from None
             dropped(f"{key!r}: {value!r} is not valid gRPC metadata")

@@ -107,7 +107,8 @@ def request_at(address: int, payload: memoryview) -> GrpcRequest:
     in C (_binding/unary.c); fields read from the call when first used."""
     request = _new_request(GrpcRequest)
     request._service_name = request._method_name = request._deadline = request._peer = _LAZY
-    request.payload = payload
+    request._payload = None
+    request.payload_view = payload
     request._metadata = None
     request._call = address
     request._reader = _reader
@@ -123,11 +124,12 @@ def make_request(call: Any) -> GrpcRequest:
     raw = calls.request_of(call)
     size = raw.len
     if raw.msg != NULL:
-        request.payload = view_of_message(raw.msg, raw.data, size)
+        request._payload = None
+        request.payload_view = view_of_message(raw.msg, raw.data, size)
     elif size:
-        request.payload = memoryview(copy_bytes(raw.data, size))  # lent: copied
+        request.payload = copy_bytes(raw.data, size)  # lent: copied, so payload is that copy
     else:
-        request.payload = memoryview(b"")
+        request.payload = b""
     request._metadata = None
     request._call = call
     request._reader = _reader
@@ -171,7 +173,8 @@ def read_call_info(call: Any, stream: Any) -> CallInfo:
 def view_request(info: CallInfo, payload: memoryview) -> GrpcRequest:
     """A GrpcRequest for one streamed message whose view C made."""
     request = _new_request(GrpcRequest)
-    request.payload = payload
+    request._payload = None
+    request.payload_view = payload
     request._service_name = info.service_name
     request._method_name = info.method_name
     request._deadline = info.deadline
@@ -186,7 +189,8 @@ def message_request(info: CallInfo, msg: Any) -> GrpcRequest:
     """A GrpcRequest for one streamed message (reference ``msg`` owned)."""
     request = _new_request(GrpcRequest)
     raw = _message_bytes(msg)
-    request.payload = view_of_message(msg, raw.data, raw.len)
+    request._payload = None
+    request.payload_view = view_of_message(msg, raw.data, raw.len)
     request._service_name = info.service_name
     request._method_name = info.method_name
     request._deadline = info.deadline

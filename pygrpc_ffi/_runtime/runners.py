@@ -157,8 +157,8 @@ def run_unary(binding: Binding, address: int, payload: memoryview) -> bytes | No
         request = _new_request(GrpcRequest)
         request._service_name = request._method_name = request._deadline = _LAZY
         request._peer = _LAZY
-        request.payload = payload
-        request._metadata = request._stream = None
+        request.payload_view = payload
+        request._metadata = request._stream = request._payload = None
         request._call = address
         request._reader = _reader
         refs = _getrefcount(request)  # only this frame's: compared after the handler

@@ -25,7 +25,7 @@ four RPC kinds, for native handlers and grpcio servicers alike:
   other exception mapped as a handler's is); ``after(call)`` sees the status,
   trailers and duration once the call is finished; ``on_request(call, msg)``
   and ``on_response(call, msg)`` see each message in and out (no copy: the
-  request's payload is the zero-copy view).  Each hook may be ``async def``.
+  request's ``payload_view`` is the zero-copy view).  Each hook may be ``async def``.
   Native interceptors run outside grpcio ones.
 
 Where native hooks run (the rule: never blocking code on the package's event

@@ -432,11 +432,25 @@ static void test_metadata_validate(void) {
         MD("x\xc3\xa9", "v", PGF_EMETADATA),
         MD("x\tkey", "v", PGF_EMETADATA),
         MD("key\n", "v", PGF_EMETADATA),
-        /* grpc- keys are reserved (binary ones too); similar keys are not */
+        /* the grpc- keys the transport or the call owns are refused; other
+         * grpc- keys pass, as gRPC core passes them */
         MD("grpc-status", "0", PGF_EMETADATA),
         MD("grpc-message", "hi", PGF_EMETADATA),
-        MD("grpc-", "", PGF_EMETADATA),
         MD("grpc-status-details-bin", "\x01\x02", PGF_EMETADATA),
+        MD("grpc-timeout", "1S", PGF_EMETADATA),
+        MD("grpc-encoding", "gzip", PGF_EMETADATA),
+        MD("grpc-accept-encoding", "gzip", PGF_EMETADATA),
+        MD("grpc-internal-encoding-request", "gzip", PGF_EMETADATA),
+        MD("grpc-retry-pushback-ms", "1000", PGF_OK),
+        MD("grpc-retry-delay-ms", "1000", PGF_OK),
+        MD("grpc-retry-pushback-ms", "0", PGF_OK),
+        MD("grpc-retry-pushback-ms", "-1", PGF_EMETADATA),
+        MD("grpc-retry-pushback-ms", "", PGF_EMETADATA),
+        MD("grpc-retry-pushback-ms", "1s", PGF_EMETADATA),
+        MD("grpc-retry-pushback-ms", "999999999999999999", PGF_OK),
+        MD("grpc-retry-pushback-ms", "9999999999999999999", PGF_EMETADATA),
+        MD("grpc-", "", PGF_OK),
+        MD("grpc-statusx", "v", PGF_OK),
         MD("grpc", "v", PGF_OK),
         MD("grpcx-status", "v", PGF_OK),
         MD("x-grpc-status", "v", PGF_OK),
@@ -498,6 +512,11 @@ static void test_metadata_validate(void) {
                         c->key, rc, c->want);
         CHECK_PASS_();
     }
+    CHECK_INT(pgf_metadata_key_owned("grpc-status", 11), 1);
+    CHECK_INT(pgf_metadata_key_owned("te", 2), 1);
+    CHECK_INT(pgf_metadata_key_owned("grpc-retry-pushback-ms", 22), 0);
+    CHECK_INT(pgf_metadata_key_owned("Grpc-status", 11), 0);
+    CHECK_INT(pgf_metadata_key_owned(NULL, 0), 0);
     CHECK_INT(pgf_metadata_validate(NULL, 0, NULL, 0), PGF_EMETADATA);
     CHECK_INT(pgf_metadata_validate(NULL, 3, NULL, 0), PGF_EMETADATA);
     CHECK_INT(pgf_metadata_validate("k", 1, NULL, 0), PGF_OK);

@@ -74,7 +74,7 @@ def inspect(request: pgf.GrpcRequest) -> bytes:
         "time_remaining": request.time_remaining(),
         "peer": request.peer,
         "metadata": metadata,
-        "size": request.payload.nbytes,
+        "size": request.payload_view.nbytes,
         "pid": os.getpid(),
         "service": request.service_name,
         "method": request.method_name,
@@ -139,14 +139,14 @@ def rich_error(request: pgf.GrpcRequest) -> bytes:
 
 @service.method("e2e.Control", "Echo")
 def echo(request: pgf.GrpcRequest) -> bytes:
-    return request.payload.tobytes()
+    return request.payload
 
 
 @service.method("e2e.Control", "EchoForwarded")
 def echo_forwarded(request: pgf.GrpcRequest) -> pgf.GrpcResponse:
     """Echoes payload, and the metadata whose keys start with "f-" as trailers."""
     pairs = [(k, v) for k, v in request.metadata.pairs() if k.startswith("f-")]
-    return pgf.GrpcResponse(request.payload.tobytes(), metadata=pairs, trailers=pairs)
+    return pgf.GrpcResponse(request.payload, metadata=pairs, trailers=pairs)
 
 
 @service.method("e2e.Control", "SendMetadata")
@@ -163,9 +163,11 @@ def send_metadata(request: pgf.GrpcRequest) -> pgf.GrpcResponse:
 
 @service.method("e2e.Control", "FailWith")
 def fail_with(request: pgf.GrpcRequest) -> bytes:
-    """Raises GrpcError(code, message): JSON [code, message]."""
-    code, message = json.loads(bytes(request.payload))
-    raise pgf.GrpcError(code, message)
+    """Raises GrpcError(code, message, trailers=...): JSON [code, message]
+    or [code, message, [[key, value], ...]]."""
+    code, message, *rest = json.loads(bytes(request.payload))
+    trailers = [tuple(entry) for entry in rest[0]] if rest else ()
+    raise pgf.GrpcError(code, message, trailers=trailers)
 
 
 @service.method("e2e.Control", "Hang")

@@ -1,6 +1,7 @@
 """Property tests through a real server: whatever a client sends and whatever
-metadata a handler returns, the answer is exact or a clean INTERNAL, and the
-server keeps serving (gRPC C++ aborts the process on invalid metadata)."""
+metadata a handler returns, the answer is exact (an entry whose key gRPC
+owns dropped) or a clean INTERNAL, and the server keeps serving (gRPC C++
+aborts the process on invalid metadata)."""
 
 from __future__ import annotations
 
@@ -86,7 +87,8 @@ def test_handler_metadata_is_sent_exactly_or_fails_only_that_call(
 _KEY_PARTS = st.text("ab09-_.Bx:/ ", max_size=5)
 _KEYS = st.one_of(
     st.sampled_from(["-bin", "a-bin", "--bin", "bin", "-bi", "x-bin", "x-BIN", "grpc-x-bin",
-                     "te", "content-type", ":path", "x"]),
+                     "te", "content-type", ":path", "x", "grpc-status", "grpc-retry-pushback-ms",
+                     "grpc-timeout"]),
     st.builds(lambda k, s: k + s, _KEY_PARTS, st.sampled_from(["", "-bin", "bin", "-b"])),
 )
 _VALUES = st.one_of(st.binary(max_size=12),
@@ -98,12 +100,15 @@ _VALUES = st.one_of(st.binary(max_size=12),
 def test_metadata_our_validator_accepts_never_aborts_the_host(
         fuzz_channel: grpc.Channel, key: str, value: bytes, where: str) -> None:
     """The shim's rule against gRPC's own: what pgf_metadata_validate accepts
-    (through the Python layer's typing) the real host sends; what it refuses
-    fails that call with INTERNAL.  Either way the host keeps serving."""
+    (through the Python layer's typing) the real host sends; a key gRPC owns
+    is dropped; any other refusal fails that call with INTERNAL.  Either way
+    the host keeps serving."""
     sent: MetadataValue = value if is_binary_key(key) else value.decode("latin-1")
+    owned = False
     try:
         key_b, value_b = encode_entry(key, sent)
         accepted = lib.pgf_metadata_validate(key_b, len(key_b), value_b, len(value_b)) == 0
+        owned = bool(lib.pgf_metadata_key_owned(key_b, len(key_b)))
     except (TypeError, ValueError):
         accepted = False
     request = json.dumps([[where, key, value.hex() if isinstance(sent, bytes) else sent,
@@ -116,6 +121,10 @@ def test_metadata_our_validator_accepts_never_aborts_the_host(
         # grpcio's client gives bytes for every key ending in "-bin" ("-bin" too).
         assert (key, value) in [(k, v if isinstance(v, bytes) else v.encode("latin-1"))
                                 for k, v in got]
+    elif owned:
+        answer, call = send.with_call(request, timeout=20)
+        got = call.initial_metadata() if where == "initial" else call.trailing_metadata()
+        assert answer == b"sent" and (key, value) not in got
     else:
         with pytest.raises(grpc.RpcError) as info:
             send(request, timeout=20)

@@ -38,7 +38,7 @@ def test_raising_handler_gives_internal_without_leaking_text(channel: grpc.Chann
     _server_still_answers(channel)
 
 
-@pytest.mark.parametrize("key", ["Bad-Key", "grpc-status", "x-ok"])
+@pytest.mark.parametrize("key", ["Bad-Key", "x-ok"])
 def test_invalid_response_metadata_fails_only_that_call(channel: grpc.Channel, key: str) -> None:
     # "x-ok" is a fine key, but its value holds CR LF: invalid all the same.
     _expect(channel, "BadMetadata", grpc.StatusCode.INTERNAL, key.encode())

@@ -15,8 +15,9 @@
 #include "fuzz_common.h"
 
 /* gRPC core: a key is legal if it is non-empty and every byte is in
- * [0-9a-z_.-]; a server may not send "grpc-" keys; a key is binary if it is
- * at least 5 bytes long and ends in "-bin" (grpc_key_is_binary_header);
+ * [0-9a-z_.-]; grpc-retry-pushback-ms is parsed as milliseconds (decimal
+ * digits; the shim allows 18, which never overflow); a key is binary if it
+ * is at least 5 bytes long and ends in "-bin" (grpc_key_is_binary_header);
  * a text value is printable ASCII 0x20-0x7e; a binary value is any bytes. */
 static int grpc_key_char(uint8_t c) {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || c == '_' ||
@@ -34,8 +35,14 @@ static int grpc_core_accepts(const uint8_t *k, size_t kn, const uint8_t *v,
     for (size_t i = 0; i < kn; i++)
         if (!grpc_key_char(k[i]))
             return 0;
-    if (kn >= 5 && memcmp(k, "grpc-", 5) == 0)
-        return 0;
+    if (kn == 22 && memcmp(k, "grpc-retry-pushback-ms", 22) == 0) {
+        if (vn == 0 || vn > 18)
+            return 0;
+        for (size_t i = 0; i < vn; i++)
+            if (v[i] < '0' || v[i] > '9')
+                return 0;
+        return 1;
+    }
     if (grpc_is_binary(k, kn))
         return 1;
     for (size_t i = 0; i < vn; i++)
@@ -49,10 +56,18 @@ static int shim_extra_ok(const uint8_t *k, size_t kn, const uint8_t *v,
                          size_t vn) {
     static const char *const reserved[] = {
         "connection", "content-length", "content-type", "keep-alive",
-        "proxy-connection", "te", "transfer-encoding", "upgrade"};
+        "proxy-connection", "te", "transfer-encoding", "upgrade",
+        "grpc-status", "grpc-message", "grpc-status-details-bin",
+        "grpc-timeout", "grpc-encoding", "grpc-accept-encoding",
+        "grpc-internal-encoding-request", "grpc-internal-stream-encoding-request",
+        "grpc-previous-rpc-attempts", "grpc-trace-bin", "grpc-tags-bin",
+        "grpc-server-stats-bin", "grpclb_client_stats"};
     for (size_t i = 0; i < sizeof(reserved) / sizeof(*reserved); i++)
-        if (strlen(reserved[i]) == kn && memcmp(reserved[i], k, kn) == 0)
+        if (strlen(reserved[i]) == kn && memcmp(reserved[i], k, kn) == 0) {
+            FUZZ_CHECK(pgf_metadata_key_owned((const char *)k, kn) == 1);
             return 0;
+        }
+    FUZZ_CHECK(pgf_metadata_key_owned((const char *)k, kn) == 0);
     if (!grpc_is_binary(k, kn) && vn > 0 && (v[0] == ' ' || v[vn - 1] == ' '))
         return 0;
     return 1;
