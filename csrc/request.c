@@ -128,19 +128,19 @@ int pgf_call_set_peer_identity_key(pgf_call *call, const char *name,
                 : PGF_EINVAL;
 }
 
-int pgf_call_add_auth_property(pgf_call *call,
-                               const char *name, size_t name_len,
-                               const uint8_t *value, size_t value_len) {
-    return call ? append_entry(call, &call->auth_md, name, name_len, value,
-                               value_len)
-                : PGF_EINVAL;
-}
-
 int pgf_call_add_auth_properties(pgf_call *call,
                                  const pgf_metadata_entry *props,
                                  size_t count) {
     return call ? append_list(call, &call->auth_md, props, count)
                 : PGF_EINVAL;
+}
+
+/* A list of one: same rules, one allocation. */
+int pgf_call_add_auth_property(pgf_call *call,
+                               const char *name, size_t name_len,
+                               const uint8_t *value, size_t value_len) {
+    pgf_metadata_entry one = {name, name_len, value, value_len};
+    return pgf_call_add_auth_properties(call, &one, 1);
 }
 
 void pgf_call_request(const pgf_call *call, const uint8_t **data, size_t *len) {

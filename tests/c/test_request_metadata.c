@@ -152,6 +152,16 @@ static void test_invalid_list_appends_nothing(void) {
     check_live(base);
 }
 
+/* A registry with fn as the unary handler of new_call's method. */
+static pgf_registry *registry_with(pgf_handler_fn fn) {
+    pgf_registry *reg = pgf_registry_new();
+    CHECK(reg != NULL);
+    CHECK_INT(pgf_registry_register(reg, "pkg.Svc", 7, "M", 1, PGF_KIND_UNARY,
+                                    fn, NULL, NULL),
+              PGF_OK);
+    return reg;
+}
+
 static void h_count(void *data, pgf_call *call) {
     (void)data;
     size_t n = pgf_metadata_count(pgf_call_request_metadata(call));
@@ -163,11 +173,7 @@ static void h_count(void *data, pgf_call *call) {
 static void test_dispatched_call_refuses_a_list(void) {
     int64_t base[NKINDS];
     live_snapshot(base);
-    pgf_registry *reg = pgf_registry_new();
-    CHECK(reg != NULL);
-    CHECK_INT(pgf_registry_register(reg, "pkg.Svc", 7, "M", 1, PGF_KIND_UNARY,
-                                    h_count, NULL, NULL),
-              PGF_OK);
+    pgf_registry *reg = registry_with(h_count);
     pgf_call *c = new_call();
     pgf_metadata_entry in[3] = {entry("a", "1", 1), entry("b", "2", 1),
                                 entry("c", "3", 1)};
@@ -262,11 +268,7 @@ static void h_auth(void *data, pgf_call *call) {
 static void test_dispatched_call_refuses_auth(void) {
     int64_t base[NKINDS];
     live_snapshot(base);
-    pgf_registry *reg = pgf_registry_new();
-    CHECK(reg != NULL);
-    CHECK_INT(pgf_registry_register(reg, "pkg.Svc", 7, "M", 1, PGF_KIND_UNARY,
-                                    h_auth, NULL, NULL),
-              PGF_OK);
+    pgf_registry *reg = registry_with(h_auth);
     pgf_call *c = new_call();
     pgf_metadata_entry in[1] = {entry("x509_common_name", "cn", 2)};
     CHECK_INT(pgf_call_add_auth_properties(c, in, 1), PGF_OK);

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -40,19 +40,6 @@ Client = tuple[pathlib.Path, pathlib.Path]
 @pytest.fixture()
 def pki(tmp_path: pathlib.Path) -> Pki:
     return Pki(tmp_path)
-
-
-@pytest.fixture()
-def serving() -> Iterator[Callable[..., Server]]:
-    servers: list[Server] = []
-
-    def start(engine: str, *flags: str) -> Server:
-        servers.append(Server(engine, *flags, module=MODULE))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        assert server.stop() == 0
 
 
 def tls(pki: Pki, *, mtls: bool = True) -> tuple[str, ...]:
@@ -94,7 +81,7 @@ def security_type(engine: str) -> list[str]:
 @pytest.mark.parametrize("engine", ENGINES)
 def test_client_certificate_with_sans(serving: Callable[..., Server], pki: Pki,
                                       engine: str) -> None:
-    server = serving(engine, *tls(pki))
+    server = serving(engine, *tls(pki), module=MODULE)
     seen = ask(server, pki, pki.client)[0]
     auth = seen["auth"]
     sans = ["client-1.test", "spiffe://test/client-1"]
@@ -117,7 +104,7 @@ def test_client_certificate_with_sans(serving: Callable[..., Server], pki: Pki,
 def test_client_certificate_without_sans(serving: Callable[..., Server], pki: Pki,
                                          engine: str) -> None:
     client = pki.ca.issue("plain-client", "client-2", 3002, client=True, sans="")
-    server = serving(engine, *tls(pki))
+    server = serving(engine, *tls(pki), module=MODULE)
     seen = ask(server, pki, client)[0]
     assert seen["key"] == "x509_common_name"
     assert seen["identities"] == ["client-2"]
@@ -128,7 +115,7 @@ def test_client_certificate_without_sans(serving: Callable[..., Server], pki: Pk
 @pytest.mark.parametrize("engine", ENGINES)
 def test_tls_without_client_certificate(serving: Callable[..., Server], pki: Pki,
                                         engine: str) -> None:
-    server = serving(engine, *tls(pki, mtls=False))
+    server = serving(engine, *tls(pki, mtls=False), module=MODULE)
     seen = ask(server, pki)[0]
     assert seen["key"] is None and seen["identities"] is None
     assert names(seen, engine) == TLS_PROPERTIES
@@ -137,7 +124,7 @@ def test_tls_without_client_certificate(serving: Callable[..., Server], pki: Pki
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_plaintext(serving: Callable[..., Server], engine: str) -> None:
-    seen = ask(serving(engine), None)[0]
+    seen = ask(serving(engine, module=MODULE), None)[0]
     assert seen == {"auth": {"transport_security_type": ["insecure"],
                              "security_level": ["TSI_SECURITY_NONE"]},
                     "key": None, "identities": None}
@@ -153,7 +140,7 @@ def test_engines_answer_alike(serving: Callable[..., Server], pki: Pki) -> None:
                                "IP:::1,URI:https://b.test/x,DNS:c.test")
     seen = {}
     for engine in ENGINES:
-        answer = ask(serving(engine, *tls(pki)), pki, client)[0]
+        answer = ask(serving(engine, *tls(pki), module=MODULE), pki, client)[0]
         answer["auth"].pop("ssl_negotiated_key_exchange_group")
         seen[engine] = answer
     assert seen["cxx"] == seen["grpcio"]
