@@ -1,11 +1,11 @@
 """Handlers that report the caller's identity as JSON: e2e.Identity/Native
-(pygrpc_ffi's request) and e2e.Identity/Servicer (a grpcio servicer's
-context), for test_caller_identity.py."""
+(pygrpc_ffi's request), NativeStream (the same from a request stream) and
+Servicer (a grpcio servicer's context), for test_caller_identity.py."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import grpc
@@ -28,6 +28,15 @@ def _report(auth: Mapping[str, Iterable[bytes]], key: str | None,
 @service.method("e2e.Identity", "Native")
 def native(request: pgf.GrpcRequest) -> bytes:
     return _report(request.auth_context, request.peer_identity_key, request.peer_identities)
+
+
+@service.method("e2e.Identity", "NativeStream", request_streaming=True)
+def native_stream(requests: Iterator[pgf.GrpcRequest]) -> bytes:
+    """What the last message of a request stream says (streamed messages
+    share their call's fields)."""
+    messages = list(requests)
+    assert len(messages) == 2
+    return native(messages[-1])
 
 
 class IdentityServicer:

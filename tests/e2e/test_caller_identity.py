@@ -60,7 +60,10 @@ def ask(server: Server, pki: Pki | None, client: Client | None = None) -> list[d
             *CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", HOSTNAME)])
     with channel:
         seen = [json.loads(channel.unary_unary(m)(b"", timeout=10)) for m in METHODS]
-    assert seen[0] == seen[1]  # the native request and the servicer context agree
+        stream = channel.stream_unary("/e2e.Identity/NativeStream")
+        seen.append(json.loads(stream(iter([b"a", b"b"]), timeout=10)))
+    # The native request (unary and streamed) and the servicer context agree.
+    assert seen[0] == seen[1] == seen[2]
     return seen
 
 
