@@ -41,6 +41,7 @@ pgf_call *pgf_call_new(const char *path, size_t path_len) {
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
     pgf__metadata_init(&c->request_md);
+    pgf__metadata_init(&c->auth_md);
     pgf__metadata_init(&c->initial_md);
     pgf__metadata_init(&c->trailing_md);
     pgf__live_add(PGF_LIVE_CALLS, 1);
@@ -77,10 +78,12 @@ void pgf_call_unref(pgf_call *call) {
     pgf_name_unref(call->service);
     pgf_name_unref(call->method);
     pgf__metadata_clear(&call->request_md);
+    pgf__metadata_clear(&call->auth_md);
     pgf__metadata_clear(&call->initial_md);
     pgf__metadata_clear(&call->trailing_md);
     free(call->path);
     free(call->peer);
+    free(call->identity_key);
     free(call->message);
     free(call->details);
     pthread_mutex_destroy(&call->mu);

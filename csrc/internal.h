@@ -211,6 +211,9 @@ struct pgf_call {
     int64_t deadline;
     char *peer;
     size_t peer_len;
+    pgf_metadata auth_md;       /* the transport's auth properties */
+    char *identity_key;         /* an auth property name, or NULL */
+    size_t identity_key_len;
 
     pthread_mutex_t mu;
     pthread_cond_t cv;

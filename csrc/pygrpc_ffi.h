@@ -82,13 +82,13 @@ extern "C" {
 
 /* The library's version: MAJOR * 10000 + MINOR * 100 + PATCH. */
 #define PGF_VERSION_MAJOR 0
-#define PGF_VERSION_MINOR 3
+#define PGF_VERSION_MINOR 4
 #define PGF_VERSION_PATCH 0
 #define PGF_VERSION_NUMBER \
     (PGF_VERSION_MAJOR * 10000 + PGF_VERSION_MINOR * 100 + PGF_VERSION_PATCH)
 
 /* The version of this ABI.  Grows only; compare with >= . */
-#define PGF_ABI_VERSION 3
+#define PGF_ABI_VERSION 4
 
 /* The ABI version the loaded library implements. */
 PGF_API int pgf_abi_version(void);
@@ -208,7 +208,7 @@ PGF_API int pgf_metadata_get(const pgf_metadata *md, size_t i,
 PGF_API int pgf_metadata_validate(const char *key, size_t key_len,
                           const uint8_t *value, size_t value_len);
 /* 1 if pgf_metadata_validate refuses key because HTTP/2, gRPC or the call
- * owns it (the list above), else 0 (since 3).  A handler's entry with such a
+ * owns it (the list above), else 0 (since 4).  A handler's entry with such a
  * key can be dropped and the call still end as the handler chose; any other
  * refusal is a malformed entry. */
 PGF_API int pgf_metadata_key_owned(const char *key, size_t key_len);
@@ -322,6 +322,27 @@ PGF_API int pgf_call_add_request_metadata_list(pgf_call *call,
 PGF_API int pgf_call_set_deadline(pgf_call *call, int64_t deadline_unix_ns);
 /* The client's address, COPIED, for example "ipv4:127.0.0.1:5123". */
 PGF_API int pgf_call_set_peer(pgf_call *call, const char *peer, size_t len);
+/* Appends one auth property of the caller's transport (since 4), COPIED:
+ * what grpc's AuthContext holds, for example "transport_security_type" =
+ * "ssl" or one "x509_subject_alternative_name" per SAN of a client
+ * certificate.  A name may repeat.  The name must be non-empty (PGF_EINVAL);
+ * values are bytes.  Hosts add them in the order grpc lists them. */
+PGF_API int pgf_call_add_auth_property(pgf_call *call,
+                                       const char *name, size_t name_len,
+                                       const uint8_t *value, size_t value_len);
+/* Appends count auth properties (since 4), COPIED together into one
+ * allocation (a host adds a connection's properties to each of its calls
+ * this way); all or nothing, with the rules of
+ * pgf_call_add_request_metadata_list. */
+PGF_API int pgf_call_add_auth_properties(pgf_call *call,
+                                         const pgf_metadata_entry *props,
+                                         size_t count);
+/* The name of the auth property that holds the caller's identity (since 4),
+ * COPIED, as grpc's peer_identity_property_name: for example
+ * "x509_subject_alternative_name" or "x509_common_name".  len 0 clears it
+ * (no authenticated caller, the default).  Replaces an earlier one. */
+PGF_API int pgf_call_set_peer_identity_key(pgf_call *call, const char *name,
+                                           size_t len);
 
 /* --- request side: read by the handler ---------------------------------- */
 
@@ -341,6 +362,15 @@ PGF_API int64_t pgf_call_deadline(const pgf_call *call);
 /* The peer, BORROWED until the caller's reference to the call goes; "" if
  * the host set none. */
 PGF_API const char *pgf_call_peer(const pgf_call *call, size_t *len);
+/* The auth properties the host added (since 4), in order, BORROWED until the
+ * caller's reference to the call goes; empty (not NULL) for a valid call
+ * without any (plaintext, or an in-process call). */
+PGF_API const pgf_metadata *pgf_call_auth_properties(const pgf_call *call);
+/* The peer identity key (since 4), BORROWED until the caller's reference to
+ * the call goes; NUL-terminated, "" (len 0) if the caller is not
+ * authenticated. */
+PGF_API const char *pgf_call_peer_identity_key(const pgf_call *call,
+                                               size_t *len);
 
 /* --- cancellation -------------------------------------------------------- */
 

@@ -60,9 +60,11 @@ Where grpcio differs, on purpose:
 - ``set_compression`` asks the host to compress the response with its
   default algorithm, whichever algorithm is named;
   ``disable_next_message_compression`` turns that off.
-- ``peer_identities()`` and ``peer_identity_key()`` are None and
-  ``auth_context()`` is ``{}``: hosts do not pass authentication through
-  the C ABI (yet).
+- ``auth_context()``, ``peer_identities()`` and ``peer_identity_key()``
+  are what the host passed through the C ABI (since ABI 4): on both engines
+  grpcio's properties (``transport_security_type``, and with a client
+  certificate ``x509_common_name``, ``x509_subject_alternative_name``,
+  ``x509_pem_cert``, ...); ``{}`` and None in-process.
 """
 
 from __future__ import annotations
@@ -265,16 +267,17 @@ class _ContextBase:
         return self._request.peer
 
     def peer_identities(self) -> Iterable[bytes] | None:
-        """None: hosts pass no authentication through the C ABI."""
-        return None
+        """The caller's identities (the client certificate's SANs, else its
+        common name), or None if it is not authenticated."""
+        return self._request.peer_identities
 
     def peer_identity_key(self) -> str | None:
-        """None: hosts pass no authentication through the C ABI."""
-        return None
+        """The auth property holding the identities, or None."""
+        return self._request.peer_identity_key
 
     def auth_context(self) -> Mapping[str, Iterable[bytes]]:
-        """``{}``: hosts pass no authentication through the C ABI."""
-        return {}
+        """The auth properties, as grpcio gives them (see GrpcRequest.auth_context)."""
+        return {name: list(values) for name, values in self._request.auth_context.items()}
 
     def _cancelled(self) -> bool:
         call = self._call

@@ -214,6 +214,16 @@ def _one_request(path: str, requests: Iterator[bytes], context: Any) -> bytes:
     return message
 
 
+def _pass_auth(call: Any, context: Any) -> None:
+    """grpcio's auth context into the call, through the ABI the C++ host
+    uses: handlers see the same caller identity on both engines."""
+    key = context.peer_identity_key()
+    calls.set_auth(call, [(name.encode("latin-1"), value)
+                          for name, values in context.auth_context().items()
+                          for value in values],
+                   key.encode("latin-1") if key else None)
+
+
 class _Call:
     """One RPC served through the C path: the pgf_call, its host stream, and
     grpcio's context."""
@@ -238,6 +248,11 @@ class _Call:
                                     timeout=remaining, peer=context.peer() or "")
         except ValueError:
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        try:
+            _pass_auth(self.call, context)
+        except BaseException:
+            calls.unref(self.call)
+            raise
         self.guard = _CallGuard(self.call)
         self.stream.handle = _runtime.handles.add(self.stream)
         self.service = service

@@ -22,6 +22,10 @@ class _Lazy:
 _LAZY: Any = _Lazy()
 
 
+#: (auth properties, peer identity key): see GrpcRequest.auth_context.
+Auth = tuple[dict[str, list[bytes]], str | None]
+
+
 class GrpcRequest:
     """One request message and the call it belongs to.
 
@@ -37,7 +41,7 @@ class GrpcRequest:
 
     # _payload is None until payload is first read: a handler that reads
     # only payload_view copies nothing.
-    __slots__ = ("_call", "_deadline", "_metadata", "_method_name", "_payload", "_peer",
+    __slots__ = ("_auth", "_call", "_deadline", "_metadata", "_method_name", "_payload", "_peer",
                  "_reader", "_service_name", "_stream", "payload_view")
     _payload: bytes | None
     _service_name: Any  # str or _LAZY, and so on
@@ -64,6 +68,7 @@ class GrpcRequest:
         self._call: Any = None
         self._reader: Any = None  # reads lazy fields from _call (see _runtime.requests)
         self._stream: Any = None  # the streaming call this message came from
+        self._auth: Auth = ({}, None)  # in-process: no transport, no identity
 
     @property
     def payload(self) -> bytes:
@@ -134,6 +139,40 @@ class GrpcRequest:
         alive: for a request that outlives its call."""
         for name in ("service_name", "method_name", "deadline", "peer", "metadata"):
             getattr(self, name)
+        self._auth_info()
+
+    def _auth_info(self) -> Auth:
+        try:
+            return self._auth
+        except AttributeError:  # unset: made by the dispatch, not read yet
+            pass
+        auth: Auth = ({}, None)
+        if self._reader is not None:
+            auth = self._reader.auth(self._call)
+        self._auth = auth
+        return auth
+
+    @property
+    def auth_context(self) -> dict[str, list[bytes]]:
+        """The caller's auth properties as the host passed them, as grpcio's
+        ``ServicerContext.auth_context()``: name -> values, for example
+        ``transport_security_type`` -> ``[b"ssl"]`` and, with a client
+        certificate, ``x509_common_name`` and one
+        ``x509_subject_alternative_name`` per SAN.  ``{}`` in-process."""
+        return self._auth_info()[0]
+
+    @property
+    def peer_identity_key(self) -> str | None:
+        """The name of the auth property that holds the caller's identity
+        (``x509_subject_alternative_name`` or ``x509_common_name``), or None
+        without a client certificate."""
+        return self._auth_info()[1]
+
+    @property
+    def peer_identities(self) -> list[bytes] | None:
+        """The values of the :attr:`peer_identity_key` property, or None."""
+        context, key = self._auth_info()
+        return context.get(key) if key is not None else None
 
     @property
     def metadata(self) -> Metadata:

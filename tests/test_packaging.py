@@ -98,7 +98,7 @@ def test_wheel_and_sdist_contents(dists: dict[str, pathlib.Path]) -> None:
         tag = "cp310-cp310"
     # One shim: the cffi module links it, it does not contain it.
     assert not any(n.endswith(".c") or "/csrc/" in n for n in names)
-    assert dists["wheel"].name.startswith(f"pygrpc_ffi-0.3.0-{tag}-linux_")
+    assert dists["wheel"].name.startswith(f"pygrpc_ffi-0.4.0-{tag}-linux_")
 
     with tarfile.open(dists["sdist"]) as sdist:
         members = {m.split("/", 1)[1] for m in sdist.getnames() if "/" in m}
@@ -140,7 +140,7 @@ def test_shim_needs_only_libc(venv: pathlib.Path) -> None:
 def test_core_works_with_cffi_only(venv: pathlib.Path, tmp_path: pathlib.Path) -> None:
     out = run(venv / "bin" / "python", TESTS_DIR / "packaging_smoke.py", ROOT, "--no-grpc",
               cwd=tmp_path)
-    assert out.startswith("smoke ok: pygrpc_ffi 0.3.0")
+    assert out.startswith("smoke ok: pygrpc_ffi 0.4.0")
     installed_names = run(venv / "bin" / "python", "-m", "pip", "list", "--format=freeze",
                           cwd=tmp_path)
     assert "grpcio" not in installed_names and "protobuf" not in installed_names
@@ -177,7 +177,7 @@ def test_minimal_host_builds_against_the_installed_package(
 
     # pkg-config
     env = dict(os.environ, PKG_CONFIG_PATH=installed(venv, "--pkgconfigdir"))
-    assert run("pkg-config", "--modversion", "pygrpc_ffi", env=env).strip() == "0.3.0"
+    assert run("pkg-config", "--modversion", "pygrpc_ffi", env=env).strip() == "0.4.0"
     pc_flags = run("pkg-config", "--cflags", "--libs", "pygrpc_ffi", env=env).split()
     run("cc", "-std=c99", "-Wall", "-Werror", "minimal_host.c", *pc_flags, "-o", "host_pc",
         cwd=host)

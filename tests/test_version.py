@@ -23,7 +23,7 @@ def _macro(name: str) -> int:
 
 def test_versions_agree() -> None:
     header = ".".join(str(_macro(f"PGF_VERSION_{p}")) for p in ("MAJOR", "MINOR", "PATCH"))
-    assert header == "0.3.0"
+    assert header == "0.4.0"
     number = lib.pgf_version_number()
     assert number == lib.PGF_VERSION_NUMBER == _macro("PGF_VERSION_MAJOR") * 10000 + \
         _macro("PGF_VERSION_MINOR") * 100 + _macro("PGF_VERSION_PATCH")
@@ -32,8 +32,8 @@ def test_versions_agree() -> None:
 
 
 def test_abi_version_agrees() -> None:
-    assert lib.pgf_abi_version() == lib.PGF_ABI_VERSION == _macro("PGF_ABI_VERSION") == 3
-    assert pygrpc_ffi.ABI_VERSION == 3
+    assert lib.pgf_abi_version() == lib.PGF_ABI_VERSION == _macro("PGF_ABI_VERSION") == 4
+    assert pygrpc_ffi.ABI_VERSION == 4
 
 
 def test_include_and_library_dirs() -> None:

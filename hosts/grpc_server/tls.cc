@@ -1,6 +1,8 @@
 #include "tls.h"
 
+#include <arpa/inet.h>
 #include <openssl/err.h>
+#include <openssl/x509v3.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <pthread.h>
@@ -135,7 +137,129 @@ SSL_CTX* BuildCtx(const std::string& cert, const std::string& key, const std::st
   return ctx;
 }
 
+// The bytes a memory BIO holds, as a string; the BIO is freed.
+std::string BioString(BIO* bio) {
+  char* data = nullptr;
+  long len = BIO_get_mem_data(bio, &data);
+  std::string out = len > 0 ? std::string(data, static_cast<size_t>(len)) : std::string();
+  BIO_free(bio);
+  return out;
+}
+
+// One SAN as grpc prints it, with the peer_* property it also goes to;
+// false for kinds grpc ignores.
+bool SanValue(const GENERAL_NAME* name, std::string* value, const char** kind) {
+  switch (name->type) {
+    case GEN_DNS:
+    case GEN_URI:
+    case GEN_EMAIL: {
+      const ASN1_IA5STRING* s = name->d.ia5;
+      value->assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                    static_cast<size_t>(ASN1_STRING_length(s)));
+      *kind = name->type == GEN_DNS ? "peer_dns" : name->type == GEN_URI ? "peer_uri" : "peer_email";
+      return true;
+    }
+    case GEN_IPADD: {
+      const ASN1_OCTET_STRING* ip = name->d.iPAddress;
+      int len = ASN1_STRING_length(ip);
+      char text[INET6_ADDRSTRLEN];
+      if ((len != 4 && len != 16) ||
+          inet_ntop(len == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(ip), text,
+                    sizeof text) == nullptr)
+        return false;
+      *value = text;
+      *kind = "peer_ip";
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+// The client certificate's properties, in grpc's order.
+void AddCertificate(X509* cert, PeerAuth* auth) {
+  auto add = [auth](const char* name, std::string value) {
+    auth->properties.emplace_back(name, std::move(value));
+  };
+  X509_NAME* subject = X509_get_subject_name(cert);
+  BIO* bio = BIO_new(BIO_s_mem());
+  if (bio != nullptr) {
+    X509_NAME_print_ex(bio, subject, 0, XN_FLAG_RFC2253);
+    add("x509_subject", BioString(bio));
+  }
+  bool has_cn = false;
+  int cn = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+  if (cn >= 0) {
+    const ASN1_STRING* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, cn));
+    unsigned char* utf8 = nullptr;
+    int len = ASN1_STRING_to_UTF8(&utf8, data);
+    if (len >= 0) {
+      add("x509_common_name", std::string(reinterpret_cast<char*>(utf8), static_cast<size_t>(len)));
+      has_cn = true;
+    }
+    OPENSSL_free(utf8);
+  }
+  bio = BIO_new(BIO_s_mem());
+  if (bio != nullptr) {
+    PEM_write_bio_X509(bio, cert);
+    add("x509_pem_cert", BioString(bio));
+  }
+  std::vector<std::pair<const char*, std::string>> by_kind;
+  auto* sans = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  for (int i = 0; sans != nullptr && i < sk_GENERAL_NAME_num(sans); ++i) {
+    std::string value;
+    const char* kind = nullptr;
+    if (!SanValue(sk_GENERAL_NAME_value(sans, i), &value, &kind)) continue;
+    add("x509_subject_alternative_name", value);
+    by_kind.emplace_back(kind, std::move(value));
+  }
+  GENERAL_NAMES_free(sans);
+  for (const char* kind : {"peer_dns", "peer_uri", "peer_email", "peer_ip"}) {
+    for (const auto& [k, value] : by_kind)
+      if (std::strcmp(k, kind) == 0) add(kind, value);
+  }
+  if (!by_kind.empty())
+    auth->identity_key = "x509_subject_alternative_name";
+  else if (has_cn)
+    auth->identity_key = "x509_common_name";
+}
+
 }  // namespace
+
+PeerAuth TlsPeerAuth(SSL* ssl) {
+  PeerAuth auth;
+  auth.properties.emplace_back("transport_security_type", "ssl");
+  X509* cert = SSL_get0_peer_certificate(ssl);
+  if (cert != nullptr) AddCertificate(cert, &auth);
+  auto add = [&auth](const char* name, std::string value) {
+    auth.properties.emplace_back(name, std::move(value));
+  };
+  add("security_level", "TSI_PRIVACY_AND_INTEGRITY");
+  add("ssl_session_reused", SSL_session_reused(ssl) ? "true" : "false");
+  if (const char* sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)) add("ssl_requested_server_name", sni);
+  add("ssl_tls_version", SSL_get_version(ssl));
+  int group = SSL_get_negotiated_group(ssl);
+  const char* group_name = group > 0 ? OBJ_nid2sn(group) : nullptr;
+  if (group_name != nullptr && *group_name != '\0') add("ssl_negotiated_key_exchange_group", group_name);
+  // grpc names a SPIFFE ID when the certificate has exactly one URI SAN.
+  const std::string* uri = nullptr;
+  int uris = 0;
+  for (const auto& [name, value] : auth.properties) {
+    if (name == "peer_uri") {
+      uri = &value;
+      ++uris;
+    }
+  }
+  if (uris == 1 && uri->rfind("spiffe://", 0) == 0) add("peer_spiffe_id", *uri);
+  return auth;
+}
+
+PeerAuth InsecurePeerAuth() {
+  PeerAuth auth;
+  auth.properties = {{"transport_security_type", "insecure"},
+                     {"security_level", "TSI_SECURITY_NONE"}};
+  return auth;
+}
 
 std::unique_ptr<TlsCredentials> TlsCredentials::Load(const Options& opts, std::string* error) {
   SSL_CTX* ctx = BuildCtx(opts.tls_cert, opts.tls_key, opts.tls_client_ca, error);

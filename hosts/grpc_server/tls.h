@@ -13,11 +13,25 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "options.h"
 
 namespace pgf_host {
+
+// Who is on the other end of a connection, as gRPC's AuthContext says it:
+// properties (name, value) in gRPC's order, and the name of the one that
+// holds the peer's identity ("" for none).
+struct PeerAuth {
+  std::vector<std::pair<std::string, std::string>> properties;
+  std::string identity_key;
+};
+// A TLS connection after its handshake: the client certificate's subject,
+// common name, PEM and SANs (DNS, URI, email, IP) as grpc prints them.
+PeerAuth TlsPeerAuth(SSL* ssl);
+// A plaintext connection ("insecure", as grpc's insecure credentials).
+PeerAuth InsecurePeerAuth();
 
 class TlsCredentials {
  public:

@@ -3,11 +3,13 @@ the fields a handler reads, the response side and the finish."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import partial
 from typing import Any
 
 from .._native import ffi, lib
 from .base import NULL, OK, PgfError, copy_bytes, ensure
+from .metadata import entries
 from .trampolines import CANCEL
 
 # ------------------------------------------------------------ the object
@@ -60,6 +62,18 @@ def set_peer(call: Any, peer: bytes) -> None:
         raise PgfError(rc, "pgf_call_set_peer")
 
 
+def set_auth(call: Any, properties: Iterable[tuple[bytes, bytes]],
+             identity_key: bytes | None) -> None:
+    """Adds the transport's auth properties (name, value) in order, and the
+    name of the one that holds the peer's identity (None: unauthenticated)."""
+    for name, value in properties:
+        ensure(lib.pgf_call_add_auth_property(call, name, len(name), value, len(value)),
+               "pgf_call_add_auth_property")
+    if identity_key:
+        ensure(lib.pgf_call_set_peer_identity_key(call, identity_key, len(identity_key)),
+               "pgf_call_set_peer_identity_key")
+
+
 # ------------------------------------------------- what a handler reads
 
 #: service(call), method(call) -> its BORROWED ``pgf_name *`` names.
@@ -83,6 +97,16 @@ def peer(call: Any, *, whole: bool = True) -> str:
     size = ffi.new("size_t *")
     raw = lib.pgf_call_peer(call, size)
     return str(ffi.unpack(raw, size[0]).decode("utf-8", "replace"))
+
+
+def auth(call: Any) -> tuple[list[tuple[str, bytes]], str | None]:
+    """The auth properties the host added, in order (names decoded
+    latin-1), and the peer identity key (None if not authenticated)."""
+    properties = entries(lib.pgf_call_auth_properties(call))
+    size = ffi.new("size_t *")
+    raw = lib.pgf_call_peer_identity_key(call, size)
+    key = ffi.unpack(raw, size[0]).decode("latin-1") if size[0] else None
+    return properties, key
 
 
 def request_copy(raw: Any) -> bytes:

@@ -17,7 +17,7 @@ from .._binding import calls, messages
 from .._binding import metadata as c_metadata
 from .._binding.base import NULL, copy_bytes, from_buffer
 from ..metadata import Metadata, MetadataValue, is_binary_key
-from ..request import _LAZY, GrpcRequest
+from ..request import _LAZY, Auth, GrpcRequest
 from .handles import handles
 
 NO_DEADLINE = 2**63 - 1
@@ -86,6 +86,14 @@ class _CallReader:
     def peer(call: Any) -> str:
         return calls.peer(call_at(call), whole=False)
 
+    @staticmethod
+    def auth(call: Any) -> Auth:
+        properties, key = calls.auth(call_at(call))
+        context: dict[str, list[bytes]] = {}
+        for name, value in properties:
+            context.setdefault(name, []).append(value)
+        return context, key
+
 
 #: call_at(call) -> the ``pgf_call *`` of a call given as a pointer or as an
 #: address.
@@ -151,10 +159,12 @@ def release_request(request: GrpcRequest, outlives: bool = True) -> None:
 class CallInfo:
     """What every message of a streaming call shares: read once per call."""
 
-    __slots__ = ("deadline", "metadata", "method_name", "peer", "service_name", "stream")
+    __slots__ = ("auth", "deadline", "metadata", "method_name", "peer", "service_name",
+                 "stream")
 
     def __init__(self, service_name: str, method_name: str, metadata: Metadata,
-                 deadline: float | None, peer: str, stream: Any) -> None:
+                 deadline: float | None, peer: str, stream: Any, auth: Auth) -> None:
+        self.auth = auth
         self.service_name = service_name
         self.method_name = method_name
         self.metadata = metadata
@@ -167,7 +177,8 @@ def read_call_info(call: Any, stream: Any) -> CallInfo:
     """The fields of a call that its streamed requests share; ``stream``
     answers their ``is_active()``."""
     return CallInfo(_reader.service_name(call), _reader.method_name(call),
-                    _reader.metadata(call), _reader.deadline(call), _reader.peer(call), stream)
+                    _reader.metadata(call), _reader.deadline(call), _reader.peer(call), stream,
+                    _reader.auth(call))
 
 
 def view_request(info: CallInfo, payload: memoryview) -> GrpcRequest:
@@ -180,6 +191,7 @@ def view_request(info: CallInfo, payload: memoryview) -> GrpcRequest:
     request._deadline = info.deadline
     request._peer = info.peer
     request._metadata = info.metadata
+    request._auth = info.auth
     request._call = request._reader = None
     request._stream = info.stream
     return request
@@ -196,6 +208,7 @@ def message_request(info: CallInfo, msg: Any) -> GrpcRequest:
     request._deadline = info.deadline
     request._peer = info.peer
     request._metadata = info.metadata
+    request._auth = info.auth
     request._call = None
     request._reader = None
     request._stream = info.stream

@@ -5,6 +5,10 @@
  * and an invalid list appends nothing.  Every PGF_LIVE_* counter returns to
  * its start value; under ASan the block is freed exactly once.
  *
+ * Also the auth properties and peer identity key (since ABI 4), which reuse
+ * the metadata list: set, read back, refused once dispatched, and bad
+ * arguments refused without a change.
+ *
  * Build: make -C tests/c test (or test-asan). */
 #include "pygrpc_ffi.h"
 #include "check.h"
@@ -148,6 +152,16 @@ static void test_invalid_list_appends_nothing(void) {
     check_live(base);
 }
 
+/* A registry with fn as the unary handler of new_call's method. */
+static pgf_registry *registry_with(pgf_handler_fn fn) {
+    pgf_registry *reg = pgf_registry_new();
+    CHECK(reg != NULL);
+    CHECK_INT(pgf_registry_register(reg, "pkg.Svc", 7, "M", 1, PGF_KIND_UNARY,
+                                    fn, NULL, NULL),
+              PGF_OK);
+    return reg;
+}
+
 static void h_count(void *data, pgf_call *call) {
     (void)data;
     size_t n = pgf_metadata_count(pgf_call_request_metadata(call));
@@ -159,11 +173,7 @@ static void h_count(void *data, pgf_call *call) {
 static void test_dispatched_call_refuses_a_list(void) {
     int64_t base[NKINDS];
     live_snapshot(base);
-    pgf_registry *reg = pgf_registry_new();
-    CHECK(reg != NULL);
-    CHECK_INT(pgf_registry_register(reg, "pkg.Svc", 7, "M", 1, PGF_KIND_UNARY,
-                                    h_count, NULL, NULL),
-              PGF_OK);
+    pgf_registry *reg = registry_with(h_count);
     pgf_call *c = new_call();
     pgf_metadata_entry in[3] = {entry("a", "1", 1), entry("b", "2", 1),
                                 entry("c", "3", 1)};
@@ -179,6 +189,107 @@ static void test_dispatched_call_refuses_a_list(void) {
     check_live(base);
 }
 
+static void test_auth_properties_read_back(void) {
+    int64_t base[NKINDS];
+    live_snapshot(base);
+    pgf_call *c = new_call();
+    const pgf_metadata *auth = pgf_call_auth_properties(c);
+    CHECK(auth != NULL);
+    CHECK_INT(pgf_metadata_count(auth), 0);
+    size_t len = 99;
+    const char *key = pgf_call_peer_identity_key(c, &len);
+    CHECK_MEM(key, len, "", 0);
+    CHECK_INT(pgf_call_add_auth_property(c, "transport_security_type", 23,
+                                         (const uint8_t *)"ssl", 3),
+              PGF_OK);
+    pgf_metadata_entry sans[2] = {
+        entry("x509_subject_alternative_name", "a.example", 9),
+        entry("x509_subject_alternative_name", "\0bin", 4)};
+    CHECK_INT(pgf_call_add_auth_properties(c, sans, 2), PGF_OK);
+    CHECK_INT(pgf_call_set_peer_identity_key(c, "x509_common_name", 16),
+              PGF_OK);
+    CHECK_INT(pgf_call_set_peer_identity_key(
+                  c, "x509_subject_alternative_name", 29),
+              PGF_OK);
+    CHECK_INT(pgf_metadata_count(auth), 3);
+    check_entry(auth, 0, "transport_security_type", "ssl", 3);
+    check_entry(auth, 1, "x509_subject_alternative_name", "a.example", 9);
+    check_entry(auth, 2, "x509_subject_alternative_name", "\0bin", 4);
+    key = pgf_call_peer_identity_key(c, &len);
+    CHECK_MEM(key, len, "x509_subject_alternative_name", 29);
+    CHECK_INT(key[len], '\0');
+    CHECK_INT(pgf_call_set_peer_identity_key(c, NULL, 0), PGF_OK);
+    key = pgf_call_peer_identity_key(c, &len);
+    CHECK_MEM(key, len, "", 0);
+    /* Separate from the request metadata. */
+    CHECK_INT(pgf_metadata_count(pgf_call_request_metadata(c)), 0);
+    pgf_call_unref(c);
+    check_live(base);
+}
+
+static void test_auth_bad_arguments(void) {
+    int64_t base[NKINDS];
+    live_snapshot(base);
+    pgf_call *c = new_call();
+    const uint8_t *v = (const uint8_t *)"v";
+    size_t huge = (size_t)PTRDIFF_MAX + 1;
+    CHECK_INT(pgf_call_add_auth_property(NULL, "n", 1, v, 1), PGF_EINVAL);
+    CHECK_INT(pgf_call_add_auth_property(c, NULL, 1, v, 1), PGF_EINVAL);
+    CHECK_INT(pgf_call_add_auth_property(c, "", 0, v, 1), PGF_EINVAL);
+    CHECK_INT(pgf_call_add_auth_property(c, "n", 1, NULL, 1), PGF_EINVAL);
+    CHECK_INT(pgf_call_add_auth_property(c, "n", huge, v, 1), PGF_EINVAL);
+    CHECK_INT(pgf_call_add_auth_property(c, "n", 1, v, huge), PGF_EINVAL);
+    CHECK_INT(pgf_call_add_auth_properties(NULL, NULL, 0), PGF_EINVAL);
+    CHECK_INT(pgf_call_add_auth_properties(c, NULL, 1), PGF_EINVAL);
+    CHECK_INT(pgf_call_add_auth_properties(c, NULL, 0), PGF_OK);
+    CHECK_INT(pgf_call_set_peer_identity_key(NULL, "n", 1), PGF_EINVAL);
+    CHECK_INT(pgf_call_set_peer_identity_key(c, NULL, 1), PGF_EINVAL);
+    CHECK_INT(pgf_call_set_peer_identity_key(c, "n", huge), PGF_EINVAL);
+    CHECK_INT(pgf_metadata_count(pgf_call_auth_properties(c)), 0);
+    CHECK(pgf_call_auth_properties(NULL) == NULL);
+    size_t len = 99;
+    const char *key = pgf_call_peer_identity_key(NULL, &len);
+    CHECK_MEM(key, len, "", 0);
+    CHECK(pgf_call_peer_identity_key(NULL, NULL) != NULL);
+    pgf_call_unref(c);
+    check_live(base);
+}
+
+static void h_auth(void *data, pgf_call *call) {
+    (void)data;
+    size_t n = pgf_metadata_count(pgf_call_auth_properties(call));
+    size_t key_len;
+    pgf_call_peer_identity_key(call, &key_len);
+    char text[32];
+    int len = snprintf(text, sizeof(text), "%zu/%zu", n, key_len);
+    pgf_call_finish(call, PGF_STATUS_OK, text, (size_t)len);
+}
+
+static void test_dispatched_call_refuses_auth(void) {
+    int64_t base[NKINDS];
+    live_snapshot(base);
+    pgf_registry *reg = registry_with(h_auth);
+    pgf_call *c = new_call();
+    pgf_metadata_entry in[1] = {entry("x509_common_name", "cn", 2)};
+    CHECK_INT(pgf_call_add_auth_properties(c, in, 1), PGF_OK);
+    CHECK_INT(pgf_call_set_peer_identity_key(c, "x509_common_name", 16),
+              PGF_OK);
+    CHECK_INT(pgf_dispatch(reg, c), PGF_OK);
+    size_t len;
+    const char *msg = pgf_call_status_message(c, &len);
+    CHECK_MEM(msg, len, "1/16", 4);
+    CHECK_INT(pgf_call_add_auth_properties(c, in, 1), PGF_ESTATE);
+    CHECK_INT(pgf_call_add_auth_property(c, "n", 1, NULL, 0), PGF_ESTATE);
+    CHECK_INT(pgf_call_set_peer_identity_key(c, "n", 1), PGF_ESTATE);
+    CHECK_INT(pgf_call_set_peer_identity_key(c, NULL, 0), PGF_ESTATE);
+    CHECK_INT(pgf_metadata_count(pgf_call_auth_properties(c)), 1);
+    const char *key = pgf_call_peer_identity_key(c, &len);
+    CHECK_MEM(key, len, "x509_common_name", 16);
+    pgf_call_unref(c);
+    pgf_registry_free(reg);
+    check_live(base);
+}
+
 int main(void) {
     int passed = 0;
     printf("test_request_metadata: ABI %d\n", pgf_abi_version());
@@ -187,6 +298,9 @@ int main(void) {
     RUN_TEST(test_list_is_a_copy, passed);
     RUN_TEST(test_invalid_list_appends_nothing, passed);
     RUN_TEST(test_dispatched_call_refuses_a_list, passed);
+    RUN_TEST(test_auth_properties_read_back, passed);
+    RUN_TEST(test_auth_bad_arguments, passed);
+    RUN_TEST(test_dispatched_call_refuses_auth, passed);
     printf("test_request_metadata: %d passed (%ld checks)\n", passed,
            check_count);
     return 0;

@@ -9,7 +9,8 @@ import pathlib
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -68,6 +69,20 @@ def server(request: pytest.FixtureRequest) -> Iterator[Server]:
     srv = Server(request.param)
     yield srv
     assert srv.stop() == 0
+
+
+@pytest.fixture()
+def serving() -> Iterator[Callable[..., Server]]:
+    """start(engine, *flags, module=...): servers stopped (exit 0) at the end."""
+    servers: list[Server] = []
+
+    def start(engine: str, *flags: str, **kwargs: Any) -> Server:
+        servers.append(Server(engine, *flags, **kwargs))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        assert server.stop() == 0
 
 
 @pytest.fixture()

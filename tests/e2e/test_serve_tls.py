@@ -13,7 +13,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -35,19 +35,6 @@ def tls_flags(pki: Pki, *extra: str) -> tuple[str, ...]:
 @pytest.fixture()
 def pki(tmp_path: pathlib.Path) -> Pki:
     return Pki(tmp_path)
-
-
-@pytest.fixture()
-def serving() -> Iterator[Callable[..., Server]]:
-    servers: list[Server] = []
-
-    def start(engine: str, *flags: str) -> Server:
-        servers.append(Server(engine, *flags))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        assert server.stop() == 0
 
 
 def secure(address: str, pki: Pki, client: tuple[pathlib.Path, pathlib.Path] | None = None,

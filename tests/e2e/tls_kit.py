@@ -36,12 +36,13 @@ class Ca:
 
     def issue(self, name: str, cn: str, serial: int, *, client: bool = False,
               sans: str = "DNS:localhost,IP:127.0.0.1") -> tuple[pathlib.Path, pathlib.Path]:
-        """A certificate for cn with this serial: (NAME.pem, NAME.key)."""
+        """A certificate for cn with this serial: (NAME.pem, NAME.key); sans
+        "" for none."""
         cert = self.directory / f"{name}.pem"
         key = self.directory / f"{name}.key"
         csr = self.directory / f"{name}.csr"
         ext = self.directory / f"{name}.ext"
-        ext.write_text(f"subjectAltName={sans}\nbasicConstraints=CA:FALSE\n"
+        ext.write_text((f"subjectAltName={sans}\n" if sans else "") + "basicConstraints=CA:FALSE\n"
                        f"extendedKeyUsage={'clientAuth' if client else 'serverAuth'}\n")
         _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                  "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={cn}")

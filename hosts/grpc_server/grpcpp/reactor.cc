@@ -1,7 +1,11 @@
 #include "reactor.h"
 
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <vector>
+
+#include <grpcpp/security/auth_context.h>
 
 #include "../admission.h"
 #include "../host.h"
@@ -74,7 +78,18 @@ bool CallReactor::FillCall() {
   std::string peer = ctx_->peer();
   pgf_call_set_peer(call_, peer.data(), peer.size());
   pgf_call_set_deadline(call_, DeadlineUnixNs(ctx_->raw_deadline()));
-  return true;
+  // gRPC's own auth context, so handlers see what grpcio would show them.
+  std::shared_ptr<const grpc::AuthContext> auth = ctx_->auth_context();
+  if (auth == nullptr) return true;
+  std::vector<pgf_metadata_entry> props;
+  for (const grpc::AuthProperty& p : *auth) {
+    props.push_back({p.first.data(), p.first.size(),
+                     reinterpret_cast<const uint8_t*>(p.second.data()), p.second.size()});
+  }
+  std::string identity = auth->GetPeerIdentityPropertyName();
+  return pgf_call_add_auth_properties(call_, props.data(), props.size()) == PGF_OK &&
+         (identity.empty() ||
+          pgf_call_set_peer_identity_key(call_, identity.data(), identity.size()) == PGF_OK);
 }
 
 // May be the last thing that touches `this` (the handler may finish at once).

@@ -146,6 +146,13 @@ bool H2Call::FillCall() {
   md_.clear();
   md_.shrink_to_fit();
   pgf_call_set_peer(call_, conn_->peer().data(), conn_->peer().size());
+  // One block per call; a connection's properties are computed once.
+  const auto& auth = conn_->auth_properties();
+  if (pgf_call_add_auth_properties(call_, auth.data(), auth.size()) != PGF_OK) return false;
+  const std::string& identity = conn_->identity_key();
+  if (!identity.empty() &&
+      pgf_call_set_peer_identity_key(call_, identity.data(), identity.size()) != PGF_OK)
+    return false;
   int64_t timeout_ns;
   if (!timeout_.empty() && ParseTimeout(timeout_, &timeout_ns)) {
     // Past what int64 ns since 1970 holds (Go and Java send 2777778H for

@@ -143,6 +143,8 @@ bool Conn::Start() {
     if (ssl_ == nullptr || SSL_set_fd(ssl_, fd_) != 1) return false;
     SSL_set_accept_state(ssl_);
     handshaking_ = true;
+  } else {
+    SetAuth(InsecurePeerAuth());
   }
   epoll_event ev{};
   ev.events = EPOLLIN;
@@ -150,6 +152,15 @@ bool Conn::Start() {
   if (epoll_ctl(loop_->epfd(), EPOLL_CTL_ADD, fd_, &ev) != 0) return false;
   MarkDirty();
   return true;
+}
+
+void Conn::SetAuth(PeerAuth auth) {
+  auth_ = std::move(auth);
+  auth_entries_.clear();
+  for (const auto& [name, value] : auth_.properties) {
+    auth_entries_.push_back({name.data(), name.size(),
+                             reinterpret_cast<const uint8_t*>(value.data()), value.size()});
+  }
 }
 
 void Conn::MarkDirty() {
@@ -184,6 +195,7 @@ void Conn::Handshake() {
       CloseSoon();
       return;
     }
+    SetAuth(TlsPeerAuth(ssl_));  // before any call: no stream exists yet
     last_read_ms_ = MonotonicMs();
     ReadSocket();  // the client's preface may have come with its Finished
     MarkDirty();   // our SETTINGS

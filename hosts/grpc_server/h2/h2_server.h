@@ -22,6 +22,7 @@
 
 #include "../options.h"
 #include "../tls.h"
+#include "pygrpc_ffi.h"
 
 namespace pgf_host {
 namespace h2 {
@@ -70,6 +71,11 @@ class Conn {
   nghttp2_session* session() const { return session_; }
   Loop* loop() const { return loop_; }
   const std::string& peer() const { return peer_; }
+  // The auth properties every call of the connection gets (pointing into
+  // auth_), and the identity key ("" for none): set once, at the start of a
+  // plaintext connection or after the TLS handshake.
+  const std::vector<pgf_metadata_entry>& auth_properties() const { return auth_entries_; }
+  const std::string& identity_key() const { return auth_.identity_key; }
   const Config& config() const;
 
   // Frames are sent at the end of the loop's turn (Flush).
@@ -133,6 +139,9 @@ class Conn {
   Loop* const loop_;
   const int fd_;
   const std::string peer_;
+  PeerAuth auth_;
+  std::vector<pgf_metadata_entry> auth_entries_;
+  void SetAuth(PeerAuth auth);
   nghttp2_session* session_ = nullptr;
   SSL* ssl_ = nullptr;              // TLS; nullptr for plaintext
   bool handshaking_ = false;        // TLS handshake not done: no HTTP/2 yet
