@@ -199,20 +199,8 @@ def view_request(info: CallInfo, payload: memoryview) -> GrpcRequest:
 
 def message_request(info: CallInfo, msg: Any) -> GrpcRequest:
     """A GrpcRequest for one streamed message (reference ``msg`` owned)."""
-    request = _new_request(GrpcRequest)
     raw = _message_bytes(msg)
-    request._payload = None
-    request.payload_view = view_of_message(msg, raw.data, raw.len)
-    request._service_name = info.service_name
-    request._method_name = info.method_name
-    request._deadline = info.deadline
-    request._peer = info.peer
-    request._metadata = info.metadata
-    request._auth = info.auth
-    request._call = None
-    request._reader = None
-    request._stream = info.stream
-    return request
+    return view_request(info, view_of_message(msg, raw.data, raw.len))
 
 
 def new_message(payload: Any) -> Any:
