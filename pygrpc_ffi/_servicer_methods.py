@@ -123,10 +123,11 @@ def method_handler(handler: Any, path: str = "", *,
 
     if not request_streaming and not response_streaming:
         if is_async:
-            def handle_async(request: GrpcRequest) -> Any:
+            # async def: the call goes straight to the loop (_binding/loop_queue.c).
+            async def handle_async(request: GrpcRequest) -> Any:
                 message = parse(request)
                 context = AioServicerContext(request, expose_exceptions=expose_exceptions)
-                return arun(context, behavior, message, serialize)
+                return await arun(context, behavior, message, serialize)
 
             return handle_async
 

@@ -112,10 +112,11 @@ def typed_handler(fn: Callable[..., Any], request_type: Any = None, response_typ
 
     if takes_context(fn):
         if is_async:
-            def handle_async_context(request: GrpcRequest) -> Any:
+            # async def: the call goes straight to the loop (_binding/loop_queue.c).
+            async def handle_async_context(request: GrpcRequest) -> Any:
                 message = parse(request)
                 context = AioServicerContext(request, expose_exceptions=expose_exceptions)
-                return arun(context, fn, message, serialize, error)
+                return await arun(context, fn, message, serialize, error)
 
             return handle_async_context
 
@@ -127,11 +128,8 @@ def typed_handler(fn: Callable[..., Any], request_type: Any = None, response_typ
         return handle_context
 
     if is_async:
-        async def run_async(message: Any) -> Any:
-            return _check_result(await fn(message), serialize)
-
-        def handle_async(request: GrpcRequest) -> Any:
-            return run_async(parse(request))
+        async def handle_async(request: GrpcRequest) -> Any:
+            return _check_result(await fn(parse(request)), serialize)
 
         return handle_async
 

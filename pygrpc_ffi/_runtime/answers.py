@@ -107,6 +107,11 @@ def set_response(call: Any, result: Any) -> None:
 
 
 def finish_ok(call: Any, result: Any, binding: Any) -> None:
+    if type(result) is GrpcResponse and type(result.payload) is bytes and not result.compress:
+        # Its metadata into the call, then its bytes as a bytes answer's.
+        if not _add_response_metadata(call, result, binding):
+            return
+        result = result.payload
     if type(result) is bytes:  # the common answer, in one crossing into C
         size = len(result)
         if size <= COPY_AT_MOST:  # copied: no release comes back into Python
@@ -129,6 +134,48 @@ def finish_ok(call: Any, result: Any, binding: Any) -> None:
         finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
         return
     calls.finish_quietly(call, 0)
+
+
+def plain_payload(response: GrpcResponse) -> bytes | None:
+    """The payload of a GrpcResponse that is nothing but ``bytes`` (no
+    metadata, no compression), else None."""
+    payload = response.payload
+    if type(payload) is bytes and not (response.metadata or response.trailers
+                                       or response.compress):
+        return payload
+    return None
+
+
+def response_payload(call: Any, response: GrpcResponse, binding: Any) -> bytes | None:
+    """For a :class:`GrpcResponse` whose payload is ``bytes``: adds its
+    metadata to the call and returns the payload, for C to send and finish
+    the call with once the GIL is released (as for a ``bytes`` answer).
+    Anything else is answered here, as :func:`finish_ok` does, and None
+    returned."""
+    payload = response.payload
+    if type(payload) is not bytes or response.compress:
+        finish_ok(call, response, binding)
+        return None
+    return payload if _add_response_metadata(call, response, binding) else None
+
+
+def _add_response_metadata(call: Any, response: GrpcResponse, binding: Any) -> bool:
+    """Adds a response's metadata to the call; False once the call is
+    finished with INTERNAL instead, because it cannot be sent."""
+    try:
+        if response.metadata:
+            add_metadata(call, response.metadata, calls.add_initial_metadata, "initial")
+        if response.trailers:
+            add_metadata(call, response.trailers, calls.add_trailing_metadata, "trailing")
+        return True
+    except InvalidResponse as exc:
+        _log.error("handler %s %s; the call fails with INTERNAL", binding.name, str(exc))
+    except Exception:  # e.g. metadata that is not iterable
+        _log.exception("handler %s returned a %s that cannot be sent; the call fails with "
+                       "INTERNAL", binding.name, type(response).__name__)
+    calls.reset_response_quietly(call)
+    finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
+    return False
 
 
 def finish(call: Any, code: int, message: str) -> None:

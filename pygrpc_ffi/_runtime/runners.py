@@ -26,6 +26,8 @@ from .answers import (
     finish,
     finish_error,
     finish_ok,
+    plain_payload,
+    response_payload,
 )
 from .c_builtins import finish_taken as _finish_taken
 from .handles import handles
@@ -145,9 +147,9 @@ def run(binding: Binding, call: Any) -> None:
 
 def run_unary(binding: Binding, address: int, payload: memoryview) -> bytes | None:
     """Runs a unary handler for _binding/unary.c, which made the payload view.
-    Returns a plain ``bytes`` answer for C to send and finish with; anything
-    else is answered here (or on the loop, for an awaitable), and None
-    returned."""
+    Returns a plain ``bytes`` answer (or a GrpcResponse's bytes payload, its
+    metadata added) for C to send and finish with; anything else is answered
+    here (or on the loop, for an awaitable), and None returned."""
     try:
         chain = binding.chain
         if chain is not None and chain.active:
@@ -182,6 +184,8 @@ def run_unary(binding: Binding, address: int, payload: memoryview) -> bytes | No
             return None
         outlives = _getrefcount(request) != refs  # not in release_request's arguments
         release_request(request, outlives)
+        if type(result) is GrpcResponse:
+            return response_payload(call, result, binding)
         finish_ok(call, result, binding)
     except BaseException:
         _log.exception("pygrpc_ffi failed to run handler %s", getattr(binding, "name", "?"))
@@ -258,6 +262,8 @@ def end_async(pending: AsyncCall, exc: BaseException | None, result: Any) -> Non
             release_request(request, outlives)
             del request
         if call is None:  # taken from the loop queue
+            if type(result) is GrpcResponse and (plain := plain_payload(result)) is not None:
+                result = plain
             if exc is None and type(result) is bytes and binding.on_finish is None:
                 _untrack(pending)
                 dropped = True
