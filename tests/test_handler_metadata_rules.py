@@ -113,3 +113,55 @@ def test_any_key_a_handler_writes_ends_the_call_as_grpc_rules_say(
         assert got == (((key, sent),) if passes else ())
     else:
         assert result.code is StatusCode.INTERNAL
+
+
+def _response_handler(metadata: dict[str, Any], trailers: dict[str, Any] | None,
+                      asynchronous: bool) -> Any:
+    if asynchronous:
+        async def answer_async(request: GrpcRequest) -> GrpcResponse:
+            return GrpcResponse(b"ok", metadata=metadata, trailers=trailers)
+
+        return answer_async
+
+    def answer(request: GrpcRequest) -> GrpcResponse:
+        return GrpcResponse(b"ok", metadata=metadata, trailers=trailers)
+
+    return answer
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["def", "async_def"])
+def test_dict_metadata_of_text_and_binary_entries_arrives_in_order(
+        service: GrpcService, asynchronous: bool) -> None:
+    metadata = {"x-a": "1", "x-b-bin": b"\x00\xff", "x-c": "3"}
+    trailers = {"x-t": "t", "x-u-bin": b"\x01"}
+    service.register_method("rules.Dict", "Order",
+                            _response_handler(metadata, trailers, asynchronous))
+    result = service.call("rules.Dict", "Order")
+    assert (result.code, result.payload) == (StatusCode.OK, b"ok")
+    assert result.initial_metadata.pairs() == tuple(metadata.items())
+    assert result.trailing_metadata.pairs() == tuple(trailers.items())
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["def", "async_def"])
+def test_an_owned_key_inside_dict_metadata_is_dropped_and_the_entries_after_it_sent(
+        service: GrpcService, caplog: pytest.LogCaptureFixture, asynchronous: bool) -> None:
+    metadata = {"x-a": "1", "grpc-status": "5", "x-c": "3"}
+    service.register_method("rules.Dict", "Owned",
+                            _response_handler(metadata, None, asynchronous))
+    with caplog.at_level(logging.ERROR, logger="pygrpc_ffi"):
+        result = service.call("rules.Dict", "Owned")
+    assert (result.code, result.payload) == (StatusCode.OK, b"ok")
+    assert result.initial_metadata.pairs() == (("x-a", "1"), ("x-c", "3"))
+    assert any("'grpc-status'" in r.getMessage() and "dropped" in r.getMessage()
+               for r in caplog.records)
+
+
+@pytest.mark.parametrize("value", ["caf\u00e9", "a\nb", 7], ids=["non_ascii", "newline", "int"])
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["def", "async_def"])
+def test_an_entry_that_cannot_be_sent_inside_dict_metadata_fails_the_call_cleanly(
+        service: GrpcService, asynchronous: bool, value: Any) -> None:
+    metadata = {"x-a": "1", "x-bad": value, "x-c": "3"}
+    service.register_method("rules.Dict", "Bad", _response_handler(metadata, None, asynchronous))
+    result = service.call("rules.Dict", "Bad")
+    assert (result.code, result.message) == (StatusCode.INTERNAL, "Internal server error")
+    assert result.payload == b"" and result.initial_metadata.pairs() == ()

@@ -21,9 +21,10 @@ LOOP_QUEUE_HANDLE: Any = lib._pgf_loop_queue_handle
 
 
 def install_builtins(builtins: dict[str, Any]) -> None:
-    """Fills ``builtins`` with the C functions of stream_io.c and
+    """Fills ``builtins`` with the C functions of unary.c, stream_io.c and
     loop_queue.c; MemoryError if C cannot make them."""
-    for install in (lib._pgf_stream_io_install, lib._pgf_loop_queue_install):
+    for install in (lib._pgf_unary_install, lib._pgf_stream_io_install,
+                    lib._pgf_loop_queue_install):
         if install(void_p(id(builtins))) != OK:
             raise MemoryError("pygrpc_ffi cannot set up its C functions")
 

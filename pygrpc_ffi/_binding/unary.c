@@ -269,6 +269,72 @@ static int install_methods(void *namespace, PyMethodDef *methods) {
     return rc;
 }
 
+/* The UTF-8 of an ASCII str (borrowed, alive as long as s), or NULL (no
+ * exception set) when s is not an exact str or not ASCII. */
+static const char *ascii_of(PyObject *s, Py_ssize_t *len) {
+    if (!PyUnicode_CheckExact(s))
+        return NULL;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(s, len);
+    if (utf8 == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < *len; i++)
+        if ((unsigned char)utf8[i] >= 0x80)
+            return NULL;
+    return utf8;
+}
+
+/* add_text_metadata(call address, dict, trailing) -> how many of the dict's
+ * leading entries were added to the call's initial (or, trailing true,
+ * trailing) metadata: those whose key and value are ASCII str and whose key
+ * does not end in "-bin".  Stops at the first other entry, or the first the
+ * shim refuses, for Python to handle (and report) from there. */
+static PyObject *unary_add_text_metadata(PyObject *self, PyObject *const *args,
+                                         Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3 || !PyDict_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "add_text_metadata(call address, dict, trailing)");
+        return NULL;
+    }
+    pgf_call *call = call_at_address(args[0]);
+    if (call == NULL)
+        return NULL;
+    int trailing = PyObject_IsTrue(args[2]);
+    if (trailing < 0)
+        return NULL;
+    Py_ssize_t pos = 0, added = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(args[1], &pos, &key, &value)) {
+        Py_ssize_t klen, vlen;
+        const char *k = ascii_of(key, &klen);
+        const char *v = k == NULL ? NULL : ascii_of(value, &vlen);
+        if (v == NULL || (klen >= 4 && memcmp(k + klen - 4, "-bin", 4) == 0))
+            break;
+        int rc = trailing
+            ? pgf_call_add_trailing_metadata(call, k, (size_t)klen, (const uint8_t *)v,
+                                             (size_t)vlen)
+            : pgf_call_add_initial_metadata(call, k, (size_t)klen, (const uint8_t *)v,
+                                            (size_t)vlen);
+        if (rc != PGF_OK)
+            break;
+        added++;
+    }
+    return PyLong_FromSsize_t(added);
+}
+
+static PyMethodDef unary_methods[] = {
+    {"add_text_metadata", (PyCFunction)(void (*)(void))unary_add_text_metadata,
+     METH_FASTCALL, "Adds the leading ASCII str entries of a dict to a call's "
+     "metadata; how many."},
+    {NULL, NULL, 0, NULL},
+};
+
+static int _pgf_unary_install(void *namespace) {
+    return install_methods(namespace, unary_methods);
+}
+
 static int _pgf_unary_setup(void *runner) {
     if (unary_runner != NULL)
         return PGF_OK;

@@ -24,4 +24,8 @@ static void _pgf_unary_release(void *handler_data);
  * GIL.  The call is finished when it returns, or owned by Python (async). */
 static void _pgf_unary_handle(void *handler_data, pgf_call *call);
 
+/* Once per process: puts the builtin add_text_metadata into namespace (a
+ * dict, borrowed).  PGF_OK or PGF_ENOMEM. */
+static int _pgf_unary_install(void *namespace);
+
 #endif

@@ -15,6 +15,8 @@ from ..errors import GrpcError, client_message, status_for_exception
 from ..metadata import MetadataLike, encode_entry, iter_pairs
 from ..response import GrpcResponse
 from ..status import StatusCode
+from .c_builtins import add_text_metadata as _add_text_metadata
+from .c_builtins import address_of
 from .handles import handles
 
 _log = logging.getLogger("pygrpc_ffi")
@@ -28,6 +30,7 @@ _from_buffer = from_buffer
 _release_buffer = RELEASE_BUFFER
 _finish_copy = calls.finish_copy_quietly
 _finish_buffer = calls.finish_buffer_quietly
+call_at = calls.pointer  # the call at an address
 
 
 class InvalidResponse(Exception):
@@ -106,10 +109,24 @@ def set_response(call: Any, result: Any) -> None:
             raise InvalidResponse(f"the response cannot be kept ({exc.code})") from None
 
 
+def _add_response_entries(call: Any, metadata: Any, trailing: bool) -> None:
+    """add_metadata of a response's metadata; a dict's plain text entries
+    in one crossing into C."""
+    if type(metadata) is dict:
+        added = _add_text_metadata(address_of(call), metadata, trailing)
+        if added == len(metadata):
+            return
+        metadata = list(metadata.items())[added:]
+    if trailing:
+        add_metadata(call, metadata, calls.add_trailing_metadata, "trailing")
+    else:
+        add_metadata(call, metadata, calls.add_initial_metadata, "initial")
+
+
 def finish_ok(call: Any, result: Any, binding: Any) -> None:
     if type(result) is GrpcResponse and type(result.payload) is bytes and not result.compress:
         # Its metadata into the call, then its bytes as a bytes answer's.
-        if not _add_response_metadata(call, result, binding):
+        if not _add_response_metadata(call, result.metadata, result.trailers, binding):
             return
         result = result.payload
     if type(result) is bytes:  # the common answer, in one crossing into C
@@ -146,33 +163,40 @@ def plain_payload(response: GrpcResponse) -> bytes | None:
     return None
 
 
-def response_payload(call: Any, response: GrpcResponse, binding: Any) -> bytes | None:
+def response_payload(address: int, response: GrpcResponse, binding: Any) -> bytes | None:
     """For a :class:`GrpcResponse` whose payload is ``bytes``: adds its
-    metadata to the call and returns the payload, for C to send and finish
-    the call with once the GIL is released (as for a ``bytes`` answer).
-    Anything else is answered here, as :func:`finish_ok` does, and None
-    returned."""
+    metadata to the call at ``address`` and returns the payload, for C to
+    send and finish the call with once the GIL is released (as for a
+    ``bytes`` answer).  Anything else is answered here, as :func:`finish_ok`
+    does, and None returned."""
     payload = response.payload
     if type(payload) is not bytes or response.compress:
-        finish_ok(call, response, binding)
+        finish_ok(call_at(address), response, binding)
         return None
-    return payload if _add_response_metadata(call, response, binding) else None
+    metadata, trailers = response.metadata, response.trailers
+    if metadata and type(metadata) is dict:  # the common form, without a call object
+        added = _add_text_metadata(address, metadata, False)
+        metadata = list(metadata.items())[added:] if added < len(metadata) else None
+    if not metadata and not trailers:
+        return payload
+    call = call_at(address)
+    return payload if _add_response_metadata(call, metadata, trailers, binding) else None
 
 
-def _add_response_metadata(call: Any, response: GrpcResponse, binding: Any) -> bool:
-    """Adds a response's metadata to the call; False once the call is
-    finished with INTERNAL instead, because it cannot be sent."""
+def _add_response_metadata(call: Any, metadata: Any, trailers: Any, binding: Any) -> bool:
+    """Adds a response's metadata and trailers to the call; False once the
+    call is finished with INTERNAL instead, because they cannot be sent."""
     try:
-        if response.metadata:
-            add_metadata(call, response.metadata, calls.add_initial_metadata, "initial")
-        if response.trailers:
-            add_metadata(call, response.trailers, calls.add_trailing_metadata, "trailing")
+        if metadata:
+            _add_response_entries(call, metadata, False)
+        if trailers:
+            _add_response_entries(call, trailers, True)
         return True
     except InvalidResponse as exc:
         _log.error("handler %s %s; the call fails with INTERNAL", binding.name, str(exc))
     except Exception:  # e.g. metadata that is not iterable
-        _log.exception("handler %s returned a %s that cannot be sent; the call fails with "
-                       "INTERNAL", binding.name, type(response).__name__)
+        _log.exception("handler %s returned a GrpcResponse that cannot be sent; the call "
+                       "fails with INTERNAL", binding.name)
     calls.reset_response_quietly(call)
     finish(call, StatusCode.INTERNAL, INTERNAL_MESSAGE)
     return False

@@ -12,6 +12,13 @@ from .._binding import base, fastpath
 _builtins: dict[str, Any] = {}
 fastpath.install_builtins(_builtins)
 
+# _binding/unary.c: response metadata without a Python call per entry.
+#: add_text_metadata(call address, dict, trailing) -> how many of the dict's
+#: leading entries (ASCII str keys not ending in -bin, ASCII str values) the
+#: call took; Python handles the rest, and reports what cannot be sent.
+add_text_metadata: Callable[[int, dict[Any, Any], bool], int] = \
+    _builtins["add_text_metadata"]
+
 # _binding/stream_io.c: the blocking reads and writes of sync streaming handlers.
 #: read_message(call address) -> memoryview of the next request message
 #: (owning it), or the int code that ended the read (PGF_EOF, ...).

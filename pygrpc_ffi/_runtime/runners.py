@@ -171,11 +171,13 @@ def run_unary(binding: Binding, address: int, payload: memoryview) -> bytes | No
             release_request(request)
             finish_error(call, exc, binding)
             return None
-        if type(result) is bytes:
+        if type(result) is bytes or type(result) is GrpcResponse:
             if _getrefcount(request) != refs:
                 release_request(request)  # kept by the handler: it outlives the call
             else:
                 request._reader = request._call = None
+            if isinstance(result, GrpcResponse):
+                return response_payload(address, result, binding)
             return result
         call = call_at(address)
         if type(result) is types.CoroutineType or is_awaitable(result):
@@ -184,8 +186,6 @@ def run_unary(binding: Binding, address: int, payload: memoryview) -> bytes | No
             return None
         outlives = _getrefcount(request) != refs  # not in release_request's arguments
         release_request(request, outlives)
-        if type(result) is GrpcResponse:
-            return response_payload(call, result, binding)
         finish_ok(call, result, binding)
     except BaseException:
         _log.exception("pygrpc_ffi failed to run handler %s", getattr(binding, "name", "?"))
