@@ -410,3 +410,38 @@ def test_cxx_library_sigterm_stops_cleanly_without_sanitizer_reports(
     _, err = cxx_server.proc.communicate(timeout=60)
     assert cxx_server.proc.returncode == 0, err
     assert not [r for r in SANITIZER_REPORTS if r in err], err
+
+
+CXX_LIBRARY_PROBE = """\
+#include <pygrpc_ffi/grpc.hpp>
+#include <cstdio>
+int main() {
+  pgf::grpc::PythonService service;  // the pools start; no Python is needed for this
+  std::printf("handler: %d\\n", pgf::grpc::PythonService::HasHandler("/x.Y/Z") ? 1 : 0);
+  try {
+    pgf::grpc::PythonService second;
+  } catch (const pgf::grpc::Error& e) {
+    std::printf("second: %s\\n", e.what());
+  }
+  return 0;
+}
+"""
+
+
+def test_cxx_library_builds_for_pkg_config_users(venv: pathlib.Path,
+                                                 tmp_path: pathlib.Path) -> None:
+    missing = _cxx_library_missing()
+    if missing:
+        pytest.skip(f"the C++ library needs {', '.join(missing)} (scripts/setup.sh installs them)")
+    prefix = tmp_path / "prefix"
+    pcdir = run(venv / "bin" / "pygrpc-ffi", "build-grpc-library", "--prefix", prefix,
+                "--jobs", "2", cwd=tmp_path, timeout=600).strip()
+    assert pathlib.Path(pcdir) == prefix / "lib" / "pkgconfig"
+    env = dict(os.environ, PKG_CONFIG_PATH=pcdir)
+    flags = run("pkg-config", "--cflags", "--libs", "pygrpc_ffi_grpc", env=env).split()
+    (tmp_path / "probe.cc").write_text(CXX_LIBRARY_PROBE)
+    run("c++", "-std=c++17", "-Wall", "-Wextra", "-Werror", "probe.cc", *flags, "-o", "probe",
+        cwd=tmp_path)
+    assert run(tmp_path / "probe", cwd=tmp_path).splitlines() == [
+        "handler: 0", "second: PythonService: another PythonService is alive in this process"]
+    assert f"{installed(venv, '--libdir')}/libpygrpc_ffi.so" in run("ldd", tmp_path / "probe")
