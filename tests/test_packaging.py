@@ -278,10 +278,13 @@ def _cxx_library_missing() -> list[str]:
 
 
 class CxxServer:
-    def __init__(self, proc: subprocess.Popen[str], address: str, greeter: object) -> None:
+    def __init__(self, proc: subprocess.Popen[str], address: str, greeter: object,
+                 binary: pathlib.Path, env: dict[str, str]) -> None:
         self.proc = proc
         self.address = address
         self.greeter: Any = greeter
+        self.binary = binary
+        self.env = env
 
 
 @pytest.fixture(scope="module")
@@ -330,7 +333,7 @@ def cxx_server(venv: pathlib.Path, tmp_path_factory: pytest.TempPathFactory
         if not line.startswith("listening on "):
             proc.kill()
             pytest.fail(f"the example did not start: {line!r} {proc.communicate()[1]}")
-        yield CxxServer(proc, line.split(" ", 2)[2].strip(), greeter)
+        yield CxxServer(proc, line.split(" ", 2)[2].strip(), greeter, binary, env)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -402,6 +405,20 @@ def test_cxx_library_methods_without_handler_reach_the_fallback(cxx_server: CxxS
             channel.unary_unary("/nope.Service/Method")(b"", timeout=20)
     assert echoed == b"legacy bytes"
     assert unknown.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_cxx_library_reports_a_failed_python_start_as_an_error(
+        cxx_server: CxxServer, tmp_path: pathlib.Path) -> None:
+    # pgf::grpc::StartPython throws pgf::grpc::Error; the example prints it
+    # and exits 2 (no abort, no sanitizer report).
+    result = subprocess.run([str(cxx_server.binary), "--listen", "127.0.0.1:0",
+                             "--module", "no_such_handlers_module"], cwd=tmp_path,
+                            env=cxx_server.env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("error: cannot start Python: cannot import "
+                           "no_such_handlers_module: ModuleNotFoundError"), result.stderr
+    assert not [r for r in SANITIZER_REPORTS if r in result.stderr], result.stderr
 
 
 def test_cxx_library_sigterm_stops_cleanly_without_sanitizer_reports(

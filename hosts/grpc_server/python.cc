@@ -10,11 +10,13 @@ namespace pgf_host {
 
 namespace {
 std::atomic<bool> running{false};
+std::atomic<bool> stopped{false};  // an interpreter is not started twice
 }  // namespace
 
 std::string StartPython(const std::string& venv, const std::string& sys_path,
                         const std::vector<std::string>& modules, size_t max_queued_calls) {
   if (running.load()) return "Python is already running in this process";
+  if (stopped.load()) return "Python was stopped in this process; it is not started again";
   // The same bound for async handlers' calls waiting for the event loop,
   // which never wait for a worker (pygrpc_ffi/_runtime/loop_calls.py reads it).
   setenv("PYGRPC_FFI_MAX_QUEUED_CALLS", std::to_string(max_queued_calls).c_str(), 1);
@@ -27,6 +29,7 @@ std::string StartPython(const std::string& venv, const std::string& sys_path,
     std::string error = ImportPythonModule(m);
     if (!error.empty()) {
       running.store(false);
+      stopped.store(true);
       pgf_python_stop();
       return error;
     }
@@ -44,6 +47,7 @@ bool PythonRunning() { return running.load(); }
 
 void StopPython() {
   if (!running.exchange(false)) return;
+  stopped.store(true);
   // A late release (gRPC may drop a slice at any time) must not take the
   // GIL while, or after, Py_FinalizeEx runs.
   StopPythonUsers();

@@ -14,7 +14,8 @@ namespace pgf_host {
 // and imports modules in order.  Async handlers' calls waiting for the
 // event loop are bounded by max_queued_calls (read by Python at import,
 // pygrpc_ffi/_runtime/loop_calls.py).  Returns "" or what went wrong; on a
-// failed import Python is stopped again.
+// failed import Python is stopped again.  Once per process: after a stop it
+// refuses.
 std::string StartPython(const std::string& venv, const std::string& sys_path,
                         const std::vector<std::string>& modules, size_t max_queued_calls);
 

@@ -3,6 +3,8 @@
 // host (../python.*, ../host.*, reactor.*).
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
+#include <climits>
 #include <string>
 
 #include "../host.h"
@@ -51,8 +53,9 @@ void ConfigureServerBuilder(::grpc::ServerBuilder& builder, const ServiceOptions
   builder.SetCompressionAlgorithmSupportStatus(GRPC_COMPRESS_GZIP, true);
   // gRPC 1.51 enforces this only once the client has ACKed our SETTINGS;
   // the reactor enforces it again for every call (reactor.cc).
-  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE,
-                             static_cast<int>(options.max_metadata_bytes));
+  builder.AddChannelArgument(
+      GRPC_ARG_MAX_METADATA_SIZE,
+      static_cast<int>(std::min<size_t>(options.max_metadata_bytes, INT_MAX)));
   // No BDP probing: with it gRPC grows a stream's receive window to several
   // MiB (measured: 4-5.5 MiB accepted per stream whose handler never
   // reads); without it a stream takes one HTTP/2 window (64 KiB) ahead of

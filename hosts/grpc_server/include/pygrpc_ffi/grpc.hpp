@@ -48,9 +48,10 @@
 //     releases on a service thread, all owned by the PythonService.  gRPC's
 //     callback threads never block on Python.
 //   - StartPython and StopPython must run on the same thread; StopPython
-//     only after every PythonService was shut down (the pools hold Python
-//     thread states).  Between them, servers and services may be created
-//     and destroyed on any thread.
+//     only after every PythonService was shut down (the pools' threads run
+//     Python code until then).  Between them, servers and services may be
+//     created and destroyed on any thread.  A call that reaches a service
+//     already shut down gets UNAVAILABLE ("server is shutting down").
 //   - Every function here is thread-safe unless it says otherwise.
 //
 // Errors: Start-up failures (Python cannot start, a module does not import,
@@ -101,7 +102,8 @@ struct PythonOptions {
 // Starts the embedded interpreter and imports options.modules.  Throws
 // Error with Python's message (a traceback's last line, the venv not found)
 // when Python cannot start or a module fails to import; Python is then
-// stopped again.  Once per process.
+// stopped again.  Once per process: an interpreter stopped by StopPython
+// is not started again.
 void StartPython(const PythonOptions& options);
 
 // The same, returning false with *error set instead of throwing.
@@ -167,7 +169,8 @@ class PythonService final : public ::grpc::CallbackGenericService {
   PythonService(const PythonService&) = delete;
   PythonService& operator=(const PythonService&) = delete;
 
-  // Called by gRPC for each RPC that no typed service took.
+  // Called by gRPC, on its threads, for each RPC that no typed service
+  // took; never blocks (nothing of Python runs here).
   ::grpc::ServerGenericBidiReactor* CreateReactor(
       ::grpc::GenericCallbackServerContext* ctx) override;
 
