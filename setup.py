@@ -130,6 +130,11 @@ class BuildShimThenExt(build_ext):
         include = out_dir / "include"
         include.mkdir(exist_ok=True)
         shutil.copy2(CSRC / "pygrpc_ffi.h", include / "pygrpc_ffi.h")
+        # The C++ library's header (pygrpc_ffi::grpc, docs/cxx_library.md).
+        cxx_header = HOST_SRC / "include" / "pygrpc_ffi" / "grpc.hpp"
+        if cxx_header.is_file():
+            (include / "pygrpc_ffi").mkdir(exist_ok=True)
+            shutil.copy2(cxx_header, include / "pygrpc_ffi" / "grpc.hpp")
         pkgconfig = out_dir / "pkgconfig"
         pkgconfig.mkdir(exist_ok=True)
         (pkgconfig / "pygrpc_ffi.pc").write_text(PC_TEMPLATE.format(version=VERSION))
@@ -139,17 +144,20 @@ class BuildShimThenExt(build_ext):
                      cmake / "pygrpc_ffiConfig.cmake")
         (cmake / "pygrpc_ffiConfigVersion.cmake").write_text(
             CMAKE_VERSION_TEMPLATE.format(version=VERSION, major=VERSION.split(".")[0]))
-        if HOST_SRC.is_dir():  # the C++ hosts' sources, for `pygrpc-ffi build-host`
+        # The C++ hosts' sources, for `pygrpc-ffi build-host`, and the C++
+        # library's, which the CMake config compiles (COMPONENTS grpc).
+        if HOST_SRC.is_dir():
             host = out_dir / "host_src"
             for src in HOST_SRC.rglob("*"):
-                if src.suffix in (".cc", ".h") or src.name == "CMakeLists.txt":
+                if src.suffix in (".cc", ".h", ".hpp", ".cmake") or src.name == "CMakeLists.txt":
                     target = host / src.relative_to(HOST_SRC)
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(src, target)
 
     def package_files(self) -> list[pathlib.Path]:
         out_dir = self.package_dir()
-        names = [SHIM, "include/pygrpc_ffi.h", "pkgconfig/pygrpc_ffi.pc",
+        names = [SHIM, "include/pygrpc_ffi.h", "include/pygrpc_ffi/grpc.hpp",
+                 "pkgconfig/pygrpc_ffi.pc",
                  "cmake/pygrpc_ffiConfigVersion.cmake"]
         files = [out_dir / n for n in names]
         files += sorted(f for f in (out_dir / "host_src").rglob("*") if f.is_file())

@@ -338,6 +338,17 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--build-dir", type=pathlib.Path, default=None,
                        help="CMake build directory to keep (default: a temporary one)")
     build.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    library = commands.add_parser(
+        "build-grpc-library",
+        help="build the C++ library pygrpc_ffi::grpc (<pygrpc_ffi/grpc.hpp>) against this "
+        "installed package and the gRPC C++ pkg-config finds, for pkg-config users "
+        "(CMake users: find_package(pygrpc_ffi COMPONENTS grpc))")
+    library.add_argument("--prefix", type=pathlib.Path, default=pathlib.Path(sys.prefix),
+                         help="puts PREFIX/lib/libpygrpc_ffi_grpc.a and "
+                         "PREFIX/lib/pkgconfig/pygrpc_ffi_grpc.pc (default: %(default)s)")
+    library.add_argument("--cxxflags", default="-O2",
+                         help="compiler flags of the library (default %(default)s)")
+    library.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     commands.add_parser("config", add_help=False,
                         help="flags and paths for C/C++ builds (config --help)")
     # Parsed by probe.main, whose usage errors exit 64 (2 is "no connection").
@@ -391,6 +402,63 @@ def build_host(args: argparse.Namespace) -> int:
     return 0
 
 
+GRPC_LIBRARY_PC = """\
+# Written by `pygrpc-ffi build-grpc-library`: the C++ library pygrpc_ffi::grpc
+# (docs/cxx_library.md), built against the pygrpc_ffi package in {package}.
+libdir={libdir}
+includedir={includedir}
+pkgdir={package}
+
+Name: pygrpc_ffi_grpc
+Description: Python gRPC handlers in a gRPC C++ server (pygrpc_ffi::grpc)
+Version: {version}
+Requires: grpc++
+Cflags: -I${{includedir}}
+Libs: -L${{libdir}} -lpygrpc_ffi_grpc -L${{pkgdir}} -Wl,-rpath,${{pkgdir}} -lpygrpc_ffi -pthread
+"""
+
+
+def build_grpc_library(args: argparse.Namespace) -> int:
+    """Compiles pygrpc_ffi::grpc through the installed CMake config (the
+    sources the wheel ships) and writes a pkg-config file for it."""
+    from .config import PACKAGE_DIR, get_include, library_version
+
+    missing = [tool for tool in ("cmake", "pkg-config", "c++") if shutil.which(tool) is None]
+    if not missing and subprocess.run(["pkg-config", "--exists", "grpc++"]).returncode != 0:
+        missing.append("libgrpc++-dev (pkg-config grpc++)")
+    if missing:
+        print(f"error: building the C++ library needs {', '.join(missing)}; on Debian/Ubuntu: "
+              "apt-get install build-essential cmake pkg-config libgrpc++-dev libprotobuf-dev",
+              file=sys.stderr)
+        return 2
+    libdir = args.prefix.resolve() / "lib"
+    with tempfile.TemporaryDirectory(prefix="pygrpc-ffi-grpc-") as scratch:
+        project = pathlib.Path(scratch) / "src"
+        project.mkdir()
+        (project / "CMakeLists.txt").write_text(
+            "cmake_minimum_required(VERSION 3.16)\n"
+            "project(pygrpc_ffi_grpc_build CXX)\n"
+            "find_package(pygrpc_ffi CONFIG REQUIRED COMPONENTS grpc)\n")
+        build_dir = pathlib.Path(scratch) / "build"
+        configure = ["cmake", "-S", str(project), "-B", str(build_dir),
+                     "-DCMAKE_BUILD_TYPE=None", f"-DCMAKE_CXX_FLAGS={args.cxxflags}",
+                     f"-Dpygrpc_ffi_DIR={get_cmake_dir()}"]
+        compile_ = ["cmake", "--build", str(build_dir), "--target", "pygrpc_ffi_grpc",
+                    "-j", str(max(args.jobs, 1))]
+        for command in (configure, compile_):
+            print("+ " + " ".join(command), file=sys.stderr, flush=True)
+            if subprocess.run(command, stdout=sys.stderr).returncode != 0:
+                print("error: building the C++ library failed", file=sys.stderr)
+                return 1
+        (libdir / "pkgconfig").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(build_dir / "libpygrpc_ffi_grpc.a", libdir / "libpygrpc_ffi_grpc.a")
+    pc = libdir / "pkgconfig" / "pygrpc_ffi_grpc.pc"
+    pc.write_text(GRPC_LIBRARY_PC.format(libdir=libdir, includedir=get_include(),
+                                         package=PACKAGE_DIR, version=library_version()))
+    print(pc.parent)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["config"]:
@@ -402,6 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args)
     if args.command == "build-host":
         return build_host(args)
+    if args.command == "build-grpc-library":
+        return build_grpc_library(args)
     return 2  # pragma: no cover - argparse rejects other commands
 
 

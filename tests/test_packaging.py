@@ -10,6 +10,7 @@ present, ``pygrpc-ffi build-host`` must build a C++ host that serves.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pathlib
 import shutil
@@ -18,6 +19,7 @@ import sys
 import tarfile
 import zipfile
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -85,7 +87,12 @@ def test_wheel_and_sdist_contents(dists: dict[str, pathlib.Path]) -> None:
                      "pygrpc_ffi/cmake/pygrpc_ffiConfigVersion.cmake",
                      "pygrpc_ffi/host_src/CMakeLists.txt", "pygrpc_ffi/host_src/main.cc",
                      "pygrpc_ffi/host_src/h2/main.cc", "pygrpc_ffi/host_src/h2/h2_call.cc",
-                     "pygrpc_ffi/host_src/memory_budget.cc", "pygrpc_ffi/cli.py"):
+                     "pygrpc_ffi/host_src/memory_budget.cc", "pygrpc_ffi/cli.py",
+                     # the C++ library (pygrpc_ffi::grpc): its header and sources
+                     "pygrpc_ffi/include/pygrpc_ffi/grpc.hpp",
+                     "pygrpc_ffi/host_src/grpcpp/pygrpc_ffi_grpc.cmake",
+                     "pygrpc_ffi/host_src/grpcpp/python_service.cc",
+                     "pygrpc_ffi/host_src/python.cc"):
         assert required in names
     natives = [n for n in names if n.startswith("pygrpc_ffi/_native")]
     # The limited API of 3.11 (the fast path needs its buffer protocol); a
@@ -108,6 +115,8 @@ def test_wheel_and_sdist_contents(dists: dict[str, pathlib.Path]) -> None:
                      "pygrpc_ffi/_binding/unary.c", "pygrpc_ffi/_binding/unary.h",
                      "hosts/grpc_server/CMakeLists.txt", "hosts/grpc_server/h2/h2_server.cc",
                      "hosts/grpc_server/h2/README.md",
+                     "hosts/grpc_server/include/pygrpc_ffi/grpc.hpp",
+                     "hosts/grpc_server/grpcpp/pygrpc_ffi_grpc.cmake",
                      "pygrpc_ffi/cmake/pygrpc_ffiConfig.cmake"):
         assert required in members
     sources = {p.name for p in (ROOT / "csrc").glob("*.c")}
@@ -248,3 +257,208 @@ def test_build_host_against_the_installed_package(
     err = _serve_and_call([str(venv / "bin" / "pygrpc-ffi"), "serve", "examples.greeter",
                            "--listen", "127.0.0.1:0", "--engine", "cxx"], host, env)
     assert "grpcio engine" not in err
+
+
+# The C++ library (pygrpc_ffi::grpc, docs/cxx_library.md): examples/cxx_server
+# built against the installed wheel with CMake, once, under ASan + UBSan, and
+# served to a grpcio client: a compiled C++ method, Python methods of every
+# kind, the server's own fallback service, then SIGTERM.
+CXX_EXAMPLE = ROOT / "examples" / "cxx_server"
+SANITIZER_REPORTS = ("ERROR: AddressSanitizer", "runtime error:", "SUMMARY: ",
+                     "ERROR: LeakSanitizer")
+
+
+def _cxx_library_missing() -> list[str]:
+    missing = [tool for tool in ("cmake", "pkg-config", "c++", "protoc", "grpc_cpp_plugin")
+               if shutil.which(tool) is None]
+    if not missing:
+        missing += [f"{module} (pkg-config)" for module in ("grpc++", "protobuf")
+                    if subprocess.run(["pkg-config", "--exists", module]).returncode != 0]
+    return missing
+
+
+class CxxServer:
+    def __init__(self, proc: subprocess.Popen[str], address: str, greeter: object,
+                 binary: pathlib.Path, env: dict[str, str]) -> None:
+        self.proc = proc
+        self.address = address
+        self.greeter: Any = greeter
+        self.binary = binary
+        self.env = env
+
+
+@pytest.fixture(scope="module")
+def cxx_server(venv: pathlib.Path, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[CxxServer]:
+    missing = _cxx_library_missing()
+    if missing:
+        pytest.skip(f"the C++ library's example needs {', '.join(missing)} "
+                    "(scripts/setup.sh installs them)")
+    work = tmp_path_factory.mktemp("cxx_server")
+    src = work / "src"
+    shutil.copytree(CXX_EXAMPLE, src, ignore=shutil.ignore_patterns("__pycache__", "build"))
+    build = work / "build"
+    # One build for both the behaviour and "ASan clean": the library is
+    # compiled from the wheel's sources with the example's flags.
+    flags = "-fsanitize=address,undefined -fno-omit-frame-pointer -g -O1"
+    run("cmake", "-S", src, "-B", build, "-DCMAKE_BUILD_TYPE=None",
+        f"-DCMAKE_CXX_FLAGS={flags}", f"-DCMAKE_PREFIX_PATH={installed(venv, '--prefix')}",
+        timeout=300)
+    out = run("cmake", "--build", build, "-j", "2", timeout=600)
+    assert not [line for line in out.splitlines() if "warning:" in line], out
+    binary = build / "cxx_server"
+    # It links the installed shim, not the source tree's.
+    assert f"{installed(venv, '--libdir')}/libpygrpc_ffi.so" in run("ldd", binary)
+
+    # The client's message classes for the compiled Greeter.
+    stubs = work / "stubs"
+    stubs.mkdir()
+    run(sys.executable, "-m", "grpc_tools.protoc", f"-I{src}", f"--python_out={stubs}",
+        src / "greeter.proto")
+    spec = importlib.util.spec_from_file_location("cxx_greeter_pb2", stubs / "greeter_pb2.py")
+    assert spec is not None and spec.loader is not None
+    greeter = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(greeter)
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(ASAN_OPTIONS="detect_leaks=0:abort_on_error=1",
+               UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1", PYTHONMALLOC="malloc")
+    # No --venv: the library embeds the venv the wheel is installed in.
+    proc = subprocess.Popen([str(binary), "--listen", "127.0.0.1:0", "--sys-path", str(src),
+                             "--module", "chat_handlers"], cwd=work, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        line = proc.stdout.readline()
+        if not line.startswith("listening on "):
+            proc.kill()
+            pytest.fail(f"the example did not start: {line!r} {proc.communicate()[1]}")
+        yield CxxServer(proc, line.split(" ", 2)[2].strip(), greeter, binary, env)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=60)
+
+
+def test_cxx_library_compiled_method_answers_from_cxx(cxx_server: CxxServer) -> None:
+    import grpc
+
+    g = cxx_server.greeter
+    with grpc.insecure_channel(cxx_server.address) as channel:
+        say_hello = channel.unary_unary(
+            "/helloworld.Greeter/SayHello", request_serializer=g.HelloRequest.SerializeToString,
+            response_deserializer=g.HelloReply.FromString)
+        reply, call = say_hello.with_call(g.HelloRequest(name="ann"), timeout=20)
+    assert reply.message == "Hello from C++, ann!"
+    assert ("x-served-by", "c++") in tuple(call.initial_metadata())
+
+
+def test_cxx_library_python_unary_carries_metadata_and_status(cxx_server: CxxServer) -> None:
+    import grpc
+
+    with grpc.insecure_channel(cxx_server.address) as channel:
+        hello = channel.unary_unary("/cxxdemo.Chat/Hello")
+        answer, call = hello.with_call(b"bob", metadata=[("x-caller", "test")], timeout=20)
+        with pytest.raises(grpc.RpcError) as refused:
+            hello(b"", timeout=20)
+    assert answer == b"Hello from Python, bob!"
+    assert ("x-served-by", "python") in tuple(call.initial_metadata())
+    assert ("x-caller-was", "test") in tuple(call.trailing_metadata())
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details() == "a name is required"
+
+
+def test_cxx_library_python_streams_of_every_kind(cxx_server: CxxServer) -> None:
+    import grpc
+
+    with grpc.insecure_channel(cxx_server.address) as channel:
+        counted = list(channel.unary_stream("/cxxdemo.Chat/Count")(b"4", timeout=20))
+        total = channel.stream_unary("/cxxdemo.Chat/Sum")(iter([b"1", b"2", b"39"]),
+                                                          timeout=20)
+        echoed = list(channel.stream_stream("/cxxdemo.Chat/Echo")(iter([b"ab", b"cd"]),
+                                                                  timeout=20))
+    assert counted == [b"0", b"1", b"2", b"3"]
+    assert total == b"42"
+    assert echoed == [b"AB", b"CD"]
+
+
+def test_cxx_library_deadline_ends_a_python_call(cxx_server: CxxServer) -> None:
+    import grpc
+
+    with grpc.insecure_channel(cxx_server.address) as channel:
+        with pytest.raises(grpc.RpcError) as late:
+            channel.unary_unary("/cxxdemo.Chat/Wait")(b"60", timeout=0.5)
+        # The server is still serving afterwards.
+        answer = channel.unary_unary("/cxxdemo.Chat/Hello")(b"again", timeout=20)
+    assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert answer == b"Hello from Python, again!"
+
+
+def test_cxx_library_methods_without_handler_reach_the_fallback(cxx_server: CxxServer) -> None:
+    import grpc
+
+    with grpc.insecure_channel(cxx_server.address) as channel:
+        # The server's own generic service takes what Python does not serve...
+        echoed = channel.unary_unary("/legacy.Echo/Anything")(b"legacy bytes", timeout=20)
+        # ...and answers UNIMPLEMENTED to the rest.
+        with pytest.raises(grpc.RpcError) as unknown:
+            channel.unary_unary("/nope.Service/Method")(b"", timeout=20)
+    assert echoed == b"legacy bytes"
+    assert unknown.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_cxx_library_reports_a_failed_python_start_as_an_error(
+        cxx_server: CxxServer, tmp_path: pathlib.Path) -> None:
+    # pgf::grpc::StartPython throws pgf::grpc::Error; the example prints it
+    # and exits 2 (no abort, no sanitizer report).
+    result = subprocess.run([str(cxx_server.binary), "--listen", "127.0.0.1:0",
+                             "--module", "no_such_handlers_module"], cwd=tmp_path,
+                            env=cxx_server.env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("error: cannot start Python: cannot import "
+                           "no_such_handlers_module: ModuleNotFoundError"), result.stderr
+    assert not [r for r in SANITIZER_REPORTS if r in result.stderr], result.stderr
+
+
+def test_cxx_library_sigterm_stops_cleanly_without_sanitizer_reports(
+        cxx_server: CxxServer) -> None:
+    cxx_server.proc.terminate()
+    _, err = cxx_server.proc.communicate(timeout=60)
+    assert cxx_server.proc.returncode == 0, err
+    assert not [r for r in SANITIZER_REPORTS if r in err], err
+
+
+CXX_LIBRARY_PROBE = """\
+#include <pygrpc_ffi/grpc.hpp>
+#include <cstdio>
+int main() {
+  pgf::grpc::PythonService service;  // the pools start; no Python is needed for this
+  std::printf("handler: %d\\n", pgf::grpc::PythonService::HasHandler("/x.Y/Z") ? 1 : 0);
+  try {
+    pgf::grpc::PythonService second;
+  } catch (const pgf::grpc::Error& e) {
+    std::printf("second: %s\\n", e.what());
+  }
+  return 0;
+}
+"""
+
+
+def test_cxx_library_builds_for_pkg_config_users(venv: pathlib.Path,
+                                                 tmp_path: pathlib.Path) -> None:
+    missing = _cxx_library_missing()
+    if missing:
+        pytest.skip(f"the C++ library needs {', '.join(missing)} (scripts/setup.sh installs them)")
+    prefix = tmp_path / "prefix"
+    pcdir = run(venv / "bin" / "pygrpc-ffi", "build-grpc-library", "--prefix", prefix,
+                "--jobs", "2", cwd=tmp_path, timeout=600).strip()
+    assert pathlib.Path(pcdir) == prefix / "lib" / "pkgconfig"
+    env = dict(os.environ, PKG_CONFIG_PATH=pcdir)
+    flags = run("pkg-config", "--cflags", "--libs", "pygrpc_ffi_grpc", env=env).split()
+    (tmp_path / "probe.cc").write_text(CXX_LIBRARY_PROBE)
+    run("c++", "-std=c++17", "-Wall", "-Wextra", "-Werror", "probe.cc", *flags, "-o", "probe",
+        cwd=tmp_path)
+    assert run(tmp_path / "probe", cwd=tmp_path).splitlines() == [
+        "handler: 0", "second: PythonService: another PythonService is alive in this process"]
+    assert f"{installed(venv, '--libdir')}/libpygrpc_ffi.so" in run("ldd", tmp_path / "probe")

@@ -2,7 +2,10 @@
 
 #include <chrono>
 #include <cstdio>
+#include <mutex>
 #include <thread>
+
+#include "memory_budget.h"
 
 namespace pgf_host {
 
@@ -26,6 +29,58 @@ void StopPythonUsers() {
   while (h.python_users.load(std::memory_order_seq_cst) > 0) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
+}
+
+namespace {
+
+std::mutex host_mu;  // StartHost and StopHost
+bool host_running = false;
+
+}  // namespace
+
+bool StartHost(const HostConfig& config) {
+  std::lock_guard<std::mutex> lock(host_mu);
+  if (host_running) return false;
+  Host& host = GetHost();
+  host.registry = pgf_default_registry();
+  host.max_metadata_bytes = config.max_metadata_bytes;
+  host.max_queued_calls = config.max_queued_calls;
+  // What calls hold (their state, Python tasks included, and their messages)
+  // is counted against the budget; beyond it new calls are refused and
+  // writes wait (memory_budget.h).
+  HostBudget().SetLimit(config.max_memory_bytes);
+  // Never deleted: a late transport event during exit may still Post to a
+  // stopped pool (which refuses), so the objects must outlive everything.
+  // Each publishes its queue and thread counts in the shim's metrics table.
+  host.workers = new WorkerPool(config.workers, config.max_workers, "pgf-worker",
+                                PGF_POOL_HANDLERS, config.batch_workers);
+  host.service = new WorkerPool(1, 1, "pgf-service", PGF_POOL_SERVICE);
+  host.streams = new WorkerPool(2, 16, "pgf-stream", PGF_POOL_STREAMS, config.batch_workers);
+  host_running = true;
+  return true;
+}
+
+bool HostRunning() {
+  std::lock_guard<std::mutex> lock(host_mu);
+  return host_running;
+}
+
+void StopHost() {
+  std::lock_guard<std::mutex> lock(host_mu);
+  if (!host_running) return;
+  Host& host = GetHost();
+  // Nothing dispatches any more; finish what is queued.
+  host.workers->Stop();
+  host.streams->Stop();
+  // gRPC C++ may drop its last slice references (and so release payloads)
+  // shortly after its server is gone; the nghttp2 transport holds none.
+  auto buffers_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (host.outstanding_buffers.load(std::memory_order_acquire) > 0 &&
+         std::chrono::steady_clock::now() < buffers_deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  host.service->Stop();
+  host_running = false;
 }
 
 namespace {

@@ -50,6 +50,30 @@ void StopPythonUsers();
 
 Host& GetHost();
 
+// The limits and pools a transport serves with: the hosts' options, and
+// pgf::grpc::ServiceOptions (include/pygrpc_ffi/grpc.hpp).
+struct HostConfig {
+  int workers = 4;
+  int max_workers = 64;
+  bool batch_workers = true;
+  size_t max_metadata_bytes = 16 * 1024;
+  size_t max_queued_calls = 1000;
+  size_t max_memory_bytes = size_t{1} << 30;
+};
+
+// Sets the registry (pgf_default_registry), the limits and the memory
+// budget, and starts the pools (handlers, streams, service).  False, with
+// nothing changed, while pools started before are still running.
+bool StartHost(const HostConfig& config);
+
+// Whether StartHost ran and StopHost has not.
+bool HostRunning();
+
+// After the transport stopped (no call runs or starts): the pools finish
+// what they have queued and stop, after waiting (up to 2 s) for the
+// transport to drop the response buffers it still holds.  Idempotent.
+void StopHost();
+
 // release(ctx), run on the service pool (inline if it has stopped, or if it
 // only frees memory: pgf_release_never_blocks).  Safe from any thread,
 // including gRPC's.

@@ -11,8 +11,7 @@
 #include <thread>
 
 #include "host.h"
-#include "memory_budget.h"
-#include "worker_pool.h"
+#include "python.h"
 
 namespace pgf_host {
 namespace {
@@ -49,7 +48,7 @@ void Watchdog(const sigset_t* sigs, double limit_seconds, const std::atomic<bool
 
 int Fail(bool python_started, const std::string& message) {
   std::fprintf(stderr, "error: %s\n", message.c_str());
-  if (python_started) pgf_python_stop();
+  if (python_started) StopPython();
   return 2;
 }
 
@@ -81,53 +80,38 @@ int Serve(const Options& opts, Transport* transport, const RegisterHandlers& reg
     return Fail(false, "libpygrpc_ffi implements ABI " + std::to_string(pgf_abi_version()) +
                            ", this server needs " + std::to_string(PGF_ABI_VERSION));
   }
-  Host& host = GetHost();
-  host.registry = pgf_default_registry();
-  host.max_metadata_bytes = static_cast<size_t>(opts.max_metadata_bytes);
-  host.max_queued_calls = static_cast<size_t>(opts.max_queued_calls);
-  // What calls hold (their state, Python tasks included, and their messages)
-  // is counted against --max-memory-bytes; beyond it new calls are refused
-  // and writes wait (memory_budget.h).
-  HostBudget().SetLimit(static_cast<size_t>(opts.max_memory_bytes));
-  // The same bound for async handlers' calls waiting for the event loop,
-  // which never wait for a worker (pygrpc_ffi/_runtime/loop_calls.py reads it).
-  setenv("PYGRPC_FFI_MAX_QUEUED_CALLS", std::to_string(opts.max_queued_calls).c_str(), 1);
-
   if (register_handlers) {
-    std::string error = register_handlers(host.registry);
+    std::string error = register_handlers(pgf_default_registry());
     if (!error.empty()) return Fail(false, error);
   }
 
+  // --venv, --sys-path, --module (python.h; the gRPC C++ library's
+  // pgf::grpc::StartPython is the same code).
   bool python = !opts.modules.empty();
   if (python) {
-    if (pgf_python_start(opts.venv.empty() ? nullptr : opts.venv.c_str(),
-                         opts.sys_path.empty() ? nullptr : opts.sys_path.c_str()) != PGF_OK) {
-      return Fail(false, pgf_python_error());
-    }
-    for (const std::string& m : opts.modules) {
-      if (pgf_python_import(m.c_str()) != PGF_OK) return Fail(true, pgf_python_error());
-    }
+    std::string error = StartPython(opts.venv, opts.sys_path, opts.modules,
+                                    static_cast<size_t>(opts.max_queued_calls));
+    if (!error.empty()) return Fail(false, error);
+  } else {
+    // Async handlers registered by C code get the same queue bound.
+    setenv("PYGRPC_FFI_MAX_QUEUED_CALLS", std::to_string(opts.max_queued_calls).c_str(), 1);
   }
 
-  // Never deleted: a late transport event during exit may still Post to a
-  // stopped pool (which refuses), so the objects must outlive everything.
-  // Each publishes its queue and thread counts in the shim's metrics table.
-  WorkerPool& workers =
-      *new WorkerPool(opts.workers, opts.max_workers, "pgf-worker", PGF_POOL_HANDLERS,
-                      opts.batch_workers);
-  WorkerPool& service = *new WorkerPool(1, 1, "pgf-service", PGF_POOL_SERVICE);
-  WorkerPool& streams =
-      *new WorkerPool(2, 16, "pgf-stream", PGF_POOL_STREAMS, opts.batch_workers);
-  host.workers = &workers;
-  host.service = &service;
-  host.streams = &streams;
+  // The limits, the memory budget and the pools (host.h; the gRPC C++
+  // library's PythonService starts them the same way).
+  HostConfig config;
+  config.workers = opts.workers;
+  config.max_workers = opts.max_workers;
+  config.batch_workers = opts.batch_workers;
+  config.max_metadata_bytes = static_cast<size_t>(opts.max_metadata_bytes);
+  config.max_queued_calls = static_cast<size_t>(opts.max_queued_calls);
+  config.max_memory_bytes = static_cast<size_t>(opts.max_memory_bytes);
+  StartHost(config);
 
   int port = 0;
   std::string error;
   if (!transport->Start(opts, &port, &error)) {
-    workers.Stop();
-    streams.Stop();
-    service.Stop();
+    StopHost();
     return Fail(python, error);
   }
 
@@ -137,9 +121,9 @@ int Serve(const Options& opts, Transport* transport, const RegisterHandlers& reg
   int sig = 0;
   sigwait(&sigs, &sig);
 
-  if (python && !opts.stop_module.empty() &&
-      pgf_python_import(opts.stop_module.c_str()) != PGF_OK) {
-    std::fprintf(stderr, "error: %s\n", pgf_python_error());
+  if (python && !opts.stop_module.empty()) {
+    std::string error = ImportPythonModule(opts.stop_module);
+    if (!error.empty()) std::fprintf(stderr, "error: %s\n", error.c_str());
   }
   if (opts.drain_seconds > 0) {
     // Still serving while load balancers take the endpoint out; a second
@@ -156,24 +140,9 @@ int Serve(const Options& opts, Transport* transport, const RegisterHandlers& reg
   // In-flight calls get the grace period; then they are cancelled, and
   // Shutdown returns once every call is done.
   transport->Shutdown(opts.grace_seconds);
-  // Nothing dispatches any more; finish what is queued.
-  workers.Stop();
-  streams.Stop();
-  // gRPC C++ may drop its last slice references (and so release payloads)
-  // shortly after its server is gone; the nghttp2 transport holds none.
-  auto buffers_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-  while (host.outstanding_buffers.load(std::memory_order_acquire) > 0 &&
-         std::chrono::steady_clock::now() < buffers_deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  service.Stop();
-
-  if (python) {
-    // A late release (gRPC may drop a slice at any time) must not take the
-    // GIL while, or after, Py_FinalizeEx runs.
-    StopPythonUsers();
-    pgf_python_stop();
-  }
+  // Nothing dispatches any more: the pools finish what is queued and stop.
+  StopHost();
+  if (python) StopPython();
   stopped.store(true);
   watchdog.join();
   return 0;

@@ -78,18 +78,17 @@ bool GrpcppTransport::Start(const Options& opts, int* port, std::string* error) 
     builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, opts.keepalive_timeout_ms);
   }
   builder.RegisterCallbackGenericService(&generic_);
-  builder.SetMaxReceiveMessageSize(opts.max_message_size);
-  builder.SetMaxSendMessageSize(opts.max_message_size);
-  builder.SetCompressionAlgorithmSupportStatus(GRPC_COMPRESS_DEFLATE, true);
-  builder.SetCompressionAlgorithmSupportStatus(GRPC_COMPRESS_GZIP, true);
+  // The message and metadata limits, BDP probing off, gzip and deflate: what
+  // the library offers embedders for their own builder.
+  pgf::grpc::ServiceOptions limits;
+  limits.max_message_size = opts.max_message_size;
+  limits.max_metadata_bytes = static_cast<size_t>(opts.max_metadata_bytes);
+  pgf::grpc::ConfigureServerBuilder(builder, limits);
   // Without --reuse-port a second server on the same port fails to bind
   // instead of silently sharing it.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, opts.reuse_port ? 1 : 0);
   // Per connection; beyond it the client's new streams wait (or are refused).
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, opts.max_concurrent_streams);
-  // gRPC 1.51 enforces this only once the client has ACKed our SETTINGS;
-  // the reactor enforces it again for every call (reactor.cc).
-  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, opts.max_metadata_bytes);
   // Connections: keepalive finds dead peers; pings are policed; idle and old
   // connections are closed, so nothing a client opens (half-open streams
   // included) is held forever.
@@ -104,11 +103,6 @@ bool GrpcppTransport::Start(const Options& opts, int* port, std::string* error) 
   builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, opts.max_connection_age_ms);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
                              opts.max_connection_age_grace_ms);
-  // No BDP probing: with it gRPC grows a stream's receive window to several
-  // MiB (measured: 4-5.5 MiB accepted per stream whose handler never
-  // reads); without it a stream takes one HTTP/2 window (64 KiB) ahead of
-  // its handler's reads.  grpcio_server.py does the same for grpcio.
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   // What gRPC may allocate for connections and calls (buffers, streams).
   quota_ = std::make_unique<grpc::ResourceQuota>("pygrpc_ffi_server");
   quota_->Resize(static_cast<size_t>(opts.max_memory_bytes));

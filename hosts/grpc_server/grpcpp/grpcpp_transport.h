@@ -1,5 +1,6 @@
-// The gRPC C++ transport: a grpc::Server whose generic callback service
-// hands every call to a CallReactor (reactor.h).
+// The gRPC C++ transport: a grpc::Server whose generic callback service is
+// the library's pgf::grpc::PythonService (include/pygrpc_ffi/grpc.hpp), as
+// an embedder's server would register it.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -9,7 +10,7 @@
 #include <string>
 
 #include "../main.h"
-#include "reactor.h"
+#include "pygrpc_ffi/grpc.hpp"
 
 namespace pgf_host {
 
@@ -21,7 +22,8 @@ class GrpcppTransport final : public Transport {
 
  private:
   // Destroyed in reverse: the server before what it uses.
-  GenericService generic_;
+  // Serves with the pools main.cc started (Serve).
+  pgf::grpc::PythonService generic_{pgf::grpc::PythonService::UseRunningHost{}};
   grpc::ServerBuilder builder_;
   std::unique_ptr<grpc::ResourceQuota> quota_;
   std::unique_ptr<grpc::Server> server_;

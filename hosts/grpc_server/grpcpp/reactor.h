@@ -1,5 +1,7 @@
 // One RPC of any kind, served through the generic callback API and driven by
-// the pgf_call's stream (csrc/pygrpc_ffi.h, "streams").
+// the pgf_call's stream (csrc/pygrpc_ffi.h, "streams").  Created by
+// pgf::grpc::PythonService (python_service.cc, the library's generic
+// service), which both the gRPC C++ host and embedders register.
 #pragma once
 
 #include <grpcpp/generic/async_generic_service.h>
@@ -138,14 +140,6 @@ class CallReactor final : public grpc::ServerGenericBidiReactor {
   // and a nonblocking handler completed there may write at once.
   std::recursive_mutex send_mu_;
   bool md_copied_ = false;
-};
-
-class GenericService final : public grpc::CallbackGenericService {
- public:
-  grpc::ServerGenericBidiReactor* CreateReactor(
-      grpc::GenericCallbackServerContext* ctx) override {
-    return new CallReactor(ctx);
-  }
 };
 
 }  // namespace pgf_host
