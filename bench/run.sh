@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark suite, one command:  bash bench/run.sh [--quick]
-# Sets up the project, installs what the bench needs (matplotlib; perf via
-# apt if missing), builds the bench's own cffi module into build/bench/,
-# runs every section and writes bench/results/ (RESULTS.md, *.png, *.json).
+# Sets up the project, installs what the bench needs (matplotlib, the peer
+# pygrpc-native; perf via apt if missing), builds the bench's own cffi
+# module into build/bench/, runs every section and writes bench/results/
+# (RESULTS.md, PEERS.md, *.png, *.json).
 # --quick: a short smoke run, written to build/bench/results-quick/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,10 @@ PY=$PWD/.venv/bin/python
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
 $PY -c 'import matplotlib' 2>/dev/null || $PY -m pip install -q matplotlib
+# The peer users would pick instead of us (bench/peers.py), pinned.
+PEER_NATIVE=pygrpc-native==0.5.0
+$PY -m pip show pygrpc-native 2>/dev/null | grep -q '^Version: 0.5.0$' \
+    || $PY -m pip install -q "$PEER_NATIVE"
 need=()
 command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v perf >/dev/null || need+=(linux-perf)
@@ -44,6 +49,7 @@ echo "== 5. memory";               $PY -m bench.memory "${QUICK[@]}" --out "$RES
 echo "== profile";                 $PY -m bench.profile "${QUICK[@]}" --out "$RESULTS/profile.json"
 echo "== 3-4. end to end";         $PY -m bench.e2e "${QUICK[@]}" --out "$RESULTS/e2e.json"
 echo "== 6. streams";              $PY -m bench.streams "${QUICK[@]}" --out "$RESULTS/streams.json"
+echo "== 7. every shape, every peer"; $PY -m bench.peers "${QUICK[@]}" --out "$RESULTS/peers.json"
 echo "== report"
 $PY -m bench.report --results "$RESULTS"
 echo "bench: done in $(( $(date +%s) - started )) s; see $RESULTS/RESULTS.md"
