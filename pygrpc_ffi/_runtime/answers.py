@@ -153,16 +153,6 @@ def finish_ok(call: Any, result: Any, binding: Any) -> None:
     calls.finish_quietly(call, 0)
 
 
-def plain_payload(response: GrpcResponse) -> bytes | None:
-    """The payload of a GrpcResponse that is nothing but ``bytes`` (no
-    metadata, no compression), else None."""
-    payload = response.payload
-    if type(payload) is bytes and not (response.metadata or response.trailers
-                                       or response.compress):
-        return payload
-    return None
-
-
 def response_payload(address: int, response: GrpcResponse, binding: Any) -> bytes | None:
     """For a :class:`GrpcResponse` whose payload is ``bytes``: adds its
     metadata to the call at ``address`` and returns the payload, for C to

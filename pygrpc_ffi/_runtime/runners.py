@@ -26,7 +26,6 @@ from .answers import (
     finish,
     finish_error,
     finish_ok,
-    plain_payload,
     response_payload,
 )
 from .c_builtins import finish_taken as _finish_taken
@@ -262,8 +261,12 @@ def end_async(pending: AsyncCall, exc: BaseException | None, result: Any) -> Non
             release_request(request, outlives)
             del request
         if call is None:  # taken from the loop queue
-            if type(result) is GrpcResponse and (plain := plain_payload(result)) is not None:
-                result = plain
+            if exc is None and type(result) is GrpcResponse and binding.on_finish is None:
+                # Its metadata into the call; its bytes then go as a bytes answer's.
+                payload = response_payload(pending.address, result, binding)
+                if payload is None:
+                    return  # answered there (or failed); the reference goes below
+                result = payload
             if exc is None and type(result) is bytes and binding.on_finish is None:
                 _untrack(pending)
                 dropped = True
