@@ -366,6 +366,17 @@ def host_sources() -> pathlib.Path | None:
     return None
 
 
+def _run_build(commands: Sequence[list[str]], what: str) -> bool:
+    """Runs CMake's configure and build commands, echoed to stderr; False
+    (with an error line naming ``what``) at the first that fails."""
+    for command in commands:
+        print("+ " + " ".join(command), file=sys.stderr, flush=True)
+        if subprocess.run(command, stdout=sys.stderr).returncode != 0:
+            print(f"error: building {what} failed", file=sys.stderr)
+            return False
+    return True
+
+
 def build_host(args: argparse.Namespace) -> int:
     sources = host_sources()
     if sources is None:
@@ -391,11 +402,8 @@ def build_host(args: argparse.Namespace) -> int:
                      f"-Dpygrpc_ffi_DIR={get_cmake_dir()}"]
         compile_ = ["cmake", "--build", str(build_dir), "--target", HOST_BINARY_NAME,
                     "-j", str(max(args.jobs, 1))]
-        for command in (configure, compile_):
-            print("+ " + " ".join(command), file=sys.stderr, flush=True)
-            if subprocess.run(command, stdout=sys.stderr).returncode != 0:
-                print("error: building the C++ host failed", file=sys.stderr)
-                return 1
+        if not _run_build((configure, compile_), "the C++ host"):
+            return 1
         output.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(build_dir / HOST_BINARY_NAME, output)
     print(output)
@@ -445,11 +453,8 @@ def build_grpc_library(args: argparse.Namespace) -> int:
                      f"-Dpygrpc_ffi_DIR={get_cmake_dir()}"]
         compile_ = ["cmake", "--build", str(build_dir), "--target", "pygrpc_ffi_grpc",
                     "-j", str(max(args.jobs, 1))]
-        for command in (configure, compile_):
-            print("+ " + " ".join(command), file=sys.stderr, flush=True)
-            if subprocess.run(command, stdout=sys.stderr).returncode != 0:
-                print("error: building the C++ library failed", file=sys.stderr)
-                return 1
+        if not _run_build((configure, compile_), "the C++ library"):
+            return 1
         (libdir / "pkgconfig").mkdir(parents=True, exist_ok=True)
         shutil.copy2(build_dir / "libpygrpc_ffi_grpc.a", libdir / "libpygrpc_ffi_grpc.a")
     pc = libdir / "pkgconfig" / "pygrpc_ffi_grpc.pc"
