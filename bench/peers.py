@@ -13,7 +13,8 @@ as the issue's table did):
 - unary calls/s: h2load, 4 connections x 16 streams, 16 B echo;
 - server CPU seconds per 1000 calls, from /proc over the same window;
 - p50/p99 latency at a fixed offered load, the same for every server: half
-  the slowest row's peak (bench/stream_client.cc --mode unary, open loop);
+  the slowest row's peak (bench/stream_client.cc --mode unary, open loop;
+  raw-bytes rows only, so not the typed ones);
 - server streams of 100 x 16 B: h2load, streams/s x 100 = messages/s;
 - bidi echo messages/s: bench/stream_client.cc, 16 streams.
 
@@ -190,12 +191,14 @@ def measure(server: Server, row: Row, body: pathlib.Path, seconds: float,
 
 
 def latency(address: str, row: Row, rate: float, seconds: float) -> tuple[float, float, int]:
+    """(p50 µs, p99 µs, errors) of the open-loop client at ``rate`` calls/s;
+    NaN for rows whose request is not raw bytes (the client sends 16 raw B)."""
+    if row.body != PAYLOAD:
+        return float("nan"), float("nan"), 0
     out = subprocess.run([str(build_client()), "--target", address, "--method", row.path,
                           "--mode", "unary", "--rate", f"{rate:.0f}", "--seconds", str(seconds),
                           "--payload", str(len(PAYLOAD))],
                          capture_output=True, text=True, timeout=seconds + 60)
-    if row.body != PAYLOAD:  # the client sends raw bytes; typed rows have their own
-        return float("nan"), float("nan"), 0
     report = json.loads(out.stdout.strip().splitlines()[-1])
     return float(report["p50_us"]), float(report["p99_us"]), int(report["errors"])
 
@@ -207,8 +210,9 @@ def _ratio(num: str, den: str | Sequence[str]) -> Callable[[dict[str, float]], f
     dens = [den] if isinstance(den, str) else list(den)
 
     def ratio(best: dict[str, float]) -> float:
-        bottom = max(best.get(d, 0.0) for d in dens)
-        return best.get(num, 0.0) / bottom if bottom else float("nan")
+        """NaN when a row it needs was not run (or failed)."""
+        top, bottom = best.get(num, 0.0), max(best.get(d, 0.0) for d in dens)
+        return top / bottom if top and bottom else float("nan")
     return ratio
 
 
@@ -345,6 +349,9 @@ def markdown(report: dict[str, Any]) -> str:
                      + f" | {cpu[len(cpu) // 2]:.1f} | {lat[0]} | {lat[1]} |")
     lines += ["", "| verdict | ratio | target | |", "|---|---:|---:|---|"]
     for v in report["verdicts"]:
+        if v["ratio"] != v["ratio"]:  # NaN: a row it needs did not run
+            lines.append(f"| {v['verdict']} | n/a | {v['target']:g} | not run |")
+            continue
         lines.append(f"| {v['verdict']} | {v['ratio']:.2f} | {v['target']:g} | "
                      f"{'met' if v['met'] else '**missed**'} |")
     return "\n".join(lines) + "\n"
