@@ -90,8 +90,8 @@ def set_response(call: Any, result: Any) -> None:
     compress = False
     if isinstance(result, GrpcResponse):
         payload = payload_of(result.payload)
-        add_metadata(call, result.metadata, calls.add_initial_metadata, "initial")
-        add_metadata(call, result.trailers, calls.add_trailing_metadata, "trailing")
+        _add_response_entries(call, result.metadata, False)
+        _add_response_entries(call, result.trailers, True)
         compress = result.compress
     else:
         payload = payload_of(result)
@@ -110,8 +110,8 @@ def set_response(call: Any, result: Any) -> None:
 
 
 def _add_response_entries(call: Any, metadata: Any, trailing: bool) -> None:
-    """add_metadata of a response's metadata; a dict's plain text entries
-    in one crossing into C."""
+    """add_metadata of a response's metadata or trailers (the one place that
+    writes them); a dict's plain text entries in one crossing into C."""
     if type(metadata) is dict:
         added = _add_text_metadata(address_of(call), metadata, trailing)
         if added == len(metadata):
