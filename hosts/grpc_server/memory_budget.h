@@ -75,8 +75,9 @@ class MemoryBudget {
   // waiting in its read), 4,000 on 4 connections: RSS +24.2 KiB per stream
   // (gRPC's stream and call state ~18.9 KiB, measured on the C echo, plus
   // the Python task, call and iterator ~5.3 KiB); 32 KiB leaves room for
-  // the two copied messages of up to kUncountedMessage bytes a stream may
-  // hold and for allocator slack.
+  // the copied messages of up to kUncountedMessage bytes a stream may hold
+  // (two in the gRPC C++ host, H2Call::kEarlyWrites = 4 in the product
+  // host) and for allocator slack.
   static constexpr size_t kCallCost = 32 * 1024;
   // One HTTP/2 stream window: the request bytes a client may send ahead of
   // a handler that does not read (measured: 63 KiB accepted per stream).

@@ -5,7 +5,7 @@ makes them hold, for the host's memory budget (--max-memory-bytes)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pygrpc_ffi as pgf
 
@@ -47,6 +47,31 @@ async def stream(request: pgf.GrpcRequest) -> AsyncIterator[bytes]:
     count, size = map(int, bytes(request.payload).split())
     for i in range(count):
         yield bytes([i % 256]) * size
+
+
+# Messages the Counted streams made, by stream kind ("sync" or "async").
+produced = {"sync": 0, "async": 0}
+
+
+@service.method(BUDGET, "Counted", response_streaming=True)
+def counted(request: pgf.GrpcRequest) -> Iterator[bytes]:
+    """16-byte messages until the client goes, each counted as it is made."""
+    while True:
+        produced["sync"] += 1
+        yield b"0123456789abcdef"
+
+
+@service.method(BUDGET, "AsyncCounted", response_streaming=True)
+async def async_counted(request: pgf.GrpcRequest) -> AsyncIterator[bytes]:
+    while True:
+        produced["async"] += 1
+        yield b"0123456789abcdef"
+
+
+@service.method(BUDGET, "Produced")
+def produced_count(request: pgf.GrpcRequest) -> bytes:
+    """How many messages the Counted stream of kind PAYLOAD made so far."""
+    return str(produced[bytes(request.payload).decode()]).encode()
 
 
 @service.method(BUDGET, "Ping")

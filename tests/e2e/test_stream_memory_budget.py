@@ -312,6 +312,39 @@ def test_unread_async_server_streams_stay_within_the_budget(host: Host) -> None:
     assert serves_soon(host)
 
 
+# The product host completes the writes of up to four small messages
+# (copied) before they are sent (H2Call::kEarlyWrites); the fifth write
+# waits until one is sent.
+EARLY_WRITES = 4
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_small_messages_to_a_client_with_no_window_hold_the_handler_after_a_few(
+        host: Host, kind: str) -> None:
+    # Each write of a small message completes before it is sent, so that a
+    # handler makes its next ones while the host sends; to a client whose
+    # window stays zero, only a handful may be made before a write waits.
+    client = ZeroWindowClient(host.address)
+    method = "Counted" if kind == "sync" else "AsyncCounted"
+    try:
+        client.request(f"/e2e.Budget/{method}", b"")
+        with grpc.insecure_channel(host.address) as channel:
+            produced = channel.unary_unary("/e2e.Budget/Produced")
+
+            def count() -> int:
+                return int(produced(kind.encode(), timeout=10))
+
+            assert wait_for(lambda: count() > 0, 10)
+            time.sleep(1)  # a handler that is not held makes thousands meanwhile
+            made = count()
+            print(f"{kind} handler, zero-window client: {made} messages made")
+            # Up to EARLY_WRITES completed early, and the one whose write waits.
+            assert 2 <= made <= EARLY_WRITES + 1
+    finally:
+        client.close()
+    assert legitimate_call(host) is not None
+
+
 def test_a_handler_that_never_reads_accepts_one_window_per_stream(host: Host) -> None:
     # With BDP probing gRPC grew such a stream's window to several MiB
     # (4-5.5 MiB measured, issue 24); without it the client may send one

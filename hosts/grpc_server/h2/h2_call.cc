@@ -269,8 +269,8 @@ bool H2Call::TakeWrite(bool on_handler_thread) {
   // other is unsent: the handler makes its next message while the loop
   // sends this one (as the gRPC host does), and its next write waits until
   // this one is sent, so a stream holds at most two messages in the host.
-  bool first = unsent_.fetch_add(1, std::memory_order_acq_rel) == 0;
-  if (on_handler_thread && first && t.len <= MemoryBudget::kUncountedMessage &&
+  bool room = unsent_.fetch_add(1, std::memory_order_acq_rel) < kEarlyWrites;
+  if (on_handler_thread && room && t.len <= MemoryBudget::kUncountedMessage &&
       (t.release == nullptr || pgf_call_nonblocking(call_) ||
        pgf_release_never_blocks(t.release, t.ctx))) {
     t.copy = static_cast<uint8_t*>(std::malloc(t.len + 1));
@@ -644,10 +644,14 @@ void H2Call::OnOutSent() {
     SubmitTrailers();
     return;
   }
-  if (write_event_) {
-    write_event_ = false;
-    StartHandlerWrite();
+  // Any message taken meanwhile goes next (up to kEarlyWrites + 1 wait).
+  bool more = write_event_;
+  write_event_ = false;
+  if (!more) {
+    std::lock_guard<std::mutex> lock(taken_mu_);
+    more = !taken_.empty();
   }
+  if (more) StartHandlerWrite();
   MaybeEnd();
 }
 

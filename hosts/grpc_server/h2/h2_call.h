@@ -153,8 +153,13 @@ class H2Call {
   bool handler_write_in_flight_ = false;
   // A response message was charged (rule 2); set on the handler's thread.
   std::atomic<bool> response_charged_{false};
-  // Writes taken on the handler's thread, for the loop: at most two (one
-  // completed early, the next waits until it is sent).
+  // Small messages (up to MemoryBudget::kUncountedMessage, copied) a
+  // handler may have written and not yet sent, each write completed as it
+  // is taken: the handler makes its next messages while the loop sends
+  // these; one more write waits until a message is sent.
+  static constexpr int kEarlyWrites = 4;
+  // Writes taken on the handler's thread, for the loop: at most
+  // kEarlyWrites + 1.
   std::mutex taken_mu_;
   std::deque<Taken> taken_;
   // Handler messages taken and not yet sent (or failed).
