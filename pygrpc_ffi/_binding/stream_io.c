@@ -11,6 +11,11 @@
  *       and waits until the host completed it; the pgf_call_write_wait code.
  *       The bytes stay exported until the host is done with them (lent up
  *       to 1 KiB, owned with a release callback beyond).
+ *   write_message_async(call_address, payload, loop) -> int | Future
+ *       An async handler's write: the code if it ended at once (a small
+ *       message the host copied as it took it: no future, no hop), else a
+ *       future of `loop` that the completion resolves with the code, through
+ *       the function given to set_write_resolver.
  *
  * The address is the handler's pgf_call, which the caller keeps referenced.
  * Included by cffi's set_source after unary.c (build.py). */
@@ -100,6 +105,132 @@ static PyObject *stream_write_message(PyObject *self, PyObject *const *args,
     return PyLong_FromLong(rc);
 }
 
+/* ------------------------------------------ writes of async handlers */
+
+/* An async handler's write: completed inline (the host copied a small
+ * message as it took it, on the writer's thread) it costs no future; else
+ * the writer awaits a future the completion resolves later, from a host
+ * thread, through `late_resolver`.  Whichever of the writer and the
+ * completion comes second ends the write (`phase`). */
+enum { WRITE_IN_CALL = 0, WRITE_COMPLETED = 1, WRITE_AWAITED = 2 };
+
+typedef struct {
+    int phase;          /* atomic */
+    int result;         /* the completion's, read after `phase` */
+    int lent;           /* view holds the handler's bytes until completion */
+    Py_buffer view;
+    PyObject *future;   /* WRITE_AWAITED: the writer's, resolved later */
+} async_write;
+
+static PyObject *late_resolver;  /* resolver(future, result), set once */
+
+static void async_write_free(async_write *w) {  /* with the GIL */
+    if (w->lent)
+        PyBuffer_Release(&w->view);
+    Py_XDECREF(w->future);
+    free(w);
+}
+
+static void async_write_done(pgf_call *call, int result, void *user_data) {
+    (void)call;
+    async_write *w = user_data;
+    w->result = result;
+    int expected = WRITE_IN_CALL;
+    if (__atomic_compare_exchange_n(&w->phase, &expected, WRITE_COMPLETED, 0,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return;  /* the writer has not looked yet: it ends the write */
+    if (!Py_IsInitialized())
+        return;  /* Python is gone: so is everything that waited */
+    PyGILState_STATE gil = PyGILState_Ensure();
+    if (w->future != NULL && late_resolver != NULL) {
+        PyObject *code = PyLong_FromLong(result);
+        PyObject *r = code ? PyObject_CallFunctionObjArgs(late_resolver, w->future,
+                                                          code, NULL)
+                           : NULL;
+        if (r == NULL)
+            PyErr_WriteUnraisable(late_resolver);
+        Py_XDECREF(r);
+        Py_XDECREF(code);
+    }
+    async_write_free(w);
+    PyGILState_Release(gil);
+}
+
+static PyObject *stream_write_message_async(PyObject *self, PyObject *const *args,
+                                            Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError,
+                        "write_message_async(call_address, payload, loop)");
+        return NULL;
+    }
+    pgf_call *call = call_at_address(args[0]);
+    if (call == NULL)
+        return NULL;
+    async_write *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return PyErr_NoMemory();
+    if (PyObject_GetBuffer(args[1], &w->view, PyBUF_SIMPLE) != 0) {
+        free(w);
+        return NULL;
+    }
+    int rc;
+    if ((size_t)w->view.len <= LEND_AT_MOST) {
+        /* Lent: the host copies a message this small as it takes it; one it
+         * holds (sent later) keeps the view until the completion. */
+        w->lent = 1;
+        rc = pgf_call_write(call, (const uint8_t *)w->view.buf, (size_t)w->view.len,
+                            NULL, NULL, async_write_done, w);
+    } else {
+        /* Owned, with a release the host runs when it is done with the
+         * bytes: a write held by the transport never pins the handler. */
+        owned_payload *owned = malloc(sizeof(*owned));
+        if (owned == NULL) {
+            PyBuffer_Release(&w->view);
+            free(w);
+            return PyErr_NoMemory();
+        }
+        owned->view = w->view;  /* the export moves to `owned` */
+        rc = pgf_call_write(call, (const uint8_t *)owned->view.buf,
+                            (size_t)owned->view.len, release_owned, owned,
+                            async_write_done, w);
+    }
+    if (rc != PGF_OK) {  /* no completion will come; the release ran */
+        async_write_free(w);
+        return PyLong_FromLong(rc);
+    }
+    if (__atomic_load_n(&w->phase, __ATOMIC_ACQUIRE) == WRITE_IN_CALL) {
+        /* Not completed yet: the future to await, made before the write is
+         * handed to its completion (which may run on a host thread now). */
+        PyObject *future = PyObject_CallMethod(args[2], "create_future", NULL);
+        w->future = future;  /* NULL: the completion only frees the write */
+        int expected = WRITE_IN_CALL;
+        if (__atomic_compare_exchange_n(&w->phase, &expected, WRITE_AWAITED, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            if (future != NULL)
+                Py_INCREF(future);  /* one for the caller, one for w */
+            return future;
+        }
+        w->future = NULL;
+        Py_XDECREF(future);
+        PyErr_Clear();  /* completed meanwhile: no future needed after all */
+    }
+    rc = w->result;
+    async_write_free(w);
+    return PyLong_FromLong(rc);
+}
+
+/* set_write_resolver(fn): fn(future, result) resolves an async write's
+ * future from the host thread that completed it (with the GIL). */
+static PyObject *stream_set_write_resolver(PyObject *self, PyObject *fn) {
+    (void)self;
+    PyObject *old = late_resolver;
+    Py_INCREF(fn);
+    late_resolver = fn;
+    Py_XDECREF(old);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef stream_io_methods[] = {
     {"read_message", stream_read_message, METH_O,
      "The next request message (a view that owns it), or the code that ended "
@@ -107,6 +238,12 @@ static PyMethodDef stream_io_methods[] = {
     {"write_message", (PyCFunction)(void (*)(void))stream_write_message,
      METH_FASTCALL, "Writes one response message and waits for the host; the "
      "pgf_call_write_wait code."},
+    {"write_message_async", (PyCFunction)(void (*)(void))stream_write_message_async,
+     METH_FASTCALL, "Writes one response message of an async handler: the "
+     "code if the write ended at once, else a future of the loop for it."},
+    {"set_write_resolver", stream_set_write_resolver, METH_O,
+     "Sets fn(future, result), which resolves an async write's future from "
+     "the thread that completed it."},
     {NULL, NULL, 0, NULL},
 };
 

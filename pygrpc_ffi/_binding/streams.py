@@ -1,5 +1,6 @@
 """Streams: the host's side (events, pushed requests, taken writes) and the
-async handler's side (reads and writes completed through trampolines)."""
+async handler's reads (completed through a trampoline; its writes are
+_runtime/c_builtins.write_message_async)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 from .._native import ffi, lib
 from .base import NULL, OK, PgfError, copy_bytes, ensure
-from .trampolines import READ_DONE, RELEASE_BUFFER, STREAM_EVENT, WRITE_DONE
+from .trampolines import READ_DONE, STREAM_EVENT
 
 
 def set_stream(call: Any, handle: Any) -> None:
@@ -62,21 +63,6 @@ def read(call: Any, handle: Any) -> None:
     rc = lib.pgf_call_read(call, READ_DONE, handle)
     if rc != OK:  # ensure(), inline: once per message
         raise PgfError(rc, "pgf_call_read")
-
-
-def write(call: Any, buf: Any, release_ctx: Any, handle: Any) -> None:
-    """Queues one response message: ``buf`` (None: empty) OWNED by the call
-    if ``release_ctx`` is a handle of it, else BORROWED until the write
-    completes; the write-done trampoline gets ``handle`` then."""
-    if buf is None:
-        rc = lib.pgf_call_write(call, NULL, 0, NULL, NULL, WRITE_DONE, handle)
-    elif release_ctx is None:
-        rc = lib.pgf_call_write(call, buf, len(buf), NULL, NULL, WRITE_DONE, handle)
-    else:
-        rc = lib.pgf_call_write(call, buf, len(buf), RELEASE_BUFFER, release_ctx,
-                                WRITE_DONE, handle)
-    if rc != OK:  # ensure(), inline: once per message
-        raise PgfError(rc, "pgf_call_write")
 
 
 def send_initial_metadata_quietly(call: Any) -> None:

@@ -26,6 +26,13 @@ read_message: Callable[[int], memoryview | int] = _builtins["read_message"]
 #: write_message(call address, payload) -> the pgf_call_write_wait code,
 #: once the host completed the write.
 write_message: Callable[[int, Any], int] = _builtins["write_message"]
+#: write_message_async(call address, payload, loop) -> the int code if the
+#: write ended at once, else an asyncio future of ``loop`` for the code.
+write_message_async: Callable[[int, Any, Any], Any] = _builtins["write_message_async"]
+#: set_write_resolver(fn): fn(future, code) resolves the future of a
+#: write_message_async from the host thread that completed it.
+set_write_resolver: Callable[[Callable[[Any, int], None]], None] = \
+    _builtins["set_write_resolver"]
 
 # _binding/loop_queue.c: the calls of async unary handlers, on the event loop.
 #: take_calls() -> [(call address, binding or None for a cancel, cancelled,

@@ -20,12 +20,11 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from .._binding import calls, streams
-from .._binding.base import ECANCELLED, EOF, NULL, OK, PgfError, from_buffer
+from .._binding.base import ECANCELLED, EOF, NULL, OK, PgfError
 from ..errors import Cancelled
 from ..status import StatusCode
 from . import loop as _loop
 from .answers import (
-    COPY_AT_MOST,
     INTERNAL_MESSAGE,
     InvalidResponse,
     Responder,
@@ -33,7 +32,13 @@ from .answers import (
     finish_error,
     finish_ok,
 )
-from .c_builtins import address_of, read_message, write_message
+from .c_builtins import (
+    address_of,
+    read_message,
+    set_write_resolver,
+    write_message,
+    write_message_async,
+)
 from .handles import handles
 from .requests import CallInfo, message_request, new_message, read_call_info, view_request
 
@@ -43,7 +48,6 @@ _KIND_REQUEST_STREAM = 1  # PGF_KIND_* bit: the request is a stream
 _KIND_RESPONSE_STREAM = 2  # PGF_KIND_* bit: the response is a stream
 _EOF = EOF
 _ECANCELLED = ECANCELLED
-_from_buffer = from_buffer
 _running_loop = asyncio._get_running_loop
 
 
@@ -200,48 +204,34 @@ class _Stream:
             yield request
 
     async def awrite(self, answer: Any) -> None:
-        payload = self.responder.message_payload(answer)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[int, Any]] = loop.create_future()
-        pending = _Pending(loop, future, None)
-        handle = handles.add(pending)
-        buf: Any = None
-        release_ctx: Any = None
-        if len(payload):
-            buf = _from_buffer(payload)
-            if len(buf) <= COPY_AT_MOST:
-                # Lent (no release): the host copies a message this small as
-                # it takes it and completes the write there, on this thread,
-                # instead of releasing the buffer later from one of its
-                # threads (a thread hop and the GIL per message).  The
-                # pending write keeps the bytes until the host is done, even
-                # if this coroutine is cancelled meanwhile.
-                pending.lent = buf
-            else:
-                release_ctx = handles.add(buf)
+        payload = answer if type(answer) is bytes else self.responder.message_payload(answer)
         try:
-            streams.write(self.call, buf, release_ctx, handle)
-        except PgfError as exc:
-            handles.pop(handle)
-            if exc.code == ECANCELLED or self.ref.done:
-                raise self._over() from None
-            raise InvalidResponse(f"the host refused a response message ({exc.code})") from None
-        result, _ = await future
-        if result != OK:
+            # A small message is lent: the host copies it as it takes it and
+            # the write usually ends here, with no future and no thread hop.
+            # A write that waits keeps its bytes until the host is done, even
+            # if this coroutine is cancelled meanwhile.
+            rc = write_message_async(self.address, payload, _running_loop())
+        except (TypeError, BufferError, ValueError) as exc:
+            raise InvalidResponse(f"payload cannot be sent: {exc}") from None
+        if type(rc) is not int:
+            rc = await rc
+        if rc == OK:
+            return
+        if rc == _ECANCELLED or self.ref.done:
             raise self._over()
+        raise InvalidResponse(f"the host refused a response message ({rc})")
 
 
 class _Pending:
     """A read or write in flight for an async handler; C completes it."""
 
-    __slots__ = ("future", "info", "lent", "loop")
+    __slots__ = ("future", "info", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any],
                  info: CallInfo | None) -> None:
         self.loop = loop
         self.future = future
         self.info = info
-        self.lent: Any = None  # the bytes a write lends the host until it completes
 
     def complete(self, result: int, msg: Any) -> None:
         request = None
@@ -261,6 +251,21 @@ class _Pending:
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:
     if not future.done():
         future.set_result(value)
+
+
+def _resolve_write(future: asyncio.Future[int], code: int) -> None:
+    """Resolves an async write's future from the thread that completed it."""
+    loop = future.get_loop()
+    if _running_loop() is loop:
+        _resolve(future, code)
+        return
+    try:
+        loop.call_soon_threadsafe(_resolve, future, code)
+    except RuntimeError:  # the loop is closed: nobody waits any more
+        pass
+
+
+set_write_resolver(_resolve_write)
 
 
 def complete_read(result: int, msg: Any, handle: Any) -> None:
