@@ -224,7 +224,10 @@ void H2Call::StreamEvent(pgf_call*, int event, void* self) {
   auto* c = static_cast<H2Call*>(self);
   TaskKind kind;
   switch (event) {
-    case PGF_EVENT_READ: kind = TaskKind::kRead; break;
+    case PGF_EVENT_READ:
+      if (c->ReadInline()) return;
+      kind = TaskKind::kRead;
+      break;
     case PGF_EVENT_WRITE:
       // Completing the write here may finish the call on this thread (its
       // done callback is not waited for then) and the loop may end it at
@@ -238,6 +241,29 @@ void H2Call::StreamEvent(pgf_call*, int event, void* self) {
   }
   c->Ref();
   c->Post(kind);
+}
+
+// On the handler's thread, inside pgf_call_read: a message already received
+// is handed over here, without a hop to the loop and back (the read
+// completes on this thread); the loop is only asked to reopen the window.
+// Messages arrive in order and a handler has one read at a time, so the
+// front is the one its read wants.  False if none is waiting.
+bool H2Call::ReadInline() {
+  pgf_message* msg;
+  {
+    std::lock_guard<std::mutex> lock(ready_mu_);
+    if (ready_.empty()) return false;
+    msg = ready_.front();
+    ready_.pop_front();
+  }
+  Ref();
+  if (!consume_posted_.exchange(true, std::memory_order_acq_rel)) {
+    Ref();
+    Post(TaskKind::kConsume);
+  }
+  pgf_call_push_request(call_, msg);  // released there if the call is over
+  Unref();
+  return true;
 }
 
 // On the handler's thread (posting the kWrite), or on the loop for a write
@@ -330,6 +356,10 @@ void H2Call::RunTask(TaskKind kind, int arg) {
       } else {
         StartHandlerWrite();
       }
+      break;
+    case TaskKind::kConsume:
+      consume_posted_.store(false, std::memory_order_release);
+      if (!ended_) Consume();
       break;
     case TaskKind::kInitialMd:
       if (!headers_sent_ && !ended_ && conn_ != nullptr) SendHeaders();
@@ -432,6 +462,7 @@ void H2Call::ParseData(const uint8_t* data, size_t len) {
 
 void H2Call::OnRequestMessage(pgf_message* msg) {
   if (!UnaryRequest()) {
+    std::lock_guard<std::mutex> lock(ready_mu_);
     ready_.push_back(msg);
     return;
   }
@@ -453,9 +484,15 @@ void H2Call::OnRequestMessage(pgf_message* msg) {
 
 void H2Call::DeliverRead() {
   if (!read_pending_) return;
-  if (!ready_.empty()) {
-    pgf_message* msg = ready_.front();
-    ready_.pop_front();
+  pgf_message* msg = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(ready_mu_);
+    if (!ready_.empty()) {
+      msg = ready_.front();
+      ready_.pop_front();
+    }
+  }
+  if (msg != nullptr) {
     read_pending_ = false;
     PushLater(call_, msg);
   } else if (remote_closed_ || forced_) {
@@ -855,8 +892,11 @@ void H2Call::OnStreamClose(uint32_t) {
   conn_ = nullptr;
   if (deadline_ms_ >= 0) loop_->RemoveDeadline(deadline_ms_, this);
   deadline_ms_ = -1;
-  for (pgf_message* m : ready_) pgf_message_unref(m);
-  ready_.clear();
+  {
+    std::lock_guard<std::mutex> lock(ready_mu_);
+    for (pgf_message* m : ready_) pgf_message_unref(m);
+    ready_.clear();
+  }
   assembler_.Free();
   Unref();  // the stream's
 }

@@ -29,8 +29,9 @@ using Status = CallStatus;
 // Lifetime: refcounted.  The stream holds one reference until nghttp2
 // closes it (or the connection goes); a dispatched handler holds one until
 // its done callback's task ran on the loop; each posted task holds one.
-// Everything but the refcount is touched only on the loop's thread: handler
-// threads reach it through Loop::Post, never directly.
+// Everything but the refcount, the taken writes (taken_mu_) and the
+// received messages (ready_mu_) is touched only on the loop's thread:
+// handler threads reach it through Loop::Post, never directly.
 class H2Call {
  public:
   H2Call(Conn* conn, int32_t stream_id);
@@ -89,6 +90,7 @@ class H2Call {
 
   static void HandlerDone(pgf_call* call, void* self);
   static void StreamEvent(pgf_call* call, int event, void* self);
+  bool ReadInline();
   static void RunDispatch(void* self, void* unused);
   void Post(TaskKind kind, int arg = 0);
 
@@ -136,7 +138,11 @@ class H2Call {
 
   // Request side.
   MessageAssembler assembler_;
-  std::deque<pgf_message*> ready_;  // complete, not yet read
+  // Complete, not yet read: the loop appends; the handler's thread may
+  // take the front in its read (ReadInline), so both hold ready_mu_.
+  std::mutex ready_mu_;
+  std::deque<pgf_message*> ready_;
+  std::atomic<bool> consume_posted_{false};  // a kConsume task is on its way
   size_t unconsumed_ = 0;           // received, stream window not yet reopened
   bool read_pending_ = false;
   bool remote_closed_ = false;

@@ -38,6 +38,7 @@ enum class TaskKind {
   kInitialMd,     // the handler asked for its initial metadata to go now
   kDone,          // the handler finished (carries the dispatch's reference)
   kRefused,       // never dispatched (arg: the status code; carries it too)
+  kConsume,       // the handler took received messages: reopen the window
 };
 
 struct Task {
