@@ -15,7 +15,11 @@
  *       An async handler's write: the code if it ended at once (a small
  *       message the host copied as it took it: no future, no hop), else a
  *       future of `loop` that the completion resolves with the code, through
- *       the function given to set_write_resolver.
+ *       the function given to set_resolver.
+ *   read_message_async(call_address, loop) -> memoryview | int | Future
+ *       An async handler's read: the message's view, or the code that ended
+ *       the read (PGF_EOF, ...), if the host delivered at once; else a
+ *       future of `loop` for either.
  *
  * The address is the handler's pgf_call, which the caller keeps referenced.
  * Included by cffi's set_source after unary.c (build.py). */
@@ -115,7 +119,7 @@ static PyObject *stream_write_message(PyObject *self, PyObject *const *args,
 enum { WRITE_IN_CALL = 0, WRITE_COMPLETED = 1, WRITE_AWAITED = 2 };
 
 typedef struct {
-    int phase;          /* atomic */
+    int phase;          /* atomic: one of the three above */
     int result;         /* the completion's, read after `phase` */
     int lent;           /* view holds the handler's bytes until completion */
     Py_buffer view;
@@ -220,9 +224,101 @@ static PyObject *stream_write_message_async(PyObject *self, PyObject *const *arg
     return PyLong_FromLong(rc);
 }
 
-/* set_write_resolver(fn): fn(future, result) resolves an async write's
- * future from the host thread that completed it (with the GIL). */
-static PyObject *stream_set_write_resolver(PyObject *self, PyObject *fn) {
+/* ------------------------------------------- reads of async handlers */
+
+/* An async handler's read, ended as its writes are: a message the host
+ * hands over inside pgf_call_read (one it had received already) costs no
+ * future; else the reader awaits a future resolved later, from the thread
+ * that delivered, through `late_resolver`. */
+typedef struct {
+    int phase;          /* atomic: WRITE_IN_CALL, WRITE_COMPLETED, WRITE_AWAITED */
+    int result;         /* read after `phase` */
+    pgf_message *msg;   /* OWNED, NULL unless result is PGF_OK */
+    PyObject *future;
+} async_read;
+
+/* NEW: what a read ended with: the message's view (taking msg over), or
+ * the code (PGF_EOF, PGF_ECANCELLED, ...); NULL with an exception set. */
+static PyObject *read_outcome(int result, pgf_message *msg) {
+    if (msg != NULL) {
+        if (result == PGF_OK)
+            return message_view(msg);
+        pgf_message_unref(msg);
+    }
+    return PyLong_FromLong(result);
+}
+
+static void async_read_done(pgf_call *call, int result, pgf_message *msg,
+                            void *user_data) {
+    (void)call;
+    async_read *r = user_data;
+    r->result = result;
+    r->msg = msg;
+    int expected = WRITE_IN_CALL;
+    if (__atomic_compare_exchange_n(&r->phase, &expected, WRITE_COMPLETED, 0,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return;  /* the reader has not looked yet: it takes the outcome */
+    if (!Py_IsInitialized()) {
+        pgf_message_unref(msg);
+        return;
+    }
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *outcome = read_outcome(result, msg);
+    if (outcome != NULL && r->future != NULL && late_resolver != NULL) {
+        PyObject *ok = PyObject_CallFunctionObjArgs(late_resolver, r->future,
+                                                    outcome, NULL);
+        if (ok == NULL)
+            PyErr_WriteUnraisable(late_resolver);
+        Py_XDECREF(ok);
+    } else if (outcome == NULL) {
+        PyErr_WriteUnraisable(NULL);
+    }
+    Py_XDECREF(outcome);
+    Py_XDECREF(r->future);
+    free(r);
+    PyGILState_Release(gil);
+}
+
+static PyObject *stream_read_message_async(PyObject *self, PyObject *const *args,
+                                           Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "read_message_async(call_address, loop)");
+        return NULL;
+    }
+    pgf_call *call = call_at_address(args[0]);
+    if (call == NULL)
+        return NULL;
+    async_read *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return PyErr_NoMemory();
+    int rc = pgf_call_read(call, async_read_done, r);
+    if (rc != PGF_OK) {  /* no completion will come */
+        free(r);
+        return PyLong_FromLong(rc);
+    }
+    if (__atomic_load_n(&r->phase, __ATOMIC_ACQUIRE) == WRITE_IN_CALL) {
+        PyObject *future = PyObject_CallMethod(args[1], "create_future", NULL);
+        r->future = future;  /* NULL: the completion only frees the read */
+        int expected = WRITE_IN_CALL;
+        if (__atomic_compare_exchange_n(&r->phase, &expected, WRITE_AWAITED, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            if (future != NULL)
+                Py_INCREF(future);  /* one for the caller, one for r */
+            return future;
+        }
+        r->future = NULL;
+        Py_XDECREF(future);
+        PyErr_Clear();  /* delivered meanwhile: no future needed after all */
+    }
+    PyObject *outcome = read_outcome(r->result, r->msg);
+    free(r);
+    return outcome;
+}
+
+/* set_resolver(fn): fn(future, outcome) resolves the future of an
+ * async read or write from the host thread that ended it (with the GIL). */
+static PyObject *stream_set_resolver(PyObject *self, PyObject *fn) {
     (void)self;
     PyObject *old = late_resolver;
     Py_INCREF(fn);
@@ -241,9 +337,13 @@ static PyMethodDef stream_io_methods[] = {
     {"write_message_async", (PyCFunction)(void (*)(void))stream_write_message_async,
      METH_FASTCALL, "Writes one response message of an async handler: the "
      "code if the write ended at once, else a future of the loop for it."},
-    {"set_write_resolver", stream_set_write_resolver, METH_O,
-     "Sets fn(future, result), which resolves an async write's future from "
-     "the thread that completed it."},
+    {"read_message_async", (PyCFunction)(void (*)(void))stream_read_message_async,
+     METH_FASTCALL, "Reads one request message for an async handler: its "
+     "view or the code that ended the read if it ended at once, else a "
+     "future of the loop for either."},
+    {"set_resolver", stream_set_resolver, METH_O,
+     "Sets fn(future, outcome), which resolves the future of an async read "
+     "or write from the thread that ended it."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -6,8 +6,8 @@
 #include "pygrpc_ffi.h"
 
 /* Once per process, after _pgf_unary_setup: puts the builtins read_message,
- * write_message, write_message_async and set_write_resolver into namespace
- * (a dict, borrowed).  PGF_OK, or
+ * write_message, read_message_async, write_message_async and set_resolver
+ * into namespace (a dict, borrowed).  PGF_OK, or
  * PGF_ENOMEM. */
 static int _pgf_stream_io_install(void *namespace);
 

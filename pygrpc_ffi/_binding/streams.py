@@ -1,14 +1,14 @@
-"""Streams: the host's side (events, pushed requests, taken writes) and the
-async handler's reads (completed through a trampoline; its writes are
-_runtime/c_builtins.write_message_async)."""
+"""Streams: the host's side (events, pushed requests, taken writes).  The
+handlers' side reads and writes through the C builtins of
+_runtime/c_builtins."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from .._native import ffi, lib
-from .base import NULL, OK, PgfError, copy_bytes, ensure
-from .trampolines import READ_DONE, STREAM_EVENT
+from .base import NULL, copy_bytes, ensure
+from .trampolines import STREAM_EVENT
 
 
 def set_stream(call: Any, handle: Any) -> None:
@@ -55,14 +55,6 @@ def take_write(call: Any) -> bytes | None:
     if release[0] != NULL:
         release[0](ctx[0])
     return message
-
-
-def read(call: Any, handle: Any) -> None:
-    """Asks for the next request message; the read-done trampoline gets
-    ``handle`` once it is there."""
-    rc = lib.pgf_call_read(call, READ_DONE, handle)
-    if rc != OK:  # ensure(), inline: once per message
-        raise PgfError(rc, "pgf_call_read")
 
 
 def send_initial_metadata_quietly(call: Any) -> None:

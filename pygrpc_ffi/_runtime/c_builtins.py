@@ -26,13 +26,17 @@ read_message: Callable[[int], memoryview | int] = _builtins["read_message"]
 #: write_message(call address, payload) -> the pgf_call_write_wait code,
 #: once the host completed the write.
 write_message: Callable[[int, Any], int] = _builtins["write_message"]
+# The reads and writes of async streaming handlers, on the event loop.
+#: read_message_async(call address, loop) -> the next request message's
+#: view, or the int code that ended the read, if the host delivered at
+#: once; else an asyncio future of ``loop`` for either.
+read_message_async: Callable[[int, Any], Any] = _builtins["read_message_async"]
 #: write_message_async(call address, payload, loop) -> the int code if the
 #: write ended at once, else an asyncio future of ``loop`` for the code.
 write_message_async: Callable[[int, Any, Any], Any] = _builtins["write_message_async"]
-#: set_write_resolver(fn): fn(future, code) resolves the future of a
-#: write_message_async from the host thread that completed it.
-set_write_resolver: Callable[[Callable[[Any, int], None]], None] = \
-    _builtins["set_write_resolver"]
+#: set_resolver(fn): fn(future, outcome) resolves the future of one of the
+#: two above from the host thread that ended the read or write.
+set_resolver: Callable[[Callable[[Any, Any], None]], None] = _builtins["set_resolver"]
 
 # _binding/loop_queue.c: the calls of async unary handlers, on the event loop.
 #: take_calls() -> [(call address, binding or None for a cancel, cancelled,

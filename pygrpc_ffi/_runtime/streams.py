@@ -19,8 +19,8 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from .._binding import calls, streams
-from .._binding.base import ECANCELLED, EOF, NULL, OK, PgfError
+from .._binding import calls
+from .._binding.base import ECANCELLED, EOF, NULL, OK
 from ..errors import Cancelled
 from ..status import StatusCode
 from . import loop as _loop
@@ -35,7 +35,8 @@ from .answers import (
 from .c_builtins import (
     address_of,
     read_message,
-    set_write_resolver,
+    read_message_async,
+    set_resolver,
     write_message,
     write_message_async,
 )
@@ -179,22 +180,18 @@ class _Stream:
 
     async def aread(self) -> Any | None:
         """The next request message, or None at the end of the stream."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[int, Any]] = loop.create_future()
-        handle = handles.add(_Pending(loop, future, self.info))
-        try:
-            streams.read(self.call, handle)
-        except PgfError as exc:
-            handles.pop(handle)
-            if exc.code == ECANCELLED:
-                raise self._over() from None
-            raise RuntimeError(f"reading the request stream failed ({exc.code})") from None
-        result, request = await future
-        if result == OK:
-            return request
-        if result == EOF:
+        # A message the host had received already comes at once, with no
+        # future and no thread hop.
+        got = read_message_async(self.address, _running_loop())
+        if type(got) is not memoryview and type(got) is not int:
+            got = await got
+        if type(got) is memoryview:
+            return view_request(self.info, got)
+        if got == _EOF:
             return None
-        raise self._over()
+        if got == _ECANCELLED:
+            raise self._over()
+        raise RuntimeError(f"reading the request stream failed ({got})")
 
     async def arequests(self) -> AsyncIterator[Any]:
         while True:
@@ -222,60 +219,25 @@ class _Stream:
         raise InvalidResponse(f"the host refused a response message ({rc})")
 
 
-class _Pending:
-    """A read or write in flight for an async handler; C completes it."""
-
-    __slots__ = ("future", "info", "loop")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any],
-                 info: CallInfo | None) -> None:
-        self.loop = loop
-        self.future = future
-        self.info = info
-
-    def complete(self, result: int, msg: Any) -> None:
-        request = None
-        if msg != NULL and self.info is not None:
-            request = message_request(self.info, msg)
-        if _running_loop() is self.loop:
-            # Completed on the loop's own thread (inside the read or write
-            # call, or a host serving it there): no wake-up needed.
-            _resolve(self.future, (result, request))
-            return
-        try:
-            self.loop.call_soon_threadsafe(_resolve, self.future, (result, request))
-        except RuntimeError:  # the loop is closed: nobody waits any more
-            pass
-
-
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:
     if not future.done():
         future.set_result(value)
 
 
-def _resolve_write(future: asyncio.Future[int], code: int) -> None:
-    """Resolves an async write's future from the thread that completed it."""
+def _resolve_later(future: asyncio.Future[Any], outcome: Any) -> None:
+    """Resolves the future of an async read or write (see c_builtins) from
+    the thread that ended it."""
     loop = future.get_loop()
     if _running_loop() is loop:
-        _resolve(future, code)
+        _resolve(future, outcome)
         return
     try:
-        loop.call_soon_threadsafe(_resolve, future, code)
+        loop.call_soon_threadsafe(_resolve, future, outcome)
     except RuntimeError:  # the loop is closed: nobody waits any more
         pass
 
 
-set_write_resolver(_resolve_write)
-
-
-def complete_read(result: int, msg: Any, handle: Any) -> None:
-    pending: _Pending = handles.pop(handle)
-    pending.complete(result, msg)
-
-
-def complete_write(result: int, handle: Any) -> None:
-    pending: _Pending = handles.pop(handle)
-    pending.complete(result, NULL)
+set_resolver(_resolve_later)
 
 
 # ------------------------------------------------------------------- running

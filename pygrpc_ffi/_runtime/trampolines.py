@@ -8,10 +8,10 @@ import logging
 from typing import Any
 
 from .._binding import calls
+from .._binding.base import NULL as _NULL
 from .._binding.base import from_handle
 from .._binding.trampolines import define
 from ..status import StatusCode
-from . import streams as _streams
 from .handles import handles
 from .runners import _INTERNAL_RAW, run
 
@@ -83,12 +83,15 @@ def _pgf_py_stream_event(call: Any, event: int, user_data: Any) -> None:
     from_handle(user_data).event(call, event)
 
 
+# A read or write whose user_data is a handle of an object with
+# complete(result, msg): for code that drives a stream through cffi (the
+# runtime's own reads and writes use the C builtins of c_builtins).
 @_extern
 def _pgf_py_read_done(call: Any, result: int, msg: Any, user_data: Any) -> None:
-    _streams.complete_read(result, msg, user_data)
+    handles.pop(user_data).complete(result, msg)
 
 
 @_extern
 def _pgf_py_write_done(call: Any, result: int, user_data: Any) -> None:
-    _streams.complete_write(result, user_data)
+    handles.pop(user_data).complete(result, _NULL)
 
