@@ -57,7 +57,9 @@
 // rest refused), 2,100 bidi streams each filling its window ahead of a
 // handler that never reads by +59-73 MiB (597 admitted), 150 async server
 // streams of 1 MiB messages to a client with a
-// zero window by +62-67 MiB (28-30 admitted, two messages each); without
+// zero window by +62-67 MiB (28-30 admitted, two messages each; +61-93 MiB
+// over 19 runs once async writes ended faster, +56-58 MiB since a refused
+// message's bytes are released on the handler's thread at once); without
 // the budget +141, +125 and +306 MiB (tests/e2e/test_stream_memory_budget.py).
 #pragma once
 

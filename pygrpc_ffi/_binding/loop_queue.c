@@ -8,7 +8,9 @@
  * every waiting call in one crossing into C (_pgf_loop_queue_take), so one
  * wake-up of the loop serves all calls that arrived meanwhile.
  * Cancellations reach the loop through the same queue, in order: a cancel
- * queued after its call is taken after it.
+ * queued after its call is taken after it.  So do the reads and writes of
+ * async stream handlers that a host's thread ended (stream_io.c): the loop
+ * resolves their futures as it takes them.
  *
  * Included by cffi's set_source (build.py). */
 #include "loop_queue.h"
@@ -25,6 +27,7 @@
 typedef struct {
     pgf_call *call;
     void *handler_data;  /* NULL: a cancel */
+    async_op *op;        /* else: an async stream's read or write ended */
 } queue_entry;
 
 static struct {
@@ -74,7 +77,7 @@ static int push_locked(pgf_call *call, void *handler_data) {
             queue.cap = cap;
         }
     }
-    queue.items[queue.head + queue.len] = (queue_entry){call, handler_data};
+    queue.items[queue.head + queue.len] = (queue_entry){call, handler_data, NULL};
     queue.len++;
     return 0;
 }
@@ -96,6 +99,20 @@ static void signal_loop(void) {
     static const char byte = 1;
     ssize_t n = write(queue.fds[1], &byte, 1);
     (void)n;  /* a full pipe is already readable */
+}
+
+static int queue_async_op(async_op *op) {
+    int queued = 0, signal = 0;
+    pthread_mutex_lock(&queue.lock);
+    if (queue.open && push_locked(NULL, NULL) == 0) {
+        queue.items[queue.head + queue.len - 1].op = op;
+        queued = 1;
+        signal = must_signal_locked();
+    }
+    pthread_mutex_unlock(&queue.lock);
+    if (signal)
+        signal_loop();
+    return queued;
 }
 
 static void on_cancel(pgf_call *call, void *unused) {
@@ -175,6 +192,7 @@ static size_t _pgf_loop_queue_take(_pgf_queued *out, size_t cap) {
         memset(q, 0, sizeof(*q));
         q->call = e.call;
         q->handler_data = e.handler_data;
+        q->op = e.op;
         if (e.handler_data != NULL) {  /* not started: alive and ours */
             queue.waiting--;
             pgf_call_ref(e.call);  /* Python's, dropped once it finished */
@@ -204,9 +222,15 @@ static void _pgf_loop_queue_set_open(int open) {
     queue.items = NULL;
     queue.head = queue.len = queue.cap = queue.waiting = 0;
     pthread_mutex_unlock(&queue.lock);
-    for (size_t i = head; i < head + len; i++)
-        if (items[i].handler_data != NULL)
+    for (size_t i = head; i < head + len; i++) {
+        if (items[i].op != NULL) {  /* its waiter learns the outcome yet */
+            PyGILState_STATE gil = PyGILState_Ensure();
+            _pgf_async_op_resolve(items[i].op);
+            PyGILState_Release(gil);
+        } else if (items[i].handler_data != NULL) {
             finish_unavailable(items[i].call);
+        }
+    }
     free(items);
 }
 
@@ -241,7 +265,8 @@ static PyObject *taken_item(_pgf_queued *q) {
 }
 
 /* take_calls() -> list of (call address, binding | None, cancelled, payload
- * view | None): up to TAKE_AT_ONCE entries, oldest first.  A call's
+ * view | None): up to TAKE_AT_ONCE entries, oldest first; the ended reads
+ * and writes of async streams among them are resolved here instead.  A call's
  * reference is the caller's (finish_taken or pgf_call_unref ends it); a
  * cancel has binding None.  An entry that cannot become an item has its call
  * answered INTERNAL here. */
@@ -249,21 +274,32 @@ static PyObject *queue_take_calls(PyObject *self, PyObject *unused) {
     (void)self;
     (void)unused;
     _pgf_queued batch[TAKE_AT_ONCE];
-    size_t n = _pgf_loop_queue_take(batch, TAKE_AT_ONCE);
     PyObject *list = PyList_New(0);
-    for (size_t i = 0; i < n; i++) {
-        PyObject *item = list ? taken_item(&batch[i]) : NULL;
-        if (item == NULL || PyList_Append(list, item) != 0) {
-            PyErr_Clear();
-            if (batch[i].handler_data != NULL) {
-                static const char msg[] = "Internal server error";
-                pgf_call_finish(batch[i].call, PGF_STATUS_INTERNAL, msg,
-                                sizeof(msg) - 1);
-                pgf_call_unref(batch[i].call);
+    size_t items = 0, n;
+    /* Until the queue is empty or TAKE_AT_ONCE items are made: the caller
+     * takes again only after a full list, and ended reads and writes make
+     * no item. */
+    do {
+        n = _pgf_loop_queue_take(batch, TAKE_AT_ONCE);
+        for (size_t i = 0; i < n; i++) {
+            if (batch[i].op != NULL) {  /* resolved here, on the loop */
+                _pgf_async_op_resolve(batch[i].op);
+                continue;
             }
+            items++;
+            PyObject *item = list ? taken_item(&batch[i]) : NULL;
+            if (item == NULL || PyList_Append(list, item) != 0) {
+                PyErr_Clear();
+                if (batch[i].handler_data != NULL) {
+                    static const char msg[] = "Internal server error";
+                    pgf_call_finish(batch[i].call, PGF_STATUS_INTERNAL, msg,
+                                    sizeof(msg) - 1);
+                    pgf_call_unref(batch[i].call);
+                }
+            }
+            Py_XDECREF(item);
         }
-        Py_XDECREF(item);
-    }
+    } while (n == TAKE_AT_ONCE && items < TAKE_AT_ONCE);
     if (list == NULL)
         list = PyList_New(0);
     return list;

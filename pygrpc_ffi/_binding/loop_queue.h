@@ -11,10 +11,12 @@
 /* One entry taken from the queue: a call to start (a reference OWNED by the
  * taker, cancelled 0 or 1, with its request), or, with handler_data NULL,
  * word that a call was cancelled after it was queued (the call may be gone
- * by then: only compare it). */
+ * by then: only compare it), or, with op set, an async stream's read or
+ * write that ended (stream_io.c's, OWNED by the taker). */
 typedef struct {
     pgf_call *call;
     void *handler_data;
+    void *op;
     int cancelled;
     const uint8_t *data;
     size_t len;

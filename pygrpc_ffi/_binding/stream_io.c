@@ -109,55 +109,124 @@ static PyObject *stream_write_message(PyObject *self, PyObject *const *args,
     return PyLong_FromLong(rc);
 }
 
-/* ------------------------------------------ writes of async handlers */
+/* ------------------------------- reads and writes of async handlers */
 
-/* An async handler's write: completed inline (the host copied a small
- * message as it took it, on the writer's thread) it costs no future; else
- * the writer awaits a future the completion resolves later, from a host
- * thread, through `late_resolver`.  Whichever of the writer and the
- * completion comes second ends the write (`phase`). */
-enum { WRITE_IN_CALL = 0, WRITE_COMPLETED = 1, WRITE_AWAITED = 2 };
+/* An async handler's read or write.  One the host ends inside the call (a
+ * small message copied as the host took it; a message it had received
+ * already) costs no future and no thread hop.  Else the handler awaits a
+ * future that the loop resolves: the host's thread that ends the operation
+ * queues it for the loop (loop_queue.c: no GIL there, and one wake-up of
+ * the loop for all that ended meanwhile), or, while that queue is closed,
+ * resolves it through `late_resolver` with the GIL.  Whichever of the
+ * caller and the completion comes second ends the operation (`phase`). */
+enum { OP_IN_CALL = 0, OP_ENDED = 1, OP_AWAITED = 2 };
 
 typedef struct {
     int phase;          /* atomic: one of the three above */
+    int is_read;
     int result;         /* the completion's, read after `phase` */
-    int lent;           /* view holds the handler's bytes until completion */
+    pgf_message *msg;   /* a read's: OWNED, NULL unless result is PGF_OK */
+    int lent;           /* a write's: view holds the handler's bytes */
     Py_buffer view;
-    PyObject *future;   /* WRITE_AWAITED: the writer's, resolved later */
-} async_write;
+    PyObject *future;   /* OP_AWAITED: the caller's, resolved later */
+} async_op;
 
-static PyObject *late_resolver;  /* resolver(future, result), set once */
+static PyObject *late_resolver;  /* resolver(future, outcome), set once */
 
-static void async_write_free(async_write *w) {  /* with the GIL */
-    if (w->lent)
-        PyBuffer_Release(&w->view);
-    Py_XDECREF(w->future);
-    free(w);
+/* loop_queue.c: queues an ended operation for the loop, which then calls
+ * _pgf_async_op_resolve; 0 if the queue is closed (nothing was queued). */
+static int queue_async_op(async_op *op);
+
+/* NEW: what a read ended with: the message's view (taking msg over), or
+ * the code (PGF_EOF, PGF_ECANCELLED, ...); NULL with an exception set. */
+static PyObject *read_outcome(int result, pgf_message *msg) {
+    if (msg != NULL) {
+        if (result == PGF_OK)
+            return message_view(msg);
+        pgf_message_unref(msg);
+    }
+    return PyLong_FromLong(result);
+}
+
+/* NEW: the operation's outcome (a read's message taken over); frees op.
+ * With the GIL; NULL with an exception set. */
+static PyObject *async_op_end(async_op *op) {
+    PyObject *outcome = op->is_read ? read_outcome(op->result, op->msg)
+                                    : PyLong_FromLong(op->result);
+    if (op->lent)
+        PyBuffer_Release(&op->view);
+    Py_XDECREF(op->future);
+    free(op);
+    return outcome;
+}
+
+/* With the GIL: resolves an awaited operation's future with its outcome
+ * (late_resolver runs on any thread) and frees op. */
+static void _pgf_async_op_resolve(async_op *op) {
+    PyObject *future = op->future;
+    op->future = NULL;
+    PyObject *outcome = async_op_end(op);
+    if (outcome != NULL && future != NULL && late_resolver != NULL) {
+        PyObject *ok = PyObject_CallFunctionObjArgs(late_resolver, future, outcome, NULL);
+        if (ok == NULL)
+            PyErr_WriteUnraisable(late_resolver);
+        Py_XDECREF(ok);
+    } else if (outcome == NULL) {
+        PyErr_WriteUnraisable(NULL);
+    }
+    Py_XDECREF(outcome);
+    Py_XDECREF(future);
+}
+
+/* The completion of both kinds, on whatever thread the host ends them. */
+static void async_op_ended(async_op *op, int result, pgf_message *msg) {
+    op->result = result;
+    op->msg = msg;
+    int expected = OP_IN_CALL;
+    if (__atomic_compare_exchange_n(&op->phase, &expected, OP_ENDED, 0,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return;  /* the caller has not looked yet: it takes the outcome */
+    if (queue_async_op(op))
+        return;
+    if (!Py_IsInitialized()) {
+        pgf_message_unref(msg);
+        return;  /* Python is gone: so is everything that waited */
+    }
+    PyGILState_STATE gil = PyGILState_Ensure();
+    _pgf_async_op_resolve(op);
+    PyGILState_Release(gil);
+}
+
+static void async_read_done(pgf_call *call, int result, pgf_message *msg,
+                            void *user_data) {
+    (void)call;
+    async_op_ended(user_data, result, msg);
 }
 
 static void async_write_done(pgf_call *call, int result, void *user_data) {
     (void)call;
-    async_write *w = user_data;
-    w->result = result;
-    int expected = WRITE_IN_CALL;
-    if (__atomic_compare_exchange_n(&w->phase, &expected, WRITE_COMPLETED, 0,
-                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-        return;  /* the writer has not looked yet: it ends the write */
-    if (!Py_IsInitialized())
-        return;  /* Python is gone: so is everything that waited */
-    PyGILState_STATE gil = PyGILState_Ensure();
-    if (w->future != NULL && late_resolver != NULL) {
-        PyObject *code = PyLong_FromLong(result);
-        PyObject *r = code ? PyObject_CallFunctionObjArgs(late_resolver, w->future,
-                                                          code, NULL)
-                           : NULL;
-        if (r == NULL)
-            PyErr_WriteUnraisable(late_resolver);
-        Py_XDECREF(r);
-        Py_XDECREF(code);
+    async_op_ended(user_data, result, NULL);
+}
+
+/* NEW: after the read or write was accepted: its outcome if it ended
+ * already, else a future of loop (made before the completion may use it)
+ * that will be resolved with it. */
+static PyObject *async_op_outcome(async_op *op, PyObject *loop) {
+    if (__atomic_load_n(&op->phase, __ATOMIC_ACQUIRE) == OP_IN_CALL) {
+        PyObject *future = PyObject_CallMethod(loop, "create_future", NULL);
+        op->future = future;  /* NULL: the completion only frees op */
+        int expected = OP_IN_CALL;
+        if (__atomic_compare_exchange_n(&op->phase, &expected, OP_AWAITED, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            if (future != NULL)
+                Py_INCREF(future);  /* one for the caller, one for op */
+            return future;
+        }
+        op->future = NULL;
+        Py_XDECREF(future);
+        PyErr_Clear();  /* ended meanwhile: no future needed after all */
     }
-    async_write_free(w);
-    PyGILState_Release(gil);
+    return async_op_end(op);
 }
 
 static PyObject *stream_write_message_async(PyObject *self, PyObject *const *args,
@@ -171,112 +240,41 @@ static PyObject *stream_write_message_async(PyObject *self, PyObject *const *arg
     pgf_call *call = call_at_address(args[0]);
     if (call == NULL)
         return NULL;
-    async_write *w = calloc(1, sizeof(*w));
-    if (w == NULL)
+    async_op *op = calloc(1, sizeof(*op));
+    if (op == NULL)
         return PyErr_NoMemory();
-    if (PyObject_GetBuffer(args[1], &w->view, PyBUF_SIMPLE) != 0) {
-        free(w);
+    if (PyObject_GetBuffer(args[1], &op->view, PyBUF_SIMPLE) != 0) {
+        free(op);
         return NULL;
     }
     int rc;
-    if ((size_t)w->view.len <= LEND_AT_MOST) {
+    if ((size_t)op->view.len <= LEND_AT_MOST) {
         /* Lent: the host copies a message this small as it takes it; one it
          * holds (sent later) keeps the view until the completion. */
-        w->lent = 1;
-        rc = pgf_call_write(call, (const uint8_t *)w->view.buf, (size_t)w->view.len,
-                            NULL, NULL, async_write_done, w);
+        op->lent = 1;
+        rc = pgf_call_write(call, (const uint8_t *)op->view.buf, (size_t)op->view.len,
+                            NULL, NULL, async_write_done, op);
     } else {
         /* Owned, with a release the host runs when it is done with the
          * bytes: a write held by the transport never pins the handler. */
         owned_payload *owned = malloc(sizeof(*owned));
         if (owned == NULL) {
-            PyBuffer_Release(&w->view);
-            free(w);
+            PyBuffer_Release(&op->view);
+            free(op);
             return PyErr_NoMemory();
         }
-        owned->view = w->view;  /* the export moves to `owned` */
+        owned->view = op->view;  /* the export moves to `owned` */
         rc = pgf_call_write(call, (const uint8_t *)owned->view.buf,
                             (size_t)owned->view.len, release_owned, owned,
-                            async_write_done, w);
+                            async_write_done, op);
     }
     if (rc != PGF_OK) {  /* no completion will come; the release ran */
-        async_write_free(w);
+        if (op->lent)  /* else moved to `owned`, released by the shim */
+            PyBuffer_Release(&op->view);
+        free(op);
         return PyLong_FromLong(rc);
     }
-    if (__atomic_load_n(&w->phase, __ATOMIC_ACQUIRE) == WRITE_IN_CALL) {
-        /* Not completed yet: the future to await, made before the write is
-         * handed to its completion (which may run on a host thread now). */
-        PyObject *future = PyObject_CallMethod(args[2], "create_future", NULL);
-        w->future = future;  /* NULL: the completion only frees the write */
-        int expected = WRITE_IN_CALL;
-        if (__atomic_compare_exchange_n(&w->phase, &expected, WRITE_AWAITED, 0,
-                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-            if (future != NULL)
-                Py_INCREF(future);  /* one for the caller, one for w */
-            return future;
-        }
-        w->future = NULL;
-        Py_XDECREF(future);
-        PyErr_Clear();  /* completed meanwhile: no future needed after all */
-    }
-    rc = w->result;
-    async_write_free(w);
-    return PyLong_FromLong(rc);
-}
-
-/* ------------------------------------------- reads of async handlers */
-
-/* An async handler's read, ended as its writes are: a message the host
- * hands over inside pgf_call_read (one it had received already) costs no
- * future; else the reader awaits a future resolved later, from the thread
- * that delivered, through `late_resolver`. */
-typedef struct {
-    int phase;          /* atomic: WRITE_IN_CALL, WRITE_COMPLETED, WRITE_AWAITED */
-    int result;         /* read after `phase` */
-    pgf_message *msg;   /* OWNED, NULL unless result is PGF_OK */
-    PyObject *future;
-} async_read;
-
-/* NEW: what a read ended with: the message's view (taking msg over), or
- * the code (PGF_EOF, PGF_ECANCELLED, ...); NULL with an exception set. */
-static PyObject *read_outcome(int result, pgf_message *msg) {
-    if (msg != NULL) {
-        if (result == PGF_OK)
-            return message_view(msg);
-        pgf_message_unref(msg);
-    }
-    return PyLong_FromLong(result);
-}
-
-static void async_read_done(pgf_call *call, int result, pgf_message *msg,
-                            void *user_data) {
-    (void)call;
-    async_read *r = user_data;
-    r->result = result;
-    r->msg = msg;
-    int expected = WRITE_IN_CALL;
-    if (__atomic_compare_exchange_n(&r->phase, &expected, WRITE_COMPLETED, 0,
-                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-        return;  /* the reader has not looked yet: it takes the outcome */
-    if (!Py_IsInitialized()) {
-        pgf_message_unref(msg);
-        return;
-    }
-    PyGILState_STATE gil = PyGILState_Ensure();
-    PyObject *outcome = read_outcome(result, msg);
-    if (outcome != NULL && r->future != NULL && late_resolver != NULL) {
-        PyObject *ok = PyObject_CallFunctionObjArgs(late_resolver, r->future,
-                                                    outcome, NULL);
-        if (ok == NULL)
-            PyErr_WriteUnraisable(late_resolver);
-        Py_XDECREF(ok);
-    } else if (outcome == NULL) {
-        PyErr_WriteUnraisable(NULL);
-    }
-    Py_XDECREF(outcome);
-    Py_XDECREF(r->future);
-    free(r);
-    PyGILState_Release(gil);
+    return async_op_outcome(op, args[2]);
 }
 
 static PyObject *stream_read_message_async(PyObject *self, PyObject *const *args,
@@ -289,31 +287,16 @@ static PyObject *stream_read_message_async(PyObject *self, PyObject *const *args
     pgf_call *call = call_at_address(args[0]);
     if (call == NULL)
         return NULL;
-    async_read *r = calloc(1, sizeof(*r));
-    if (r == NULL)
+    async_op *op = calloc(1, sizeof(*op));
+    if (op == NULL)
         return PyErr_NoMemory();
-    int rc = pgf_call_read(call, async_read_done, r);
+    op->is_read = 1;
+    int rc = pgf_call_read(call, async_read_done, op);
     if (rc != PGF_OK) {  /* no completion will come */
-        free(r);
+        free(op);
         return PyLong_FromLong(rc);
     }
-    if (__atomic_load_n(&r->phase, __ATOMIC_ACQUIRE) == WRITE_IN_CALL) {
-        PyObject *future = PyObject_CallMethod(args[1], "create_future", NULL);
-        r->future = future;  /* NULL: the completion only frees the read */
-        int expected = WRITE_IN_CALL;
-        if (__atomic_compare_exchange_n(&r->phase, &expected, WRITE_AWAITED, 0,
-                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-            if (future != NULL)
-                Py_INCREF(future);  /* one for the caller, one for r */
-            return future;
-        }
-        r->future = NULL;
-        Py_XDECREF(future);
-        PyErr_Clear();  /* delivered meanwhile: no future needed after all */
-    }
-    PyObject *outcome = read_outcome(r->result, r->msg);
-    free(r);
-    return outcome;
+    return async_op_outcome(op, args[1]);
 }
 
 /* set_resolver(fn): fn(future, outcome) resolves the future of an

@@ -26,7 +26,7 @@ from .c_builtins import take_calls
 from .requests import call_at, request_at
 
 _log = logging.getLogger("pygrpc_ffi")
-_TAKE = 64  # entries take_calls returns at most
+_TAKE = 64  # take_calls returns fewer items only once the queue is empty
 _Coroutine = types.CoroutineType
 _running: dict[int, runners.AsyncCall] = {}  # started calls, by address
 # Calls of services with interceptors take the interceptors' way, which may

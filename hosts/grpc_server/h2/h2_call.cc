@@ -277,7 +277,17 @@ bool H2Call::TakeWrite(bool on_handler_thread) {
     return false;
   }
   if (!ChargeResponse(t.len, &t.charged)) {
-    if (t.release != nullptr) ReleaseLater(t.release, t.ctx);
+    if (t.release != nullptr) {
+      // On the handler's own thread, which may wait (a nonblocking handler
+      // may be on a loop: not there), the refused bytes go at once: a
+      // release queued behind busy Python threads let the bytes of many
+      // refused messages outlive what the budget counts.
+      if (on_handler_thread && !pgf_call_nonblocking(call_)) {
+        t.release(t.ctx);
+      } else {
+        ReleaseLater(t.release, t.ctx);
+      }
+    }
     if (!on_handler_thread) {
       // On the loop (the handler finished with this write queued).
       WriteDoneLater(call_, false, true);
