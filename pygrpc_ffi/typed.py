@@ -58,13 +58,17 @@ def takes_context(fn: Callable[..., Any]) -> bool:
     return positional >= 2
 
 
+def _invalid_request_message(request_type: Any) -> str:
+    name = getattr(getattr(request_type, "DESCRIPTOR", None), "full_name",
+                   getattr(request_type, "__name__", "the request type"))
+    return f"request is not a valid {name}"
+
+
 def _parser(request_type: Any) -> Callable[[GrpcRequest], Any]:
     if request_type is None:
         return lambda request: request
     from_string = request_type.FromString
-    name = getattr(getattr(request_type, "DESCRIPTOR", None), "full_name",
-                   getattr(request_type, "__name__", "the request type"))
-    message = f"request is not a valid {name}"
+    message = _invalid_request_message(request_type)
 
     def parse(request: GrpcRequest) -> Any:
         try:
@@ -127,14 +131,42 @@ def typed_handler(fn: Callable[..., Any], request_type: Any = None, response_typ
 
         return handle_context
 
+    if request_type is None or response_type is None:
+        if is_async:
+            async def handle_async_partly(request: GrpcRequest) -> Any:
+                return _check_result(await fn(parse(request)), serialize)
+
+            return handle_async_partly
+
+        def handle_partly(request: GrpcRequest) -> Any:
+            return _check_result(fn(parse(request)), serialize)
+
+        return handle_partly
+    # Both types: the per-call path, with parse and serialize inline.
+    from_string = request_type.FromString
+    invalid = _invalid_request_message(request_type)
     if is_async:
         async def handle_async(request: GrpcRequest) -> Any:
-            return _check_result(await fn(parse(request)), serialize)
+            try:
+                message = from_string(request.payload_view)
+            except Exception:
+                raise InvalidArgument(invalid) from None
+            result = await fn(message)
+            if type(result) is response_type:
+                return result.SerializeToString()
+            return _check_result(result, serialize)
 
         return handle_async
 
     def handle(request: GrpcRequest) -> Any:
-        return _check_result(fn(parse(request)), serialize)
+        try:
+            message = from_string(request.payload_view)
+        except Exception:
+            raise InvalidArgument(invalid) from None
+        result = fn(message)
+        if type(result) is response_type:
+            return result.SerializeToString()
+        return _check_result(result, serialize)
 
     return handle
 
