@@ -26,7 +26,5 @@ def define(fn: _Fn, onerror: Callable[..., Any] | None = None) -> _Fn:
 CANCEL: Any = lib._pgf_py_cancel
 CALL_DONE: Any = lib._pgf_py_call_done
 STREAM_EVENT: Any = lib._pgf_py_stream_event
-READ_DONE: Any = lib._pgf_py_read_done
-WRITE_DONE: Any = lib._pgf_py_write_done
 RELEASE_BUFFER: Any = lib._pgf_py_release_buffer
 RELEASE_HANDLER: Any = lib._pgf_py_release_handler
