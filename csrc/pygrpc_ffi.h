@@ -88,7 +88,7 @@ extern "C" {
     (PGF_VERSION_MAJOR * 10000 + PGF_VERSION_MINOR * 100 + PGF_VERSION_PATCH)
 
 /* The version of this ABI.  Grows only; compare with >= . */
-#define PGF_ABI_VERSION 4
+#define PGF_ABI_VERSION 5
 
 /* The ABI version the loaded library implements. */
 PGF_API int pgf_abi_version(void);
@@ -664,6 +664,25 @@ PGF_API int pgf_call_write(pgf_call *call, const uint8_t *data, size_t len,
  * pgf_call_read_wait. */
 PGF_API int pgf_call_write_wait(pgf_call *call, const uint8_t *data,
                                 size_t len, pgf_release_fn release, void *ctx);
+/* What pgf_call_read_wait_hooked and pgf_call_write_wait_hooked run
+ * around their wait, on the caller's thread, only if they have to wait
+ * (since 5): before(arg) just before blocking, after(arg) once woken.  For
+ * a caller that holds a lock other threads need while it waits -- Python's
+ * GIL (PyEval_SaveThread / PyEval_RestoreThread) -- so that a read or write
+ * the host ends at once costs it no release.  The host's stream event runs
+ * with that lock held: hosts never block in it. */
+typedef struct pgf_wait_hooks {
+    void (*before)(void *arg);
+    void (*after)(void *arg);
+    void *arg;
+} pgf_wait_hooks;
+/* pgf_call_read_wait with hooks (NULL: none), since 5. */
+PGF_API int pgf_call_read_wait_hooked(pgf_call *call, pgf_message **msg,
+                                      const pgf_wait_hooks *hooks);
+/* pgf_call_write_wait with hooks (NULL: none), since 5. */
+PGF_API int pgf_call_write_wait_hooked(pgf_call *call, const uint8_t *data,
+                                       size_t len, pgf_release_fn release,
+                                       void *ctx, const pgf_wait_hooks *hooks);
 /* Sends the initial metadata now, before any message (at most once; later
  * calls and calls after the first write return PGF_OK and do nothing). */
 PGF_API int pgf_call_send_initial_metadata(pgf_call *call);

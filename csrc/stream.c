@@ -127,11 +127,25 @@ static void wake(pgf_call *call, waiter *w, int result, pgf_message *msg) {
     pthread_mutex_unlock(&call->mu);
 }
 
-static void wait_for(pgf_call *call, waiter *w) {
+/* Waits until w is done; hooks (may be NULL) run around the wait only if
+ * there is one. */
+static void wait_for(pgf_call *call, waiter *w, const pgf_wait_hooks *hooks) {
     pthread_mutex_lock(&call->mu);
+    if (w->done) {
+        pthread_mutex_unlock(&call->mu);
+        return;
+    }
+    int hooked = hooks != NULL && hooks->before != NULL && hooks->after != NULL;
+    if (hooked) {  /* not under mu: the hook may wait for its own lock */
+        pthread_mutex_unlock(&call->mu);
+        hooks->before(hooks->arg);
+        pthread_mutex_lock(&call->mu);
+    }
     while (!w->done)
         pthread_cond_wait(&call->cv, &call->mu);
     pthread_mutex_unlock(&call->mu);
+    if (hooked)
+        hooks->after(hooks->arg);
 }
 
 static void read_woken(pgf_call *call, int result, pgf_message *msg,
@@ -140,6 +154,11 @@ static void read_woken(pgf_call *call, int result, pgf_message *msg,
 }
 
 int pgf_call_read_wait(pgf_call *call, pgf_message **msg) {
+    return pgf_call_read_wait_hooked(call, msg, NULL);
+}
+
+int pgf_call_read_wait_hooked(pgf_call *call, pgf_message **msg,
+                              const pgf_wait_hooks *hooks) {
     if (msg)
         *msg = NULL;
     if (call == NULL || msg == NULL)
@@ -150,7 +169,7 @@ int pgf_call_read_wait(pgf_call *call, pgf_message **msg) {
     pgf_call_ref(call);
     int rc = pgf_call_read(call, read_woken, &w);
     if (rc == PGF_OK) {
-        wait_for(call, &w);
+        wait_for(call, &w, hooks);
         *msg = w.msg;
         rc = w.result;
     }
@@ -274,6 +293,12 @@ static void write_woken(pgf_call *call, int result, void *ud) {
 
 int pgf_call_write_wait(pgf_call *call, const uint8_t *data, size_t len,
                         pgf_release_fn release, void *ctx) {
+    return pgf_call_write_wait_hooked(call, data, len, release, ctx, NULL);
+}
+
+int pgf_call_write_wait_hooked(pgf_call *call, const uint8_t *data,
+                               size_t len, pgf_release_fn release, void *ctx,
+                               const pgf_wait_hooks *hooks) {
     if (call == NULL) {
         if (release)
             release(ctx);
@@ -283,7 +308,7 @@ int pgf_call_write_wait(pgf_call *call, const uint8_t *data, size_t len,
     pgf_call_ref(call); /* as in pgf_call_read_wait */
     int rc = pgf_call_write(call, data, len, release, ctx, write_woken, &w);
     if (rc == PGF_OK) {
-        wait_for(call, &w);
+        wait_for(call, &w, hooks);
         rc = w.result;
     }
     pgf_call_unref(call);

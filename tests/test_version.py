@@ -32,8 +32,8 @@ def test_versions_agree() -> None:
 
 
 def test_abi_version_agrees() -> None:
-    assert lib.pgf_abi_version() == lib.PGF_ABI_VERSION == _macro("PGF_ABI_VERSION") == 4
-    assert pygrpc_ffi.ABI_VERSION == 4
+    assert lib.pgf_abi_version() == lib.PGF_ABI_VERSION == _macro("PGF_ABI_VERSION") == 5
+    assert pygrpc_ffi.ABI_VERSION == 5
 
 
 def test_include_and_library_dirs() -> None:

@@ -78,8 +78,8 @@ class MemoryBudget {
   // (gRPC's stream and call state ~18.9 KiB, measured on the C echo, plus
   // the Python task, call and iterator ~5.3 KiB); 32 KiB leaves room for
   // the copied messages of up to kUncountedMessage bytes a stream may hold
-  // (two in the gRPC C++ host, H2Call::kEarlyWrites = 4 in the product
-  // host) and for allocator slack.
+  // (two in the gRPC C++ host; in the product host up to H2Call::kEarlyBytes,
+  // 4 KiB with 32 bytes counted per copy) and for allocator slack.
   static constexpr size_t kCallCost = 32 * 1024;
   // One HTTP/2 stream window: the request bytes a client may send ahead of
   // a handler that does not read (measured: 63 KiB accepted per stream).

@@ -1,6 +1,7 @@
 /* Blocking reads and writes of sync streaming handlers, as CPython builtins
  * compiled into the cffi module: one call per message from Python, the GIL
- * released while the host delivers, and no cffi objects made per message.
+ * released only while one has to wait for the host, and no cffi objects
+ * made per message.
  *
  *   read_message(call_address) -> memoryview | int
  *       The next request message as a read-only view that owns it (the
@@ -27,16 +28,27 @@
 
 #include <stdlib.h>
 
+/* The GIL is released only if a read or write has to wait: one the host
+ * ends at once (a message it had received, a small one it copies) hands
+ * the GIL to no other thread, which under load meant a thread switch per
+ * message between the handlers' threads. */
+typedef struct {
+    PyThreadState *state;
+} released_gil;
+
+static void release_gil(void *arg) { ((released_gil *)arg)->state = PyEval_SaveThread(); }
+
+static void take_gil(void *arg) { PyEval_RestoreThread(((released_gil *)arg)->state); }
+
 static PyObject *stream_read_message(PyObject *self, PyObject *arg) {
     (void)self;
     pgf_call *call = call_at_address(arg);
     if (call == NULL)
         return NULL;
     pgf_message *msg = NULL;
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = pgf_call_read_wait(call, &msg);
-    Py_END_ALLOW_THREADS
+    released_gil gil;
+    pgf_wait_hooks hooks = {release_gil, take_gil, &gil};
+    int rc = pgf_call_read_wait_hooked(call, &msg, &hooks);
     if (rc != PGF_OK)
         return PyLong_FromLong(rc);
     return message_view(msg);
@@ -70,11 +82,11 @@ static PyObject *write_owned(pgf_call *call, PyObject *payload) {
         free(owned);
         return NULL;
     }
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = pgf_call_write_wait(call, (const uint8_t *)owned->view.buf,
-                             (size_t)owned->view.len, release_owned, owned);
-    Py_END_ALLOW_THREADS
+    released_gil gil;
+    pgf_wait_hooks hooks = {release_gil, take_gil, &gil};
+    int rc = pgf_call_write_wait_hooked(call, (const uint8_t *)owned->view.buf,
+                                        (size_t)owned->view.len, release_owned,
+                                        owned, &hooks);
     return PyLong_FromLong(rc);
 }
 
@@ -100,11 +112,10 @@ static PyObject *stream_write_message(PyObject *self, PyObject *const *args,
         PyBuffer_Release(&view);
         return write_owned(call, args[1]);
     }
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = pgf_call_write_wait(call, (const uint8_t *)view.buf, (size_t)view.len,
-                             NULL, NULL);
-    Py_END_ALLOW_THREADS
+    released_gil gil;
+    pgf_wait_hooks hooks = {release_gil, take_gil, &gil};
+    int rc = pgf_call_write_wait_hooked(call, (const uint8_t *)view.buf,
+                                        (size_t)view.len, NULL, NULL, &hooks);
     PyBuffer_Release(&view);
     return PyLong_FromLong(rc);
 }

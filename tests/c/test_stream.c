@@ -923,6 +923,117 @@ static void test_cancel_cb_not_after_finish(void) {
     CHECK_LIVE(base);
 }
 
+/* A host that ends every read and write inside the handler's call (a
+ * message it had received, a small one it copies). */
+static void answer_at_once(pgf_call *call, int event, void *data) {
+    (void)data;
+    if (event == PGF_EVENT_READ) {
+        pgf_call_push_request(call, message("ready"));
+    } else if (event == PGF_EVENT_WRITE) {
+        const uint8_t *bytes;
+        size_t len;
+        pgf_release_fn release;
+        void *ctx;
+        CHECK_INT(pgf_call_take_write(call, &bytes, &len, &release, &ctx, NULL), PGF_OK);
+        if (release)
+            release(ctx);
+        CHECK_INT(pgf_call_write_done(call, 1), PGF_OK);
+    }
+}
+
+/* What the hooks saw, and the thread they ran on. */
+typedef struct hook_log {
+    int before, after;
+    int waiting;  /* between before and after */
+    pthread_t thread;
+} hook_log;
+
+static void hook_before(void *arg) {
+    hook_log *log = arg;
+    CHECK(pthread_equal(log->thread, pthread_self()));
+    CHECK_INT(__atomic_load_n(&log->waiting, __ATOMIC_ACQUIRE), 0);
+    log->before++;
+    __atomic_store_n(&log->waiting, 1, __ATOMIC_RELEASE);
+}
+
+static void hook_after(void *arg) {
+    hook_log *log = arg;
+    CHECK(pthread_equal(log->thread, pthread_self()));
+    CHECK_INT(__atomic_load_n(&log->waiting, __ATOMIC_ACQUIRE), 1);
+    log->after++;
+    __atomic_store_n(&log->waiting, 0, __ATOMIC_RELEASE);
+}
+
+typedef struct cancel_job {
+    pgf_call *call;
+    hook_log *log;
+} cancel_job;
+
+/* Cancels the call once the caller is in its wait (its before hook ran). */
+static void *cancel_when_waiting(void *p) {
+    cancel_job *job = p;
+    struct timespec ts = {0, 1000000};
+    while (!__atomic_load_n(&job->log->waiting, __ATOMIC_ACQUIRE))
+        nanosleep(&ts, NULL);
+    pgf_call_cancel(job->call);
+    return NULL;
+}
+
+/* The hooks run around a wait, on the waiting thread, once each, and not
+ * at all when the host ends the read or write at once. */
+static void test_wait_hooks(void) {
+    int64_t base[NKINDS];
+    live_snapshot(base);
+    hook_log log = {0, 0, 0, pthread_self()};
+    pgf_wait_hooks hooks = {hook_before, hook_after, &log};
+
+    pgf_call *c = new_call("/s.S/M");
+    CHECK_INT(pgf_call_set_stream(c, answer_at_once, NULL), PGF_OK);
+    pgf_message *m = NULL;
+    CHECK_INT(pgf_call_read_wait_hooked(c, &m, &hooks), PGF_OK);
+    check_message(m, "ready");
+    pgf_message_unref(m);
+    CHECK_INT(pgf_call_write_wait_hooked(c, (const uint8_t *)"x", 1, NULL, NULL, &hooks),
+              PGF_OK);
+    CHECK_INT(log.before, 0);
+    CHECK_INT(log.after, 0);
+    pgf_call_unref(c);
+
+    /* A host that answers from another thread: the caller waits. */
+    c = new_call("/s.S/M");
+    CHECK_INT(pgf_call_set_stream(c, ignore_events, NULL), PGF_OK);
+    pthread_t t;
+    cancel_job job = {c, &log};
+    CHECK_INT(pthread_create(&t, NULL, cancel_when_waiting, &job), 0);
+    m = NULL;
+    CHECK_INT(pgf_call_read_wait_hooked(c, &m, &hooks), PGF_ECANCELLED);
+    pthread_join(t, NULL);
+    CHECK(m == NULL);
+    CHECK_INT(log.before, 1);
+    CHECK_INT(log.after, 1);
+    pgf_call_unref(c);
+
+    c = new_call("/s.S/M");
+    CHECK_INT(pgf_call_set_stream(c, ignore_events, NULL), PGF_OK);
+    job.call = c;
+    CHECK_INT(pthread_create(&t, NULL, cancel_when_waiting, &job), 0);
+    CHECK_INT(pgf_call_write_wait_hooked(c, (const uint8_t *)"x", 1, count_release, NULL,
+                                         &hooks),
+              PGF_ECANCELLED);
+    pthread_join(t, NULL);
+    CHECK_INT(log.before, 2);
+    CHECK_INT(log.after, 2);
+    /* Without hooks (NULL): as pgf_call_write_wait; on a cancelled call the
+     * release runs and nothing waits. */
+    int before_release = __atomic_load_n(&released, __ATOMIC_RELAXED);
+    CHECK_INT(pgf_call_write_wait_hooked(c, (const uint8_t *)"x", 1, count_release, NULL,
+                                         NULL),
+              PGF_ECANCELLED);
+    CHECK_INT(__atomic_load_n(&released, __ATOMIC_RELAXED), before_release + 1);
+    pgf_call_unref(c);
+    CHECK_LIVE(base);
+}
+
 int main(void) {
     int passed = 0;
     printf("test_stream: ABI %d, version %u\n", pgf_abi_version(),
@@ -947,6 +1058,7 @@ int main(void) {
     RUN_TEST(test_waiter_outlives_other_references, passed);
     RUN_TEST(test_c_streaming_handler, passed);
     RUN_TEST(test_cancel_cb_not_after_finish, passed);
+    RUN_TEST(test_wait_hooks, passed);
     printf("test_stream: %d passed (%ld checks)\n", passed, check_count);
     return 0;
 }

@@ -312,10 +312,11 @@ def test_unread_async_server_streams_stay_within_the_budget(host: Host) -> None:
     assert serves_soon(host)
 
 
-# The product host completes the writes of up to four small messages
-# (copied) before they are sent (H2Call::kEarlyWrites); the fifth write
-# waits until one is sent.
-EARLY_WRITES = 4
+# The product host completes the writes of small messages (copied) before
+# they are sent while the copies stay within 4 KiB, each counted with 32
+# bytes of allocator overhead (H2Call::kEarlyBytes, kEarlyOverhead); the
+# write after them waits until they are sent.
+EARLY_WRITES = 4096 // (16 + 32)  # of the 16-byte messages below
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])

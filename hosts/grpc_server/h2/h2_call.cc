@@ -301,11 +301,12 @@ bool H2Call::TakeWrite(bool on_handler_thread) {
     return false;
   }
   // A small message whose bytes may be copied here (borrowed, or released
-  // without blocking) is copied and its write completed at once, when no
-  // other is unsent: the handler makes its next message while the loop
-  // sends this one (as the gRPC host does), and its next write waits until
-  // this one is sent, so a stream holds at most two messages in the host.
-  bool room = unsent_.fetch_add(1, std::memory_order_acq_rel) < kEarlyWrites;
+  // without blocking) is copied and its write completed at once while the
+  // copies not yet sent stay within kEarlyBytes: the handler makes its next
+  // messages while the loop sends these, and a write beyond waits until it
+  // is sent.
+  size_t cost = t.len + kEarlyOverhead;
+  bool room = early_bytes_.load(std::memory_order_acquire) + cost <= kEarlyBytes;
   if (on_handler_thread && room && t.len <= MemoryBudget::kUncountedMessage &&
       (t.release == nullptr || pgf_call_nonblocking(call_) ||
        pgf_release_never_blocks(t.release, t.ctx))) {
@@ -316,13 +317,17 @@ bool H2Call::TakeWrite(bool on_handler_thread) {
       t.data = t.copy;
       t.release = nullptr;
       t.early = true;
+      t.early_cost = cost;
+      early_bytes_.fetch_add(cost, std::memory_order_acq_rel);
     }
   }
   {
     std::lock_guard<std::mutex> lock(taken_mu_);
     taken_.push_back(t);
   }
-  if (on_handler_thread) {
+  // One kWrite task at a time: the loop sends whatever is taken, in order,
+  // one message after the other (OnOutSent).
+  if (on_handler_thread && !write_posted_.exchange(true, std::memory_order_acq_rel)) {
     Ref();
     Post(TaskKind::kWrite);
   }
@@ -360,6 +365,7 @@ void H2Call::RunTask(TaskKind kind, int arg) {
       DeliverRead();
       break;
     case TaskKind::kWrite:
+      write_posted_.store(false, std::memory_order_release);  // before taken_ is read
       // One message in flight per stream: the next waits for it.
       if (handler_write_in_flight_) {
         write_event_ = true;
@@ -548,7 +554,7 @@ void H2Call::StreamError(Status status) {
 
 // A taken handler message that will not be sent.
 void H2Call::DropTaken(const Taken& t) {
-  unsent_.fetch_sub(1, std::memory_order_acq_rel);
+  early_bytes_.fetch_sub(t.early_cost, std::memory_order_acq_rel);
   HostBudget().Release(t.charged);
   std::free(t.copy);
   if (t.release != nullptr) ReleaseLater(t.release, t.ctx);
@@ -624,6 +630,7 @@ void H2Call::StartOut(const Taken& t, bool handler_write) {
   out_.release_ctx = ctx;
   out_.handler_write = handler_write;
   out_.early = t.early;
+  out_.early_cost = t.early_cost;
   out_.active = true;
   // One DATA item per message: the trailers can then go as HEADERS, which
   // no flow-control window holds back, whenever no message is in flight.
@@ -691,7 +698,7 @@ void H2Call::OnOutSent() {
     SubmitTrailers();
     return;
   }
-  // Any message taken meanwhile goes next (up to kEarlyWrites + 1 wait).
+  // Any message taken meanwhile goes next.
   bool more = write_event_;
   write_event_ = false;
   if (!more) {
@@ -726,7 +733,7 @@ void H2Call::EndOut(bool sent) {
   if (done.release != nullptr) ReleaseLater(done.release, done.release_ctx);
   if (!done.handler_write) return;
   handler_write_in_flight_ = false;
-  unsent_.fetch_sub(1, std::memory_order_acq_rel);
+  early_bytes_.fetch_sub(done.early_cost, std::memory_order_acq_rel);
   if (!done.early) {
     WriteDoneLater(call_, sent, true);
   } else if (!sent) {

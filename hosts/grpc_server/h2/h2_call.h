@@ -69,6 +69,7 @@ class H2Call {
     size_t charged = 0;  // to the memory budget
     uint8_t* copy = nullptr;  // ours (data points into it): free()d once sent
     bool early = false;       // completed for the handler as it was taken
+    size_t early_cost = 0;    // its share of early_bytes_
   };
   static constexpr int kWriteRefused = -1;  // kRefused's arg: a write beyond the budget
 
@@ -85,6 +86,7 @@ class H2Call {
     bool active = false;
     bool handler_write = false; // completes the handler's write when sent
     bool early = false;         // ...which was completed as it was taken
+    size_t early_cost = 0;      // its share of early_bytes_
     size_t total() const { return len + 5; }
   };
 
@@ -161,15 +163,17 @@ class H2Call {
   std::atomic<bool> response_charged_{false};
   // Small messages (up to MemoryBudget::kUncountedMessage, copied) a
   // handler may have written and not yet sent, each write completed as it
-  // is taken: the handler makes its next messages while the loop sends
-  // these; one more write waits until a message is sent.
-  static constexpr int kEarlyWrites = 4;
-  // Writes taken on the handler's thread, for the loop: at most
-  // kEarlyWrites + 1.
+  // is taken, while their copies (counted with kEarlyOverhead each for the
+  // allocator) stay within kEarlyBytes: the handler makes its next messages
+  // while the loop sends these; the write after them waits until they are
+  // sent.  Within kCallCost, as four copies of 1 KiB were.
+  static constexpr size_t kEarlyBytes = 4096;
+  static constexpr size_t kEarlyOverhead = 32;
+  std::atomic<size_t> early_bytes_{0};  // added by the handler's thread
+  // Writes taken on the handler's thread, for the loop, in order.
   std::mutex taken_mu_;
   std::deque<Taken> taken_;
-  // Handler messages taken and not yet sent (or failed).
-  std::atomic<int> unsent_{0};
+  std::atomic<bool> write_posted_{false};  // a kWrite task is on its way
 
   // The memory budget (memory_budget.h): what admission charged (rule 1),
   // and the reserve this call leaves to unary calls.
