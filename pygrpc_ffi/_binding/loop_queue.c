@@ -415,13 +415,14 @@ static int _pgf_loop_queue_wait_finished(int timeout_ms) {
 static PyObject *queue_finish_taken(PyObject *self, PyObject *const *args,
                                     Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 2 || !PyBytes_CheckExact(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "finish_taken(call_address, bytes)");
-        return NULL;
-    }
-    pgf_call *call = call_at_address(args[0]);
+    static const char usage[] = "finish_taken(call_address, bytes)";
+    pgf_call *call = call_of_args(args, nargs, 2, usage);
     if (call == NULL)
         return NULL;
+    if (!PyBytes_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return NULL;
+    }
     char *data;
     Py_ssize_t len;
     if (PyBytes_AsStringAndSize(args[1], &data, &len) != 0)

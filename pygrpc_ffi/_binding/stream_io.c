@@ -93,11 +93,8 @@ static PyObject *write_owned(pgf_call *call, PyObject *payload) {
 static PyObject *stream_write_message(PyObject *self, PyObject *const *args,
                                       Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "write_message(call_address, payload)");
-        return NULL;
-    }
-    pgf_call *call = call_at_address(args[0]);
+    pgf_call *call = call_of_args(args, nargs, 2,
+                                  "write_message(call_address, payload)");
     if (call == NULL)
         return NULL;
     if ((size_t)PyObject_Length(args[1]) > LEND_AT_MOST) {
@@ -243,12 +240,8 @@ static PyObject *async_op_outcome(async_op *op, PyObject *loop) {
 static PyObject *stream_write_message_async(PyObject *self, PyObject *const *args,
                                             Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError,
-                        "write_message_async(call_address, payload, loop)");
-        return NULL;
-    }
-    pgf_call *call = call_at_address(args[0]);
+    pgf_call *call = call_of_args(args, nargs, 3,
+                                  "write_message_async(call_address, payload, loop)");
     if (call == NULL)
         return NULL;
     async_op *op = calloc(1, sizeof(*op));
@@ -291,11 +284,8 @@ static PyObject *stream_write_message_async(PyObject *self, PyObject *const *arg
 static PyObject *stream_read_message_async(PyObject *self, PyObject *const *args,
                                            Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "read_message_async(call_address, loop)");
-        return NULL;
-    }
-    pgf_call *call = call_at_address(args[0]);
+    pgf_call *call = call_of_args(args, nargs, 2,
+                                  "read_message_async(call_address, loop)");
     if (call == NULL)
         return NULL;
     async_op *op = calloc(1, sizeof(*op));

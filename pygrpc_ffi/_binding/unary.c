@@ -130,6 +130,18 @@ static pgf_call *call_at_address(PyObject *address) {
     return call;
 }
 
+/* The call at args[0] of a METH_FASTCALL builtin that takes `want`
+ * arguments, or NULL with an exception set (TypeError(usage) for another
+ * count). */
+static pgf_call *call_of_args(PyObject *const *args, Py_ssize_t nargs,
+                              Py_ssize_t want, const char *usage) {
+    if (nargs != want) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return NULL;
+    }
+    return call_at_address(args[0]);
+}
+
 /* ------------------------------------------------------------ the answer */
 
 /* A bytes answer's release: the host is done with its bytes. */
@@ -293,14 +305,14 @@ static const char *ascii_of(PyObject *s, Py_ssize_t *len) {
 static PyObject *unary_add_text_metadata(PyObject *self, PyObject *const *args,
                                          Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 3 || !PyDict_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError,
-                        "add_text_metadata(call address, dict, trailing)");
-        return NULL;
-    }
-    pgf_call *call = call_at_address(args[0]);
+    static const char usage[] = "add_text_metadata(call address, dict, trailing)";
+    pgf_call *call = call_of_args(args, nargs, 3, usage);
     if (call == NULL)
         return NULL;
+    if (!PyDict_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return NULL;
+    }
     int trailing = PyObject_IsTrue(args[2]);
     if (trailing < 0)
         return NULL;
