@@ -178,13 +178,20 @@ class _Stream:
 
     # ----------------------------------------------------------- async side
 
-    async def aread(self) -> Any | None:
-        """The next request message, or None at the end of the stream."""
+    # Each read and write is split in a start (the C builtin: its outcome if
+    # the host ended it inside the call, else a future) and an end that
+    # reads the outcome, so that the per-message loops (arequests, _drive)
+    # await only the futures, without a coroutine per message.
+
+    def read_start(self) -> Any:
+        """Asks for the next request message: the outcome, or a future of it."""
         # A message the host had received already comes at once, with no
         # future and no thread hop.
-        got = read_message_async(self.address, _running_loop())
-        if type(got) is not memoryview and type(got) is not int:
-            got = await got
+        return read_message_async(self.address, _running_loop())
+
+    def read_end(self, got: Any) -> Any | None:
+        """The request an outcome of :meth:`read_start` is, None at the end
+        of the stream."""
         if type(got) is memoryview:
             return view_request(self.info, got)
         if got == _EOF:
@@ -193,30 +200,48 @@ class _Stream:
             raise self._over()
         raise RuntimeError(f"reading the request stream failed ({got})")
 
+    async def aread(self) -> Any | None:
+        """The next request message, or None at the end of the stream."""
+        got = self.read_start()
+        if type(got) is not memoryview and type(got) is not int:
+            got = await got
+        return self.read_end(got)
+
     async def arequests(self) -> AsyncIterator[Any]:
         while True:
-            request = await self.aread()
+            got = self.read_start()
+            if type(got) is not memoryview and type(got) is not int:
+                got = await got
+            request = self.read_end(got)
             if request is None:
                 return
             yield request
 
-    async def awrite(self, answer: Any) -> None:
+    def write_start(self, answer: Any) -> Any:
+        """Writes one response message: the code, or a future of it."""
         payload = answer if type(answer) is bytes else self.responder.message_payload(answer)
         try:
             # A small message is lent: the host copies it as it takes it and
             # the write usually ends here, with no future and no thread hop.
             # A write that waits keeps its bytes until the host is done, even
-            # if this coroutine is cancelled meanwhile.
-            rc = write_message_async(self.address, payload, _running_loop())
+            # if its awaiting coroutine is cancelled meanwhile.
+            return write_message_async(self.address, payload, _running_loop())
         except (TypeError, BufferError, ValueError) as exc:
             raise InvalidResponse(f"payload cannot be sent: {exc}") from None
-        if type(rc) is not int:
-            rc = await rc
+
+    def write_end(self, rc: int) -> None:
+        """Raises what the code of a :meth:`write_start` means, if not OK."""
         if rc == OK:
             return
         if rc == _ECANCELLED or self.ref.done:
             raise self._over()
         raise InvalidResponse(f"the host refused a response message ({rc})")
+
+    async def awrite(self, answer: Any) -> None:
+        rc = self.write_start(answer)
+        if type(rc) is not int:
+            rc = await rc
+        self.write_end(rc)
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:
@@ -353,7 +378,10 @@ async def _drive(pending: _AsyncStream) -> None:
         if hasattr(result, "__aiter__"):
             try:
                 async for answer in result:
-                    await stream.awrite(answer)
+                    rc = stream.write_start(answer)  # awrite, inline: per message
+                    if type(rc) is not int:
+                        rc = await rc
+                    stream.write_end(rc)
             except BaseException:
                 aclose = getattr(result, "aclose", None)
                 if aclose is not None:

@@ -100,6 +100,20 @@ def test_client_cancel_closes_the_handler_generator(ch: grpc.Channel, method: st
     assert wait_closed(ch, method, before)
 
 
+@pytest.mark.parametrize("method", ["Endless", "AsyncEndless"])
+def test_every_cancel_of_a_stream_written_as_fast_as_possible_closes_its_handler(
+        ch: grpc.Channel, method: str) -> None:
+    # The handler has many small messages taken and not yet sent when the
+    # cancel comes: every one is dropped and its write ended, so the handler
+    # learns of the cancel at its next write, however many were queued.
+    for _ in range(20):
+        before = closed_count(ch, method)
+        call = ch.unary_stream(f"/{SVC}/{method}")(b"", timeout=60)
+        assert next(call) == b"tick"
+        call.cancel()
+        assert wait_closed(ch, method, before)
+
+
 def test_deadline_mid_stream_ends_a_handler_waiting_for_messages(ch: grpc.Channel) -> None:
     before = closed_count(ch, "Drain")
     gate = threading.Event()

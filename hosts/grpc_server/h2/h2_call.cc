@@ -565,27 +565,35 @@ void H2Call::DropTaken(const Taken& t) {
   }
 }
 
+// Starts the next taken message; every one that will not be sent (the call
+// is over, or one was too large) is dropped, up to the next to send: one
+// kWrite task may stand for several taken messages.
 void H2Call::StartHandlerWrite() {
-  Taken t;
-  {
-    std::lock_guard<std::mutex> lock(taken_mu_);
-    if (taken_.empty()) return;
-    t = taken_.front();
-    taken_.pop_front();
-  }
-  if (ended_ || conn_ == nullptr || forced_) {
-    DropTaken(t);
+  bool too_large = false;
+  for (;;) {
+    Taken t;
+    {
+      std::lock_guard<std::mutex> lock(taken_mu_);
+      if (taken_.empty()) break;
+      t = taken_.front();
+      taken_.pop_front();
+    }
+    if (ended_ || conn_ == nullptr || forced_) {
+      DropTaken(t);
+      continue;
+    }
+    if (t.len > conn_->config().max_message_size) {
+      DropTaken(t);
+      forced_ = Status{PGF_STATUS_RESOURCE_EXHAUSTED, "Sent message larger than max"};
+      if (!handler_done_) CancelLater(call_);
+      too_large = true;
+      continue;
+    }
+    handler_write_in_flight_ = true;
+    StartOut(t, true);
     return;
   }
-  if (t.len > conn_->config().max_message_size) {
-    DropTaken(t);
-    forced_ = Status{PGF_STATUS_RESOURCE_EXHAUSTED, "Sent message larger than max"};
-    if (!handler_done_) CancelLater(call_);
-    MaybeEnd();
-    return;
-  }
-  handler_write_in_flight_ = true;
-  StartOut(t, true);
+  if (too_large) MaybeEnd();
 }
 
 void H2Call::StartOut(const Taken& t, bool handler_write) {
