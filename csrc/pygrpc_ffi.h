@@ -567,7 +567,8 @@ PGF_API int pgf_release_never_blocks(pgf_release_fn release, void *ctx);
 
 /* The host's side of a stream.  Runs on the handler's thread, inside the
  * handler's pgf_call_read / pgf_call_write / pgf_call_send_initial_metadata,
- * with no lock held; must not block (start the network operation and
+ * with none of the library's locks held (the handler's own may be: see
+ * pgf_wait_hooks); must not block (start the network operation and
  * return).  call is BORROWED for the duration. */
 typedef void (*pgf_stream_fn)(pgf_call *call, int event, void *host_data);
 
