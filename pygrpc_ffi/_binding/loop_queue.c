@@ -275,6 +275,8 @@ static PyObject *queue_take_calls(PyObject *self, PyObject *unused) {
     (void)unused;
     _pgf_queued batch[TAKE_AT_ONCE];
     PyObject *list = PyList_New(0);
+    if (list == NULL)
+        PyErr_Clear();  /* resolving below calls Python; a list is made at the end */
     size_t items = 0, n;
     /* Until the queue is empty or TAKE_AT_ONCE items are made: the caller
      * takes again only after a full list, and ended reads and writes make
