@@ -366,12 +366,8 @@ void H2Call::RunTask(TaskKind kind, int arg) {
       break;
     case TaskKind::kWrite:
       write_posted_.store(false, std::memory_order_release);  // before taken_ is read
-      // One message in flight per stream: the next waits for it.
-      if (handler_write_in_flight_) {
-        write_event_ = true;
-      } else {
-        StartHandlerWrite();
-      }
+      // One message in flight per stream: the next waits for it (OnOutSent).
+      if (!handler_write_in_flight_) StartHandlerWrite();
       break;
     case TaskKind::kConsume:
       consume_posted_.store(false, std::memory_order_release);
@@ -565,6 +561,15 @@ void H2Call::DropTaken(const Taken& t) {
   }
 }
 
+// The oldest taken message, moved to *t; false if none is.
+bool H2Call::PopTaken(Taken* t) {
+  std::lock_guard<std::mutex> lock(taken_mu_);
+  if (taken_.empty()) return false;
+  *t = taken_.front();
+  taken_.pop_front();
+  return true;
+}
+
 // Starts the next taken message; every one that will not be sent (the call
 // is over, or one was too large) is dropped, up to the next to send: one
 // kWrite task may stand for several taken messages.
@@ -572,12 +577,7 @@ void H2Call::StartHandlerWrite() {
   bool too_large = false;
   for (;;) {
     Taken t;
-    {
-      std::lock_guard<std::mutex> lock(taken_mu_);
-      if (taken_.empty()) break;
-      t = taken_.front();
-      taken_.pop_front();
-    }
+    if (!PopTaken(&t)) break;
     if (ended_ || conn_ == nullptr || forced_) {
       DropTaken(t);
       continue;
@@ -706,14 +706,7 @@ void H2Call::OnOutSent() {
     SubmitTrailers();
     return;
   }
-  // Any message taken meanwhile goes next.
-  bool more = write_event_;
-  write_event_ = false;
-  if (!more) {
-    std::lock_guard<std::mutex> lock(taken_mu_);
-    more = !taken_.empty();
-  }
-  if (more) StartHandlerWrite();
+  StartHandlerWrite();  // any message taken meanwhile goes next
   MaybeEnd();
 }
 
@@ -903,15 +896,9 @@ void H2Call::OnStreamClose(uint32_t) {
   }
   FailOut();
   // Writes taken and waiting for the one in flight will not be sent either.
-  write_event_ = false;
   for (;;) {
     Taken t;
-    {
-      std::lock_guard<std::mutex> lock(taken_mu_);
-      if (taken_.empty()) break;
-      t = taken_.front();
-      taken_.pop_front();
-    }
+    if (!PopTaken(&t)) break;
     DropTaken(t);
   }
   conn_ = nullptr;

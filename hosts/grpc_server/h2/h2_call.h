@@ -106,6 +106,7 @@ class H2Call {
   void ParseData(const uint8_t* data, size_t len);
   void OnRequestMessage(pgf_message* msg);
   void DeliverRead();
+  bool PopTaken(Taken* t);
   void StartHandlerWrite();
   bool TakeWrite(bool on_handler_thread);
   void DropTaken(const Taken& t);
@@ -157,7 +158,6 @@ class H2Call {
   std::vector<std::pair<std::string, std::string>> trailers_;
   bool ended_ = false;           // the status was submitted (or the stream reset)
   bool compress_ = false;        // responses go out gzip'ed
-  bool write_event_ = false;     // a handler write waits for the one in flight
   bool handler_write_in_flight_ = false;
   // A response message was charged (rule 2); set on the handler's thread.
   std::atomic<bool> response_charged_{false};
